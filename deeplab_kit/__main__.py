@@ -1,0 +1,3 @@
+from deeplab_kit.cli import main
+
+raise SystemExit(main())

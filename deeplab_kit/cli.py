@@ -1,0 +1,62 @@
+"""Command line: `python -m deeplab_kit <command> ...` (run with --help for the commands).
+
+Each command is a small `_add_<command>` function that declares its arguments and the library
+call it makes; the logic lives in the library modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deeplab_kit",
+        description="DeepLabv3 on PASCAL VOC 2012: data, training in sessions, evaluation, demo.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_synth, _add_download, _add_train, _add_evaluate):
+        add(commands)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        # Bad input: one clear line naming the file and the problem, no traceback.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+# --- demo (issue 5) ------------------------------------------------------------------------
+
+
+def _add_demo(commands) -> None:
+    pass
+
+
+# --- synth (issue 3) -----------------------------------------------------------------------
+
+
+def _add_synth(commands) -> None:
+    pass
+
+
+# --- download (issue 3) --------------------------------------------------------------------
+
+
+def _add_download(commands) -> None:
+    pass
+
+
+# --- train (issue 5) -----------------------------------------------------------------------
+
+
+def _add_train(commands) -> None:
+    pass
+
+
+# --- evaluate (issues 4 and 5) -------------------------------------------------------------
+
+
+def _add_evaluate(commands) -> None:
+    pass

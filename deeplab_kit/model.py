@@ -1,0 +1,533 @@
+"""DeepLabv3 (Chen et al. 2017): a dilated ResNet, atrous spatial pyramid pooling, a small head.
+
+Read top to bottom: the ASPP branches, the ASPP module, the heads, the backbone, the model, and
+`build_model`, which wires them together for a given output stride, multi-grid and set of rates.
+
+The parameter names follow torchvision's `deeplabv3_resnet50` (`backbone.*`, `classifier.*`,
+`aux_classifier.*`), so its pretrained weights load without renaming: see
+`load_torchvision_weights`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.models import resnet as tv_resnet
+
+# Bottleneck blocks per stage. "resnet26" is the reduced-depth backbone for CPUs and for the
+# report's "simplified DeepLabv3 with a reduced number of backbone layers".
+BACKBONE_BLOCKS = {
+    "resnet26": (2, 2, 2, 2),
+    "resnet50": (3, 4, 6, 3),
+    "resnet101": (3, 4, 23, 3),
+}
+IMAGENET_WEIGHTS = {
+    "resnet50": tv_resnet.ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": tv_resnet.ResNet101_Weights.IMAGENET1K_V1,
+}
+# Which of layer2..layer4 trade their stride for dilation, per output stride (torchvision's flag).
+STRIDE_TO_DILATION = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
+MAX_EXTRA_BLOCKS = 3
+
+# Named model configurations; `from_preset(name, **overrides)` builds one.
+PRESETS = {
+    # The report: ResNet-50, output stride 16, rates (8, 12, 16), no multi-grid.
+    "report": dict(backbone="resnet50", output_stride=16, atrous_rates=(8, 12, 16)),
+    # The paper's best ResNet setting for training: OS16, multi-grid (1, 2, 4), rates (6, 12, 18).
+    "paper": dict(backbone="resnet50", output_stride=16, multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18)),
+    # The paper's evaluation setting: OS8 doubles the rates.
+    "paper-os8": dict(backbone="resnet50", output_stride=8, multi_grid=(1, 2, 4), atrous_rates=(12, 24, 36)),
+    # torchvision's deeplabv3_resnet50: OS8, its own dilations, rates (12, 24, 36), FCN aux head.
+    "torchvision": dict(backbone="resnet50", output_stride=8, atrous_rates=(12, 24, 36), aux_loss=True),
+}
+
+
+# --- ASPP ------------------------------------------------------------------------------------
+
+
+class ASPPConv(nn.Sequential):
+    """One atrous branch: a 3x3 convolution whose taps are `rate` pixels apart, BN, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, rate: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ASPPPooling(nn.Sequential):
+    """Image-level features: average the whole map, 1x1 conv, BN, ReLU, spread back over the map.
+
+    The paper adds this branch because a 3x3 filter with a rate close to the map's size sees
+    mostly padding: only its centre tap stays inside, so it degenerates to a 1x1 filter.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = super().forward(x)  # (N, C, 1, 1)
+        return pooled.expand(-1, -1, *x.shape[-2:])  # (N, C, h, w): bilinear from 1x1 is a copy
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: parallel branches over one feature map, concatenated.
+
+    Branches: a 1x1 conv, one 3x3 atrous conv per rate and (optionally) image-level pooling,
+    each with `out_channels` channels; then a 1x1 projection back to `out_channels`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        atrous_rates: Sequence[int],
+        out_channels: int = 256,
+        image_pooling: bool = True,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        branches: list[nn.Module] = [
+            nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            )
+        ]
+        branches += [ASPPConv(in_channels, out_channels, rate) for rate in atrous_rates]
+        if image_pooling:
+            branches.append(ASPPPooling(in_channels, out_channels))
+        self.convs = nn.ModuleList(branches)
+        self.project = nn.Sequential(
+            nn.Conv2d(len(branches) * out_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, h, w) -> (N, C_out, h, w)
+        return self.project(torch.cat([branch(x) for branch in self.convs], dim=1))
+
+
+# --- heads -----------------------------------------------------------------------------------
+
+
+class DeepLabHead(nn.Sequential):
+    """DeepLabv3's classifier: ASPP, a 3x3 conv, BN, ReLU, and a 1x1 conv to class scores."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        atrous_rates: Sequence[int],
+        channels: int = 256,
+        image_pooling: bool = True,
+    ) -> None:
+        super().__init__(
+            ASPP(in_channels, atrous_rates, channels, image_pooling),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, num_classes, 1),
+        )
+
+
+class DeepLabV3PlusHead(nn.Module):
+    """DeepLabv3+'s decoder (Chen et al. 2018): ASPP features upsampled to layer1's stride 4,
+    joined with layer1's features projected to 48 channels, refined by two 3x3 convs."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        low_level_channels: int,
+        num_classes: int,
+        atrous_rates: Sequence[int],
+        channels: int = 256,
+        image_pooling: bool = True,
+    ) -> None:
+        super().__init__()
+        self.aspp = ASPP(in_channels, atrous_rates, channels, image_pooling)
+        self.low_level = nn.Sequential(
+            nn.Conv2d(low_level_channels, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU(inplace=True)
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels + 48, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+        self.classify = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        x = self.aspp(x)  # (N, 256, H/OS, W/OS)
+        x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        x = torch.cat([x, self.low_level(low)], dim=1)  # (N, 256 + 48, H/4, W/4)
+        return self.classify(self.fuse(x))
+
+
+class FCNHead(nn.Sequential):
+    """The auxiliary head on layer3 (as torchvision has it): a deep-supervision loss in training."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        inter = in_channels // 4
+        super().__init__(
+            nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inter),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.1),
+            nn.Conv2d(inter, num_classes, 1),
+        )
+
+
+# --- backbone and model ----------------------------------------------------------------------
+
+
+class Backbone(nn.Module):
+    """A ResNet without its pooling and fc layers, returning the features the heads need.
+
+    The attribute names are torchvision's ResNet's, so its state dicts load unchanged. Extra
+    cascaded blocks (the paper's block5..block7) are `layer5`, `layer6`, `layer7`.
+    """
+
+    def __init__(self, resnet: tv_resnet.ResNet, extra_layers: Sequence[nn.Module] = ()) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+        self.num_extra_layers = len(extra_layers)
+        for index, layer in enumerate(extra_layers, start=5):
+            self.add_module(f"layer{index}", layer)
+
+    def stages(self) -> list[tuple[str, nn.Sequential]]:
+        """(name, stage) for layer1, layer2, ... in order."""
+        return [(f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, 5 + self.num_extra_layers)]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
+        low = self.layer1(x)  # (N, 256, H/4, W/4)
+        x = self.layer2(low)  # (N, 512, H/8, W/8)
+        aux = self.layer3(x)  # (N, 1024, H/8 or H/16, ...)
+        x = self.layer4(aux)  # (N, 2048, H/OS, W/OS)
+        for index in range(5, 5 + self.num_extra_layers):
+            x = getattr(self, f"layer{index}")(x)  # cascaded blocks keep the resolution
+        return {"low": low, "aux": aux, "out": x}
+
+
+class DeepLabV3(nn.Module):
+    """Backbone, classifier (and optional auxiliary head); logits come back at the input size.
+
+    `forward(images)` returns `{"out": (N, num_classes, H, W)}`, plus `"aux"` with the aux head.
+    `config` holds the `build_model` arguments, so a checkpoint can rebuild the model.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        classifier: nn.Module,
+        aux_classifier: nn.Module | None = None,
+        *,
+        freeze_backbone: bool = False,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+        self.aux_classifier = aux_classifier
+        self.config = dict(config or {})
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> DeepLabV3:
+        super().train(mode)
+        if self.freeze_backbone:  # a frozen backbone keeps its BN statistics too
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = x.shape[-2:]
+        features = self.backbone(x)
+        if isinstance(self.classifier, DeepLabV3PlusHead):
+            logits = self.classifier(features["out"], features["low"])
+        else:
+            logits = self.classifier(features["out"])  # (N, classes, H/OS, W/OS)
+        result = {"out": F.interpolate(logits, size=size, mode="bilinear", align_corners=False)}
+        if self.aux_classifier is not None:
+            aux = self.aux_classifier(features["aux"])
+            result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
+        return result
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def _as_rates(name: str, values, *, allow_none: bool) -> tuple[int, ...] | None:
+    if values is None and allow_none:
+        return None
+    try:
+        rates = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of positive integers, got {values!r}") from None
+    if not rates or any(r < 1 for r in rates) or any(r != v for r, v in zip(rates, values)):
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {values!r}")
+    return rates
+
+
+def _set_dilation(block: tv_resnet.Bottleneck, rate: int) -> None:
+    """Give a bottleneck's 3x3 conv the dilation `rate` (padding = rate keeps the size)."""
+    block.conv2.dilation = (rate, rate)
+    block.conv2.padding = (rate, rate)
+
+
+def _extra_layer(num_blocks: int, unit_rates: Sequence[int], stage_rate: int) -> nn.Sequential:
+    """One cascaded copy of block4 (2048 -> 2048 channels, no stride) with dilated 3x3 convs."""
+    blocks = [tv_resnet.Bottleneck(2048, 512, dilation=stage_rate * unit_rates[i]) for i in range(num_blocks)]
+    layer = nn.Sequential(*blocks)
+    for m in layer.modules():  # the same initialisation torchvision's ResNet gives its layers
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return layer
+
+
+def _load_backbone_weights(resnet: tv_resnet.ResNet, backbone: str, pretrained) -> None:
+    if pretrained is True:
+        if backbone not in IMAGENET_WEIGHTS:
+            raise ValueError(
+                f"no ImageNet weights exist for backbone={backbone!r}; "
+                f"pretrained_backbone=True needs one of {sorted(IMAGENET_WEIGHTS)}"
+            )
+        weights = IMAGENET_WEIGHTS[backbone]
+        state = _download_state_dict(weights)
+    else:
+        state = _read_state_dict(Path(pretrained))
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = resnet.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        raise ValueError(
+            f"the backbone weights do not fit a {backbone}: "
+            f"{'missing' if missing else 'unexpected'} tensor {first!r}"
+        )
+
+
+def build_model(
+    *,
+    num_classes: int = 21,
+    backbone: str = "resnet50",
+    output_stride: int = 16,
+    atrous_rates: Sequence[int] = (6, 12, 18),
+    multi_grid: Sequence[int] | None = None,
+    extra_blocks: int = 0,
+    image_pooling: bool = True,
+    aux_loss: bool = False,
+    decoder: bool = False,
+    aspp_channels: int = 256,
+    pretrained_backbone: bool | str | Path = False,
+    freeze_backbone: bool = False,
+) -> DeepLabV3:
+    """Build a DeepLabv3 (or, with `decoder=True`, DeepLabv3+) on a dilated ResNet.
+
+    Args:
+        num_classes: classes to score, background included (21 for PASCAL VOC).
+        backbone: "resnet50", "resnet101", or "resnet26" (bottleneck stages (2, 2, 2, 2), for CPUs).
+        output_stride: input size / feature size, 8, 16 or 32. Below 32, layer4 (and at 8 also
+            layer3) trades its stride for dilation, as torchvision does: the first block of a
+            dilated stage keeps the previous stage's rate (at OS8 layer4's rates are 2, 4, 4).
+        atrous_rates: one 3x3 ASPP branch per rate (at least one).
+        multi_grid: None keeps torchvision's dilations (its pretrained weights behave as trained);
+            a tuple gives layer4's blocks the paper's rates: stage rate x unit rate, e.g. (1, 2, 4)
+            gives (2, 4, 8) at OS16 and (4, 8, 16) at OS8. It needs one unit rate per layer4 block.
+        extra_blocks: 0..3 cascaded copies of block4 (the paper's block5..block7), each at twice
+            the previous block's rate, for the paper's "going deeper" experiment.
+        image_pooling: keep ASPP's image-level branch.
+        aux_loss: add torchvision's FCN auxiliary head on layer3 (output key "aux").
+        decoder: use the DeepLabv3+ decoder (layer1 features at stride 4) as the classifier.
+        aspp_channels: width of every ASPP branch and of the head (256 in the paper).
+        pretrained_backbone: False, True (ImageNet weights from torchvision, downloaded), or a
+            path to a saved torchvision ResNet state dict (for offline machines).
+        freeze_backbone: no gradients for the backbone, which also stays in eval mode.
+
+    Returns:
+        A `DeepLabV3` whose forward returns {"out": (N, num_classes, H, W)} at the input size.
+    """
+    if backbone not in BACKBONE_BLOCKS:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONE_BLOCKS)}")
+    if output_stride not in STRIDE_TO_DILATION:
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(aspp_channels, int) or aspp_channels < 1:
+        raise ValueError(f"aspp_channels must be a positive integer, got {aspp_channels!r}")
+    atrous_rates = _as_rates("atrous_rates", atrous_rates, allow_none=False)
+    multi_grid = _as_rates("multi_grid", multi_grid, allow_none=True)
+    if not isinstance(extra_blocks, int) or not 0 <= extra_blocks <= MAX_EXTRA_BLOCKS:
+        raise ValueError(f"extra_blocks must be 0..{MAX_EXTRA_BLOCKS} (block5..block7), got {extra_blocks!r}")
+    blocks = BACKBONE_BLOCKS[backbone]
+    if multi_grid is not None and len(multi_grid) != blocks[3]:
+        raise ValueError(
+            f"multi_grid needs one unit rate per layer4 block: {backbone} has {blocks[3]}, "
+            f"got {multi_grid}"
+        )
+
+    resnet = tv_resnet.ResNet(
+        tv_resnet.Bottleneck, list(blocks), replace_stride_with_dilation=STRIDE_TO_DILATION[output_stride]
+    )
+    if pretrained_backbone is not False:
+        _load_backbone_weights(resnet, backbone, pretrained_backbone)
+
+    layer4_rate = 32 // output_stride  # layer4's dilation once its stride is removed
+    if multi_grid is not None:
+        for block, unit_rate in zip(resnet.layer4, multi_grid):
+            _set_dilation(block, layer4_rate * unit_rate)
+    unit_rates = multi_grid or (1,) * blocks[3]
+    extra = [_extra_layer(blocks[3], unit_rates, layer4_rate * 2**k) for k in range(1, extra_blocks + 1)]
+
+    in_channels = 512 * tv_resnet.Bottleneck.expansion  # 2048
+    if decoder:
+        classifier = DeepLabV3PlusHead(
+            in_channels, 64 * tv_resnet.Bottleneck.expansion, num_classes, atrous_rates, aspp_channels, image_pooling
+        )
+    else:
+        classifier = DeepLabHead(in_channels, num_classes, atrous_rates, aspp_channels, image_pooling)
+    aux_classifier = FCNHead(in_channels // 2, num_classes) if aux_loss else None
+
+    config = dict(
+        num_classes=num_classes, backbone=backbone, output_stride=output_stride,
+        atrous_rates=atrous_rates, multi_grid=multi_grid, extra_blocks=extra_blocks,
+        image_pooling=image_pooling, aux_loss=aux_loss, decoder=decoder,
+        aspp_channels=aspp_channels, freeze_backbone=freeze_backbone,
+    )  # fmt: skip
+    return DeepLabV3(
+        Backbone(resnet, extra), classifier, aux_classifier, freeze_backbone=freeze_backbone, config=config
+    )
+
+
+def from_preset(name: str, **overrides) -> DeepLabV3:
+    """`build_model` with a named configuration ("report", "paper", "paper-os8", "torchvision")."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return build_model(**{**PRESETS[name], **overrides})
+
+
+# --- torchvision weights ---------------------------------------------------------------------
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt, or holding objects weights_only refuses
+        raise ValueError(f"{path}: not a readable state dict ({type(error).__name__}: {error})") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict (names -> tensors), found {type(state).__name__}")
+    return dict(state)
+
+
+def _download_state_dict(weights) -> dict[str, torch.Tensor]:
+    """torchvision's download (hash-checked), with a message that helps when it cannot run."""
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad hash a RuntimeError
+        filename = weights.url.rsplit("/", 1)[-1]
+        raise RuntimeError(
+            f"could not get {weights} from {weights.url} ({type(error).__name__}: {error}).\n"
+            f"Offline? Download {filename} on a machine with network access, copy it here and "
+            f"pass its path instead (torchvision caches it under ~/.cache/torch/hub/checkpoints/)."
+        ) from None
+
+
+def load_torchvision_weights(model: DeepLabV3, weights, *, skip_classifier: bool = False) -> DeepLabV3:
+    """Load a torchvision DeepLabV3 state dict into `model` (in place; returns it).
+
+    `weights` is a state dict, a path to a saved one (for offline machines), or a torchvision
+    Weights enum such as `DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1` (downloaded and
+    hash-checked by torchvision). torchvision's model is `from_preset("torchvision")`: output
+    stride 8 and rates (12, 24, 36); dilations are not stored in a state dict, so build the
+    model you mean. Tensors of torchvision's aux head are ignored when `model` has none.
+    `skip_classifier=True` keeps the model's own last 1x1 convs (a new classifier, any number
+    of classes), as in the report's comparison model.
+    A tensor that is missing, unexpected or of another shape raises a ValueError naming it.
+    """
+    if isinstance(weights, (str, Path)):
+        state = _read_state_dict(Path(weights))
+    elif isinstance(weights, Mapping):
+        state = dict(weights)
+    elif hasattr(weights, "get_state_dict"):
+        state = _download_state_dict(weights)
+    else:
+        raise TypeError(f"weights must be a state dict, a path or a torchvision Weights enum, got {type(weights).__name__}")
+
+    skip = _last_conv_prefixes(model) if skip_classifier else ()  # str.startswith(()) is False
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+    state = {k: v for k, v in state.items() if not k.startswith(skip)}
+    if model.aux_classifier is None:
+        state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
+    for name, tensor in own.items():
+        if name not in state:
+            raise ValueError(
+                f"the weights lack tensor {name!r} {tuple(tensor.shape)}: they were saved from another configuration"
+            )
+        if state[name].shape != tensor.shape:
+            raise ValueError(
+                f"tensor {name!r} does not fit: the weights have shape {tuple(state[name].shape)}, "
+                f"the model {tuple(tensor.shape)} (check num_classes, backbone, aspp_channels, decoder)"
+            )
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise ValueError(f"the weights hold tensor {unexpected[0]!r}, which this model does not have")
+    model.load_state_dict(state, strict=not skip)
+    return model
+
+
+def _last_conv_prefixes(model: DeepLabV3) -> tuple[str, ...]:
+    """Names of the final 1x1 convs (the ones that depend on the number of classes)."""
+    names = []
+    for head in ("classifier", "aux_classifier"):
+        module = getattr(model, head)
+        if module is None:
+            continue
+        last = [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)][-1]
+        names.append(f"{head}.{last}.")
+    return tuple(names)
+
+
+# --- inspection ------------------------------------------------------------------------------
+
+
+def describe(model: DeepLabV3) -> dict:
+    """What the model is, read from its modules: size, output stride, dilations and ASPP rates."""
+    backbone = model.backbone
+    stride = backbone.conv1.stride[0] * backbone.maxpool.stride  # the stem: 4
+    dilations = {}
+    for name, stage in backbone.stages():
+        stride *= stage[0].conv2.stride[0]
+        dilations[name] = tuple(block.conv2.dilation[0] for block in stage)
+    head = model.classifier.aspp if isinstance(model.classifier, DeepLabV3PlusHead) else model.classifier[0]
+    rates = tuple(branch[0].dilation[0] for branch in head.convs if isinstance(branch, ASPPConv))
+    return {
+        "backbone": model.config.get("backbone"),
+        "num_classes": model.config.get("num_classes"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "output_stride": stride,
+        "dilations": dilations,
+        "atrous_rates": rates,
+        "image_pooling": any(isinstance(b, ASPPPooling) for b in head.convs),
+        "aspp_channels": head.project[0].out_channels,
+        "aux_head": model.aux_classifier is not None,
+        "decoder": isinstance(model.classifier, DeepLabV3PlusHead),
+        "frozen_backbone": model.freeze_backbone,
+    }
