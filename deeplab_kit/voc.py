@@ -1,0 +1,35 @@
+"""PASCAL VOC 2012 constants: the 21 classes, the colour palette of its masks, normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+NUM_CLASSES = len(VOC_CLASSES)  # 21
+IGNORE_INDEX = 255  # VOC's "void": object borders and hard regions, not scored
+
+# Images are normalised with ImageNet's statistics, as the pretrained backbones expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _voc_palette() -> np.ndarray:
+    """VOC's colour map: class c gets the colour spelled by the bits of c, spread over R, G, B."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):  # bit j of the label goes to bit 7 - j/3 of a channel
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette[label] = (r, g, b)
+    return palette
+
+
+VOC_PALETTE = _voc_palette()  # (256, 3) uint8; VOC_PALETTE[255] is the void colour (224, 224, 192)
