@@ -83,10 +83,15 @@ class SplitCache:
         return torch.from_numpy(np.array(images[index])), torch.from_numpy(np.array(masks[index]))
 
     def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, 3, S, S) images and (N, S, S) masks, gathered in one indexing operation."""
+        """uint8 (N, 3, S, S) images and (N, S, S) masks, gathered in one indexing operation.
+
+        The result is a fresh copy (numpy's fancy indexing), the caller's to modify.
+        """
         images, masks = self._open()
         indices = np.asarray(indices, dtype=np.int64)
-        return torch.from_numpy(np.asarray(images[indices])), torch.from_numpy(np.asarray(masks[indices]))
+        return torch.from_numpy(np.asarray(images[indices])), torch.from_numpy(
+            np.asarray(masks[indices])
+        )
 
 
 def _is_valid(folder: Path, manifest: dict) -> bool:
@@ -109,13 +114,17 @@ def _build(
     folder.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
-        images = np.lib.format.open_memmap(temp / "images.npy", "w+", np.uint8, (count, 3, size, size))
+        images = np.lib.format.open_memmap(
+            temp / "images.npy", "w+", np.uint8, (count, 3, size, size)
+        )
         masks = np.lib.format.open_memmap(temp / "masks.npy", "w+", np.uint8, (count, size, size))
         try:
             from tqdm.auto import tqdm
 
             # disable=None: a progress bar in a terminal, silence in logs and notebooks' CI.
-            for index in tqdm(range(count), desc=f"caching {folder.name}", disable=None, leave=False):
+            for index in tqdm(
+                range(count), desc=f"caching {folder.name}", disable=None, leave=False
+            ):
                 image, mask = load(index)
                 images[index] = image.numpy()
                 masks[index] = mask.numpy()

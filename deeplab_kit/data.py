@@ -36,6 +36,7 @@ from deeplab_kit.loader import EpochLoader, KeyedSampler, make_loader
 from deeplab_kit.transforms import (
     PRESETS,
     SegmentationTransform,
+    StackedBatch,
     denormalize,
     keyed_generator,
     keyed_seed,
@@ -70,11 +71,6 @@ _GET_DATA = (
 
 # --- reading and validating one file -------------------------------------------------------
 
-# True for byte values that are not a label: 0..20 are classes, 255 is void.
-_NOT_A_LABEL = np.ones(256, dtype=bool)
-_NOT_A_LABEL[:NUM_CLASSES] = False
-_NOT_A_LABEL[IGNORE_INDEX] = False
-
 
 def _open(path: Path, what: str) -> Image.Image:
     """Open and fully decode an image file, turning decoder failures into a clear error."""
@@ -84,7 +80,9 @@ def _open(path: Path, what: str) -> Image.Image:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: {what} file not found") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ValueError(f"{path}: cannot decode {what} ({error}); the file is corrupt or truncated") from None
+        raise ValueError(
+            f"{path}: cannot decode {what} ({error}); the file is corrupt or truncated"
+        ) from None
     return image
 
 
@@ -109,9 +107,10 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
 
 def check_labels(labels: np.ndarray, path: Path) -> None:
-    """Raise if any value is outside 0..20 and 255 (one table lookup over the mask)."""
-    if _NOT_A_LABEL[labels].any():
-        bad = np.unique(labels[_NOT_A_LABEL[labels]])
+    """Raise if any value is outside 0..20 and 255 (two vectorised comparisons over the mask)."""
+    invalid = (labels >= NUM_CLASSES) & (labels != IGNORE_INDEX)
+    if invalid.any():
+        bad = np.unique(labels[invalid])
         raise ValueError(
             f"{path}: labels {bad[:8].tolist()} outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}"
         )
@@ -232,8 +231,12 @@ def list_split(root: Path, split: str) -> tuple[list[str], list[Path], list[Path
     images, masks = [], []
     for i in ids:
         voc_image = voc / "JPEGImages" / f"{i}.jpg"
-        images.append(voc_image if i in voc_train or voc_image.exists() else sbd / "img" / f"{i}.jpg")
-        masks.append(voc / "SegmentationClass" / f"{i}.png" if i in voc_train else png_dir / f"{i}.png")
+        images.append(
+            voc_image if i in voc_train or voc_image.exists() else sbd / "img" / f"{i}.jpg"
+        )
+        masks.append(
+            voc / "SegmentationClass" / f"{i}.png" if i in voc_train else png_dir / f"{i}.png"
+        )
     return ids, images, masks
 
 
@@ -290,7 +293,9 @@ class VOCDataset(Dataset):
         if transforms is None or isinstance(transforms, str):
             transforms = make_transforms(transforms)
         elif not callable(transforms):
-            raise TypeError(f"transforms must be a preset name, None or a callable, not {transforms!r}")
+            raise TypeError(
+                f"transforms must be a preset name, None or a callable, not {transforms!r}"
+            )
         self.transforms = transforms
         self.ids, self.image_paths, self.mask_paths = list_split(self.root, split)
         source = f"split {split!r} of {self.root}"
@@ -306,7 +311,7 @@ class VOCDataset(Dataset):
                 f"cache_dir needs transforms with a fixed size to store (e.g. 'report' or "
                 f"make_transforms('report', size=128)); got {self.transforms!r}"
             )
-        pairs = list(zip(self.image_paths, self.mask_paths))
+        pairs = list(zip(self.image_paths, self.mask_paths, strict=True))
         manifest = make_manifest(self.root, pairs, params, params["size"])
         root_tag = hashlib.sha1(manifest["root"].encode()).hexdigest()[:8]
         folder = cache_dir / f"{self.split}-{params['size']}px-{root_tag}"
@@ -366,8 +371,7 @@ class VOCDataset(Dataset):
         )
         if not batched:
             return [self[key] for key in keys]
-        indices, epochs = zip(*(self._key(key) for key in keys))
+        indices, epochs = zip(*(self._key(key) for key in keys), strict=True)
         images, masks = self.cache.get_batch(indices)  # uint8 (N, 3, S, S), (N, S, S)
-        generators = [keyed_generator(self.seed, e, i) for i, e in zip(indices, epochs)]
-        images, masks = transforms.augment_batch(images, masks, generators)
-        return list(zip(images, masks))
+        generators = [keyed_generator(self.seed, e, i) for i, e in zip(indices, epochs, strict=True)]
+        return StackedBatch(*transforms.augment_batch(images, masks, generators))

@@ -31,6 +31,7 @@ from deeplab_kit.voc import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 __all__ = [
     "PRESETS",
     "SegmentationTransform",
+    "StackedBatch",
     "denormalize",
     "keyed_generator",
     "keyed_seed",
@@ -49,7 +50,8 @@ _SHIFT = -_MEAN / _STD
 
 def normalize(image: torch.Tensor) -> torch.Tensor:
     """uint8 (..., 3, H, W) in 0..255 -> float32 normalised with ImageNet's mean and std."""
-    return torch.addcmul(_SHIFT, image.as_subclass(torch.Tensor).float(), _SCALE)
+    # In place on a fresh float copy: several times faster than one broadcast addcmul.
+    return image.as_subclass(torch.Tensor).to(torch.float32, copy=True).mul_(_SCALE).add_(_SHIFT)
 
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
@@ -69,6 +71,18 @@ def keyed_generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(keyed_seed(*key))
 
 
+class StackedBatch(list):
+    """A list of (image, mask) pairs that also holds them already stacked, as `.stacked`.
+
+    `VOCDataset.__getitems__` builds a cached batch as two tensors at once; `pad_collate` then
+    returns those instead of stacking the pairs a second time.
+    """
+
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+        super().__init__(zip(images, masks, strict=True))
+        self.stacked = (images, masks)
+
+
 def pad_collate(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (image, mask) pairs into (N, 3, H, W) and (N, H, W), padding smaller ones.
 
@@ -76,6 +90,8 @@ def pad_collate(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
     normalised) and masks with 255 (ignored by the loss and the metrics), at the bottom and right.
     Anything that is not a list of (tensor, tensor) pairs goes to torch's `default_collate`.
     """
+    if isinstance(batch, StackedBatch):
+        return batch.stacked
     if not all(
         isinstance(item, (tuple, list))
         and len(item) == 2
@@ -91,7 +107,7 @@ def pad_collate(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.stack(images), torch.stack(masks)
     out_images = images[0].new_zeros((len(images), images[0].shape[0], height, width))
     out_masks = masks[0].new_full((len(masks), height, width), IGNORE_INDEX)
-    for i, (image, mask) in enumerate(zip(images, masks)):
+    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
         h, w = mask.shape[-2:]
         out_images[i, :, :h, :w] = image
         out_masks[i, :h, :w] = mask
@@ -136,7 +152,9 @@ class SegmentationTransform:
         if self.scale_range is not None:
             low, high = self.scale_range
             if not 0 < low <= high:
-                raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range!r}")
+                raise ValueError(
+                    f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range!r}"
+                )
             object.__setattr__(self, "scale_range", (float(low), float(high)))
 
     @property
@@ -187,7 +205,9 @@ class SegmentationTransform:
             pad_bottom, pad_right = crop - mask.shape[-2], crop - mask.shape[-1]
             if pad_bottom or pad_right:
                 image = torch.nn.functional.pad(image, (0, pad_right, 0, pad_bottom), value=0)
-                mask = torch.nn.functional.pad(mask, (0, pad_right, 0, pad_bottom), value=IGNORE_INDEX)
+                mask = torch.nn.functional.pad(
+                    mask, (0, pad_right, 0, pad_bottom), value=IGNORE_INDEX
+                )
         if flip:
             image, mask = image.flip(-1), mask.flip(-1)
         return image, mask
@@ -195,19 +215,21 @@ class SegmentationTransform:
     def augment_batch(self, images: torch.Tensor, masks: torch.Tensor, generators):
         """`augment` for a batch of prepared pairs, uint8 (N, 3, S, S) and (N, S, S), at once.
 
-        Only for presets whose one random stage is the flip (draws the same numbers as
-        `augment`, so a sample is identical either way).
+        Only for presets whose one random stage is the flip; draws the same numbers as
+        `augment`, so a sample is identical either way. Flips happen in place on the uint8
+        inputs (pass tensors you own, e.g. a fresh gather). Returns float32 (N, 3, S, S)
+        (uint8 if normalize=False) and int64 (N, S, S).
         """
         if self.random_stages not in ((), ("hflip",)):
-            raise ValueError(f"augment_batch handles flips only; {self.name} has {self.random_stages}")
-        flips = [self.hflip and bool(torch.rand((), generator=g) < 0.5) for g in generators]
-        images = normalize(images) if self.normalize else images.clone()
-        masks = masks.long()
-        if any(flips):
-            chosen = torch.tensor(flips)
-            images[chosen] = images[chosen].flip(-1)
-            masks[chosen] = masks[chosen].flip(-1)
-        return images, masks
+            raise ValueError(
+                f"augment_batch handles flips only; {self.name} has {self.random_stages}"
+            )
+        for i, generator in enumerate(generators):
+            if self.hflip and bool(torch.rand((), generator=generator) < 0.5):
+                images[i] = images[i].flip(-1)
+                masks[i] = masks[i].flip(-1)
+        images = normalize(images) if self.normalize else images
+        return images, masks.long()
 
     def __call__(self, image, mask, generator: torch.Generator | None = None):
         """Apply the whole preset; without a generator, random stages use a fixed seed (0)."""
@@ -238,7 +260,9 @@ def make_transforms(name: str | None = "report", **params) -> SegmentationTransf
     """
     if name not in PRESETS:
         names = ", ".join(repr(key) for key in PRESETS)
-        raise ValueError(f"unknown transforms preset {name!r}; choose one of {names} or pass a callable")
+        raise ValueError(
+            f"unknown transforms preset {name!r}; choose one of {names} or pass a callable"
+        )
     fields = {field.name for field in dataclasses.fields(SegmentationTransform)} - {"name"}
     unknown = sorted(set(params) - fields)
     if unknown:
