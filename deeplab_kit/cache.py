@@ -33,22 +33,20 @@ _MANIFEST = "manifest.json"
 
 
 def _file_record(path: Path, root: Path) -> list:
-    stat = path.stat()
-    return [path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns]
+    stat = path.stat()  # follows symlinks: a linked-in folder (a Drive, say) is checked too
+    return [Path(os.path.relpath(path, root)).as_posix(), stat.st_size, stat.st_mtime_ns]
 
 
 def make_manifest(
     root: Path, pairs: Sequence[tuple[Path, Path]], preprocessing: dict, size: int
 ) -> dict:
     """What a cache of these (image, mask) files under `root` must record to be reused."""
-    root = Path(root).resolve()
     sources = [
-        _file_record(Path(image).resolve(), root) + _file_record(Path(mask).resolve(), root)
-        for image, mask in pairs
+        _file_record(Path(image), root) + _file_record(Path(mask), root) for image, mask in pairs
     ]
     return {
         "format": FORMAT_VERSION,
-        "root": str(root),
+        "root": str(Path(root).resolve()),
         "preprocessing": preprocessing,
         "shape": {"count": len(sources), "size": size},
         "sources": sources,  # [image, bytes, mtime_ns, mask, bytes, mtime_ns] per sample

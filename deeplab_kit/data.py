@@ -75,8 +75,8 @@ _GET_DATA = (
 def _open(path: Path, what: str) -> Image.Image:
     """Open and fully decode an image file, turning decoder failures into a clear error."""
     try:
-        image = Image.open(path)
-        image.load()  # decode now: a truncated or corrupt file fails here, not later
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated or corrupt file fails here, not later
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: {what} file not found") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
@@ -262,8 +262,8 @@ class VOCDataset(Dataset):
             uint8 image, int64 mask, original size), a `make_transforms(...)` result, or any
             callable `f(image, mask) -> (image, mask)` taking `tv_tensors.Image` uint8 (3, H, W)
             and `tv_tensors.Mask` uint8 (H, W), e.g. a `transforms.v2.Compose`. A callable's
-            random draws are keyed too: it runs with the global RNG forked and seeded from
-            (seed, epoch, index), then restored.
+            random draws from torch's CPU generator are keyed too: it runs with that generator
+            seeded from (seed, epoch, index), then restored.
         seed: of the augmentation (and, by default, of `make_loader`'s sample order).
         cache_dir: if given, the split is decoded and resized once into a memory-mapped cache
             there (see `cache.py`) and read from it afterwards; needs a preset with a fixed
@@ -290,6 +290,8 @@ class VOCDataset(Dataset):
         self.root = Path(root)
         self.split = split
         self.seed = int(seed)
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         if transforms is None or isinstance(transforms, str):
             transforms = make_transforms(transforms)
         elif not callable(transforms):
@@ -357,8 +359,10 @@ class VOCDataset(Dataset):
             image, mask = self._read_prepared(index)
         if isinstance(self.transforms, SegmentationTransform):
             return self.transforms.augment(image, mask, keyed_generator(self.seed, epoch, index))
-        with torch.random.fork_rng(devices=[]):  # a user's callable: key the global RNG, restore it
-            torch.manual_seed(keyed_seed(self.seed, epoch, index))
+        # A user's callable (e.g. transforms.v2) draws from torch's global CPU generator: seed it
+        # from the key for this call only, and restore it afterwards.
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(keyed_seed(self.seed, epoch, index))
             return self.transforms(image, mask)
 
     def __getitems__(self, keys: Sequence) -> list:
@@ -373,5 +377,7 @@ class VOCDataset(Dataset):
             return [self[key] for key in keys]
         indices, epochs = zip(*(self._key(key) for key in keys), strict=True)
         images, masks = self.cache.get_batch(indices)  # uint8 (N, 3, S, S), (N, S, S)
-        generators = [keyed_generator(self.seed, e, i) for i, e in zip(indices, epochs, strict=True)]
+        generators = [
+            keyed_generator(self.seed, e, i) for i, e in zip(indices, epochs, strict=True)
+        ]
         return StackedBatch(*transforms.augment_batch(images, masks, generators))
