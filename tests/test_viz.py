@@ -253,7 +253,7 @@ def test_sampling_figure_draws_each_branchs_taps_inside_filled_outside_hollow():
     square = viz.plot_atrous_sampling(9, (5,)).axes[0]  # centred at (4, 4): the centre tap only
     assert _offsets(square, "rate-5-inside") == {(4, 4)}
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["rate 2: 9/9 inside", "rate 5: 1/9 inside"]
+    assert legend == ["rate 2: 9/9 inside", "rate 5: 3/9 inside"]
 
 
 def test_valid_share_curve_is_atrous_valid_share():
