@@ -1,9 +1,10 @@
 """Figures for the notebooks: masks in VOC's colours, loss curves with session bands, scores, atrous taps.
 
-Every `plot_*` function returns a `matplotlib.figure.Figure` built without pyplot: nothing is
-shown or kept in pyplot's global state, it works under any backend (Agg included), and a notebook
-cell that ends with the call shows the figure once. Save one with `fig.savefig(path)`. Functions
-that draw one panel take an optional `ax` to draw into instead (and return its figure).
+Every `plot_*` function returns a `matplotlib.figure.Figure` (a `KitFigure`) built without pyplot:
+nothing is shown or kept in pyplot's global state, it works under any backend (Agg included), and
+a notebook cell that ends with the call shows the figure once, as a PNG, whether or not pyplot or
+`%matplotlib inline` was ever used. Save one with `fig.savefig(path)`. Functions that draw one
+panel take an optional `ax` to draw into instead (and return its figure).
 
 Images are (3, H, W) ImageNet-normalised tensors or arrays (what `VOCDataset` returns) or
 (H, W, 3) RGB arrays / PIL images; masks are (H, W) class indices, 255 for void.
@@ -11,6 +12,7 @@ Images are (3, H, W) ImageNet-normalised tensors or arrays (what `VOCDataset` re
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +40,15 @@ QUOTED_STYLE = dict(facecolor="white", edgecolor="0.35", hatch="///")
 BRANCH_MARKERS = ("o", "s", "D", "^", "v", "P")
 
 
+class KitFigure(Figure):
+    """A Figure that shows itself in Jupyter and Colab (as a PNG) without going through pyplot."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
+
+
 def _numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
@@ -45,7 +56,7 @@ def _numpy(x) -> np.ndarray:
 def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.figure, ax
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = KitFigure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
 
 
@@ -144,7 +155,7 @@ def plot_predictions(
         if len(masks) != len(images):
             raise ValueError(f"{len(images)} images but {len(masks)} masks in {name!r}")
     n_cols = 2 + len(columns)
-    fig = Figure(
+    fig = KitFigure(
         figsize=(2.6 * n_cols, 2.6 * len(images) + (0.6 if legend else 0)), layout="constrained"
     )
     axes = fig.subplots(len(images), n_cols, squeeze=False)
@@ -244,7 +255,7 @@ def plot_history(history, *, title: str | None = None) -> Figure:
     history = read_history(history)
     spans, jumps = session_spans(history), lr_changes(history)
     extra = [c for c in ("miou", "lr") if c in history.columns and history[c].notna().any()]
-    fig = Figure(figsize=(9, 4 + 1.6 * len(extra)), layout="constrained")
+    fig = KitFigure(figsize=(9, 4 + 1.6 * len(extra)), layout="constrained")
     axes = fig.subplots(
         1 + len(extra), 1, sharex=True, squeeze=False, height_ratios=[2.5] + [1] * len(extra)
     )[:, 0]
@@ -622,7 +633,7 @@ def plot_atrous_explorer(
     """The rate explorer's figure for one setting: the branches' taps on the feature map (left)
     and the valid-weight share against the rate (right). `atrous.aspp_table` gives its numbers."""
     size = feature_size(input_size, output_stride)
-    fig = Figure(figsize=(12, 5), layout="constrained")
+    fig = KitFigure(figsize=(12, 5), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=[1.1, 1])
     plot_atrous_sampling(size, rates, center, ax=left)
     plot_valid_share(size, rates, ax=right)
