@@ -137,12 +137,14 @@ def plot_predictions(
     *,
     class_names: Sequence[str] = VOC_CLASSES,
     legend: bool = True,
+    alpha: float | None = None,
 ) -> Figure:
     """A grid like the report's Figures 4-5: one row per sample, image | ground truth | prediction.
 
-    `predictions` is None, one mask per image, or {model name: masks} for several models side by
-    side. Images/masks may be batched tensors (N, ...) or sequences. The legend names the
-    classes present.
+    `predictions` is None (image | truth: a look at the data), one mask per image, or
+    {model name: masks} for several models side by side. Images/masks may be batched tensors
+    (N, ...) or sequences. With `alpha`, masks are drawn over their image (`overlay`) instead
+    of flat. The legend names the classes present.
     """
     images, truths = list(images), list(truths)
     if predictions is None:
@@ -161,8 +163,11 @@ def plot_predictions(
     axes = fig.subplots(len(images), n_cols, squeeze=False)
     present = set()
     for row, (image, truth) in enumerate(zip(images, truths, strict=True)):
-        panels = [("image", as_rgb(image)), ("ground truth", color_mask(truth))]
-        panels += [(name, color_mask(masks[row])) for name, masks in columns.items()]
+        draw = (
+            color_mask if alpha is None else (lambda mask, image=image: overlay(image, mask, alpha))
+        )
+        panels = [("image", as_rgb(image)), ("ground truth", draw(truth))]
+        panels += [(name, draw(masks[row])) for name, masks in columns.items()]
         present.update(np.unique(_numpy(truth)).tolist())
         for masks in columns.values():
             present.update(np.unique(_numpy(masks[row])).tolist())

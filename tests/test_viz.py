@@ -106,6 +106,15 @@ def test_prediction_grid_shows_image_truth_and_each_models_prediction():
     assert legend == {"void" if c == 255 else VOC_CLASSES[c] for c in present}
 
 
+def test_prediction_grid_can_draw_masks_over_their_images():
+    images, truths = torch.randn(2, 3, 12, 12), _masks(2)
+    axes = viz.plot_predictions(images, truths, alpha=0.4, legend=False).axes
+    assert [ax.get_title() for ax in axes[:2]] == ["image", "ground truth"] and len(axes) == 4
+    np.testing.assert_allclose(
+        axes[3].images[0].get_array(), viz.overlay(images[1], truths[1], 0.4)
+    )
+
+
 def test_prediction_grid_refuses_mismatched_counts():
     with pytest.raises(ValueError, match="2 images but 1 masks"):
         viz.plot_predictions(torch.zeros(2, 3, 4, 4), _masks(2, 4), [_masks(1, 4)[0]])
