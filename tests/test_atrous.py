@@ -24,6 +24,16 @@ from deeplab_kit.atrous import (
 from deeplab_kit.model import build_model
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test's tiny convolutions on one thread, then restore the count: they gain nothing
+    from threads, and on a busy 2-core machine spinning OpenMP threads made them 10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _brute_valid_counts(h, w, rate):
     """For every output position, count the 3x3 taps at `rate` that land inside an h x w map."""
     counts = np.zeros((h, w), dtype=int)
@@ -63,7 +73,7 @@ def test_a_rate_must_be_a_positive_integer(bad):
 # --- feature size -------------------------------------------------------------------------------
 
 
-def test_feature_size_matches_real_backbones():
+def test_feature_size_matches_real_backbones(one_thread):
     # without dilation, layer1..layer4 end at output strides 4, 8, 16, 32; at OS8 the last two
     # stages keep layer2's size
     sizes = [(33, 33), (50, 47), (65, 64), (97, 81)]
@@ -223,7 +233,7 @@ def _row_extent(output_pixel: torch.Tensor, x: torch.Tensor) -> tuple[int, int]:
     return rows.min().item(), rows.max().item()
 
 
-def test_receptive_field_bounds_the_empirical_one():
+def test_receptive_field_bounds_the_empirical_one(one_thread):
     """The input rows a centre output depends on (nonzero gradient) span the theoretical field,
     centred on centre * stride and clipped to the image; never more. Kernels are square, so
     rows tell the whole story and a narrow image keeps the test cheap."""
