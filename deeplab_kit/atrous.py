@@ -236,8 +236,13 @@ def _branches(rf: int, stride: int, rates: Sequence[int], image_pooling: bool) -
     return dict(zip(_branch_names(rates, image_pooling), fields, strict=True))
 
 
-def _as_int(value) -> int:
-    return value[0] if isinstance(value, tuple) else value
+def _grow_by(rf: int, stride: int, layer: nn.Module) -> tuple[int, int]:
+    """`_grow` with a conv's or a pool's own kernel size, stride and dilation."""
+
+    def first(value) -> int:  # convs hold pairs, pools plain ints
+        return value[0] if isinstance(value, tuple) else value
+
+    return _grow(rf, stride, first(layer.kernel_size), first(layer.stride), first(layer.dilation))
 
 
 def receptive_field(model: DeepLabV3) -> ReceptiveField:
@@ -248,23 +253,14 @@ def receptive_field(model: DeepLabV3) -> ReceptiveField:
     module itself, so it reflects whatever dilations the model really has.
     """
     backbone = model.backbone
-    rf, stride = 1, 1
-    for layer in (backbone.conv1, backbone.maxpool):
-        rf, stride = _grow(
-            rf, stride, _as_int(layer.kernel_size), _as_int(layer.stride), _as_int(layer.dilation)
-        )
+    rf, stride = _grow_by(1, 1, backbone.conv1)
+    rf, stride = _grow_by(rf, stride, backbone.maxpool)
     stages, strides = {"stem": rf}, {"stem": stride}
     for name, stage in backbone.stages():
         for block in stage:
             for child_name, layer in block.named_children():
                 if child_name != "downsample" and isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
-                    rf, stride = _grow(
-                        rf,
-                        stride,
-                        _as_int(layer.kernel_size),
-                        _as_int(layer.stride),
-                        _as_int(layer.dilation),
-                    )
+                    rf, stride = _grow_by(rf, stride, layer)
         stages[name], strides[name] = rf, stride
     head = (
         model.classifier.aspp
