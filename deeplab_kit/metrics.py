@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 import torch.distributed as dist
 
 from deeplab_kit.voc import IGNORE_INDEX, VOC_CLASSES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class ConfusionMatrix:
@@ -288,6 +291,8 @@ def class_names(num_classes: int) -> list[str]:
 
 def per_class_table(cm: ConfusionMatrix, names: list[str] | None = None) -> pd.DataFrame:
     """One row per class: IoU, precision, recall, F1 (0..1) and pixel counts."""
+    import pandas as pd  # imported here: counting pixels needs no pandas
+
     names = names or class_names(cm.num_classes)
     s = _class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
     table = pd.DataFrame(
@@ -339,6 +344,8 @@ def report_table(
     and F1 in 0..1, mIoU in percent. `quoted=True` adds the report's own values as columns
     named "<model> (quoted)".
     """
+    import pandas as pd  # imported here: counting pixels needs no pandas
+
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
     suffix = "" if average == "macro" else f"_{average}"
@@ -365,6 +372,8 @@ def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFram
     accuracy; background's share of the pixels; background IoU against the mean IoU over the
     object classes; and what each averaging convention gives for precision, recall and F1.
     """
+    import pandas as pd  # imported here: counting pixels needs no pandas
+
     scores = cm.compute()
     stats = _class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
     present = (stats["tp"] + stats["fp"] + stats["fn"]) > 0
