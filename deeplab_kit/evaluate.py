@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import IterableDataset, RandomSampler
@@ -65,6 +66,10 @@ def evaluate(
         export_dir: write each prediction as a VOC palette PNG named by image id (the format of
             VOC's evaluation server), cropped to the image where padding shows. Ids come from
             `loader.dataset.ids` when it exists, else the sample index.
+
+    Under torch.distributed each rank evaluates its loader's share and the counts and the loss
+    are summed over ranks before returning: every rank gets the scores of the whole set (so do
+    not all-reduce `result.confusion` again).
     """
     device = resolve_device(device)
     dtype = amp_dtype(device, amp)
@@ -97,16 +102,22 @@ def evaluate(
                 confusion.update(pred, masks)
                 if criterion is not None:
                     valid = (masks != ignore_index).sum()
-                    loss_sum += criterion(scores, masks.long()).double() * valid
+                    batch_loss = criterion(scores, masks.long()).double()
+                    loss_sum += torch.where(valid > 0, batch_loss * valid, 0.0)  # skip 0/0
                     valid_sum += valid
                 if sample_ids is not None:
                     _export(pred, images, masks, sample_ids, export_dir, ignore_index)
     finally:
         model.train(was_training)
 
+    confusion.all_reduce()  # under torch.distributed: every rank gets the whole set's counts
     loss = None
     if criterion is not None:
-        loss = float(loss_sum / valid_sum) if int(valid_sum) > 0 else float("nan")
+        if dist.is_available() and dist.is_initialized():
+            totals = torch.stack([loss_sum, valid_sum.double()])
+            dist.all_reduce(totals)
+            loss_sum, valid_sum = totals
+        loss = float(loss_sum / valid_sum) if valid_sum > 0 else float("nan")
     return EvalResult(confusion=confusion, loss=loss)
 
 
@@ -115,7 +126,10 @@ def _predict(model, images, scales, flip, dtype) -> torch.Tensor:
     size = images.shape[-2:]
     if tuple(scales) == (1.0,) and not flip:
         with autocast(images.device, dtype):
-            return model(images)["out"].float()
+            logits = model(images)["out"].float()
+        if logits.shape[-2:] != size:  # a model that leaves its output at a lower resolution
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits
     probs = None
     for scale in scales:
         x = images

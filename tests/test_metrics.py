@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from deeplab_kit.metrics import (
     REPORT_TABLE1,
@@ -317,14 +318,40 @@ def test_explain_micro_macro_shows_how_background_dominates():
 # --- DDP ---------------------------------------------------------------------------------------
 
 
+class LogitsModel(torch.nn.Module):
+    """Its input already is the logits: lets evaluate run on known scores."""
+
+    def forward(self, x):
+        return {"out": x}
+
+
+def eval_case(rank):
+    g = torch.Generator().manual_seed(20 + rank)
+    logits = torch.randn(2, 8, 12, 12, generator=g)  # (N, C, H, W)
+    target = torch.randint(0, 8, (2, 12, 12), generator=g)
+    target[:, : 3 * rank] = 255
+    return logits, target
+
+
 def _ddp_worker(rank, world_size, port, path):
+    from deeplab_kit.evaluate import evaluate
+
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
     )
     try:
         pred, target = random_case(10 + rank, 8)
         cm = ConfusionMatrix(8).update(pred, target).all_reduce()
-        torch.save(cm.matrix, f"{path}/rank{rank}.pt")
+        ce = torch.nn.CrossEntropyLoss(ignore_index=255)
+        result = evaluate(
+            LogitsModel(), [eval_case(rank)], device="cpu", num_classes=8, criterion=ce, amp="off"
+        )
+        out = {
+            "matrix": cm.matrix,
+            "eval": result.confusion.matrix,
+            "loss": torch.tensor(result.loss),
+        }
+        torch.save(out, f"{path}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -335,8 +362,16 @@ def test_all_reduce_sums_over_processes(tmp_path):
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2)
     expected = sum(ConfusionMatrix(8).update(*random_case(10 + r, 8)).matrix for r in range(2))
+    cases = [eval_case(r) for r in range(2)]
+    expected_eval = sum(ConfusionMatrix(8).update(x.argmax(1), t).matrix for x, t in cases)
+    ce_sum = sum(F.cross_entropy(x, t, ignore_index=255, reduction="sum") for x, t in cases)
+    expected_loss = float(ce_sum) / sum(int((t != 255).sum()) for _, t in cases)
     for rank in range(2):
-        assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt", weights_only=True), expected)
+        out = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert torch.equal(out["matrix"], expected)
+        # evaluate reduces over ranks itself: each rank sees the whole set's scores
+        assert torch.equal(out["eval"], expected_eval)
+        assert float(out["loss"]) == pytest.approx(expected_loss, rel=1e-6)
     # outside a process group it is a no-op
     single = ConfusionMatrix(8).update(*random_case(10, 8))
     assert torch.equal(single.all_reduce().matrix, single.matrix)
