@@ -338,11 +338,13 @@ def report_table(
     """The report's Table 1 for our models: rows Precision, Recall, F1 score, mIoU; a column each.
 
     `models` maps a name to a ConfusionMatrix or to its `compute()` dict. `average` picks the
-    precision/recall/F1 convention ("micro", "macro" or "weighted"; the report does not say which
-    it used: its F1 is below both its precision and recall, which rules out micro, where all three
-    are equal). Units, as the report prints them and as the "unit" column says: precision, recall
-    and F1 in 0..1, mIoU in percent. `quoted=True` adds the report's own values as columns
-    named "<model> (quoted)".
+    precision/recall/F1 convention: "micro", "macro" or "weighted". The report does not say which
+    it used, but its numbers narrow it down: micro gives P = R = F1 (= pixel accuracy), yet its F1
+    lies below both; macro P and R near 0.99 would force mIoU >= P + R - 1 = 0.98 (per class,
+    IoU >= P + R - 1), yet its mIoU is 55%. Weighted averages (scikit-learn's
+    average="weighted", where recall is pixel accuracy) fit, hence the default.
+    Units, as the report prints them and as the "unit" column says: precision, recall and F1 in
+    0..1, mIoU in percent. `quoted=True` adds the report's own values as columns "<model> (quoted)".
     """
     import pandas as pd  # imported here: counting pixels needs no pandas
 
@@ -401,6 +403,11 @@ def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFram
         ("precision (macro)", scores["precision"], "each present class counts once"),
         ("recall (macro)", scores["recall"], "each present class counts once"),
         ("F1 (macro)", scores["f1"], "each present class counts once"),
+        (
+            "P + R - 1 (macro)",
+            scores["precision"] + scores["recall"] - 1,
+            "a floor under mIoU (per class, IoU >= P + R - 1)",
+        ),
         (
             f"{name} share of pixels",
             float(_safe_div(stats["support"][background], total)),

@@ -243,6 +243,8 @@ def test_agrees_with_torchmetrics(seed):
     close(s["miou"], multiclass_jaccard_index(pred, target, average="none", **kw)[present].mean())
     close(s["miou"], multiclass_jaccard_index(pred, target, average="macro", **kw))
     close(s["fw_iou"], multiclass_jaccard_index(pred, target, average="weighted", **kw))
+    for iou, p, r in zip(s["iou"], s["precision_per_class"], s["recall_per_class"], strict=True):
+        assert iou >= p + r - 1 - 1e-12  # the floor that rules out macro averages in Table 1
 
 
 @pytest.mark.parametrize("ignore_index", [None, -100, 0])
@@ -313,6 +315,8 @@ def test_explain_micro_macro_shows_how_background_dominates():
     assert table["mIoU"] == pytest.approx((table["class 0 IoU"] + sum(object_ious)) / 4)
     assert table["precision (micro)"] > 0.9 > 0.5 > table["mIoU"]
     assert table["F1 (macro)"] == pytest.approx(s["f1"])
+    assert table["P + R - 1 (macro)"] == pytest.approx(s["precision"] + s["recall"] - 1)
+    assert table["mIoU"] >= table["P + R - 1 (macro)"]
 
 
 # --- DDP ---------------------------------------------------------------------------------------
