@@ -150,18 +150,20 @@ def _predict(model, images, scales, flip, dtype) -> torch.Tensor:
 
 
 def _sample_ids(loader) -> Iterator[str]:
-    """The id of each sample, in the order the loader yields them."""
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, RandomSampler):
+    """The id of each sample, in the order the loader yields them (checked before any work)."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    sampler = getattr(batch_sampler, "sampler", None) or getattr(loader, "sampler", None)
+    if isinstance(sampler, RandomSampler):  # a second pass would not see the same order
         raise ValueError("exporting predictions needs a loader that does not shuffle")
     dataset = getattr(loader, "dataset", None)
     ids = getattr(dataset, "ids", None)
-    if sampler is None or isinstance(dataset, IterableDataset):
+    if isinstance(dataset, IterableDataset) or (batch_sampler is None and sampler is None):
         indices = itertools.count()  # a running index
+    elif batch_sampler is not None:  # the dataset indices the loader will fetch, in order
+        indices = itertools.chain.from_iterable(batch_sampler)
     else:
-        indices = iter(sampler)  # dataset indices, e.g. this rank's share under DDP
-    for i in indices:
-        yield str(ids[i]) if ids is not None else f"{i:06d}"
+        indices = iter(sampler)
+    return (str(ids[i]) if ids is not None else f"{i:06d}" for i in indices)
 
 
 def _export(pred, images, masks, sample_ids, export_dir: Path, ignore_index: int) -> None:

@@ -242,9 +242,21 @@ def test_export_writes_voc_palette_pngs_cropped_to_each_image(tmp_path):
 
 
 def test_export_refuses_a_shuffling_loader(tmp_path):
+    model = CoordModel()
     loader = DataLoader(ToyVOC(SIZES[:1]), batch_size=1, shuffle=True)
     with pytest.raises(ValueError, match="does not shuffle"):
-        evaluate(LocalModel(), loader, device=CPU, num_classes=3, export_dir=tmp_path)
+        evaluate(model, loader, device=CPU, num_classes=3, export_dir=tmp_path)
+    assert model.seen == []  # refused before any work
+
+
+def test_export_names_follow_the_sampler_order(tmp_path):
+    ds = ToyVOC(SIZES)
+    loader = DataLoader(ds, batch_size=2, sampler=[2, 0, 1], collate_fn=pad_collate)
+    model = LocalModel()
+    evaluate(model, loader, device=CPU, num_classes=3, export_dir=tmp_path, amp="off")
+    for (image, _), name in zip(ds, ds.ids, strict=True):
+        with Image.open(tmp_path / f"{name}.png") as png:
+            assert png.size == (image.shape[2], image.shape[1])
 
 
 # --- modes: eval, inference, autocast, channels_last ------------------------------------------
