@@ -15,7 +15,8 @@ Expected tree (see data/README.md; `python -m deeplab_kit download voc|sbd` fetc
              cls_png/<id>.png        SBD's labels as palette PNGs, written here on first use
 
 A sample is keyed: `ds[i]` is sample i of epoch 0 and `ds[i, epoch]` the same sample as epoch
-`epoch` augments it; random choices come from (seed, epoch, index), never the global RNG.
+`epoch` augments it (`make_loader`'s sampler sends such keys); random choices come from
+(seed, epoch, index), never the global RNG.
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from deeplab_kit.cache import SplitCache, make_manifest, open_cache
-from deeplab_kit.loader import EpochLoader, KeyedSampler, make_loader
+from deeplab_kit.loader import EpochLoader, KeyedSampler, SampleKey, make_loader
 from deeplab_kit.transforms import (
     PRESETS,
     SegmentationTransform,
     StackedBatch,
-    denormalize,
     keyed_generator,
     keyed_seed,
     make_transforms,
@@ -51,10 +51,10 @@ __all__ = [
     "VOC_PALETTE",
     "EpochLoader",
     "KeyedSampler",
+    "SampleKey",
     "SegmentationTransform",
     "VOCDataset",
     "convert_sbd_masks",
-    "denormalize",
     "find_sbd",
     "make_loader",
     "make_transforms",
@@ -273,7 +273,6 @@ class VOCDataset(Dataset):
     `transforms`, `seed`, `cache` (a `SplitCache` or None).
     """
 
-    accepts_epoch_keys = True  # make_loader's sampler sends (index, epoch)
     classes = VOC_CLASSES
 
     def __init__(
@@ -330,7 +329,11 @@ class VOCDataset(Dataset):
         )
 
     def _key(self, key) -> tuple[int, int]:
-        index, epoch = (key, 0) if not isinstance(key, (tuple, list)) else key
+        """(index, epoch) from an index, a `SampleKey` (the loader's) or an (index, epoch) pair."""
+        if isinstance(key, (tuple, list)):
+            index, epoch = key
+        else:
+            index, epoch = key, getattr(key, "epoch", 0)
         index, epoch = int(index), int(epoch)
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")

@@ -1,8 +1,9 @@
 """DataLoader helpers: a seeded sampler (DDP-aware) and a loader that knows its epoch.
 
-The sampler yields keys (index, epoch) rather than bare indices: the dataset draws a sample's
-augmentation from (seed, epoch, index), so the epoch reaches every worker with each sample,
-persistent workers included, and no worker holds state of its own.
+The sampler yields `SampleKey`s: ints (the dataset index, usable wherever an index is) that also
+carry the epoch. The dataset draws a sample's augmentation from (seed, epoch, index), so the
+epoch reaches every worker with each sample, persistent workers included, and no worker holds
+state of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,22 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from deeplab_kit.transforms import keyed_generator, pad_collate
 
-__all__ = ["EpochLoader", "KeyedSampler", "make_loader"]
+__all__ = ["EpochLoader", "KeyedSampler", "SampleKey", "make_loader"]
+
+
+class SampleKey(int):
+    """A dataset index that also carries the epoch it is drawn for: `SampleKey(7, epoch=2)`."""
+
+    def __new__(cls, index: int, epoch: int = 0):
+        key = super().__new__(cls, index)
+        key.epoch = int(epoch)
+        return key
+
+    def __getnewargs__(self):  # pickled on its way to a worker process
+        return int(self), self.epoch
+
+    def __repr__(self) -> str:
+        return f"SampleKey({int(self)}, epoch={self.epoch})"
 
 
 class KeyedSampler(Sampler):
@@ -23,7 +39,7 @@ class KeyedSampler(Sampler):
     multiple of world_size (equal shards, as training needs); without it every sample is used
     exactly once (shards may differ by one, as evaluation needs).
 
-    Yields (index, epoch) when `keyed` (for datasets that take such keys), else bare indices.
+    Yields `SampleKey(index, epoch)`: to any dataset just the index; `VOCDataset` reads the epoch.
     """
 
     def __init__(
@@ -35,12 +51,11 @@ class KeyedSampler(Sampler):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
-        keyed: bool = True,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
         self.size, self.shuffle, self.seed = size, shuffle, seed
-        self.rank, self.world_size, self.drop_last, self.keyed = rank, world_size, drop_last, keyed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
         self._skip = 0  # samples to skip at the start of the next pass only
 
@@ -60,7 +75,7 @@ class KeyedSampler(Sampler):
     def __iter__(self):
         skip, self._skip = self._skip, 0  # a resume skips once, in the pass that resumes
         for index in self.indices(self.epoch)[skip:]:
-            yield (index, self.epoch) if self.keyed else index
+            yield SampleKey(index, self.epoch)
 
     def __len__(self) -> int:
         usable = self.size - self.size % self.world_size if self.drop_last else self.size
@@ -117,7 +132,6 @@ def make_loader(
         rank=rank,
         world_size=world_size,
         drop_last=drop_last,
-        keyed=getattr(dataset, "accepts_epoch_keys", False),
     )
     if collate_fn is None:
         collate_fn = getattr(getattr(dataset, "transforms", None), "collate", pad_collate)

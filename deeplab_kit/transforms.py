@@ -32,7 +32,6 @@ __all__ = [
     "PRESETS",
     "SegmentationTransform",
     "StackedBatch",
-    "denormalize",
     "keyed_generator",
     "keyed_seed",
     "make_transforms",
@@ -52,12 +51,6 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
     """uint8 (..., 3, H, W) in 0..255 -> float32 normalised with ImageNet's mean and std."""
     # In place on a fresh float copy: several times faster than one broadcast addcmul.
     return image.as_subclass(torch.Tensor).to(torch.float32, copy=True).mul_(_SCALE).add_(_SHIFT)
-
-
-def denormalize(image: torch.Tensor) -> np.ndarray:
-    """float32 (3, H, W) normalised -> uint8 (H, W, 3) numpy array, ready for `plt.imshow`."""
-    pixels = (image.detach().cpu().float() * _STD + _MEAN).clamp(0, 1) * 255
-    return pixels.round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def keyed_seed(*key: int) -> int:

@@ -19,8 +19,8 @@ from torchvision.transforms.v2 import functional as F
 from deeplab_kit.data import (
     VOC_PALETTE,
     KeyedSampler,
+    SampleKey,
     VOCDataset,
-    denormalize,
     make_loader,
     make_transforms,
 )
@@ -109,7 +109,6 @@ def test_items_are_normalised_float_images_and_int64_masks(voc_root):
     resized = F.resize(torch.from_numpy(raw_image).permute(2, 0, 1), [256, 256], antialias=True)
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     assert torch.allclose(image, (resized / 255 - mean) / std, atol=1e-5)
-    assert torch.equal(torch.from_numpy(denormalize(image)), resized.permute(1, 2, 0))
 
 
 def test_ids_and_paths_follow_the_split_file(voc_root):
@@ -302,6 +301,17 @@ def test_skip_batches_resumes_mid_epoch_once(voc_root):
         loader.set_epoch(2, skip_batches=5)
 
 
+def test_sample_keys_are_indices_that_carry_their_epoch(voc_root):
+    ds = VOCDataset(voc_root, "train", make_transforms("paper-train", crop_size=32))
+    key = pickle.loads(pickle.dumps(SampleKey(3, epoch=2)))  # as sent to a worker
+    assert key == 3 and key.epoch == 2 and ds.ids[key] == ds.ids[3]
+    assert torch.equal(ds[key][0], ds[3, 2][0]) and not torch.equal(ds[key][0], ds[3][0])
+    loader = make_loader(ds, batch_size=4, shuffle=True)
+    loader.set_epoch(6)
+    keys = [key for batch in loader.batch_sampler for key in batch]
+    assert {key.epoch for key in keys} == {6} and sorted(keys) == list(range(len(ds)))
+
+
 def test_make_loader_serves_plain_datasets_too():
     data = torch.utils.data.TensorDataset(torch.arange(10))
     loader = make_loader(data, batch_size=4, shuffle=True, seed=1)
@@ -351,6 +361,15 @@ def test_cache_is_reused_and_rebuilt_when_a_source_or_the_size_changes(tmp_path)
     # Another size: its own cache, of that size.
     other = VOCDataset(root, "train", make_transforms("report", size=8), cache_dir=cache_dir)
     assert other.cache.folder != first.cache.folder and other[0][0].shape == (3, 8, 8)
+
+
+def test_cache_of_a_symlinked_voc_folder(tmp_path):
+    elsewhere = make_voc_tree(tmp_path / "drive", {"train": 2})  # e.g. a mounted Google Drive
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "VOCdevkit").symlink_to(elsewhere / "VOCdevkit")
+    preset = make_transforms("report", size=16)
+    ds = VOCDataset(tmp_path / "root", "train", preset, cache_dir=tmp_path / "cache")
+    assert torch.equal(ds[1][1], VOCDataset(elsewhere, "train", preset)[1][1])
 
 
 def test_interrupted_cache_build_leaves_nothing_that_looks_valid(tmp_path, monkeypatch):
