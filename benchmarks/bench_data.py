@@ -7,8 +7,8 @@ sizes (500 x 375 and friends) with smooth content and a few objects, so they com
 
     python benchmarks/bench_data.py [--images 200] [--size 256] [--repeats 3] [--workers 0]
 
-The machine is shared and noisy: both sides are timed alternately in one run, several times, and
-the ratio of the medians is printed.
+The machine may be shared and noisy: both sides are timed alternately in one run, several times;
+the ratio of the best epochs and the ratio of the medians are printed.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--size", type=int, default=256, help="the cached training resolution")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1, as in a DataLoader worker)"
@@ -147,10 +147,14 @@ def main() -> None:
     )
     for name, values in rates.items():
         print(
-            f"{name:>14}: median {statistics.median(values):9.0f}   all {[round(v) for v in values]}"
+            f"{name:>14}: best {max(values):6.0f}   median {statistics.median(values):6.0f}   "
+            f"all {[round(v) for v in values]}"
         )
-    ratio = statistics.median(rates["cache"]) / statistics.median(rates["decode+resize"])
-    print(f"ratio cache / decode+resize: {ratio:.1f}x (target >= 20x)")
+    # Other processes only ever slow an epoch down, so the best epoch is the least disturbed
+    # estimate of each side (as timeit advises); the ratio of medians is printed as well.
+    best = max(rates["cache"]) / max(rates["decode+resize"])
+    median = statistics.median(rates["cache"]) / statistics.median(rates["decode+resize"])
+    print(f"ratio cache / decode+resize: {best:.1f}x best, {median:.1f}x median (target >= 20x)")
 
 
 if __name__ == "__main__":

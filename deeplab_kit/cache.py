@@ -54,42 +54,38 @@ def make_manifest(
 
 
 class SplitCache:
-    """Read side of a built cache folder. Opens its memory maps lazily, once per process."""
+    """Read side of a built cache folder. Maps its arrays lazily, once per process."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._images: np.ndarray | None = None
-        self._masks: np.ndarray | None = None
+        self._images: torch.Tensor | None = None
+        self._masks: torch.Tensor | None = None
 
-    def _open(self) -> tuple[np.ndarray, np.ndarray]:
+    def _open(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._images is None:
-            self._images = np.load(self.folder / "images.npy", mmap_mode="r")  # (N, 3, S, S)
-            self._masks = np.load(self.folder / "masks.npy", mmap_mode="r")  # (N, S, S)
-        return self._images, self._masks
+            # Copy-on-write maps ("c"): tensors can view them without warnings about read-only
+            # memory, and nothing written through them would ever reach the file.
+            self._images = torch.from_numpy(np.load(self.folder / "images.npy", mmap_mode="c"))
+            self._masks = torch.from_numpy(np.load(self.folder / "masks.npy", mmap_mode="c"))
+        return self._images, self._masks  # (N, 3, S, S), (N, S, S) uint8
 
     def __getstate__(self) -> dict:
         # A DataLoader worker started by spawn/forkserver gets a pickled dataset: send the path,
-        # not the mapped arrays (pickling a memmap would copy all of it).
+        # not the mapped arrays (pickling them would copy all of it).
         return {"folder": self.folder, "_images": None, "_masks": None}
 
     def __len__(self) -> int:
         return len(self._open()[1])
 
     def get(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (3, S, S) image and (S, S) mask of one sample."""
+        """uint8 (3, S, S) image and (S, S) mask of one sample (copies)."""
         images, masks = self._open()
-        return torch.from_numpy(np.array(images[index])), torch.from_numpy(np.array(masks[index]))
+        return images[index].clone(), masks[index].clone()
 
-    def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (N, 3, S, S) images and (N, S, S) masks, gathered in one indexing operation.
-
-        The result is a fresh copy (numpy's fancy indexing), the caller's to modify.
-        """
+    def views(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(image, mask) views into the maps, for reading a batch without copying it first."""
         images, masks = self._open()
-        indices = np.asarray(indices, dtype=np.int64)
-        return torch.from_numpy(np.asarray(images[indices])), torch.from_numpy(
-            np.asarray(masks[indices])
-        )
+        return [(images[i], masks[i]) for i in indices]
 
 
 def _is_valid(folder: Path, manifest: dict) -> bool:

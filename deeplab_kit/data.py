@@ -369,7 +369,7 @@ class VOCDataset(Dataset):
             return self.transforms(image, mask)
 
     def __getitems__(self, keys: Sequence) -> list:
-        """A batch at once (DataLoader calls this): one memory-map gather, one normalisation."""
+        """A batch at once (DataLoader calls this): read from the maps into one batch, normalised once."""
         transforms = self.transforms
         batched = (
             self.cache is not None
@@ -379,8 +379,8 @@ class VOCDataset(Dataset):
         if not batched:
             return [self[key] for key in keys]
         indices, epochs = zip(*(self._key(key) for key in keys), strict=True)
-        images, masks = self.cache.get_batch(indices)  # uint8 (N, 3, S, S), (N, S, S)
+        pairs = self.cache.views(indices)  # uint8 (3, S, S), (S, S) views into the maps
         generators = [
             keyed_generator(self.seed, e, i) for i, e in zip(indices, epochs, strict=True)
         ]
-        return StackedBatch(*transforms.augment_batch(images, masks, generators))
+        return StackedBatch(*transforms.augment_batch(pairs, generators))

@@ -47,16 +47,43 @@ _SCALE = 1.0 / (255.0 * _STD)
 _SHIFT = -_MEAN / _STD
 
 
-def normalize(image: torch.Tensor) -> torch.Tensor:
+def normalize(image: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (..., 3, H, W) in 0..255 -> float32 normalised with ImageNet's mean and std."""
-    # In place on a fresh float copy: several times faster than one broadcast addcmul.
-    return image.as_subclass(torch.Tensor).to(torch.float32, copy=True).mul_(_SCALE).add_(_SHIFT)
+    out = torch.empty(image.shape, dtype=torch.float32) if out is None else out
+    # In place on the float copy: several times faster than one broadcast addcmul.
+    return out.copy_(image.as_subclass(torch.Tensor)).mul_(_SCALE).add_(_SHIFT)
+
+
+def _empty_batch(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+    """An uninitialised tensor in memory that numpy allocates.
+
+    numpy asks Linux for transparent huge pages on large arrays, so filling a fresh batch costs
+    one page fault per 2 MB instead of one per 4 KB: several times faster for a 12 MB batch.
+    """
+    return torch.from_numpy(np.empty(shape, dtype=dtype))
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: a bijection of 64-bit ints in which every input bit flips about
+    half of the output bits."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK64
+    return x ^ (x >> 31)
 
 
 def keyed_seed(*key: int) -> int:
-    """A well-mixed 64-bit seed from a key such as (seed, epoch) or (seed, epoch, index)."""
-    high, low = np.random.SeedSequence([int(k) for k in key]).generate_state(2, np.uint32)
-    return int(high) << 32 | int(low)
+    """A well-mixed 64-bit seed from a key such as (seed, epoch) or (seed, epoch, index).
+
+    Neighbouring keys (index 7 and 8, say) give unrelated seeds. Pure integer arithmetic, a
+    microsecond per call: it runs once per sample.
+    """
+    seed = 0
+    for part in key:
+        seed = _mix64((seed + 0x9E3779B97F4A7C15 + int(part)) & _MASK64)
+    return seed
 
 
 def keyed_generator(*key: int) -> torch.Generator:
@@ -205,24 +232,32 @@ class SegmentationTransform:
             image, mask = image.flip(-1), mask.flip(-1)
         return image, mask
 
-    def augment_batch(self, images: torch.Tensor, masks: torch.Tensor, generators):
-        """`augment` for a batch of prepared pairs, uint8 (N, 3, S, S) and (N, S, S), at once.
+    def augment_batch(self, pairs, generators) -> tuple[torch.Tensor, torch.Tensor]:
+        """`augment` for a batch of prepared (image, mask) pairs of one size, stacked at once.
 
-        Only for presets whose one random stage is the flip; draws the same numbers as
-        `augment`, so a sample is identical either way. Flips happen in place on the uint8
-        inputs (pass tensors you own, e.g. a fresh gather). Returns float32 (N, 3, S, S)
-        (uint8 if normalize=False) and int64 (N, S, S).
+        For presets whose one random stage is the flip, reading uint8 (3, S, S) and (S, S)
+        pairs (views into a cache, say) straight into the batch. Draws and computes the same as
+        `augment`, so a sample is identical either way. Returns float32 (N, 3, S, S) (uint8 if
+        normalize=False) and int64 (N, S, S).
         """
         if self.random_stages not in ((), ("hflip",)):
             raise ValueError(
                 f"augment_batch handles flips only; {self.name} has {self.random_stages}"
             )
-        for i, generator in enumerate(generators):
+        image, mask = pairs[0]
+        images = _empty_batch(
+            (len(pairs), *image.shape), np.float32 if self.normalize else np.uint8
+        )
+        masks = _empty_batch((len(pairs), *mask.shape), np.int64)
+        for i, ((image, mask), generator) in enumerate(zip(pairs, generators, strict=True)):
             if self.hflip and bool(torch.rand((), generator=generator) < 0.5):
-                images[i] = images[i].flip(-1)
-                masks[i] = masks[i].flip(-1)
-        images = normalize(images) if self.normalize else images
-        return images, masks.long()
+                image, mask = image.flip(-1), mask.flip(-1)
+            if self.normalize:  # image by image, while its floats are still in the CPU's cache
+                normalize(image, out=images[i])
+            else:
+                images[i].copy_(image)
+            masks[i].copy_(mask)  # uint8 -> int64
+        return images, masks
 
     def __call__(self, image, mask, generator: torch.Generator | None = None):
         """Apply the whole preset; without a generator, random stages use a fixed seed (0)."""
