@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 __all__ = ["FORMAT_VERSION", "SplitCache", "make_manifest", "open_cache"]
 
@@ -113,8 +114,6 @@ def _build(
         )
         masks = np.lib.format.open_memmap(temp / "masks.npy", "w+", np.uint8, (count, size, size))
         try:
-            from tqdm.auto import tqdm
-
             # disable=None: a progress bar in a terminal, silence in logs and notebooks' CI.
             for index in tqdm(
                 range(count), desc=f"caching {folder.name}", disable=None, leave=False

@@ -114,6 +114,9 @@ def make_loader(
 ) -> EpochLoader:
     """A loader over `dataset` whose batches depend only on (seed, epoch) and the dataset.
 
+    Call `loader.set_epoch(epoch)` before each epoch (as with DistributedSampler); without it
+    every pass repeats epoch 0's order and augmentation.
+
     Args:
         seed: of the sample order; None takes the dataset's `seed` (0 if it has none).
         drop_last: drop the last incomplete batch (and, across ranks, the samples that would make

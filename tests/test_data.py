@@ -261,6 +261,15 @@ def test_batches_do_not_depend_on_workers_and_the_epoch_reaches_them(voc_root):
     _assert_same_batches(_loader_batches(ds, 1, num_workers=0, **args), in_process[1])
 
 
+def test_memory_is_pinned_when_cuda_is_there(voc_root, monkeypatch):
+    ds = VOCDataset(voc_root, "val", make_transforms("report", size=16))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not make_loader(ds, batch_size=2).pin_memory
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert make_loader(ds, batch_size=2).pin_memory
+    assert not make_loader(ds, batch_size=2, pin_memory=False).pin_memory
+
+
 def test_len_is_a_full_epoch_of_batches_for_this_rank(voc_root):
     ds = VOCDataset(voc_root, "train", make_transforms("report", size=16))  # 12 samples
     assert len(make_loader(ds, batch_size=5)) == 3
