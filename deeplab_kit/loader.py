@@ -57,10 +57,10 @@ class KeyedSampler(Sampler):
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
-        self._skip = 0  # samples to skip at the start of the next pass only
+        self.skip = 0  # samples of this epoch to skip (a resumed epoch), until the next set_epoch
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self._skip = int(epoch), int(skip)
+        self.epoch, self.skip = int(epoch), int(skip)
 
     def indices(self, epoch: int) -> list[int]:
         """This rank's full shard for an epoch, in order."""
@@ -73,8 +73,7 @@ class KeyedSampler(Sampler):
         return order[self.rank :: self.world_size]
 
     def __iter__(self):
-        skip, self._skip = self._skip, 0  # a resume skips once, in the pass that resumes
-        for index in self.indices(self.epoch)[skip:]:
+        for index in self.indices(self.epoch)[self.skip :]:
             yield SampleKey(index, self.epoch)
 
     def __len__(self) -> int:
@@ -86,9 +85,10 @@ class EpochLoader(DataLoader):
     """A DataLoader with `set_epoch(epoch, skip_batches=0)`; `len()` is a full epoch's batches."""
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Serve `epoch` next; skip its first `skip_batches` batches (to resume mid-epoch).
+        """Serve `epoch`, without its first `skip_batches` batches (to resume mid-epoch).
 
-        The skip applies to the next pass only; the following pass is a full epoch again.
+        Every pass serves the same batches until the next `set_epoch`; `len()` stays a full
+        epoch's count.
         """
         if not 0 <= skip_batches <= len(self):
             raise ValueError(f"skip_batches must be in 0..{len(self)}, got {skip_batches}")

@@ -297,7 +297,7 @@ def test_ddp_shards_are_disjoint_and_share_one_order(drop_last):
     assert sorted(single) == list(range(11))
 
 
-def test_skip_batches_resumes_mid_epoch_once(voc_root):
+def test_skip_batches_resumes_mid_epoch(voc_root):
     ds = VOCDataset(voc_root, "train", make_transforms("report", size=16, hflip=True))
     loader = make_loader(ds, batch_size=3, shuffle=True, drop_last=True)
     loader.set_epoch(2)
@@ -305,7 +305,9 @@ def test_skip_batches_resumes_mid_epoch_once(voc_root):
     loader.set_epoch(2, skip_batches=2)
     assert len(loader) == 4
     _assert_same_batches(list(loader), full[2:])
-    _assert_same_batches(list(loader), full)  # the next pass is whole again
+    _assert_same_batches(list(loader), full[2:])  # a second look sees the same (e.g. for ids)
+    loader.set_epoch(3)
+    assert len(list(loader)) == 4  # the next epoch is whole
     with pytest.raises(ValueError, match="skip_batches"):
         loader.set_epoch(2, skip_batches=5)
 
@@ -332,8 +334,13 @@ def test_make_loader_serves_plain_datasets_too():
 # --- the cache --------------------------------------------------------------------------------
 
 
-def test_cached_batches_equal_decoded_ones(voc_root, tmp_path):
-    preset = make_transforms("report", size=24, hflip=True)
+@pytest.mark.parametrize(
+    "params",
+    [dict(size=24, hflip=True), dict(size=32, scale_range=(0.7, 1.3), crop_size=24, hflip=True)],
+    ids=["flip (batched)", "scale-crop-flip (per sample)"],
+)
+def test_cached_batches_equal_decoded_ones(voc_root, tmp_path, params):
+    preset = make_transforms("report", **params)
     cached = VOCDataset(voc_root, "train", preset, cache_dir=tmp_path)
     decoded = VOCDataset(voc_root, "train", preset)
     for epoch in (0, 1, 2):
@@ -343,7 +350,7 @@ def test_cached_batches_equal_decoded_ones(voc_root, tmp_path):
         )
     assert all(torch.equal(cached[i, 1][0], decoded[i, 1][0]) for i in range(3))
     manifest = json.loads((cached.cache.folder / "manifest.json").read_text())
-    assert manifest["preprocessing"]["size"] == 24 and manifest["format"] == 1
+    assert manifest["preprocessing"]["size"] == params["size"] and manifest["format"] == 1
     assert len(manifest["sources"]) == 12
 
 
