@@ -50,7 +50,9 @@ def make_batch(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torc
 
 def plain_model(device: torch.device) -> nn.Module:
     torch.manual_seed(0)
-    return deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=NUM_CLASSES).to(device)
+    return deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=NUM_CLASSES).to(
+        device
+    )
 
 
 def kit_model(device: torch.device) -> nn.Module:
@@ -80,7 +82,9 @@ def plain_evaluate(model: nn.Module, batches, device: torch.device) -> torch.Ten
             pred = model(images.to(device))["out"].argmax(1)
             masks = masks.to(device)
             valid = masks != IGNORE
-            matrix += torch.bincount(NUM_CLASSES * masks[valid] + pred[valid], minlength=NUM_CLASSES**2)
+            matrix += torch.bincount(
+                NUM_CLASSES * masks[valid] + pred[valid], minlength=NUM_CLASSES**2
+            )
     return matrix.view(NUM_CLASSES, NUM_CLASSES)
 
 
@@ -111,12 +115,18 @@ def peak_step_memory(side: str, device: torch.device, batch_size: int, size: int
         step()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before
-    status = Path("/proc/self/status")
-    rss = lambda key: int(next(l for l in status.read_text().splitlines() if l.startswith(key)).split()[1]) * 1024  # noqa: E731
-    before = rss("VmRSS:")
+    before = _proc_status_bytes("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     step()
-    return rss("VmHWM:") - before
+    return _proc_status_bytes("VmHWM") - before
+
+
+def _proc_status_bytes(key: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError(f"/proc/self/status has no {key}")
 
 
 def main() -> None:
@@ -155,7 +165,9 @@ def main() -> None:
         for side in ("plain", "kit"):
             command = [sys.executable, __file__, "--memory-child", side, "--batch", str(args.batch),
                        "--size", str(args.size), "--device", str(device)]  # fmt: skip
-            peaks[side] = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+            peaks[side] = json.loads(
+                subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            )
         print(
             f"train step peak memory: plain {peaks['plain'] / 2**20:8.0f} MiB   kit {peaks['kit'] / 2**20:8.0f} MiB"
             f"   ratio plain/kit {peaks['plain'] / peaks['kit']:.2f}x"

@@ -25,12 +25,16 @@ def print_header(title: str, *extra: str) -> None:
     """`# title`, the command, the machine, the software, then any extra lines."""
     print(f"# {title}")
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# machine: {cpu_name()}, {torch.get_num_threads()} torch threads, {platform.platform()}")
+    print(
+        f"# machine: {cpu_name()}, {torch.get_num_threads()} torch threads, {platform.platform()}"
+    )
     if torch.cuda.is_available():
         print(f"# gpu: {torch.cuda.get_device_name()}")
     import torchvision
 
-    print(f"# python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}")
+    print(
+        f"# python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}"
+    )
     for line in extra:
         print(f"# {line}")
 
