@@ -186,6 +186,35 @@ def plot_predictions(
     return fig
 
 
+def plot_pairs(
+    pairs: Mapping[str, tuple], *, class_names: Sequence[str] = VOC_CLASSES, legend: bool = True
+) -> Figure:
+    """One row per named (image, mask) pair: the image, then its mask in VOC's colours (void in
+    VOC's cream), each titled with the name and the size; e.g. one sample through several
+    preprocessing presets, whose sizes may differ."""
+    if not pairs:
+        raise ValueError("no (image, mask) pairs to plot")
+    fig = KitFigure(figsize=(5.2, 2.6 * len(pairs) + (0.6 if legend else 0)), layout="constrained")
+    axes = fig.subplots(len(pairs), 2, squeeze=False)
+    present = set()
+    for row, (name, (image, mask)) in enumerate(pairs.items()):
+        rgb, colours = as_rgb(image), color_mask(mask)
+        present.update(np.unique(_numpy(mask)).tolist())
+        height, width = colours.shape[:2]
+        for ax, picture, what in zip(axes[row], (rgb, colours), ("image", "mask"), strict=True):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(f"{name}: {what} {height}x{width}", fontsize="small")
+            ax.set_axis_off()
+    if legend:
+        fig.legend(
+            handles=_legend_patches(present, class_names),
+            loc="outside lower center",
+            ncols=4,
+            fontsize="small",
+        )
+    return fig
+
+
 # --- training history -------------------------------------------------------------------------
 
 

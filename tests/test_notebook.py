@@ -1,0 +1,374 @@
+"""Notebook support: profiles, Colab/Drive paths, the full profile's stops, the repository
+address, and a structural check of the notebooks themselves (cheap: JSON only, no kernel)."""
+
+import json
+import re
+import sys
+import types
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deeplab_kit import notebook
+from deeplab_kit.config import RunConfig
+from deeplab_kit.notebook import Profile, ResourceMissing
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+MAX_CELL_LINES = 15
+
+
+@pytest.fixture
+def no_colab(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+
+
+@pytest.fixture
+def fake_colab(monkeypatch, tmp_path):
+    """A Colab kernel: google.colab importable, Drive mounted (by drive.mount) under tmp_path."""
+    mounts = []
+
+    def mount(path):
+        mounts.append(path)
+        (Path(path) / "MyDrive").mkdir(parents=True)
+
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mount)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(notebook, "DRIVE_MOUNT", tmp_path / "drive")
+    return mounts
+
+
+def env(tmp_path, **values):
+    return {"DEEPLAB_KIT_HOME": str(tmp_path), **values}
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+
+def test_quick_is_the_default_profile(tmp_path, no_colab):
+    for environ in (
+        env(tmp_path),
+        env(tmp_path, DEEPLAB_KIT_PROFILE=""),
+        env(tmp_path, DEEPLAB_KIT_PROFILE=" Quick "),
+    ):
+        profile = Profile.from_env(environ)
+        assert profile.name == "quick" and profile.device == "cpu" and profile.synthetic
+        assert profile.data_root == tmp_path / "data" / "synthetic-quick"
+        assert profile.runs_dir == tmp_path / "runs" / "quick"
+        assert profile.epochs == notebook.QUICK_BUDGET["epochs"] and not profile.progress
+
+
+def test_full_profile_reads_voc_location(tmp_path, no_colab):
+    profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="full"))
+    assert (profile.name, profile.device, profile.synthetic) == ("full", "cuda", False)
+    assert profile.data_root == tmp_path / "data" and profile.runs_dir == tmp_path / "runs"
+    assert profile.epochs is None and profile.progress
+    voc = tmp_path / "elsewhere"
+    profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="FULL", DEEPLAB_KIT_DATA=str(voc)))
+    assert profile.data_root == voc
+
+
+def test_unknown_profile_is_a_clear_error(tmp_path, no_colab):
+    with pytest.raises(ValueError, match=r"DEEPLAB_KIT_PROFILE='fast'.*'quick'.*'full'"):
+        Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="fast"))
+
+
+def test_home_is_the_checkout_the_notebook_runs_in(tmp_path, monkeypatch):
+    (tmp_path / "repo" / "deeplab_kit").mkdir(parents=True)
+    (tmp_path / "repo" / "pyproject.toml").write_text("")
+    (tmp_path / "repo" / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "repo" / "notebooks")
+    assert notebook.home({}) == tmp_path / "repo"
+    monkeypatch.chdir(tmp_path)
+    assert notebook.home({}) == tmp_path  # no checkout above: the working directory
+    assert notebook.home({"DEEPLAB_KIT_HOME": str(tmp_path / "x")}) == tmp_path / "x"
+
+
+# --- Colab and Google Drive ------------------------------------------------------------------
+
+
+def test_outside_colab_nothing_is_mounted(tmp_path, no_colab, monkeypatch):
+    monkeypatch.setattr(notebook, "DRIVE_MOUNT", tmp_path / "drive")
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # even if such a folder exists
+    profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="full"))
+    assert not profile.on_drive and profile.runs_dir == tmp_path / "runs"
+    assert notebook.mount_drive() is None
+
+
+def test_full_profile_in_colab_mounts_drive_and_runs_there(tmp_path, fake_colab):
+    profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="full"))
+    assert fake_colab == [str(tmp_path / "drive")]
+    assert profile.on_drive
+    assert profile.runs_dir == tmp_path / "drive" / "MyDrive" / "deeplab-kit" / "runs"
+    assert profile.data_root == tmp_path / "data"  # data stays on the fast local disk
+    Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="full"))
+    assert len(fake_colab) == 1  # already mounted: not asked again
+
+
+def test_quick_profile_in_colab_uses_drive_only_when_mounted(tmp_path, fake_colab):
+    profile = Profile.from_env(env(tmp_path))
+    assert fake_colab == [] and not profile.on_drive  # quick never asks for Drive
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)
+    profile = Profile.from_env(env(tmp_path))
+    assert profile.runs_dir == tmp_path / "drive" / "MyDrive" / "deeplab-kit" / "runs" / "quick"
+
+
+def test_a_refused_mount_keeps_runs_local(tmp_path, fake_colab, monkeypatch, capsys):
+    def refuse(path):
+        raise RuntimeError("permission denied")
+
+    monkeypatch.setattr(sys.modules["google.colab"].drive, "mount", refuse)
+    profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="full"))
+    assert not profile.on_drive and profile.runs_dir == tmp_path / "runs"
+    assert "permission denied" in capsys.readouterr().out
+
+
+# --- configurations and run folders ---------------------------------------------------------
+
+
+def test_quick_config_keeps_the_recipe_and_shrinks_the_budget(tmp_path, no_colab):
+    profile = Profile.from_env(env(tmp_path))
+    config = profile.config("report")
+    recipe = RunConfig.from_recipe("report")
+    assert (config.optimizer, config.lr, config.schedule) == (recipe.optimizer, recipe.lr, "step")
+    assert config.atrous_rates == recipe.atrous_rates and config.output_stride == 16
+    assert (config.backbone, config.backbone_width) == ("resnet26", 16)
+    assert config.epochs == 4 and config.session_epochs == 2
+    assert config.lr_steps == (2,)  # 100 of 200 epochs -> 2 of 4: the step keeps its place
+    assert config.data_root == str(profile.data_root) and config.device == "cpu"
+    assert profile.config("demo").session_epochs is None  # no sessions where the recipe has none
+    assert profile.config("report", epochs=6).epochs == 6
+    paper = profile.config("paper")
+    assert (
+        paper.multi_grid is None and paper.train_split == "train" and not paper.pretrained_backbone
+    )
+    pretrained = profile.config("pretrained")  # torchvision's weights need torchvision's model
+    assert pretrained.backbone == "resnet50" and pretrained.pretrained_weights
+
+
+def test_full_config_is_the_recipe_on_voc(tmp_path, no_colab):
+    profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="full"))
+    expected = RunConfig.from_recipe("report", data_root=str(tmp_path / "data"), device="cuda")
+    assert profile.config("report") == expected
+
+
+def test_run_folder_is_fresh_only_in_quick_mode(tmp_path, no_colab):
+    for name in ("quick", "full"):
+        profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE=name))
+        run = profile.run_folder("report")
+        (run / "checkpoints").mkdir(parents=True)
+        assert profile.run_folder("report") == run and run.exists()
+        profile.run_folder("report", fresh=True)
+        assert run.exists() == (name == "full")  # a full run is resumed, never deleted
+    with pytest.raises(ValueError, match="run name"):
+        profile.run_folder("../elsewhere")
+
+
+# --- the full profile stops where it needs VOC or a GPU ----------------------------------------
+
+
+@pytest.fixture
+def full(tmp_path, no_colab):
+    return Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="full"))
+
+
+def test_full_profile_without_voc_stops_with_instructions(full):
+    with pytest.raises(ResourceMissing, match=r"VOCdevkit/VOC2012.*download voc") as error:
+        notebook.prepare_data(full)
+    # In Jupyter it shows as its message alone, not as a traceback.
+    assert error.value._render_traceback_() == [f"ResourceMissing: {error.value}"]
+
+
+def test_full_profile_download_failure_stops_with_its_reason(full, monkeypatch):
+    from deeplab_kit import download
+
+    def offline(name, root):
+        raise download.DownloadError(f"could not get {name}: host unreachable")
+
+    monkeypatch.setattr(download, "download", offline)
+    with pytest.raises(ResourceMissing, match="could not get voc: host unreachable"):
+        notebook.prepare_data(full, download=True, sbd=True)
+
+
+def test_full_profile_with_voc_needs_no_download(full, monkeypatch, capsys):
+    from deeplab_kit import download
+
+    splits = full.data_root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    splits.mkdir(parents=True)
+    (splits / "train.txt").write_text("a\n")
+    (splits / "val.txt").write_text("b\n")
+
+    def only_sbd_fails(name, root):
+        assert name == "sbd", "VOC is there: it must not be downloaded again"
+        raise download.DownloadError("sbd unreachable")
+
+    monkeypatch.setattr(download, "download", only_sbd_fails)
+    assert notebook.prepare_data(full, download=True, sbd=True) == full.data_root
+    assert "SBD not available (sbd unreachable)" in capsys.readouterr().out
+
+
+def test_full_profile_without_gpu_stops(full, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ResourceMissing, match="GPU"):
+        full.require_gpu()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert full.require_gpu() == "cuda"
+
+
+def test_full_profile_needs_a_trained_run(full):
+    with pytest.raises(ResourceMissing, match="no trained model in .*03_training_sessions"):
+        notebook.trained_model(full, full.run_folder("report"), full.config("report"))
+
+
+def test_pretrained_weights_are_skipped_with_a_message(full, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    quick = Profile.from_env(env(tmp_path))
+    assert notebook.pretrained_weights(quick) is None
+    assert "the quick profile downloads nothing" in capsys.readouterr().out
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    assert notebook.pretrained_weights(full) is None
+    assert "could not be downloaded" in capsys.readouterr().out
+    cached = notebook.pretrained_weights_file()
+    assert cached.parent == tmp_path / "hub" / "checkpoints"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    assert notebook.pretrained_weights(quick) == cached
+
+
+def test_quick_profile_generates_its_data(tmp_path, no_colab, monkeypatch):
+    monkeypatch.setattr(notebook, "QUICK_DATA", dict(num_train=3, num_val=2, size=32, seed=0))
+    profile = Profile.from_env(env(tmp_path))
+    root = notebook.prepare_data(profile)
+    assert root == profile.data_root and notebook.voc_ready(root)
+    lists = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    assert len((lists / "train.txt").read_text().split()) == 3
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def test_class_statistics_counts_by_hand():
+    masks = [np.array([[0, 0], [1, 255]]), torch.tensor([[1, 1], [2, 2]])]
+    stats = notebook.class_statistics(masks, num_classes=3)
+    assert stats["pixels"].tolist() == [2, 3, 2, 1]
+    assert stats["images"].tolist() == [1, 2, 1, 1]
+    assert stats["% of labelled"].iloc[:3].tolist() == pytest.approx([200 / 7, 300 / 7, 200 / 7])
+    assert np.isnan(stats["% of labelled"].iloc[3])  # void is not a labelled pixel
+    assert stats["% of all"].iloc[3] == pytest.approx(100 / 8)
+    with pytest.raises(ValueError, match=r"mask 0: labels \[7\]"):
+        notebook.class_statistics([np.array([[7, 0]])], num_classes=3)
+
+
+def test_config_table_puts_configs_side_by_side():
+    table = notebook.config_table(
+        {"a": RunConfig.from_recipe("report"), "b": RunConfig.from_recipe("demo")},
+        fields=("atrous_rates", "lr"),
+    )
+    assert table.loc["atrous_rates"].tolist() == ["(8, 12, 16)", "(1, 2, 3)"]
+    assert table.loc["lr", "a"] == "0.0001"
+
+
+def test_table1_adds_quoted_columns_only():
+    from deeplab_kit.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(3).update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 2, 1]))
+    table = notebook.table1({"mine": cm})
+    assert table.loc["mIoU", "mine"] == pytest.approx(100 * cm.compute()["miou"])
+    quoted = [c for c in table.columns if c not in ("unit", "mine")]
+    assert quoted and all(c.endswith("(quoted)") for c in quoted)
+    assert table.loc["mIoU", "paper ResNet-101 (quoted)"] == 77.21
+
+
+def test_quoted_bars_line_up_with_the_measured_settings():
+    from deeplab_kit.ablation import SETTINGS
+
+    measured_keys = {f"{label} {rates}" for label, rates in SETTINGS.items()}
+    bars = notebook.quoted_bars()
+    assert bars and set(bars) <= measured_keys
+
+
+# --- one repository address ------------------------------------------------------------------
+
+
+def test_every_notebook_installs_the_kit_from_the_one_address():
+    assert notebook.check_repository_links(notebooks_dir=NOTEBOOKS) == []
+    for name in notebook.NOTEBOOKS:
+        assert notebook.install_address(NOTEBOOKS / name) == notebook.REPOSITORY
+
+
+def test_readme_badges_point_at_the_repository():
+    readme = (ROOT / "README.md").read_text()
+    if "colab.research.google.com/github/" not in readme:
+        pytest.skip("README has no Open-in-Colab badges yet")
+    assert notebook.check_repository_links(readme, NOTEBOOKS) == []
+
+
+def test_link_check_finds_disagreements(tmp_path):
+    good = notebook.badge_table()
+    assert notebook.check_repository_links(good, NOTEBOOKS) == []
+    other = good.replace("deeplab-kit/deeplab-kit/blob", "someone/fork/blob", 1)
+    assert any("someone/fork" in p for p in notebook.check_repository_links(other, NOTEBOOKS))
+    missing = good.replace("04_report.ipynb", "05_missing.ipynb")
+    problems = notebook.check_repository_links(missing, NOTEBOOKS)
+    assert any("05_missing.ipynb, which does not exist" in p for p in problems)
+    assert any("no Colab badge for 04_report.ipynb" in p for p in problems)
+    for name in notebook.NOTEBOOKS:  # notebooks that install from elsewhere
+        text = (NOTEBOOKS / name).read_text().replace("deeplab-kit/deeplab-kit", "someone/fork")
+        (tmp_path / name).write_text(text)
+    problems = notebook.check_repository_links(notebooks_dir=tmp_path)
+    assert len(problems) == 4 and all(
+        "installs from https://github.com/someone/fork" in p for p in problems
+    )
+
+
+# --- the notebooks' structure ------------------------------------------------------------------
+
+DEFINITION = re.compile(r"^\s*(async\s+def|def|class)\s", re.MULTILINE)
+
+
+def code_cells(name):
+    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
+    return [cell for cell in cells if cell["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("name", notebook.NOTEBOOKS)
+def test_notebook_cells_are_short_thin_and_executed(name):
+    cells = code_cells(name)
+    for k, cell in enumerate(cells):
+        source = "".join(cell["source"])
+        lines = [line for line in source.splitlines() if line.strip()]
+        assert len(lines) <= MAX_CELL_LINES, f"{name} code cell {k}: {len(lines)} lines"
+        assert not DEFINITION.search(source), f"{name} code cell {k} defines a function or class"
+        assert cell["execution_count"] is not None, f"{name} code cell {k} was not executed"
+        if re.search(r"widgets\.\w+_(explorer|browser)\(", source):
+            assert source.startswith("# NBVAL_IGNORE_OUTPUT"), f"{name} code cell {k}: widget"
+    assert "Profile.from_env()" in "".join(cells[1]["source"])  # the parameters cell
+    assert cells[1]["metadata"].get("tags") == ["parameters"]
+
+
+# --- stored results ---------------------------------------------------------------------------
+
+
+def test_stored_ablation_has_the_five_settings():
+    from deeplab_kit.ablation import SETTINGS, read_ablation
+
+    table, produced = read_ablation(NOTEBOOKS / "results" / "ablation" / "ablation.json")
+    assert table["setting"].tolist()[: len(SETTINGS)] == list(SETTINGS)
+    assert all(table["rates"] == table["model rates"])
+    assert table["finished"].all() and produced["command"].startswith("python -m deeplab_kit")
+
+
+def test_stored_demo_run_is_described():
+    produced = json.loads((NOTEBOOKS / "results" / "demo" / "stored.json").read_text())
+    assert produced["command"].startswith("python -m deeplab_kit demo") and produced["seconds"] > 0
+    metrics = json.loads((NOTEBOOKS / "results" / "demo" / "metrics.json").read_text())
+    assert 0 <= metrics["miou"] <= 1 and len(metrics["confusion_matrix"]) == 21
