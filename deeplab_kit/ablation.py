@@ -151,7 +151,7 @@ def _plain(value):
 
 
 def _finished_without_checkpoints(run: Path, config) -> bool:
-    """A setting that finished earlier and whose checkpoints were deleted (keep_checkpoints=False)."""
+    """A setting that finished earlier and whose checkpoints were then deleted."""
     from deeplab_kit.checkpoint import find_checkpoints
 
     if find_checkpoints(run / "checkpoints") or not (run / "metrics.json").is_file():

@@ -60,6 +60,13 @@ DRIVE_FOLDER = "deeplab-kit"  # run folders go to MyDrive/deeplab-kit/runs
 # small synthetic set at 96 px; budgets of seconds on a 2-core CPU.
 QUICK_DATA = dict(num_train=48, num_val=16, size=96, seed=0)
 QUICK_BUDGET = dict(epochs=4, session_epochs=2, ablation_epochs=1, batch_size=8, eval_batch_size=16)
+# A from-scratch model hardly moves in 4 short epochs at the report's 1e-4: quick runs start from
+# at least this learning rate, so that their loss curves show something.
+QUICK_MIN_LR = 1e-3
+# Tiny models gain little from a second CPU thread (about 1.3x on an idle 2-core machine), and
+# two threads collapse (OpenMP waits, 10x slower and worse) while another process keeps a core
+# busy: the quick profile uses one.
+QUICK_THREADS = 1
 QUICK_MODEL = dict(
     backbone="resnet26", backbone_width=16, aspp_channels=64, aspp_dropout=0.0, multi_grid=None,
     extra_blocks=0, aux_loss=False, pretrained_backbone=False, freeze_backbone=False,
@@ -109,18 +116,31 @@ def mount_drive() -> Path | None:
     return drive_folder()
 
 
+def _checkout_at_or_above(folder: Path) -> Path | None:
+    for candidate in (folder, *folder.parents):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "deeplab_kit").is_dir():
+            return candidate
+    return None
+
+
+def checkout() -> Path | None:
+    """The repository checkout the notebook runs in (found from the working directory, where
+    Jupyter starts a notebook's kernel, or from the kit's own files in an editable install);
+    None in Colab, where the kit is pip-installed without its notebooks."""
+    return _checkout_at_or_above(Path.cwd().resolve()) or _checkout_at_or_above(
+        Path(__file__).resolve().parents[1]
+    )
+
+
 def home(environ: Mapping[str, str] | None = None) -> Path:
     """The folder under which data/ and runs/ go: $DEEPLAB_KIT_HOME, else the repository
-    checkout the notebook runs in (notebooks/ sits in it), else the working directory
+    checkout the notebook runs in (from the working directory), else the working directory
     (/content in Colab)."""
     environ = os.environ if environ is None else environ
     if environ.get("DEEPLAB_KIT_HOME"):
         return Path(environ["DEEPLAB_KIT_HOME"]).expanduser().resolve()
     here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "deeplab_kit").is_dir():
-            return folder
-    return here
+    return _checkout_at_or_above(here) or here
 
 
 # --- profiles -------------------------------------------------------------------------------
@@ -144,6 +164,7 @@ class Profile:
     session_epochs: int | None  # epochs per session (03)
     ablation_epochs: int | None  # epochs per atrous-rate setting (02)
     ablation_recipe: str  # the recipe whose model the ablation trains (02)
+    threads: int | None  # torch's CPU threads (None: torch's default)
     progress: bool  # progress bars (off in quick mode: CI logs and stable outputs)
 
     @classmethod
@@ -172,29 +193,36 @@ class Profile:
                 on_drive=drive is not None, epochs=QUICK_BUDGET["epochs"],
                 session_epochs=QUICK_BUDGET["session_epochs"],
                 ablation_epochs=QUICK_BUDGET["ablation_epochs"], ablation_recipe="demo",
-                progress=False,
-            )  # fmt: skip
+                threads=QUICK_THREADS, progress=False,
+            )._apply_threads()  # fmt: skip
         data = environ.get("DEEPLAB_KIT_DATA")
         return cls(
             name=name, device="cuda",
             data_root=Path(data).expanduser().resolve() if data else base / "data",
             runs_dir=runs, cache_dir=base / "data" / "cache", synthetic=False,
             on_drive=drive is not None, epochs=None, session_epochs=None,
-            ablation_epochs=FULL_ABLATION_EPOCHS, ablation_recipe="report", progress=True,
+            ablation_epochs=FULL_ABLATION_EPOCHS, ablation_recipe="report", threads=None,
+            progress=True,
         )  # fmt: skip
+
+    def _apply_threads(self) -> Profile:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        return self
 
     def __repr__(self) -> str:
         lines = [
             f"profile {self.name!r}: "
             + ("CPU, synthetic data, tiny budgets" if self.synthetic else "GPU, PASCAL VOC 2012"),
-            f"  device       {self.device}",
+            f"  device       {self.device}"
+            + (f", {self.threads} thread{'s' * (self.threads > 1)}" if self.threads else ""),
             f"  data         {self.data_root}",
             f"  runs         {self.runs_dir}" + ("  (Google Drive)" if self.on_drive else ""),
             "  training     "
             + (f"{self.epochs} epochs" if self.epochs else "the recipes' epochs")
             + (f", {self.session_epochs} per session" if self.session_epochs else ""),
-            f"  ablation     the {self.ablation_recipe!r} recipe, {self.ablation_epochs} epoch(s) per "
-            "rate setting",
+            f"  ablation     the {self.ablation_recipe!r} recipe, "
+            f"{self.ablation_epochs} epoch(s) per rate setting",
         ]
         return "\n".join(lines)
 
@@ -216,9 +244,10 @@ class Profile:
         """`RunConfig.from_recipe(recipe)` for this profile's data, device and budgets.
 
         full: the recipe as it is, on `data_root`. quick: the recipe's optimiser, schedule,
-        rates and output stride on the demo's small model at 96 px, `epochs` long; a scheduled
-        step of the learning rate keeps its place in the run (the report's step at epoch 100
-        of 200 comes at epoch 2 of 4). Recipes that load torchvision's weights keep their model.
+        rates and output stride on the demo's small model at 96 px, `epochs` long, with a
+        learning rate of at least `QUICK_MIN_LR`; a scheduled step of the learning rate keeps
+        its place in the run (the report's step at epoch 100 of 200 comes at epoch 2 of 4).
+        Recipes that load torchvision's weights keep their model.
         """
         from deeplab_kit.config import RunConfig
 
@@ -231,9 +260,10 @@ class Profile:
         quick = dict(
             data_root=str(self.data_root), device=self.device, train_split="train",
             image_size=QUICK_DATA["size"], num_workers=0, epochs=epochs,
+            lr=max(base.lr, QUICK_MIN_LR),
             batch_size=QUICK_BUDGET["batch_size"], eval_batch_size=QUICK_BUDGET["eval_batch_size"],
             session_epochs=self.session_epochs if base.session_epochs else None,
-            lr_steps=tuple(min(epochs - 1, max(1, round(s * epochs / base.epochs))) for s in base.lr_steps),
+            lr_steps=tuple(_scaled_epoch(step, base.epochs, epochs) for step in base.lr_steps),
         )  # fmt: skip
         if not base.pretrained_weights:
             quick.update(QUICK_MODEL)
@@ -252,6 +282,12 @@ class Profile:
         if fresh and self.name == "quick" and folder.exists():
             shutil.rmtree(folder)
         return folder
+
+
+def _scaled_epoch(epoch: int, total: int, new_total: int) -> int:
+    """The epoch at the same place in a run of `new_total` epochs (never the first or past the
+    last, so that a scheduled step still happens inside the shorter run)."""
+    return min(new_total - 1, max(1, round(epoch * new_total / total)))
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -499,15 +535,17 @@ def quoted_bars(quoted: pd.DataFrame = QUOTED_MIOU) -> dict[str, float]:
 # --- stored results ------------------------------------------------------------------------
 
 
-def results_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """notebooks/results of the checkout the notebook runs in (see `home`)."""
-    return home(environ) / "notebooks" / "results"
+def results_dir() -> Path:
+    """notebooks/results of the repository checkout (see `checkout`); in Colab, a local folder
+    that `stored` fills from the repository."""
+    found = checkout()
+    return found / "notebooks" / "results" if found else Path.cwd() / "results"
 
 
-def stored(relative: str, environ: Mapping[str, str] | None = None) -> Path:
+def stored(relative: str) -> Path:
     """A stored result file (notebooks/results/<relative>), read from the checkout; in Colab,
     where the kit is pip-installed without the notebooks, fetched from the repository first."""
-    path = results_dir(environ) / relative
+    path = results_dir() / relative
     if path.is_file():
         return path
     if not in_colab():
@@ -541,15 +579,17 @@ def raw_url(address: str = REPOSITORY, branch: str = BRANCH) -> str:
 
 def colab_url(notebook: str, address: str = REPOSITORY, branch: str = BRANCH) -> str:
     """The link that opens notebooks/<notebook> of the repository in Colab."""
-    return f"https://colab.research.google.com/github/{_owner_repo(address)}/blob/{branch}/notebooks/{notebook}"
+    path = f"{_owner_repo(address)}/blob/{branch}/notebooks/{notebook}"
+    return f"https://colab.research.google.com/github/{path}"
 
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 NOTEBOOK_TOPICS = {
-    "01_data.ipynb": "VOC 2012 (or the synthetic set), the 21 classes, class imbalance, preprocessing, the cache",
-    "02_aspp_atrous_rates.ipynb": "atrous convolution and ASPP with sliders; the atrous-rate ablation",
+    "01_data.ipynb": "VOC 2012 or the generated set, the 21 classes, class imbalance, "
+    "preprocessing, the cache",
+    "02_aspp_atrous_rates.ipynb": "atrous convolution and ASPP with sliders; the rate ablation",
     "03_training_sessions.ipynb": "training in sessions that resume, one loss curve, the lr step",
-    "04_report.ipynb": "the report's Table 1, per-class IoU, confusion matrix, predictions, micro vs macro",
+    "04_report.ipynb": "the report's Table 1, per-class IoU, confusion, predictions, micro vs macro",
 }
 
 
