@@ -38,7 +38,29 @@ def _add_demo(commands) -> None:
 
 
 def _add_synth(commands) -> None:
-    pass
+    parser = commands.add_parser(
+        "synth",
+        help="generate the synthetic VOC-format dataset",
+        description="Write a synthetic PASCAL VOC 2012 tree (JPEG images, palette PNG masks, "
+        "split files) under ROOT/VOCdevkit/VOC2012. Same arguments, same bytes; an identical "
+        "dataset already there is kept.",
+    )
+    parser.add_argument("--out", required=True, metavar="ROOT", help="folder to write into")
+    parser.add_argument("--train", type=int, default=200, metavar="N", help="training images")
+    parser.add_argument("--val", type=int, default=50, metavar="M", help="validation images")
+    parser.add_argument("--size", type=int, default=128, metavar="S", help="image side, pixels")
+    parser.add_argument("--seed", type=int, default=0, metavar="K", help="random seed")
+
+    def run(args) -> None:
+        from deeplab_kit.synthetic import make_synthetic_voc
+
+        root = make_synthetic_voc(args.out, args.train, args.val, args.size, args.seed)
+        print(
+            f"synthetic VOC ({args.train} train, {args.val} val, {args.size}x{args.size}, "
+            f"seed {args.seed}) in {root / 'VOCdevkit' / 'VOC2012'}"
+        )
+
+    parser.set_defaults(run=run)
 
 
 # --- download (issue 3) --------------------------------------------------------------------
