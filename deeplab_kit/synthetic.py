@@ -124,12 +124,12 @@ def aeroplane(f):
 
 
 def bicycle(f):
-    body = ring(f, -0.58, 0.35, 0.4, 0.27) | ring(f, 0.58, 0.35, 0.4, 0.27)
+    body = ring(f, -0.58, 0.35, 0.4, 0.24) | ring(f, 0.58, 0.35, 0.4, 0.24)
     seat, head, crank = (-0.22, -0.3), (0.42, -0.3), (0.0, 0.35)
     for p, q in [((-0.58, 0.35), seat), (seat, head), (head, (0.58, 0.35)), (seat, crank),
                  ((-0.58, 0.35), crank), (crank, head), (head, (0.38, -0.55)),
                  ((0.25, -0.6), (0.5, -0.55)), ((-0.32, -0.42), (-0.1, -0.42))]:  # fmt: skip
-        body |= segment(f, p, q, 0.1)
+        body |= segment(f, p, q, 0.14)
     return body, None
 
 
@@ -143,7 +143,7 @@ def bird(f):
 
 def boat(f):
     body = polygon(f, (-1.0, 0.35), (1.0, 0.35), (0.7, 0.75), (-0.7, 0.75))
-    body |= segment(f, (0.0, 0.4), (0.0, -0.95), 0.09)
+    body |= segment(f, (0.0, 0.4), (0.0, -0.95), 0.12)
     body |= polygon(f, (0.07, -0.85), (0.07, 0.25), (0.75, 0.25))
     return body, None
 
@@ -178,46 +178,46 @@ def cat(f):
 
 
 def chair(f):
-    body = box(f, -0.55, -0.02, 0.45, 0.16) | box(f, 0.28, -0.95, 0.45, 0.0)
-    body |= box(f, -0.55, 0.1, -0.4, 0.95) | box(f, 0.3, 0.1, 0.45, 0.95)
+    body = box(f, -0.6, -0.05, 0.5, 0.18) | box(f, 0.26, -0.95, 0.5, 0.0)
+    body |= box(f, -0.6, 0.1, -0.4, 0.95) | box(f, 0.3, 0.1, 0.5, 0.95)
     return body, None
 
 
 def cow(f):
     body = box(f, -0.75, -0.3, 0.5, 0.25)
     for u in (-0.68, -0.45, 0.22, 0.42):
-        body |= box(f, u - 0.07, 0.2, u + 0.07, 0.78)
+        body |= box(f, u - 0.08, 0.2, u + 0.08, 0.78)
     body |= box(f, 0.45, -0.5, 0.9, -0.05)  # head
     body |= polygon(f, (0.5, -0.48), (0.62, -0.48), (0.52, -0.72))  # horns
     body |= polygon(f, (0.73, -0.48), (0.85, -0.48), (0.83, -0.72))
-    body |= segment(f, (-0.74, -0.25), (-0.9, 0.35), 0.07)  # tail
+    body |= segment(f, (-0.74, -0.25), (-0.9, 0.35), 0.1)  # tail
     return body, None
 
 
 def diningtable(f):
-    body = box(f, -1.0, -0.32, 1.0, -0.15)
-    body |= box(f, -0.92, -0.2, -0.78, 0.75) | box(f, 0.78, -0.2, 0.92, 0.75)
-    plates = ellipse(f, -0.45, -0.35, 0.25, 0.08) | ellipse(f, 0.35, -0.35, 0.25, 0.08)
+    body = box(f, -1.0, -0.35, 1.0, -0.12)
+    body |= box(f, -0.94, -0.2, -0.74, 0.75) | box(f, 0.74, -0.2, 0.94, 0.75)
+    plates = ellipse(f, -0.45, -0.4, 0.28, 0.11) | ellipse(f, 0.35, -0.4, 0.28, 0.11)
     return body | plates, plates
 
 
 def dog(f):
     body = ellipse(f, -0.1, 0.0, 0.55, 0.25)
     for u0, u1 in ((-0.5, -0.58), (-0.3, -0.25), (0.2, 0.3), (0.35, 0.45)):
-        body |= segment(f, (u0, 0.1), (u1, 0.65), 0.1)
+        body |= segment(f, (u0, 0.1), (u1, 0.65), 0.14)
     body |= circle(f, 0.55, -0.35, 0.24) | box(f, 0.6, -0.35, 0.95, -0.2)  # head, snout
     body |= ellipse(f, 0.42, -0.2, 0.09, 0.22, angle=0.3)  # floppy ear
-    body |= segment(f, (-0.6, -0.1), (-0.88, -0.6), 0.09)  # raised tail
+    body |= segment(f, (-0.6, -0.1), (-0.88, -0.6), 0.12)  # raised tail
     return body, None
 
 
 def horse(f):
     body = ellipse(f, -0.1, -0.05, 0.6, 0.26)
     for u0, u1 in ((-0.55, -0.62), (-0.35, -0.32), (0.2, 0.25), (0.38, 0.45)):
-        body |= segment(f, (u0, 0.05), (u1, 0.95), 0.1)
+        body |= segment(f, (u0, 0.05), (u1, 0.95), 0.14)
     body |= polygon(f, (0.3, -0.2), (0.55, 0.0), (0.85, -0.6), (0.62, -0.72))  # neck
     body |= ellipse(f, 0.85, -0.7, 0.3, 0.12, angle=0.5)  # long head
-    body |= segment(f, (-0.68, -0.1), (-0.95, 0.55), 0.1)  # tail
+    body |= segment(f, (-0.68, -0.1), (-0.95, 0.55), 0.12)  # tail
     return body, None
 
 
@@ -243,7 +243,7 @@ def pottedplant(f):
     body = polygon(f, (-0.38, 0.35), (0.38, 0.35), (0.25, 1.0), (-0.25, 1.0))
     for angle in (-1.0, -0.5, 0.0, 0.5, 1.0):  # a fan of leaves on stems
         du, dv = math.sin(angle), -math.cos(angle)
-        body |= segment(f, (0.0, 0.4), (0.45 * du, 0.4 + 0.45 * dv), 0.07)
+        body |= segment(f, (0.0, 0.4), (0.45 * du, 0.4 + 0.45 * dv), 0.1)
         body |= ellipse(f, 0.7 * du, 0.4 + 0.7 * dv, 0.12, 0.3, angle=angle)
     return body, None
 
@@ -254,7 +254,7 @@ def sheep(f):
         a = 2 * math.pi * k / 9
         body |= circle(f, -0.1 + 0.45 * math.cos(a), -0.05 + 0.22 * math.sin(a), 0.25)
     for u in (-0.45, -0.25, 0.1, 0.3):
-        body |= box(f, u - 0.05, 0.2, u + 0.05, 0.75)
+        body |= box(f, u - 0.065, 0.2, u + 0.065, 0.75)
     head = ellipse(f, 0.62, -0.15, 0.22, 0.16, angle=0.4)
     return body | head, head
 
@@ -327,10 +327,10 @@ def _paint(rng: np.random.Generator, grid_y, grid_x) -> np.ndarray:
     """
     size = grid_y.shape[0]
     base = rng.random(3)
-    other = base + rng.uniform(0.25, 0.6) * (rng.random(3) - base)
+    other = base + rng.uniform(0.15, 0.45) * (rng.random(3) - base)
     kind = rng.integers(5)
     angle = rng.uniform(0, math.pi)
-    period = size * rng.uniform(0.04, 0.12)
+    period = size * rng.uniform(0.05, 0.15)
     along = grid_x * math.cos(angle) + grid_y * math.sin(angle)
     if kind == 0:  # flat
         t = np.zeros_like(grid_x)
@@ -374,13 +374,18 @@ def _place(rng, size, count, scale_range):
     return placed
 
 
-def _void_band(labels: np.ndarray, radius: int) -> np.ndarray:
-    """True where a different label lies within `radius` pixels (VOC's outline band)."""
-    padded = np.pad(labels, radius, mode="edge")
+def _void_band(labels: np.ndarray, width: int) -> np.ndarray:
+    """VOC's outline band: True where another label lies close by, `width` pixels across.
+
+    A pixel is void when its window of offsets -(width // 2) .. width - width // 2 holds
+    another label, which puts width // 2 pixels on one side of each edge and the rest on the other.
+    """
+    low, high = width // 2, width - width // 2
+    padded = np.pad(labels, (low, high), mode="edge")
     h, w = labels.shape
     band = np.zeros(labels.shape, dtype=bool)
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
+    for dy in range(low + high + 1):
+        for dx in range(low + high + 1):
             band |= padded[dy : dy + h, dx : dx + w] != labels
     return band
 
@@ -398,12 +403,12 @@ def render(
         ground = grid_y > level + tilt * (grid_x - size / 2)
         image[ground] = _paint(rng, grid_y, grid_x)[ground]
 
-    for _ in range(int(rng.integers(3, 8))):  # clutter behind the objects
-        f = _frame(rng, grid_y, grid_x, size, size * rng.uniform(0.06, 0.3), max_angle=math.pi)
+    for _ in range(int(rng.integers(2, 6))):  # clutter behind the objects
+        f = _frame(rng, grid_y, grid_x, size, size * rng.uniform(0.05, 0.22), max_angle=math.pi)
         region = _distractor(f, int(rng.integers(NUM_DISTRACTOR_KINDS)))
         image[region] = _paint(rng, grid_y, grid_x)[region]
 
-    placed = _place(rng, size, len(classes), (0.16, 0.36))
+    placed = _place(rng, size, len(classes), (0.2, 0.42))
     for label, (cx, cy, r) in zip(classes, placed, strict=True):
         f = _frame(rng, grid_y, grid_x, size, r, cx, cy)
         body, accent = SHAPES[VOC_CLASSES[label]](f)
@@ -419,7 +424,7 @@ def render(
         image[region] = _paint(rng, grid_y, grid_x)[region]
         labels[region] = 0
 
-    labels[_void_band(labels, max(1, round(size / 128)))] = IGNORE_INDEX
+    labels[_void_band(labels, max(1, round(size / 80)))] = IGNORE_INDEX
     image = image + rng.normal(0.0, 0.03, image.shape)  # sensor noise
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), labels
 
