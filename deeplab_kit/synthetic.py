@@ -28,13 +28,13 @@ The 20 classes and the shapes that stand for them ("accent" parts take a second 
 |     9 | chair       | side view "h": seat, tall backrest, two legs                         |
 |    10 | cow         | boxy body on four straight legs, square head with two horns, tail    |
 |    11 | diningtable | wide thin top on two legs, plates on it (accent)                     |
-|    12 | dog         | oval body on four thin legs, round head, floppy ear, raised tail     |
+|    12 | dog         | sitting: haunch, upright chest, front leg, head with a long snout    |
 |    13 | horse       | oval body on four long legs, long raised neck, long head, tail       |
 |    14 | motorbike   | two thick wheels (accent), a solid body between them, a handlebar    |
 |    15 | person      | upright: round head on a torso, two arms, two legs                   |
 |    16 | pottedplant | a tapering pot with a fan of leaf ovals on stems above it            |
 |    17 | sheep       | bumpy cloud of a body on four thin legs, a small head (accent)       |
-|    18 | sofa        | front view: a wide base, a back rest and two arm rests               |
+|    18 | sofa        | front view: a seat, a back rest, two rounded arm rests, short feet   |
 |    19 | train       | a locomotive with a chimney and two carriages, coupled, on wheels    |
 |    20 | tvmonitor   | a frame around a screen (accent) on a stem and a foot                |
 
@@ -54,7 +54,7 @@ from PIL import Image
 
 from deeplab_kit.voc import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE
 
-GENERATOR_VERSION = 1  # bump when the drawing changes: a stored dataset then gets regenerated
+GENERATOR_VERSION = 3  # bump when the drawing changes: a stored dataset then gets regenerated
 MANIFEST_NAME = "synthetic.json"
 SPLITS = ("train", "val")
 MIN_SIZE = 32
@@ -178,8 +178,8 @@ def cat(f):
 
 
 def chair(f):
-    body = box(f, -0.6, -0.05, 0.5, 0.18) | box(f, 0.26, -0.95, 0.5, 0.0)
-    body |= box(f, -0.6, 0.1, -0.4, 0.95) | box(f, 0.3, 0.1, 0.5, 0.95)
+    body = box(f, -0.6, -0.08, 0.55, 0.2) | box(f, 0.3, -0.95, 0.55, 0.0)
+    body |= box(f, -0.6, 0.1, -0.38, 0.95) | box(f, 0.33, 0.1, 0.55, 0.95)
     return body, None
 
 
@@ -202,12 +202,12 @@ def diningtable(f):
 
 
 def dog(f):
-    body = ellipse(f, -0.1, 0.0, 0.55, 0.25)
-    for u0, u1 in ((-0.5, -0.58), (-0.3, -0.25), (0.2, 0.3), (0.35, 0.45)):
-        body |= segment(f, (u0, 0.1), (u1, 0.65), 0.14)
-    body |= circle(f, 0.55, -0.35, 0.24) | box(f, 0.6, -0.35, 0.95, -0.2)  # head, snout
-    body |= ellipse(f, 0.42, -0.2, 0.09, 0.22, angle=0.3)  # floppy ear
-    body |= segment(f, (-0.6, -0.1), (-0.88, -0.6), 0.12)  # raised tail
+    body = ellipse(f, -0.3, 0.5, 0.42, 0.32)  # haunch, sitting
+    body |= polygon(f, (-0.55, 0.35), (-0.05, 0.75), (0.35, -0.05), (0.0, -0.35))  # upright chest
+    body |= segment(f, (0.2, 0.0), (0.28, 0.95), 0.17)  # front leg
+    body |= circle(f, 0.22, -0.5, 0.27) | box(f, 0.3, -0.55, 0.78, -0.3)  # head, long snout
+    body |= ellipse(f, 0.0, -0.35, 0.1, 0.28, angle=0.25)  # floppy ear
+    body |= segment(f, (-0.6, 0.8), (-1.0, 0.75), 0.13)  # tail on the ground
     return body, None
 
 
@@ -260,9 +260,11 @@ def sheep(f):
 
 
 def sofa(f):
-    body = box(f, -0.9, 0.0, 0.9, 0.5) | box(f, -0.78, -0.55, 0.78, 0.05)
-    body |= box(f, -1.0, -0.22, -0.72, 0.5) | box(f, 0.72, -0.22, 1.0, 0.5)
-    body |= box(f, -0.85, 0.45, -0.72, 0.62) | box(f, 0.72, 0.45, 0.85, 0.62)  # feet
+    body = box(f, -0.85, 0.1, 0.85, 0.45) | box(f, -0.72, -0.4, 0.72, 0.12)  # seat, back
+    # arm rests with rounded tops, higher than the seat, lower than the back; short feet
+    body |= box(f, -1.0, -0.05, -0.72, 0.45) | ellipse(f, -0.86, -0.05, 0.14, 0.12)
+    body |= box(f, 0.72, -0.05, 1.0, 0.45) | ellipse(f, 0.86, -0.05, 0.14, 0.12)
+    body |= box(f, -0.85, 0.4, -0.7, 0.62) | box(f, 0.7, 0.4, 0.85, 0.62)
     return body, None
 
 
@@ -290,6 +292,22 @@ SHAPES: dict[str, Callable] = {
     "tvmonitor": tvmonitor,
 }  # fmt: skip
 assert tuple(SHAPES) == VOC_CLASSES[1:]
+
+
+def silhouette(name: str, size: int = 64) -> np.ndarray:
+    """One class's shape, centred and upright: (size, size) uint8, 0 outside, 1 body, 2 accent.
+
+    For showing the shape table (`VOC_PALETTE`-free, so any colour map will do).
+    """
+    if name not in SHAPES:
+        raise ValueError(f"unknown class {name!r}; choose one of {list(SHAPES)}")
+    grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    f = Frame(grid_y, grid_x, size / 2, size / 2, size * 0.45, size * 0.45, 0.0, False)
+    body, accent = SHAPES[name](f)
+    out = body.astype(np.uint8)
+    if accent is not None:
+        out[accent] = 2
+    return out
 
 
 def _distractor(f: Frame, kind: int):

@@ -208,3 +208,18 @@ def test_the_colour_classifier_does_solve_a_dataset_coloured_by_class(default_ro
     _, val_masks = read_split(default_root, "val")
     rule = fit_colour_classifier(coloured(train_masks), train_masks)
     assert miou(rule[colour_bins(coloured(val_masks))], val_masks) > 0.9
+
+
+def test_silhouettes_are_distinct_and_fill_their_frame():
+    shapes = {name: synthetic.silhouette(name, size=48) for name in VOC_CLASSES[1:]}
+    for name, shape in shapes.items():
+        assert shape.shape == (48, 48) and 0.1 < (shape > 0).mean() < 0.8, name
+    names = list(shapes)
+    for i, a in enumerate(names):  # no two classes share a silhouette
+        for b in names[i + 1 :]:
+            overlap = ((shapes[a] > 0) & (shapes[b] > 0)).sum() / (
+                (shapes[a] > 0) | (shapes[b] > 0)
+            ).sum()
+            assert overlap < 0.8, (a, b)
+    with pytest.raises(ValueError, match="unknown class"):
+        synthetic.silhouette("unicorn")
