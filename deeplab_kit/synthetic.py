@@ -54,7 +54,7 @@ from PIL import Image
 
 from deeplab_kit.voc import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE
 
-GENERATOR_VERSION = 3  # bump when the drawing changes: a stored dataset then gets regenerated
+GENERATOR_VERSION = 4  # bump when the drawing changes: a stored dataset then gets regenerated
 MANIFEST_NAME = "synthetic.json"
 SPLITS = ("train", "val")
 MIN_SIZE = 32
@@ -328,40 +328,46 @@ NUM_DISTRACTOR_KINDS = 5
 # --- paint: one distribution for every object, distractor and background ----------------------
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Bilinearly interpolated random values on a (cells + 1)^2 grid: soft blotches in [0, 1]."""
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int, ys, xs) -> np.ndarray:
+    """Soft blotches in [0, 1] at pixels (ys, xs): random values on a (cells + 1)^2 grid
+    spread over the image, interpolated bilinearly."""
     grid = rng.random((cells + 1, cells + 1))
-    t = np.linspace(0.0, cells, size, endpoint=False)
-    i, w = t.astype(int), t - t.astype(int)
-    rows = grid[i] * (1 - w)[:, None] + grid[i + 1] * w[:, None]  # (size, cells + 1)
-    return rows[:, i] * (1 - w) + rows[:, i + 1] * w  # (size, size)
+    gy, gx = ys * (cells / size), xs * (cells / size)  # grid coordinates in [0, cells)
+    iy, ix = gy.astype(int), gx.astype(int)
+    wy, wx = gy - iy, gx - ix
+    top = grid[iy, ix] * (1 - wx) + grid[iy, ix + 1] * wx
+    bottom = grid[iy + 1, ix] * (1 - wx) + grid[iy + 1, ix + 1] * wx
+    return top * (1 - wy) + bottom * wy
 
 
-def _paint(rng: np.random.Generator, grid_y, grid_x) -> np.ndarray:
-    """A (H, W, 3) texture in [0, 1]: flat, stripes, checks, blotches or a gradient.
+def _paint(rng: np.random.Generator, size: int, region: np.ndarray) -> np.ndarray:
+    """Colours in [0, 1] for the pixels of `region`, (n, 3): flat, stripes, checks, blotches
+    or a gradient, laid out over the whole image.
 
     Two colours, the second pulled part way towards another random colour, so the texture
     inside a region is weaker than the edges between regions.
     """
-    size = grid_y.shape[0]
+    ys, xs = np.nonzero(region)
+    ys, xs = ys + 0.5, xs + 0.5  # pixel centres
     base = rng.random(3)
     other = base + rng.uniform(0.15, 0.45) * (rng.random(3) - base)
     kind = rng.integers(5)
-    angle = rng.uniform(0, math.pi)
+    cos, sin = math.cos(angle := rng.uniform(0, math.pi)), math.sin(angle)
     period = size * rng.uniform(0.05, 0.15)
-    along = grid_x * math.cos(angle) + grid_y * math.sin(angle)
+    along = xs * cos + ys * sin
     if kind == 0:  # flat
-        t = np.zeros_like(grid_x)
+        t = np.zeros_like(xs)
     elif kind == 1:  # stripes
         t = (np.mod(along / period + rng.random(), 1.0) < 0.5).astype(np.float64)
     elif kind == 2:  # checks
-        across = -grid_x * math.sin(angle) + grid_y * math.cos(angle)
-        t = ((np.floor(along / period) + np.floor(across / period)) % 2).astype(np.float64)
+        across = -xs * sin + ys * cos
+        t = (np.floor(along / period) + np.floor(across / period)) % 2
     elif kind == 3:  # blotches
-        t = _smooth_noise(rng, size, int(rng.integers(3, 9)))
-    else:  # gradient
-        t = np.clip((along - along.min()) / (np.ptp(along) + 1e-9), 0.0, 1.0)
-    return base + t[..., None] * (other - base)
+        t = _smooth_noise(rng, size, int(rng.integers(3, 9)), ys, xs)
+    else:  # gradient across the whole image: `along` runs from 0 (or below) to its extent
+        low = min(0.0, size * cos) + min(0.0, size * sin)
+        t = (along - low) / (size * (abs(cos) + abs(sin)))
+    return base + t[:, None] * (other - base)
 
 
 # --- one image ------------------------------------------------------------------------------
@@ -413,33 +419,34 @@ def render(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image and its mask: (size, size, 3) uint8 RGB and (size, size) uint8 labels."""
     grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5  # pixel centres
-    image = _paint(rng, grid_y, grid_x)  # (H, W, 3)
+    image = np.empty((size, size, 3))  # (H, W, 3)
+    image[:] = _paint(rng, size, np.ones((size, size), dtype=bool)).reshape(size, size, 3)
     labels = np.zeros((size, size), dtype=np.uint8)
 
     if rng.random() < 0.5:  # a second background region below a tilted horizon
         tilt, level = rng.uniform(-0.4, 0.4), rng.uniform(0.3, 0.8) * size
         ground = grid_y > level + tilt * (grid_x - size / 2)
-        image[ground] = _paint(rng, grid_y, grid_x)[ground]
+        image[ground] = _paint(rng, size, ground)
 
     for _ in range(int(rng.integers(2, 6))):  # clutter behind the objects
         f = _frame(rng, grid_y, grid_x, size, size * rng.uniform(0.05, 0.22), max_angle=math.pi)
         region = _distractor(f, int(rng.integers(NUM_DISTRACTOR_KINDS)))
-        image[region] = _paint(rng, grid_y, grid_x)[region]
+        image[region] = _paint(rng, size, region)
 
     placed = _place(rng, size, len(classes), (0.2, 0.42))
     for label, (cx, cy, r) in zip(classes, placed, strict=True):
         f = _frame(rng, grid_y, grid_x, size, r, cx, cy)
         body, accent = SHAPES[VOC_CLASSES[label]](f)
-        image[body] = _paint(rng, grid_y, grid_x)[body]
+        image[body] = _paint(rng, size, body)
         if accent is not None:
-            image[accent] = _paint(rng, grid_y, grid_x)[accent]
+            image[accent] = _paint(rng, size, accent)
             body = body | accent
         labels[body] = label
 
     if rng.random() < 0.3:  # something in front, which occludes objects
         f = _frame(rng, grid_y, grid_x, size, size * rng.uniform(0.05, 0.15), max_angle=math.pi)
         region = _distractor(f, int(rng.integers(NUM_DISTRACTOR_KINDS)))
-        image[region] = _paint(rng, grid_y, grid_x)[region]
+        image[region] = _paint(rng, size, region)
         labels[region] = 0
 
     labels[_void_band(labels, max(1, round(size / 80)))] = IGNORE_INDEX
