@@ -254,7 +254,10 @@ def test_frozen_backbone_gets_no_gradients_and_keeps_its_statistics():
 
 
 def test_config_rebuilds_the_same_architecture():
-    model = small(output_stride=8, multi_grid=(1, 2), extra_blocks=1, decoder=True)
+    model = small(
+        output_stride=8, multi_grid=(1, 2), extra_blocks=1, decoder=True, aspp_dropout=0.0
+    )
+    assert describe(model)["aspp_dropout"] == 0.0
     rebuilt = build_model(**model.config)
     assert describe(rebuilt) == describe(model)
     rebuilt.load_state_dict(model.state_dict())  # same names, same shapes
@@ -272,6 +275,8 @@ def test_config_rebuilds_the_same_architecture():
         (dict(multi_grid=(1, 2)), "one unit rate per layer4 block: resnet50 has 3"),
         (dict(num_classes=0), "num_classes must be a positive integer"),
         (dict(aspp_channels=0), "aspp_channels must be a positive integer"),
+        (dict(aspp_dropout=1.0), r"aspp_dropout must be in \[0, 1\)"),
+        (dict(backbone_width=0), "backbone_width must be a positive integer"),
         (
             dict(backbone="resnet26", pretrained_backbone=True),
             "no ImageNet weights exist for backbone='resnet26'",
@@ -286,3 +291,20 @@ def test_bad_options_raise_clear_errors(options, message):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset 'deeplabv4'"):
         from_preset("deeplabv4")
+
+
+def test_narrow_backbone_keeps_the_layout_and_scales_the_channels():
+    wide, narrow = (
+        small(output_stride=8, decoder=True),
+        small(output_stride=8, decoder=True, backbone_width=16),
+    )
+    assert describe(narrow)["dilations"] == describe(wide)["dilations"]
+    assert describe(narrow)["backbone_width"] == 16 and describe(wide)["backbone_width"] == 64
+    with torch.no_grad():
+        features = narrow.eval().backbone(torch.randn(1, 3, 64, 48))
+    assert features["low"].shape == (1, 64, 16, 12)  # 4 x width, stride 4
+    assert features["out"].shape == (1, 512, 8, 6)  # 32 x width, stride 8
+    assert narrow(torch.randn(2, 3, 64, 48))["out"].shape == (2, 21, 64, 48)
+    assert describe(narrow)["parameters"] < describe(wide)["parameters"] / 8
+    with pytest.raises(ValueError, match="backbone_width=16 has none"):
+        build_model(backbone_width=16, pretrained_backbone=True)
