@@ -20,11 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torch.nn import functional as F
-from torchvision.models import resnet as tv_resnet
 
-from deeplab_kit import model as deeplab
 from deeplab_kit.device import amp_dtype, autocast
 from deeplab_kit.model import build_model
 from deeplab_kit.synthetic import make_synthetic_voc
@@ -32,37 +29,32 @@ from deeplab_kit.voc import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASS
 
 
 def parse_args() -> argparse.Namespace:
+    """The defaults are the recipe found for the demo (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="/tmp/deeplab_kit_synthetic", help="dataset root")
-    p.add_argument("--train", type=int, default=1000, help="training images")
+    p.add_argument("--train", type=int, default=3000, help="training images")
     p.add_argument("--val", type=int, default=100, help="validation images")
-    p.add_argument("--size", type=int, default=64, help="image side (generated at this size)")
+    p.add_argument("--size", type=int, default=96, help="image side (generated at this size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", default="resnet26")
-    p.add_argument(
-        "--width",
-        type=int,
-        default=64,
-        help="stem width (64: torchvision's ResNet); "
-        "other values build a prototype narrower backbone outside build_model",
-    )
+    p.add_argument("--width", type=int, default=16, help="backbone_width (64: torchvision's)")
     p.add_argument("--output-stride", type=int, default=16)
-    p.add_argument("--rates", type=int, nargs="+", default=[6, 12, 18])
+    p.add_argument("--rates", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--aspp-channels", type=int, default=64)
-    p.add_argument("--decoder", action="store_true", help="DeepLabv3+ decoder")
+    p.add_argument("--no-decoder", dest="decoder", action="store_false", help="plain DeepLabv3")
     p.add_argument("--no-image-pooling", action="store_true")
-    p.add_argument("--aspp-dropout", type=float, default=None, help="override ASPP's 0.5")
+    p.add_argument("--aspp-dropout", type=float, default=0.5)
     p.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    p.add_argument("--lr", type=float, default=6e-3, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument(
-        "--schedule", choices=["onecycle", "poly", "cosine", "constant"], default="onecycle"
-    )
+    p.add_argument("--schedule", choices=["onecycle", "poly", "cosine", "constant"],
+                   default="onecycle")  # fmt: skip
     p.add_argument("--warmup", type=float, default=0.1, help="onecycle: fraction rising")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--budget", type=float, default=0, help="stop after this many training seconds")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
+    p.add_argument("--save", default="", help="write the weights and val confusion here")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     return p.parse_args()
 
@@ -79,37 +71,6 @@ def load_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         torch.tensor(IMAGENET_STD)[:, None, None],
     )
     return (x - mean) / std, torch.from_numpy(masks).long()
-
-
-def build_narrow_model(args) -> nn.Module:
-    """A prototype: build_model's DeepLabv3 on a ResNet whose stages are `width` x (1, 2, 4, 8)
-    wide instead of 64 x (1, 2, 4, 8). build_model has no such option (yet), so the parts are
-    assembled here from model.py's classes and torchvision's own `_make_layer`."""
-    blocks = deeplab.BACKBONE_BLOCKS[args.backbone]
-    dilate = deeplab.STRIDE_TO_DILATION[args.output_stride]
-    resnet = tv_resnet.ResNet(tv_resnet.Bottleneck, list(blocks))
-    w = args.width
-    resnet.inplanes, resnet.dilation = w, 1
-    resnet.conv1 = nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False)
-    resnet.bn1 = nn.BatchNorm2d(w)
-    resnet.layer1 = resnet._make_layer(tv_resnet.Bottleneck, w, blocks[0])
-    for i, name in enumerate(("layer2", "layer3", "layer4")):
-        stage = resnet._make_layer(tv_resnet.Bottleneck, w * 2 ** (i + 1), blocks[i + 1],
-                                   stride=2, dilate=dilate[i])  # fmt: skip
-        setattr(resnet, name, stage)
-    for m in resnet.modules():  # torchvision's initialisation for the new layers
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    out_channels, low_channels = w * 8 * 4, w * 4
-    pooling = not args.no_image_pooling
-    if args.decoder:
-        head = deeplab.DeepLabV3PlusHead(out_channels, low_channels, NUM_CLASSES, args.rates,
-                                         args.aspp_channels, pooling)  # fmt: skip
-    else:
-        head = deeplab.DeepLabHead(
-            out_channels, NUM_CLASSES, args.rates, args.aspp_channels, pooling
-        )
-    return deeplab.DeepLabV3(deeplab.Backbone(resnet), head)
 
 
 def make_schedule(optimizer, kind: str, total_steps: int, warmup: float):
@@ -173,17 +134,11 @@ def main() -> None:
           f"in {time.perf_counter() - start:.1f} s")  # fmt: skip
 
     torch.manual_seed(args.seed)
-    if args.width != 64:
-        model = build_narrow_model(args)
-    else:
-        model = build_model(
-            backbone=args.backbone, output_stride=args.output_stride, atrous_rates=args.rates,
-            aspp_channels=args.aspp_channels, decoder=args.decoder,
-            image_pooling=not args.no_image_pooling,
-        )  # fmt: skip
-    if args.aspp_dropout is not None:  # a prototype: build_model fixes ASPP's dropout at 0.5
-        aspp = model.classifier.aspp if args.decoder else model.classifier[0]
-        aspp.project[-1].p = args.aspp_dropout
+    model = build_model(
+        backbone=args.backbone, backbone_width=args.width, output_stride=args.output_stride,
+        atrous_rates=args.rates, aspp_channels=args.aspp_channels, decoder=args.decoder,
+        image_pooling=not args.no_image_pooling, aspp_dropout=args.aspp_dropout,
+    )  # fmt: skip
     model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     if args.optimizer == "sgd":
@@ -235,6 +190,8 @@ def main() -> None:
         if args.budget and train_seconds > args.budget:
             print(f"budget of {args.budget:.0f} s reached")
             break
+    if args.save:
+        torch.save({"model": model.state_dict(), "confusion": confusion}, args.save)
     ious = class_iou(confusion)
     print("val IoU per class: " + ", ".join(
         f"{name} {iou:.2f}" for name, iou in zip(VOC_CLASSES, ious.tolist(), strict=True)))  # fmt: skip
