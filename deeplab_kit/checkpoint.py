@@ -191,15 +191,20 @@ def _plain(value):
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
     """The model a checkpoint (or best.pt) holds, rebuilt from its config, in eval mode."""
+    return model_from_state(load_checkpoint(path, map_location="cpu"), path).to(device).eval()
+
+
+def model_from_state(state: dict, path: str | Path):
+    """Rebuild the model of a loaded checkpoint `state` (read from `path`) and load its weights."""
     from deeplab_kit.config import RunConfig
     from deeplab_kit.model import build_model
 
-    state = load_checkpoint(path, map_location="cpu")
     config = RunConfig.from_dict(state["config"])
     # The weights come from the checkpoint: no pretrained download to rebuild it.
     model = build_model(**{**config.model_kwargs(), "pretrained_backbone": False})
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: its weights do not fit its own config ({error})") from None
-    return model.to(device).eval()
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: its weights do not fit its own config ({first})") from None
+    return model

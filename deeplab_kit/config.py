@@ -320,3 +320,60 @@ RECIPES: dict[str, dict] = {
         optimizer="adam", lr=1e-3, schedule="poly", batch_size=8, epochs=8, keep_last=1,
     ),
 }  # fmt: skip
+
+
+# --- the command line ----------------------------------------------------------------------
+
+# Fields the CLI does not offer as --options: the recipe label (set by --recipe).
+_NOT_ON_CLI = ("recipe",)
+
+
+def add_arguments(parser, *, exclude: typing.Iterable[str] = ()) -> None:
+    """One --option per RunConfig field (`--atrous-rates 8,12,16`, `--eval-flip`, `--lr 1e-3`),
+    absent from the parsed namespace unless given, so the recipe's value stands otherwise.
+    `data_root` is also `--data`."""
+    group = parser.add_argument_group("run configuration (each overrides the recipe's value)")
+    kinds = _field_types()
+    for name in field_names():
+        if name in _NOT_ON_CLI or name in exclude:
+            continue
+        flags = [f"--{name.replace('_', '-')}"]
+        if name == "data_root":
+            flags.insert(0, "--data")
+        extra = {}
+        if kinds[name] is bool:  # `--eval-flip` alone means true; `--eval-flip false` also works
+            extra = dict(nargs="?", const=True)
+        group.add_argument(
+            *flags, dest=name, type=_argument_type(name), default=dataclasses.MISSING,
+            metavar=_metavar(kinds[name]), help=field_help(name), **extra,
+        )  # fmt: skip
+
+
+def overrides_from_arguments(namespace) -> dict:
+    """The RunConfig fields given on the command line, as {name: value}."""
+    return {
+        name: value
+        for name in field_names()
+        if (value := getattr(namespace, name, dataclasses.MISSING)) is not dataclasses.MISSING
+    }
+
+
+def _metavar(kind) -> str:
+    option = next(o for o in _options(kind) if o is not type(None))
+    if typing.get_origin(option) is tuple:
+        item = "N" if typing.get_args(option)[0] is int else "X"
+        return f"{item},{item},..."
+    return {int: "N", float: "X", bool: "BOOL"}.get(option, "TEXT")
+
+
+def _argument_type(name: str):
+    import argparse
+
+    def convert(text: str):
+        try:
+            return parse_value(name, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = name
+    return convert
