@@ -359,6 +359,8 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
 
     model = build_run_model(config, pretrained=resumed is None)
     if context.distributed and config.sync_bn:
+        if device.type != "cuda":
+            raise ValueError("sync_bn needs GPUs: torch's SyncBatchNorm does not run on the CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if config.channels_last:
