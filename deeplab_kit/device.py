@@ -17,7 +17,7 @@ AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """"auto" is the GPU when there is one, else the CPU; anything else is passed to torch."""
+    """ "auto" is the GPU when there is one, else the CPU; anything else is passed to torch."""
     if isinstance(name, torch.device):
         return name
     if name == "auto":

@@ -38,11 +38,17 @@ PRESETS = {
     # The report: ResNet-50, output stride 16, rates (8, 12, 16), no multi-grid.
     "report": dict(backbone="resnet50", output_stride=16, atrous_rates=(8, 12, 16)),
     # The paper's best ResNet setting for training: OS16, multi-grid (1, 2, 4), rates (6, 12, 18).
-    "paper": dict(backbone="resnet50", output_stride=16, multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18)),
+    "paper": dict(
+        backbone="resnet50", output_stride=16, multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18)
+    ),
     # The paper's evaluation setting: OS8 doubles the rates.
-    "paper-os8": dict(backbone="resnet50", output_stride=8, multi_grid=(1, 2, 4), atrous_rates=(12, 24, 36)),
+    "paper-os8": dict(
+        backbone="resnet50", output_stride=8, multi_grid=(1, 2, 4), atrous_rates=(12, 24, 36)
+    ),
     # torchvision's deeplabv3_resnet50: OS8, its own dilations, rates (12, 24, 36), FCN aux head.
-    "torchvision": dict(backbone="resnet50", output_stride=8, atrous_rates=(12, 24, 36), aux_loss=True),
+    "torchvision": dict(
+        backbone="resnet50", output_stride=8, atrous_rates=(12, 24, 36), aux_loss=True
+    ),
 }
 
 
@@ -157,7 +163,9 @@ class DeepLabV3PlusHead(nn.Module):
         super().__init__()
         self.aspp = ASPP(in_channels, atrous_rates, channels, image_pooling)
         self.low_level = nn.Sequential(
-            nn.Conv2d(low_level_channels, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU(inplace=True)
+            nn.Conv2d(low_level_channels, 48, 1, bias=False),
+            nn.BatchNorm2d(48),
+            nn.ReLU(inplace=True),
         )
         self.fuse = nn.Sequential(
             nn.Conv2d(channels + 48, channels, 3, padding=1, bias=False),
@@ -202,15 +210,27 @@ class Backbone(nn.Module):
 
     def __init__(self, resnet: tv_resnet.ResNet, extra_layers: Sequence[nn.Module] = ()) -> None:
         super().__init__()
-        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+        self.conv1, self.bn1, self.relu, self.maxpool = (
+            resnet.conv1,
+            resnet.bn1,
+            resnet.relu,
+            resnet.maxpool,
+        )
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            resnet.layer1,
+            resnet.layer2,
+            resnet.layer3,
+            resnet.layer4,
+        )
         self.num_extra_layers = len(extra_layers)
         for index, layer in enumerate(extra_layers, start=5):
             self.add_module(f"layer{index}", layer)
 
     def stages(self) -> list[tuple[str, nn.Sequential]]:
         """(name, stage) for layer1, layer2, ... in order."""
-        return [(f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, 5 + self.num_extra_layers)]
+        return [
+            (f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, 5 + self.num_extra_layers)
+        ]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
@@ -276,11 +296,16 @@ def _as_rates(name: str, values, *, allow_none: bool) -> tuple[int, ...] | None:
     if values is None and allow_none:
         return None
     try:
-        rates = tuple(int(v) for v in values)
+        raw = tuple(values)
+        rates = tuple(int(v) for v in raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of positive integers, got {values!r}") from None
-    if not rates or any(r < 1 for r in rates) or any(r != v for r, v in zip(rates, values)):
-        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {values!r}")
+        raise ValueError(
+            f"{name} must be a sequence of positive integers, got {values!r}"
+        ) from None
+    if not rates or any(r < 1 for r in rates) or rates != raw:  # 6.5 -> 6 would be a silent change
+        raise ValueError(
+            f"{name} must be a non-empty sequence of positive integers, got {values!r}"
+        )
     return rates
 
 
@@ -292,7 +317,10 @@ def _set_dilation(block: tv_resnet.Bottleneck, rate: int) -> None:
 
 def _extra_layer(num_blocks: int, unit_rates: Sequence[int], stage_rate: int) -> nn.Sequential:
     """One cascaded copy of block4 (2048 -> 2048 channels, no stride) with dilated 3x3 convs."""
-    blocks = [tv_resnet.Bottleneck(2048, 512, dilation=stage_rate * unit_rates[i]) for i in range(num_blocks)]
+    blocks = [
+        tv_resnet.Bottleneck(2048, 512, dilation=stage_rate * unit_rates[i])
+        for i in range(num_blocks)
+    ]
     layer = nn.Sequential(*blocks)
     for m in layer.modules():  # the same initialisation torchvision's ResNet gives its layers
         if isinstance(m, nn.Conv2d):
@@ -373,7 +401,9 @@ def build_model(
     atrous_rates = _as_rates("atrous_rates", atrous_rates, allow_none=False)
     multi_grid = _as_rates("multi_grid", multi_grid, allow_none=True)
     if not isinstance(extra_blocks, int) or not 0 <= extra_blocks <= MAX_EXTRA_BLOCKS:
-        raise ValueError(f"extra_blocks must be 0..{MAX_EXTRA_BLOCKS} (block5..block7), got {extra_blocks!r}")
+        raise ValueError(
+            f"extra_blocks must be 0..{MAX_EXTRA_BLOCKS} (block5..block7), got {extra_blocks!r}"
+        )
     blocks = BACKBONE_BLOCKS[backbone]
     if multi_grid is not None and len(multi_grid) != blocks[3]:
         raise ValueError(
@@ -382,25 +412,36 @@ def build_model(
         )
 
     resnet = tv_resnet.ResNet(
-        tv_resnet.Bottleneck, list(blocks), replace_stride_with_dilation=STRIDE_TO_DILATION[output_stride]
+        tv_resnet.Bottleneck,
+        list(blocks),
+        replace_stride_with_dilation=STRIDE_TO_DILATION[output_stride],
     )
     if pretrained_backbone is not False:
         _load_backbone_weights(resnet, backbone, pretrained_backbone)
 
     layer4_rate = 32 // output_stride  # layer4's dilation once its stride is removed
     if multi_grid is not None:
-        for block, unit_rate in zip(resnet.layer4, multi_grid):
+        for block, unit_rate in zip(resnet.layer4, multi_grid, strict=True):
             _set_dilation(block, layer4_rate * unit_rate)
     unit_rates = multi_grid or (1,) * blocks[3]
-    extra = [_extra_layer(blocks[3], unit_rates, layer4_rate * 2**k) for k in range(1, extra_blocks + 1)]
+    extra = [
+        _extra_layer(blocks[3], unit_rates, layer4_rate * 2**k) for k in range(1, extra_blocks + 1)
+    ]
 
     in_channels = 512 * tv_resnet.Bottleneck.expansion  # 2048
     if decoder:
         classifier = DeepLabV3PlusHead(
-            in_channels, 64 * tv_resnet.Bottleneck.expansion, num_classes, atrous_rates, aspp_channels, image_pooling
+            in_channels,
+            64 * tv_resnet.Bottleneck.expansion,
+            num_classes,
+            atrous_rates,
+            aspp_channels,
+            image_pooling,
         )
     else:
-        classifier = DeepLabHead(in_channels, num_classes, atrous_rates, aspp_channels, image_pooling)
+        classifier = DeepLabHead(
+            in_channels, num_classes, atrous_rates, aspp_channels, image_pooling
+        )
     aux_classifier = FCNHead(in_channels // 2, num_classes) if aux_loss else None
 
     config = dict(
@@ -410,7 +451,11 @@ def build_model(
         aspp_channels=aspp_channels, freeze_backbone=freeze_backbone,
     )  # fmt: skip
     return DeepLabV3(
-        Backbone(resnet, extra), classifier, aux_classifier, freeze_backbone=freeze_backbone, config=config
+        Backbone(resnet, extra),
+        classifier,
+        aux_classifier,
+        freeze_backbone=freeze_backbone,
+        config=config,
     )
 
 
@@ -430,9 +475,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt, or holding objects weights_only refuses
-        raise ValueError(f"{path}: not a readable state dict ({type(error).__name__}: {error})") from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict (names -> tensors), found {type(state).__name__}")
+        raise ValueError(
+            f"{path}: not a readable state dict ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ValueError(
+            f"{path}: expected a state dict (names -> tensors), found {type(state).__name__}"
+        )
     return dict(state)
 
 
@@ -449,7 +500,9 @@ def _download_state_dict(weights) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def load_torchvision_weights(model: DeepLabV3, weights, *, skip_classifier: bool = False) -> DeepLabV3:
+def load_torchvision_weights(
+    model: DeepLabV3, weights, *, skip_classifier: bool = False
+) -> DeepLabV3:
     """Load a torchvision DeepLabV3 state dict into `model` (in place; returns it).
 
     `weights` is a state dict, a path to a saved one (for offline machines), or a torchvision
@@ -468,7 +521,9 @@ def load_torchvision_weights(model: DeepLabV3, weights, *, skip_classifier: bool
     elif hasattr(weights, "get_state_dict"):
         state = _download_state_dict(weights)
     else:
-        raise TypeError(f"weights must be a state dict, a path or a torchvision Weights enum, got {type(weights).__name__}")
+        raise TypeError(
+            f"weights must be a state dict, a path or a torchvision Weights enum, got {type(weights).__name__}"
+        )
 
     skip = _last_conv_prefixes(model) if skip_classifier else ()  # str.startswith(()) is False
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
@@ -487,7 +542,9 @@ def load_torchvision_weights(model: DeepLabV3, weights, *, skip_classifier: bool
             )
     unexpected = [k for k in state if k not in own]
     if unexpected:
-        raise ValueError(f"the weights hold tensor {unexpected[0]!r}, which this model does not have")
+        raise ValueError(
+            f"the weights hold tensor {unexpected[0]!r}, which this model does not have"
+        )
     model.load_state_dict(state, strict=not skip)
     return model
 
@@ -515,7 +572,11 @@ def describe(model: DeepLabV3) -> dict:
     for name, stage in backbone.stages():
         stride *= stage[0].conv2.stride[0]
         dilations[name] = tuple(block.conv2.dilation[0] for block in stage)
-    head = model.classifier.aspp if isinstance(model.classifier, DeepLabV3PlusHead) else model.classifier[0]
+    head = (
+        model.classifier.aspp
+        if isinstance(model.classifier, DeepLabV3PlusHead)
+        else model.classifier[0]
+    )
     rates = tuple(branch[0].dilation[0] for branch in head.convs if isinstance(branch, ASPPConv))
     return {
         "backbone": model.config.get("backbone"),

@@ -1,0 +1,428 @@
+"""The confusion matrix and every score derived from it: mIoU, pixel accuracy, precision, recall, F1.
+
+Everything a segmentation benchmark reports is a function of one (C, C) table of pixel counts,
+rows = true class, columns = predicted class. `ConfusionMatrix` accumulates it batch by batch on
+the tensors' own device; `compute()` turns it into scores.
+
+Averaging conventions (they decide the numbers, so they are spelled out):
+- per class c: TP = M[c, c], FP = column sum - TP, FN = row sum - TP (the "support" is the row sum);
+  precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2TP / (2TP + FP + FN),
+  IoU = TP / (TP + FP + FN). A 0/0 score is 0.
+- macro: the plain mean over the classes that occur in the truth or the prediction (TP + FP + FN > 0);
+  a class absent from both says nothing about the model and is left out. mIoU is the macro IoU.
+  (`mean_accuracy`, FCN's "mean accuracy", averages recall over the classes present in the truth.)
+- micro: pool TP, FP, FN over classes first. Every valid pixel is one prediction and one truth, so
+  micro precision = micro recall = micro F1 = pixel accuracy: dominated by the commonest class.
+- weighted: per-class scores averaged with weights = support (scikit-learn's "weighted").
+  Weighted recall is pixel accuracy again.
+
+VOC's background covers about 70% of the pixels, so micro and weighted scores sit near the
+background's own score (high), while mIoU weighs the 20 object classes equally with it. That is how
+the report's Table 1 shows 0.99 precision beside 55% mIoU; `explain_micro_macro` shows the numbers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+
+from deeplab_kit.voc import IGNORE_INDEX, VOC_CLASSES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class ConfusionMatrix:
+    """Pixel counts of (true class, predicted class) pairs, accumulated over batches.
+
+    `update` adds one batch with a single `index_add_` (no boolean masking, no `bincount`, whose
+    CUDA version reads the maximum back to the host), so it never waits on the GPU.
+
+    Labels outside the classes go to side bins instead of corrupting real cells: each target
+    value and prediction is clamped into a few extra rows and columns of a slightly larger table.
+    - target == ignore_index: not scored (VOC's void borders, padding).
+    - other targets outside 0..C-1: bad masks. `compute()` raises a ValueError naming the values;
+      on the CPU, `update` raises at once (on CUDA the check waits for `compute()`, to stay sync-free).
+    - predictions outside 0..C-1: counted as misses of the pixel's true class (a false negative,
+      no false positive anywhere); `compute()` warns; `out_of_range_predictions` has the counts.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = IGNORE_INDEX,
+        *,
+        device: torch.device | str | None = None,
+    ):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        # Target values are clamped into [lo, hi]: lo and hi are side rows for anything below or
+        # above, and ignore_index keeps a row of its own. Predictions are clamped into [-1, C].
+        ignore = 0 if ignore_index is None else ignore_index
+        self._lo = min(0, ignore) - 1
+        self._hi = max(num_classes, ignore + 1)
+        self._cols = num_classes + 2  # predictions -1 (below), 0..C-1, C (above)
+        self._rows = self._hi - self._lo + 1
+        self._counts = torch.zeros(
+            self._rows, self._cols, dtype=torch.int64, device=torch.device(device or "cpu")
+        )  # (rows, cols): row = target - lo, column = prediction + 1
+
+    @classmethod
+    def from_matrix(
+        cls, matrix: torch.Tensor, ignore_index: int | None = IGNORE_INDEX
+    ) -> ConfusionMatrix:
+        """A ConfusionMatrix holding the given (C, C) counts (rows = truth)."""
+        matrix = torch.as_tensor(matrix)
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"expected a square (C, C) matrix, got shape {tuple(matrix.shape)}")
+        if matrix.is_floating_point() or (matrix < 0).any():
+            raise ValueError("a confusion matrix holds non-negative integer counts")
+        cm = cls(matrix.shape[0], ignore_index, device=matrix.device)
+        cm._class_block().copy_(matrix)
+        return cm
+
+    @property
+    def device(self) -> torch.device:
+        return self._counts.device
+
+    def _class_block(self) -> torch.Tensor:
+        """The (C, C) view of the table for real classes (a view: writes go through)."""
+        c = self.num_classes
+        return self._counts[-self._lo : -self._lo + c, 1 : c + 1]
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> ConfusionMatrix:
+        """Add a batch: `pred` holds class labels (e.g. logits.argmax(1)), `target` the truth.
+
+        Any matching shapes, any integer dtypes, both on one device (the counts follow them there).
+        """
+        if pred.shape != target.shape:
+            hint = ""
+            if pred.ndim == target.ndim + 1:
+                hint = "; pred looks like scores (N, C, H, W): pass scores.argmax(1)"
+            raise ValueError(
+                f"pred and target must have the same shape, got {tuple(pred.shape)} "
+                f"and {tuple(target.shape)}{hint}"
+            )
+        for name, t in (("pred", pred), ("target", target)):
+            if t.is_floating_point() or t.is_complex():
+                raise TypeError(f"{name} must hold integer class labels, got dtype {t.dtype}")
+        if pred.device != target.device:
+            raise ValueError(f"pred is on {pred.device} but target on {target.device}")
+        if self._counts.device != pred.device:
+            self._counts = self._counts.to(pred.device)
+
+        # One flat bin per (target code, prediction code) pair: (t - lo) * cols + (p + 1).
+        index = pred.to(torch.int64).clamp(-1, self.num_classes)
+        index.add_(target.to(torch.int64).clamp(self._lo, self._hi), alpha=self._cols)
+        index.add_(1 - self._lo * self._cols)
+        ones = torch.ones((), dtype=torch.int64, device=index.device).expand(index.numel())
+        batch = torch.zeros_like(self._counts).view(-1)
+        batch.index_add_(0, index.view(-1), ones)
+        batch = batch.view(self._rows, self._cols)
+        if batch.device.type == "cpu":  # free here; on CUDA it would stall the stream
+            self._check_targets(batch)
+        self._counts += batch
+        return self
+
+    def reset(self) -> ConfusionMatrix:
+        self._counts.zero_()
+        return self
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """(C, C) int64 counts on the accumulating device; rows = truth, columns = prediction."""
+        m = self._class_block().clone()
+        if self.ignore_index is not None and 0 <= self.ignore_index < self.num_classes:
+            m[self.ignore_index] = 0  # an ignored class is never scored
+        return m
+
+    @property
+    def out_of_range_predictions(self) -> torch.Tensor:
+        """(C,) int64: per true class, pixels whose prediction was outside 0..C-1."""
+        c = self.num_classes
+        rows = self._counts[-self._lo : -self._lo + c]
+        counts = rows[:, 0] + rows[:, c + 1]
+        if self.ignore_index is not None and 0 <= self.ignore_index < c:
+            counts[self.ignore_index] = 0
+        return counts
+
+    def _check_targets(self, counts: torch.Tensor) -> None:
+        """Raise if any scored target value lies outside 0..C-1."""
+        per_row = counts.sum(1).cpu()  # pixels per clamped target value
+        bad_values, bad_pixels = [], 0
+        for row in per_row.nonzero().flatten().tolist():
+            value = row + self._lo
+            if 0 <= value < self.num_classes or value == self.ignore_index:
+                continue
+            bad_pixels += int(per_row[row])
+            if row == 0:
+                bad_values.append(f"<= {value}")
+            elif row == self._rows - 1:
+                bad_values.append(f">= {value}")
+            else:
+                bad_values.append(str(value))
+        if bad_values:
+            raise ValueError(
+                f"target holds {bad_pixels} pixels with labels outside 0..{self.num_classes - 1} "
+                f"that are not ignore_index={self.ignore_index}: {', '.join(bad_values)}; "
+                "check the masks and num_classes"
+            )
+
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        """Add another matrix's counts into this one (in place); returns self."""
+        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+            raise ValueError(
+                f"cannot merge a matrix for {other.num_classes} classes (ignore_index="
+                f"{other.ignore_index}) into one for {self.num_classes} (ignore_index="
+                f"{self.ignore_index})"
+            )
+        self._counts += other._counts.to(self._counts.device)
+        return self
+
+    def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        if not isinstance(other, ConfusionMatrix):
+            return NotImplemented
+        total = ConfusionMatrix(self.num_classes, self.ignore_index, device=self.device)
+        return total.merge(self).merge(other)
+
+    def all_reduce(self) -> ConfusionMatrix:
+        """Sum the counts over all DDP processes (in place); a no-op when not distributed.
+
+        The counts must live where the process group's backend works (CPU for gloo, CUDA for NCCL).
+        """
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self._counts, op=dist.ReduceOp.SUM)
+        return self
+
+    def compute(self) -> dict:
+        """All scores as plain Python floats (per-class ones as lists); see the module docstring.
+
+        Keys: pixel_accuracy, mean_accuracy, miou, fw_iou, iou (per class), precision, recall,
+        f1 (macro), precision_per_class, recall_per_class, f1_per_class, precision_micro,
+        recall_micro, f1_micro, precision_weighted, recall_weighted, f1_weighted, support
+        (true pixels per class). Scores lie in 0..1 ("miou" too, not percent).
+        """
+        self._check_targets(self._counts)
+        missed = self.out_of_range_predictions.cpu().double()
+        if missed.sum() > 0:
+            warnings.warn(
+                f"{int(missed.sum())} predictions were outside 0..{self.num_classes - 1}; "
+                "they count as misses of their true class",
+                stacklevel=2,
+            )
+        s = _class_stats(self.matrix.cpu().double(), missed)
+        tp, fp, fn, support = s["tp"], s["fp"], s["fn"], s["support"]
+        present = (tp + fp + fn) > 0
+        in_truth = support > 0
+        total = support.sum()
+
+        def macro(x: torch.Tensor) -> float:
+            return float(x[present].mean()) if present.any() else 0.0
+
+        def weighted(x: torch.Tensor) -> float:
+            return float(_safe_div((x * support).sum(), total))
+
+        TP, FP, FN = tp.sum(), fp.sum(), fn.sum()
+        return {
+            "pixel_accuracy": float(_safe_div(TP, total)),
+            "mean_accuracy": float(s["recall"][in_truth].mean()) if in_truth.any() else 0.0,
+            "miou": macro(s["iou"]),
+            "fw_iou": weighted(s["iou"]),
+            "iou": s["iou"].tolist(),
+            "precision": macro(s["precision"]),
+            "recall": macro(s["recall"]),
+            "f1": macro(s["f1"]),
+            "precision_per_class": s["precision"].tolist(),
+            "recall_per_class": s["recall"].tolist(),
+            "f1_per_class": s["f1"].tolist(),
+            "precision_micro": float(_safe_div(TP, TP + FP)),
+            "recall_micro": float(_safe_div(TP, TP + FN)),
+            "f1_micro": float(_safe_div(2 * TP, 2 * TP + FP + FN)),
+            "precision_weighted": weighted(s["precision"]),
+            "recall_weighted": weighted(s["recall"]),
+            "f1_weighted": weighted(s["f1"]),
+            "support": [int(n) for n in support.tolist()],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
+            f"pixels={int(self.matrix.sum())}, device={self.device})"
+        )
+
+
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den with 0/0 (and x/0) read as 0."""
+    return torch.where(den > 0, num / torch.where(den > 0, den, 1), 0.0)
+
+
+def _class_stats(matrix: torch.Tensor, missed: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-class counts and scores from a float64 (C, C) matrix and (C,) out-of-range misses."""
+    tp = matrix.diagonal()
+    predicted = matrix.sum(0)
+    support = matrix.sum(1) + missed  # every scored pixel of the class, however it was predicted
+    fp, fn = predicted - tp, support - tp
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "support": support,
+        "predicted": predicted,
+        "precision": _safe_div(tp, tp + fp),
+        "recall": _safe_div(tp, tp + fn),
+        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
+        "iou": _safe_div(tp, tp + fp + fn),
+    }
+
+
+def class_names(num_classes: int) -> list[str]:
+    """VOC's names for 21 classes; "class 0", "class 1", ... otherwise."""
+    if num_classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def per_class_table(cm: ConfusionMatrix, names: list[str] | None = None) -> pd.DataFrame:
+    """One row per class: IoU, precision, recall, F1 (0..1) and pixel counts."""
+    import pandas as pd  # imported here: counting pixels needs no pandas
+
+    names = names or class_names(cm.num_classes)
+    s = _class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
+    table = pd.DataFrame(
+        {
+            "IoU": s["iou"].numpy(),
+            "precision": s["precision"].numpy(),
+            "recall": s["recall"].numpy(),
+            "F1": s["f1"].numpy(),
+            "support_pixels": s["support"].numpy().astype("int64"),
+            "predicted_pixels": s["predicted"].numpy().astype("int64"),
+        },
+        index=pd.Index(names, name="class"),
+    )
+    return table
+
+
+# The report's own Table 1 (seed/000_73be8634618d9efe.txt, "Table 1. Metrics vs Model"),
+# as printed there: precision, recall and F1 in 0..1 (averaging not stated), mIoU in percent.
+REPORT_TABLE1 = {
+    "MyModel": {
+        "Precision": 0.988730084,
+        "Recall": 0.988600127,
+        "F1 score": 0.982932866,
+        "mIoU": 54.81695735,
+    },
+    "Pretrained": {
+        "Precision": 0.9993286684,
+        "Recall": 0.9987300842,
+        "F1 score": 0.9984642873,
+        "mIoU": 64.648292905,
+    },
+}
+TABLE1_ROWS = ("Precision", "Recall", "F1 score", "mIoU")
+AVERAGES = ("micro", "macro", "weighted")
+
+
+def report_table(
+    models: Mapping[str, ConfusionMatrix | Mapping],
+    *,
+    average: str = "weighted",
+    quoted: bool = False,
+) -> pd.DataFrame:
+    """The report's Table 1 for our models: rows Precision, Recall, F1 score, mIoU; a column each.
+
+    `models` maps a name to a ConfusionMatrix or to its `compute()` dict. `average` picks the
+    precision/recall/F1 convention: "micro", "macro" or "weighted". The report does not say which
+    it used, but its numbers narrow it down: micro gives P = R = F1 (= pixel accuracy), yet its F1
+    lies below both; macro P and R near 0.99 would force mIoU >= P + R - 1 = 0.98 (per class,
+    IoU >= P + R - 1), yet its mIoU is 55%. Weighted averages (scikit-learn's
+    average="weighted", where recall is pixel accuracy) fit, hence the default.
+    Units, as the report prints them and as the "unit" column says: precision, recall and F1 in
+    0..1, mIoU in percent. `quoted=True` adds the report's own values as columns "<model> (quoted)".
+    """
+    import pandas as pd  # imported here: counting pixels needs no pandas
+
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+    suffix = "" if average == "macro" else f"_{average}"
+    columns = {"unit": ["0..1", "0..1", "0..1", "%"]}
+    for name, scores in models.items():
+        if isinstance(scores, ConfusionMatrix):
+            scores = scores.compute()
+        columns[name] = [
+            scores[f"precision{suffix}"],
+            scores[f"recall{suffix}"],
+            scores[f"f1{suffix}"],
+            100.0 * scores["miou"],
+        ]
+    if quoted:
+        for name, values in REPORT_TABLE1.items():
+            columns[f"{name} (quoted)"] = [values[row] for row in TABLE1_ROWS]
+    return pd.DataFrame(columns, index=pd.Index(TABLE1_ROWS, name="score"))
+
+
+def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFrame:
+    """Why precision near 0.99 and mIoU near 55% can describe the same predictions, in numbers.
+
+    One row per quantity, with its value (0..1) and what it shows: micro precision equals pixel
+    accuracy; background's share of the pixels; background IoU against the mean IoU over the
+    object classes; and what each averaging convention gives for precision, recall and F1.
+    """
+    import pandas as pd  # imported here: counting pixels needs no pandas
+
+    scores = cm.compute()
+    stats = _class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
+    present = (stats["tp"] + stats["fp"] + stats["fn"]) > 0
+    objects = present.clone()
+    objects[background] = False
+    iou = stats["iou"]
+    total = stats["support"].sum()
+    name = class_names(cm.num_classes)[background]
+    rows = [
+        ("pixel accuracy", scores["pixel_accuracy"], "correct pixels / scored pixels"),
+        (
+            "precision (micro)",
+            scores["precision_micro"],
+            "pooled over classes: every pixel is one prediction, so this is pixel accuracy",
+        ),
+        ("recall (micro)", scores["recall_micro"], "equally pixel accuracy"),
+        ("F1 (micro)", scores["f1_micro"], "equally pixel accuracy"),
+        (
+            "precision (weighted)",
+            scores["precision_weighted"],
+            "per-class precision weighted by true pixels: the big classes dominate",
+        ),
+        ("recall (weighted)", scores["recall_weighted"], "weighted recall is pixel accuracy"),
+        ("F1 (weighted)", scores["f1_weighted"], "can lie below both weighted P and R"),
+        ("precision (macro)", scores["precision"], "each present class counts once"),
+        ("recall (macro)", scores["recall"], "each present class counts once"),
+        ("F1 (macro)", scores["f1"], "each present class counts once"),
+        (
+            "P + R - 1 (macro)",
+            scores["precision"] + scores["recall"] - 1,
+            "a floor under mIoU (per class, IoU >= P + R - 1)",
+        ),
+        (
+            f"{name} share of pixels",
+            float(_safe_div(stats["support"][background], total)),
+            "the class that micro and weighted scores mostly measure",
+        ),
+        (f"{name} IoU", float(iou[background]), "usually the best class"),
+        (
+            "mean IoU over object classes",
+            float(iou[objects].mean()) if objects.any() else 0.0,
+            f"present classes other than {name}",
+        ),
+        ("mIoU", scores["miou"], f"{name} and each object class count once"),
+    ]
+    return pd.DataFrame(
+        [(value, why) for _, value, why in rows],
+        columns=["value", "what it shows"],
+        index=pd.Index([label for label, _, _ in rows], name="quantity"),
+    )

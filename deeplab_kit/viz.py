@@ -1,0 +1,648 @@
+"""Figures for the notebooks: masks in VOC's colours, loss curves with session bands, scores, atrous taps.
+
+Every `plot_*` function returns a `matplotlib.figure.Figure` (a `KitFigure`) built without pyplot:
+nothing is shown or kept in pyplot's global state, it works under any backend (Agg included), and
+a notebook cell that ends with the call shows the figure once, as a PNG, whether or not pyplot or
+`%matplotlib inline` was ever used. Save one with `fig.savefig(path)`. Functions that draw one
+panel take an optional `ax` to draw into instead (and return its figure).
+
+Images are (3, H, W) ImageNet-normalised tensors or arrays (what `VOCDataset` returns) or
+(H, W, 3) RGB arrays / PIL images; masks are (H, W) class indices, 255 for void.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from deeplab_kit.atrous import (
+    Size,
+    feature_size,
+    sampling_positions,
+    taps_inside,
+    valid_share,
+    valid_tap_counts,
+)
+from deeplab_kit.voc import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, VOC_PALETTE
+
+HISTORY_COLUMNS = ("epoch", "session", "train_loss", "val_loss", "miou", "lr", "seconds")
+SESSION_COLOURS = ("#dce6f2", "#f4e8d6")  # alternating bands
+QUOTED_STYLE = dict(facecolor="white", edgecolor="0.35", hatch="///")
+BRANCH_MARKERS = ("o", "s", "D", "^", "v", "P")
+
+
+class KitFigure(Figure):
+    """A Figure that shows itself in Jupyter and Colab (as a PNG) without going through pyplot."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = KitFigure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _class_colour(label: int) -> tuple[float, float, float]:
+    return tuple(VOC_PALETTE[label] / 255.0)
+
+
+# --- images and masks -------------------------------------------------------------------------
+
+
+def color_mask(mask) -> np.ndarray:
+    """Class indices (H, W) -> VOC colours (H, W, 3) uint8; void (255) gets VOC's void colour."""
+    labels = _numpy(mask)
+    if labels.ndim != 2:
+        raise ValueError(f"a mask must be (H, W), got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.array_equal(labels, np.round(labels)):
+            raise ValueError(f"a mask holds class indices; got non-integer values ({labels.dtype})")
+        labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(
+            f"mask values must be 0..255 (255 = void), found {labels.min()}..{labels.max()}"
+        )
+    return VOC_PALETTE[labels]
+
+
+def denormalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """Undo the normalisation of a (3, H, W) image: returns (H, W, 3) floats clipped to [0, 1]."""
+    array = _numpy(image).astype(np.float32)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ValueError(f"expected a normalised (3, H, W) image, got shape {array.shape}")
+    rgb = (
+        array * np.asarray(std, np.float32)[:, None, None]
+        + np.asarray(mean, np.float32)[:, None, None]
+    )
+    return np.clip(rgb.transpose(1, 2, 0), 0.0, 1.0)
+
+
+def as_rgb(image) -> np.ndarray:
+    """Any image the kit meets -> (H, W, 3) floats in [0, 1].
+
+    (3, H, W) tensors/arrays are taken as normalised (`denormalize`); (H, W, 3) arrays and PIL
+    images as RGB, 0..255 for integers, 0..1 for floats.
+    """
+    if isinstance(image, torch.Tensor) or (
+        isinstance(image, np.ndarray) and image.shape[:1] == (3,)
+    ):
+        return denormalize(image)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(
+            f"expected an RGB image (H, W, 3) or a normalised (3, H, W) one, got {array.shape}"
+        )
+    return array / 255.0 if np.issubdtype(array.dtype, np.integer) else np.clip(array, 0.0, 1.0)
+
+
+def overlay(image, mask, alpha: float = 0.5) -> np.ndarray:
+    """The image with its mask's colours blended in (background left as is): (H, W, 3) in [0, 1]."""
+    rgb, colours = as_rgb(image), color_mask(mask) / 255.0
+    if rgb.shape[:2] != colours.shape[:2]:
+        raise ValueError(f"image {rgb.shape[:2]} and mask {colours.shape[:2]} differ in size")
+    labelled = (_numpy(mask) != 0)[..., None]  # (H, W, 1)
+    return np.where(labelled, (1 - alpha) * rgb + alpha * colours, rgb)
+
+
+def _legend_patches(labels: Iterable[int], class_names: Sequence[str]) -> list[Patch]:
+    patches = []
+    for label in sorted(set(int(v) for v in labels)):
+        name = "void" if label == IGNORE_INDEX else class_names[label]
+        patches.append(Patch(facecolor=_class_colour(label), edgecolor="0.3", label=name))
+    return patches
+
+
+def plot_predictions(
+    images,
+    truths,
+    predictions=None,
+    *,
+    class_names: Sequence[str] = VOC_CLASSES,
+    legend: bool = True,
+    alpha: float | None = None,
+) -> Figure:
+    """A grid like the report's Figures 4-5: one row per sample, image | ground truth | prediction.
+
+    `predictions` is None (image | truth: a look at the data), one mask per image, or
+    {model name: masks} for several models side by side. Images/masks may be batched tensors
+    (N, ...) or sequences. With `alpha`, masks are drawn over their image (`overlay`) instead
+    of flat. The legend names the classes present.
+    """
+    images, truths = list(images), list(truths)
+    if predictions is None:
+        columns = {}
+    elif isinstance(predictions, Mapping):
+        columns = {name: list(masks) for name, masks in predictions.items()}
+    else:
+        columns = {"prediction": list(predictions)}
+    for name, masks in {"truths": truths, **columns}.items():
+        if len(masks) != len(images):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks in {name!r}")
+    n_cols = 2 + len(columns)
+    fig = KitFigure(
+        figsize=(2.6 * n_cols, 2.6 * len(images) + (0.6 if legend else 0)), layout="constrained"
+    )
+    axes = fig.subplots(len(images), n_cols, squeeze=False)
+    present = set()
+    for row, (image, truth) in enumerate(zip(images, truths, strict=True)):
+        draw = (
+            color_mask if alpha is None else (lambda mask, image=image: overlay(image, mask, alpha))
+        )
+        panels = [("image", as_rgb(image)), ("ground truth", draw(truth))]
+        panels += [(name, draw(masks[row])) for name, masks in columns.items()]
+        present.update(np.unique(_numpy(truth)).tolist())
+        for masks in columns.values():
+            present.update(np.unique(_numpy(masks[row])).tolist())
+        for ax, (title, picture) in zip(axes[row], panels, strict=True):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title)
+    if legend:
+        fig.legend(
+            handles=_legend_patches(present, class_names),
+            loc="outside lower center",
+            ncols=7,
+            fontsize="small",
+        )
+    return fig
+
+
+# --- training history -------------------------------------------------------------------------
+
+
+def read_history(history) -> pd.DataFrame:
+    """A history table from a DataFrame, a history.csv or a run folder holding one, checked and
+    sorted by epoch. If an epoch appears twice (a session re-ran it), the later row wins."""
+    source = "the history"
+    if not isinstance(history, pd.DataFrame):
+        path = Path(history)
+        path = path / "history.csv" if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such history file")
+        source, history = str(path), pd.read_csv(path)
+    missing = [c for c in ("epoch", "session", "train_loss") if c not in history.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; expected {list(HISTORY_COLUMNS)}")
+    if history.empty:
+        raise ValueError(f"{source}: no rows")
+    history = history.drop_duplicates("epoch", keep="last")
+    return history.sort_values("epoch", kind="stable").reset_index(drop=True)
+
+
+def session_spans(history) -> pd.DataFrame:
+    """One row per training session, in order: session, first_epoch, last_epoch, epochs."""
+    history = read_history(history)
+    # a new span starts wherever the session number changes along the epochs
+    starts = history["session"].ne(history["session"].shift()).cumsum()
+    spans = history.groupby(starts, sort=False).agg(
+        session=("session", "first"),
+        first_epoch=("epoch", "min"),
+        last_epoch=("epoch", "max"),
+        epochs=("epoch", "size"),
+    )
+    return spans.reset_index(drop=True)
+
+
+def lr_changes(history, factor: float = 2.0) -> pd.DataFrame:
+    """Epochs where the learning rate jumped by at least `factor` from the previous epoch (a manual
+    "divide by 10", a restart), not the small steps of a smooth schedule: epoch, before, after."""
+    history = read_history(history)
+    if "lr" not in history.columns:
+        return pd.DataFrame(columns=["epoch", "before", "after"])
+    before, after = history["lr"].shift(), history["lr"]
+    ratio = after / before
+    jumps = (before > 0) & (after > 0) & ((ratio >= factor) | (ratio <= 1 / factor))
+    return pd.DataFrame({"epoch": history["epoch"], "before": before, "after": after})[
+        jumps
+    ].reset_index(drop=True)
+
+
+def _draw_session_bands(ax: Axes, spans: pd.DataFrame, numbered: bool) -> None:
+    for k, span in enumerate(spans.itertuples()):
+        ax.axvspan(
+            span.first_epoch - 0.5, span.last_epoch + 0.5, color=SESSION_COLOURS[k % 2],
+            zorder=0, gid=f"session-{span.session}",
+        )  # fmt: skip
+        if numbered:
+            ax.text(
+                (span.first_epoch + span.last_epoch) / 2, 1.0, f"session {span.session}",
+                transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize="small",
+            )  # fmt: skip
+
+
+def plot_history(history, *, title: str | None = None) -> Figure:
+    """One continuous loss curve over all sessions, each session shaded and numbered, learning
+    rate jumps marked: the report's Figures 1-3 as one figure. Panels below show the validation
+    mIoU and the learning rate when the history has them.
+
+    `history` is a DataFrame, a history.csv or a run folder (columns epoch, session, train_loss,
+    val_loss, miou, lr, seconds; val_loss and miou may be empty on epochs without evaluation).
+    """
+    history = read_history(history)
+    spans, jumps = session_spans(history), lr_changes(history)
+    extra = [c for c in ("miou", "lr") if c in history.columns and history[c].notna().any()]
+    fig = KitFigure(figsize=(9, 4 + 1.6 * len(extra)), layout="constrained")
+    axes = fig.subplots(
+        1 + len(extra), 1, sharex=True, squeeze=False, height_ratios=[2.5] + [1] * len(extra)
+    )[:, 0]
+    loss_ax = axes[0]
+    loss_ax.plot(history["epoch"], history["train_loss"], color="C0", label="train loss")
+    if "val_loss" in history.columns and history["val_loss"].notna().any():
+        val = history.dropna(subset=["val_loss"])
+        loss_ax.plot(val["epoch"], val["val_loss"], color="C1", marker=".", label="val loss")
+    loss_ax.set_ylabel("loss")
+    for jump in jumps.itertuples():
+        for ax in axes:
+            ax.axvline(jump.epoch - 0.5, color="0.2", linestyle=":", linewidth=1, gid="lr-change")
+        loss_ax.annotate(
+            f"lr x{jump.after / jump.before:.3g}", (jump.epoch - 0.5, 0.5), xycoords=loss_ax.get_xaxis_transform(),
+            rotation=90, ha="right", va="center", fontsize="small",
+        )  # fmt: skip
+    for name, ax in zip(extra, axes[1:], strict=True):
+        data = history.dropna(subset=[name])
+        if name == "miou":
+            ax.plot(data["epoch"], data["miou"], color="C2", marker=".")
+            ax.set_ylabel("val mIoU")
+        else:
+            ax.step(data["epoch"], data["lr"], where="mid", color="C3")
+            ax.set_yscale("log")
+            ax.set_ylabel("learning rate")
+    for k, ax in enumerate(axes):
+        _draw_session_bands(ax, spans, numbered=k == 0)
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)
+    loss_ax.legend(loc="upper right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --- scores -----------------------------------------------------------------------------------
+
+
+def row_normalize(matrix) -> np.ndarray:
+    """Each row (a true class) divided by its total: the share of that class's pixels predicted as
+    each class. Rows of classes absent from the truth are NaN, not zeros."""
+    matrix = _numpy(getattr(matrix, "matrix", matrix)).astype(np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, matrix / totals, np.nan)
+
+
+def _class_names(n: int, class_names: Sequence[str] | None) -> list[str]:
+    """The given names (one per class), else VOC's when there are 21 classes, else indices."""
+    if class_names is None:
+        return list(VOC_CLASSES) if n == len(VOC_CLASSES) else [str(i) for i in range(n)]
+    if len(class_names) != n:
+        raise ValueError(f"{len(class_names)} class names for {n} classes")
+    return list(class_names)
+
+
+def plot_confusion(
+    confusion,
+    class_names: Sequence[str] | None = None,
+    *,
+    normalize: bool = True,
+    ax: Axes | None = None,
+) -> Figure:
+    """The confusion matrix as a heat map: rows = truth, columns = prediction, row-normalised
+    (each row sums to 1; absent classes blank), the diagonal (per-class recall) written in.
+
+    `confusion` is a `ConfusionMatrix`, or its (C, C) counts as a tensor or array.
+    """
+    counts = _numpy(getattr(confusion, "matrix", confusion))
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"a confusion matrix is (C, C), got shape {counts.shape}")
+    n = counts.shape[0]
+    names = _class_names(n, class_names)
+    data = row_normalize(counts) if normalize else counts.astype(np.float64)
+    fig, ax = _figure_and_axes(ax, (0.42 * n + 2.5, 0.42 * n + 1.5))
+    cmap = matplotlib.colormaps["Blues"].with_extremes(bad="0.92")
+    image = ax.imshow(
+        data, cmap=cmap, vmin=0, vmax=1 if normalize else None, interpolation="nearest"
+    )
+    fig.colorbar(
+        image, ax=ax, shrink=0.8, label="share of the true class" if normalize else "pixels"
+    )
+    ax.set_xticks(range(n), names, rotation=90, fontsize="small")
+    ax.set_yticks(range(n), names, fontsize="small")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if normalize:
+        for i in range(n):
+            if np.isfinite(data[i, i]):
+                colour = "white" if data[i, i] > 0.6 else "black"
+                ax.text(
+                    i,
+                    i,
+                    f"{100 * data[i, i]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color=colour,
+                )
+    return fig
+
+
+def plot_class_iou(
+    iou, class_names: Sequence[str] | None = None, *, ax: Axes | None = None
+) -> Figure:
+    """Per-class IoU as horizontal bars (in %), with each model's mean IoU as a dashed line.
+
+    `iou` is one model's per-class IoU in 0..1 (NaN for classes absent from truth and
+    prediction, drawn as "absent"), or {model name: per-class IoU} for several models.
+    """
+    models = dict(iou) if isinstance(iou, Mapping) else {"IoU": iou}
+    values = {name: _numpy(v).astype(np.float64).ravel() for name, v in models.items()}
+    n = len(next(iter(values.values())))
+    for name, v in values.items():
+        if len(v) != n:
+            raise ValueError(f"{name!r} has {len(v)} classes, expected {n}")
+        if np.any((v[np.isfinite(v)] < 0) | (v[np.isfinite(v)] > 1)):
+            raise ValueError(
+                f"IoU values must be in 0..1 ({name!r} has {np.nanmin(v):.3g}..{np.nanmax(v):.3g})"
+            )
+    names = _class_names(n, class_names)
+    fig, ax = _figure_and_axes(ax, (7, 0.28 * n * max(1, len(values) * 0.7) + 1.2))
+    height = 0.8 / len(values)
+    positions = np.arange(n)
+    for k, (name, v) in enumerate(values.items()):
+        y = positions - 0.4 + height * (k + 0.5)
+        colours = [_class_colour(c) for c in range(n)] if len(values) == 1 and n <= 21 else f"C{k}"
+        ax.barh(
+            y, np.nan_to_num(100 * v), height=height, color=colours, edgecolor="0.3", label=name
+        )
+        for yy in y[~np.isfinite(v)]:
+            ax.text(1, yy, "absent", va="center", fontsize="x-small", color="0.4")
+        mean = 100 * np.nanmean(v) if np.isfinite(v).any() else np.nan
+        ax.axvline(
+            mean,
+            color="0.2" if len(values) == 1 else f"C{k}",
+            linestyle="--",
+            label=f"{name} mean {mean:.1f}",
+        )
+    ax.set_yticks(positions, names, fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("IoU (%)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    return fig
+
+
+def plot_ablation(
+    measured: Mapping[str, float],
+    quoted: Mapping[str, float] | None = None,
+    *,
+    ylabel: str = "mIoU (%)",
+    ax: Axes | None = None,
+) -> Figure:
+    """mIoU per atrous-rate setting: the kit's measured bars, and numbers quoted from the paper or
+    the report drawn distinctly (hatched, white, labelled "quoted"), beside the measured bar of
+    the same setting when there is one. Values are percentages (0..100).
+    """
+    quoted = dict(quoted or {})
+    for kind, values in (("measured", measured), ("quoted", quoted)):
+        for setting, value in values.items():
+            if not 0 <= value <= 100:
+                raise ValueError(
+                    f"{kind} value for {setting!r} is {value}; give mIoU in percent (0..100)"
+                )
+    settings = list(measured) + [s for s in quoted if s not in measured]
+    fig, ax = _figure_and_axes(ax, (1.3 * len(settings) + 2, 4))
+    width = 0.38
+    for kind, values in (("measured", measured), ("quoted", quoted)):
+        x, heights = [], []
+        for i, setting in enumerate(settings):
+            if setting in values:
+                both = setting in measured and setting in quoted
+                x.append(i + (width / 2 if kind == "quoted" else -width / 2) * both)
+                heights.append(values[setting])
+        if not x:
+            continue
+        style = QUOTED_STYLE if kind == "quoted" else dict(color="C0", edgecolor="0.2")
+        bars = ax.bar(x, heights, width=width, label=kind, **style)
+        ax.bar_label(bars, fmt="%.1f", fontsize="small", padding=2)
+    ax.set_xticks(range(len(settings)), settings, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, max([*measured.values(), *quoted.values(), 1]) * 1.15)
+    ax.legend(loc="upper left")
+    return fig
+
+
+def count_pixels(
+    masks: Iterable, num_classes: int = len(VOC_CLASSES), ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
+    """Pixels per class over some masks (void not counted): (num_classes,) int64."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for k, mask in enumerate(masks):
+        labels = _numpy(mask).astype(np.int64).ravel()
+        labels = labels[labels != ignore_index]
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(
+                f"mask {k}: labels must be 0..{num_classes - 1} or {ignore_index}, found {labels.min()}..{labels.max()}"
+            )
+        counts += np.bincount(labels, minlength=num_classes)
+    return counts
+
+
+def plot_class_frequency(
+    counts, class_names: Sequence[str] | None = None, *, log: bool = False, ax: Axes | None = None
+) -> Figure:
+    """Each class's share of the labelled pixels (void excluded), in the class's VOC colour: the
+    class imbalance the report names (background dominates)."""
+    counts = _numpy(counts).astype(np.float64).ravel()
+    if counts.sum() <= 0 or (counts < 0).any():
+        raise ValueError("counts must be non-negative with a positive total")
+    n = len(counts)
+    share = 100 * counts / counts.sum()
+    fig, ax = _figure_and_axes(ax, (0.4 * n + 2, 4))
+    colours = [_class_colour(c) for c in range(n)]
+    ax.bar(range(n), share, color=colours, edgecolor="0.3")
+    ax.set_xticks(range(n), _class_names(n, class_names), rotation=90, fontsize="small")
+    ax.set_ylabel("share of labelled pixels (%)")
+    if log:
+        ax.set_yscale("log")
+    return fig
+
+
+# --- atrous convolution -----------------------------------------------------------------------
+
+
+def _as_rates(rates) -> list[int]:
+    return [int(rates)] if np.isscalar(rates) else [int(r) for r in rates]
+
+
+def _draw_taps(ax: Axes, center, rates, size: tuple[int, int], scale: int = 1) -> None:
+    """Each rate's 9 taps around `center` (map units, times `scale` for pixels): filled inside the
+    map of `size`, hollow and crossed outside; a dashed square marks each kernel's extent."""
+    for k, rate in enumerate(rates):
+        colour, marker = f"C{k}", BRANCH_MARKERS[k % len(BRANCH_MARKERS)]
+        taps = sampling_positions(center, rate)  # (9, 2) rows, columns
+        inside = taps_inside(taps, size)
+        xy = taps[:, ::-1] * scale  # (x, y) = (column, row)
+        label = f"rate {rate}: {inside.sum()}/9 inside"
+        ax.scatter(*xy[inside].T, s=60, marker=marker, color=colour, edgecolors="black", linewidths=0.6,
+                   zorder=3, label=label, gid=f"rate-{rate}-inside")  # fmt: skip
+        ax.scatter(*xy[~inside].T, s=60, marker=marker, facecolors="none", edgecolors=colour,
+                   linewidths=1.2, zorder=3, gid=f"rate-{rate}-outside")  # fmt: skip
+        ax.scatter(*xy[~inside].T, s=25, marker="x", color=colour, linewidths=1, zorder=3)
+        corner = (np.asarray(center)[::-1] - rate - 0.5) * scale
+        ax.add_patch(Rectangle(corner, (2 * rate + 1) * scale, (2 * rate + 1) * scale, fill=False,
+                               edgecolor=colour, linestyle="--", linewidth=0.8))  # fmt: skip
+
+
+def plot_atrous_sampling(size: Size, rates, center=None, *, ax: Axes | None = None) -> Figure:
+    """Where each ASPP branch's 3x3 kernel reads a feature map of `size`, for a kernel centred at
+    `center` (row, column; default the map's centre). Taps inside the map are filled; taps in the
+    zero padding are hollow and crossed: with a rate near the map's size only the centre remains.
+    """
+    h, w = (size, size) if np.isscalar(size) else tuple(size)
+    rates = _as_rates(rates)
+    center = ((h - 1) // 2, (w - 1) // 2) if center is None else tuple(center)
+    fig, ax = _figure_and_axes(ax, (5.5, 5.5))
+    ax.add_patch(
+        Rectangle(
+            (-0.5, -0.5), w, h, facecolor="0.93", edgecolor="0.2", zorder=0, gid="feature-map"
+        )
+    )
+    if max(h, w) <= 80:  # one line per cell while they stay visible
+        ax.vlines(np.arange(w + 1) - 0.5, -0.5, h - 0.5, color="white", linewidth=0.5, zorder=1)
+        ax.hlines(np.arange(h + 1) - 0.5, -0.5, w - 0.5, color="white", linewidth=0.5, zorder=1)
+    _draw_taps(ax, center, rates, (h, w))
+    reach = max(rates) + 2  # room for the outermost markers
+    ax.set_xlim(min(-1, center[1] - reach), max(w, center[1] + reach))
+    ax.set_ylim(max(h, center[0] + reach), min(-1, center[0] - reach))  # rows grow downwards
+    ax.set_aspect("equal")
+    ax.set_xlabel("column")
+    ax.set_ylabel("row")
+    ax.set_title(f"{h}x{w} feature map, kernels centred at {center}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    return fig
+
+
+def plot_taps_on_image(
+    image, rates, output_stride: int = 1, center=None, *, ax: Axes | None = None
+) -> Figure:
+    """A 3x3 kernel's taps drawn on the image: at `output_stride` 1 they are `rate` pixels apart;
+    on a feature map of stride s (the grid drawn) they are rate x s input pixels apart.
+    `center` is a position on that map (row, column), by default its centre."""
+    rgb = as_rgb(image)
+    h, w = rgb.shape[:2]
+    fh, fw = feature_size((h, w), output_stride) if output_stride > 1 else (h, w)
+    center = ((fh - 1) // 2, (fw - 1) // 2) if center is None else tuple(center)
+    fig, ax = _figure_and_axes(ax, (5.5, 5.5))
+    ax.imshow(rgb)
+    if output_stride > 1:  # the feature map's cells, each one output position
+        ax.vlines(
+            np.arange(fw + 1) * output_stride - 0.5,
+            -0.5,
+            h - 0.5,
+            color="white",
+            linewidth=0.4,
+            alpha=0.6,
+        )
+        ax.hlines(
+            np.arange(fh + 1) * output_stride - 0.5,
+            -0.5,
+            w - 0.5,
+            color="white",
+            linewidth=0.4,
+            alpha=0.6,
+        )
+    _draw_taps(ax, center, _as_rates(rates), (fh, fw), scale=output_stride)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_title(f"taps on the image, output stride {output_stride}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    return fig
+
+
+def plot_valid_share(
+    size: Size, rates=(), *, max_rate: int | None = None, ax: Axes | None = None
+) -> Figure:
+    """The share of a 3x3 kernel's weights that read the map (not its padding), averaged over the
+    positions of a `size` map, against the rate; the paper's Figure 4 curves (positions with all
+    9 or only 1 valid weight) dashed; `rates` marked. It falls to 1/9 as the rate reaches the
+    map's size: the kernel becomes a 1x1 on the centre, the reason for image-level pooling."""
+    h, w = (size, size) if np.isscalar(size) else tuple(size)
+    rates = _as_rates(rates)
+    max_rate = max_rate or max([max(h, w) + max(h, w) // 4, *rates]) + 1
+    r = np.arange(1, max_rate + 1)
+    fig, ax = _figure_and_axes(ax, (6, 4))
+    ax.plot(
+        r,
+        [valid_share((h, w), x) for x in r],
+        color="0.1",
+        label="mean share of valid weights",
+        gid="valid-share",
+    )
+    histograms = [valid_tap_counts((h, w), x) for x in r]
+    ax.plot(
+        r,
+        [c.get(9, 0.0) for c in histograms],
+        color="0.5",
+        linestyle="--",
+        label="positions with 9 valid",
+    )
+    ax.plot(
+        r,
+        [c.get(1, 0.0) for c in histograms],
+        color="0.5",
+        linestyle=":",
+        label="positions with 1 valid",
+    )
+    ax.axhline(1 / 9, color="0.6", linewidth=0.8)
+    ax.text(
+        max_rate,
+        1 / 9,
+        "centre tap only (1/9)",
+        ha="right",
+        va="bottom",
+        fontsize="small",
+        color="0.4",
+    )
+    ax.axvline(max(h, w), color="0.6", linewidth=0.8, linestyle="-.")
+    for k, rate in enumerate(rates):
+        ax.plot(rate, valid_share((h, w), rate), marker=BRANCH_MARKERS[k % len(BRANCH_MARKERS)],
+                color=f"C{k}", markeredgecolor="black", linestyle="none", label=f"rate {rate}")  # fmt: skip
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("atrous rate")
+    ax.set_ylabel("share")
+    ax.set_title(f"valid weights of a 3x3 kernel on a {h}x{w} map")
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def plot_atrous_explorer(
+    rates=(6, 12, 18), output_stride: int = 16, input_size: Size = 513, center=None
+) -> Figure:
+    """The rate explorer's figure for one setting: the branches' taps on the feature map (left)
+    and the valid-weight share against the rate (right). `atrous.aspp_table` gives its numbers."""
+    size = feature_size(input_size, output_stride)
+    fig = KitFigure(figsize=(12, 5), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1.1, 1])
+    plot_atrous_sampling(size, rates, center, ax=left)
+    plot_valid_share(size, rates, ax=right)
+    fig.suptitle(
+        f"input {input_size}, output stride {output_stride}: ASPP rates {tuple(_as_rates(rates))}"
+    )
+    return fig

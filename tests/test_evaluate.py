@@ -1,0 +1,285 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from deeplab_kit.device import amp_dtype
+from deeplab_kit.evaluate import evaluate
+from deeplab_kit.voc import VOC_PALETTE
+
+CPU = torch.device("cpu")
+
+
+# --- toy models whose answers are known ---------------------------------------------------------
+
+
+def coord_logits(u, x):
+    """(N, 3, H, W): a fixed function of the x-coordinate u in 0..1 plus a term from the image."""
+    base = torch.stack([torch.zeros_like(u), 4 * (u - 0.4), 3 * (0.3 - u)])  # (3, W)
+    content = x[:, :1] * torch.tensor([0.0, 1.5, -1.5]).view(1, 3, 1, 1)  # (N, 3, H, W)
+    return base[None, :, None, :] + content
+
+
+class CoordModel(nn.Module):
+    """Logits depend on where a pixel sits along x, so flipping changes them predictably."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []  # what each forward pass saw
+
+    def forward(self, x):
+        self.seen.append(
+            {
+                "training": self.training,
+                "inference_mode": torch.is_inference_mode_enabled(),
+                "autocast": torch.is_autocast_enabled("cpu"),
+                "autocast_dtype": torch.get_autocast_dtype("cpu"),
+                "channels_last": x.is_contiguous(memory_format=torch.channels_last),
+            }
+        )
+        u = (torch.arange(x.shape[-1], dtype=torch.float32) + 0.5) / x.shape[-1]  # pixel centres
+        return {"out": coord_logits(u, x.float())}
+
+
+class SizeModel(nn.Module):
+    """Two classes, constant over the image; class 1's logit grows with the input width."""
+
+    def __init__(self, reference_width, k=4.0, c=1.1):
+        super().__init__()
+        self.reference_width, self.k, self.c = reference_width, k, c
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        logit1 = self.k * (w / self.reference_width - self.c)
+        out = torch.zeros(n, 2, h, w)
+        out[:, 1] = logit1
+        return {"out": out}
+
+
+class LocalModel(nn.Module):
+    """One 3x3 convolution that mostly reads the pixel's own colour (one-hot of its class)."""
+
+    def __init__(self, num_classes=3, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, num_classes, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.copy_(0.2 * torch.randn(self.conv.weight.shape, generator=g))
+            self.conv.weight[:, :, 1, 1] += 5 * torch.eye(num_classes, 3)
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        return {"out": self.conv(x)}
+
+
+# --- a tiny VOC-like dataset with images of different sizes, and a padding collate -----------
+
+
+def blocky_sample(height, width, block, seed, void_border=0, noise=0.0):
+    """Image = one-hot colour of a block-wise random label map; mask = labels, void near edges."""
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.randint(0, 3, (-(-height // block), -(-width // block)), generator=g)
+    labels = grid.repeat_interleave(block, 0).repeat_interleave(block, 1)[:height, :width]
+    image = F.one_hot(labels, 3).permute(2, 0, 1).float()  # (3, H, W)
+    image += noise * torch.randn(image.shape, generator=g)
+    mask = labels.clone()
+    if void_border:
+        edges = torch.zeros(height, width, dtype=torch.bool)
+        edges[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+        edges[1:] |= labels[1:] != labels[:-1]
+        near = F.max_pool2d(edges[None, None].float(), 2 * void_border + 1, 1, void_border)[0, 0]
+        mask[near > 0] = 255
+    return image, mask
+
+
+class ToyVOC(Dataset):
+    def __init__(self, sizes, block=4, noise=0.0, void_last_row=False):
+        self.samples = [
+            blocky_sample(h, w, block, seed=i, noise=noise) for i, (h, w) in enumerate(sizes)
+        ]
+        if void_last_row:  # void at the image's own border must not be taken for padding
+            self.samples[0][1][-1] = 255
+        self.ids = [f"2007_{i:06d}" for i in range(len(sizes))]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def pad_collate(batch):
+    """Pad to the largest image in the batch: image 0, mask 255 at the bottom and right."""
+    height = max(image.shape[1] for image, _ in batch)
+    width = max(image.shape[2] for image, _ in batch)
+    images = torch.zeros(len(batch), 3, height, width)
+    masks = torch.full((len(batch), height, width), 255, dtype=torch.long)
+    for i, (image, mask) in enumerate(batch):
+        images[i, :, : image.shape[1], : image.shape[2]] = image
+        masks[i, : mask.shape[0], : mask.shape[1]] = mask
+    return images, masks
+
+
+SIZES = [(20, 24), (16, 16), (24, 20)]
+
+
+# --- multi-scale and flip --------------------------------------------------------------------
+
+
+def test_flip_averages_probabilities_of_the_mirrored_view():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 6, 24, generator=g)
+    u = (torch.arange(24) + 0.5) / 24
+    plain = coord_logits(u, x).softmax(1)
+    mirrored = coord_logits(1 - u, x).softmax(1)  # model(flip(x)) flipped back
+    expected = (plain + mirrored) / 2
+    top2 = expected.topk(2, dim=1).values
+    assert (top2[:, 0] - top2[:, 1]).min() > 1e-4  # no near-ties to blur the comparison
+    labels = expected.argmax(1)
+    assert (labels != plain.argmax(1)).any()  # flipping changes the answer here
+    wrong = (plain + coord_logits(1 - u, x.flip(-1)).softmax(1)) / 2  # forgot to flip the input
+    assert (labels != wrong.argmax(1)).any()
+
+    loader = [(x, labels)]
+    flipped = evaluate(CoordModel(), loader, device=CPU, num_classes=3, flip=True, amp="off")
+    assert flipped.scores["pixel_accuracy"] == 1.0
+    single = evaluate(CoordModel(), loader, device=CPU, num_classes=3, amp="off")
+    assert single.scores["pixel_accuracy"] < 1.0
+
+
+def test_multi_scale_averages_probabilities_over_scales():
+    width, scales = 32, (1.0, 1.5, 1.75)
+    model = SizeModel(reference_width=width)
+    # p(class 1) at each scale: the model sees int(width * s) columns
+    p1 = torch.tensor(
+        [torch.sigmoid(torch.tensor(4.0 * (int(width * s) / width - 1.1))) for s in scales]
+    )
+    assert p1[0] < 0.5 < p1.mean()  # one scale says 0, the average says 1
+    x = torch.rand(2, 3, 8, width)
+    target = torch.ones(2, 8, width, dtype=torch.long)
+    ce = nn.CrossEntropyLoss(ignore_index=255)
+    multi = evaluate(model, [(x, target)], device=CPU, num_classes=2, scales=scales, criterion=ce)
+    assert multi.scores["pixel_accuracy"] == 1.0
+    assert multi.loss == pytest.approx(-torch.log(p1.mean()).item(), rel=1e-5)
+    single = evaluate(model, [(x, target)], device=CPU, num_classes=2, criterion=ce)
+    assert single.scores["pixel_accuracy"] == 0.0
+    assert single.loss == pytest.approx(-torch.log(p1[0]).item(), rel=1e-5)
+
+
+def test_scale_equivariant_model_keeps_its_answer_across_scales_and_flip():
+    # A per-pixel model on an image of 16-pixel blocks: every scale agrees away from the edges,
+    # which are void (as VOC marks its object borders).
+    image, mask = blocky_sample(64, 64, block=16, seed=3, void_border=3)
+    model = LocalModel()
+    with torch.no_grad():
+        model.conv.weight.zero_()
+        model.conv.weight[:, :, 1, 1] = torch.eye(3)
+    result = evaluate(
+        model,
+        [(image[None], mask[None])],
+        device=CPU,
+        num_classes=3,
+        scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+        flip=True,
+        amp="off",
+    )
+    assert result.scores["pixel_accuracy"] == 1.0
+    assert result.confusion.matrix.sum() == (mask != 255).sum()
+
+
+# --- padded batches, loss, export ------------------------------------------------------------
+
+
+def test_padded_batches_score_like_single_images():
+    ds = ToyVOC(SIZES, noise=0.8)
+    model = LocalModel()
+    padded = DataLoader(ds, batch_size=3, collate_fn=pad_collate)
+    batched = evaluate(model, padded, device=CPU, num_classes=3, amp="off")
+    single = evaluate(model, DataLoader(ds, batch_size=1), device=CPU, num_classes=3, amp="off")
+    assert torch.equal(batched.confusion.matrix, single.confusion.matrix)
+    assert batched.confusion.matrix.sum() == sum(h * w for h, w in SIZES)
+    assert 0.5 < batched.scores["pixel_accuracy"] < 1.0  # the noise makes it imperfect
+
+
+def test_loss_is_the_mean_over_valid_pixels():
+    ds = ToyVOC(SIZES, noise=1.0)
+    model = LocalModel()
+    ds.samples[1][1][:4] = 255  # some void inside an image
+    loader = DataLoader(ds, batch_size=2, collate_fn=pad_collate)  # batches of 2 and 1 images
+    ce = nn.CrossEntropyLoss(ignore_index=255)
+    result = evaluate(model, loader, device=CPU, num_classes=3, criterion=ce, amp="off")
+    with torch.no_grad():
+        total = sum(
+            F.cross_entropy(
+                model(image[None])["out"], mask[None], ignore_index=255, reduction="sum"
+            )
+            for image, mask in ds
+        )
+    count = sum(int((mask != 255).sum()) for _, mask in ds)
+    assert result.loss == pytest.approx(float(total) / count, rel=1e-5)
+    assert evaluate(model, loader, device=CPU, num_classes=3).loss is None
+
+
+def test_export_writes_voc_palette_pngs_cropped_to_each_image(tmp_path):
+    ds = ToyVOC(SIZES, noise=0.8, void_last_row=True)
+    model = LocalModel()
+    loader = DataLoader(ds, batch_size=3, collate_fn=pad_collate)
+    evaluate(model, loader, device=CPU, num_classes=3, export_dir=tmp_path / "pred", amp="off")
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [f"{i}.png" for i in ds.ids]
+    for (image, _), name in zip(ds, ds.ids, strict=True):
+        with Image.open(tmp_path / "pred" / f"{name}.png") as png:
+            assert png.mode == "P"
+            assert png.size == (image.shape[2], image.shape[1])
+            assert png.getpalette() == VOC_PALETTE.flatten().tolist()
+            labels = np.array(png)
+        with torch.no_grad():
+            expected = model(image[None])["out"].argmax(1)[0].numpy()
+        np.testing.assert_array_equal(labels, expected)
+        assert len(np.unique(labels)) > 1
+
+
+def test_export_refuses_a_shuffling_loader(tmp_path):
+    model = CoordModel()
+    loader = DataLoader(ToyVOC(SIZES[:1]), batch_size=1, shuffle=True)
+    with pytest.raises(ValueError, match="does not shuffle"):
+        evaluate(model, loader, device=CPU, num_classes=3, export_dir=tmp_path)
+    assert model.seen == []  # refused before any work
+
+
+def test_export_names_follow_the_sampler_order(tmp_path):
+    ds = ToyVOC(SIZES)
+    loader = DataLoader(ds, batch_size=2, sampler=[2, 0, 1], collate_fn=pad_collate)
+    model = LocalModel()
+    evaluate(model, loader, device=CPU, num_classes=3, export_dir=tmp_path, amp="off")
+    for (image, _), name in zip(ds, ds.ids, strict=True):
+        with Image.open(tmp_path / f"{name}.png") as png:
+            assert png.size == (image.shape[2], image.shape[1])
+
+
+# --- modes: eval, inference, autocast, channels_last ------------------------------------------
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_runs_in_eval_and_inference_mode_and_restores_the_mode(was_training):
+    model = CoordModel().train(was_training)
+    x = torch.randn(1, 3, 4, 8)
+    evaluate(model, [(x, torch.zeros(1, 4, 8, dtype=torch.long))], device=CPU, num_classes=3)
+    assert model.training is was_training
+    assert model.seen[0]["training"] is False
+    assert model.seen[0]["inference_mode"] is True
+
+
+@pytest.mark.parametrize("amp,channels_last", [("auto", True), ("off", False)])
+def test_autocast_and_memory_format_follow_the_arguments(amp, channels_last):
+    model = CoordModel()
+    x = torch.randn(2, 3, 4, 8)
+    batch = [(x, torch.zeros(2, 4, 8, dtype=torch.long))]
+    evaluate(model, batch, device=CPU, num_classes=3, amp=amp, channels_last=channels_last)
+    dtype = amp_dtype(CPU, amp)
+    assert model.seen[0]["autocast"] is (dtype is not None)
+    if dtype is not None:
+        assert model.seen[0]["autocast_dtype"] == dtype
+    assert model.seen[0]["channels_last"] is channels_last

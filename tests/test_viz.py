@@ -1,0 +1,287 @@
+"""Figures: what they draw is checked against the data they were given."""
+
+import itertools
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from deeplab_kit import viz  # noqa: E402
+from deeplab_kit.atrous import sampling_positions, valid_share  # noqa: E402
+from deeplab_kit.voc import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, VOC_PALETTE  # noqa: E402
+
+
+def _masks(n, size=12, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    masks = torch.randint(0, 21, (n, size, size), generator=gen)
+    masks[:, 0] = 255  # a void band along the top
+    return masks
+
+
+def _history(sessions=(1, 1, 1, 2, 2, 3, 3, 3), lrs=None):
+    n = len(sessions)
+    return pd.DataFrame(
+        {
+            "epoch": range(1, n + 1),
+            "session": sessions,
+            "train_loss": np.linspace(3.0, 0.2, n),
+            "val_loss": np.linspace(3.1, 0.5, n),
+            "miou": np.linspace(0.05, 0.5, n),
+            "lr": lrs if lrs is not None else [1e-3] * n,
+            "seconds": 1.0,
+        }
+    )
+
+
+def _bands(ax):
+    """session -> (x0, x1) of the shaded band with that session's gid."""
+    return {
+        p.get_gid(): (p.get_x(), p.get_x() + p.get_width())
+        for p in ax.patches
+        if (p.get_gid() or "").startswith("session-")
+    }
+
+
+# --- masks and images ---------------------------------------------------------------------------
+
+
+def test_color_mask_pixels_are_palette_colours_and_void_is_voids_colour():
+    mask = _masks(1)[0]
+    colours = viz.color_mask(mask)
+    assert colours.shape == (12, 12, 3) and colours.dtype == np.uint8
+    for i, j in itertools.product(range(12), repeat=2):
+        assert tuple(colours[i, j]) == tuple(VOC_PALETTE[mask[i, j]])
+    assert (colours[0] == (224, 224, 192)).all()  # VOC's void colour
+    assert tuple(colours[mask == 15][0]) == (192, 128, 128)  # "person" in VOC's palette
+
+
+def test_color_mask_refuses_non_labels():
+    with pytest.raises(ValueError, match="0..255"):
+        viz.color_mask(np.array([[0, 300]]))
+    with pytest.raises(ValueError, match="non-integer"):
+        viz.color_mask(np.array([[0.5, 1.0]]))
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        viz.color_mask(np.zeros((2, 3, 3), dtype=np.int64))
+
+
+def test_denormalize_inverts_the_normalisation():
+    rgb = torch.rand(3, 5, 7, generator=torch.Generator().manual_seed(0))
+    normalised = (rgb - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[
+        :, None, None
+    ]
+    np.testing.assert_allclose(viz.denormalize(normalised), rgb.permute(1, 2, 0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(viz.as_rgb(np.full((2, 2, 3), 255, np.uint8)), np.ones((2, 2, 3)))
+
+
+def test_overlay_blends_labelled_pixels_only():
+    image = np.full((4, 4, 3), 0.5)
+    mask = np.zeros((4, 4), dtype=np.int64)
+    mask[1, 2], mask[3, 3] = 15, 255
+    blended = viz.overlay(image, mask, alpha=0.25)
+    assert np.array_equal(blended[mask == 0], image[mask == 0])
+    np.testing.assert_allclose(blended[1, 2], 0.75 * 0.5 + 0.25 * VOC_PALETTE[15] / 255)
+    np.testing.assert_allclose(blended[3, 3], 0.75 * 0.5 + 0.25 * VOC_PALETTE[255] / 255)
+
+
+def test_prediction_grid_shows_image_truth_and_each_models_prediction():
+    images = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    truths, mine, theirs = _masks(2, seed=1), _masks(2, seed=2), _masks(2, seed=3)
+    fig = viz.plot_predictions(images, truths, {"MyModel": mine, "Pretrained": theirs})
+    axes = np.array(fig.axes).reshape(2, 4)
+    assert [ax.get_title() for ax in axes[0]] == ["image", "ground truth", "MyModel", "Pretrained"]
+    for row in range(2):
+        np.testing.assert_allclose(axes[row, 0].images[0].get_array(), viz.denormalize(images[row]))
+        assert np.array_equal(axes[row, 1].images[0].get_array(), viz.color_mask(truths[row]))
+        assert np.array_equal(axes[row, 3].images[0].get_array(), viz.color_mask(theirs[row]))
+    legend = {t.get_text() for t in fig.legends[0].get_texts()}
+    present = torch.cat([truths, mine, theirs]).unique().tolist()
+    assert legend == {"void" if c == 255 else VOC_CLASSES[c] for c in present}
+
+
+def test_prediction_grid_can_draw_masks_over_their_images():
+    images, truths = torch.randn(2, 3, 12, 12), _masks(2)
+    axes = viz.plot_predictions(images, truths, alpha=0.4, legend=False).axes
+    assert [ax.get_title() for ax in axes[:2]] == ["image", "ground truth"] and len(axes) == 4
+    np.testing.assert_allclose(
+        axes[3].images[0].get_array(), viz.overlay(images[1], truths[1], 0.4)
+    )
+
+
+def test_prediction_grid_refuses_mismatched_counts():
+    with pytest.raises(ValueError, match="2 images but 1 masks"):
+        viz.plot_predictions(torch.zeros(2, 3, 4, 4), _masks(2, 4), [_masks(1, 4)[0]])
+
+
+# --- history ------------------------------------------------------------------------------------
+
+
+def test_session_bands_cover_exactly_the_epochs_of_each_session():
+    history = _history()
+    fig = viz.plot_history(history)
+    bands = _bands(fig.axes[0])
+    assert set(bands) == {"session-1", "session-2", "session-3"}
+    for session, rows in history.groupby("session"):
+        x0, x1 = bands[f"session-{session}"]
+        inside = history["epoch"][(history["epoch"] > x0) & (history["epoch"] < x1)]
+        assert inside.tolist() == rows["epoch"].tolist()
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert {"session 1", "session 2", "session 3"} <= set(labels)
+
+
+def test_the_loss_curve_is_one_continuous_line_over_sessions():
+    history = _history()
+    history.loc[history["epoch"] % 2 == 1, "val_loss"] = np.nan  # evaluated every other epoch
+    fig = viz.plot_history(history)
+    train, val = fig.axes[0].get_lines()[:2]
+    assert train.get_xdata().tolist() == history["epoch"].tolist()
+    assert val.get_xdata().tolist() == [2, 4, 6, 8]
+
+
+def test_a_rerun_epoch_belongs_to_the_later_session():
+    history = pd.concat([_history((1, 1, 1)), _history((2, 2, 2)).assign(epoch=[3, 4, 5])])
+    spans = viz.session_spans(history)
+    assert spans[["session", "first_epoch", "last_epoch"]].values.tolist() == [[1, 1, 2], [2, 3, 5]]
+
+
+def test_learning_rate_jumps_are_marked_and_smooth_schedules_are_not():
+    lrs = [1e-3] * 5 + [1e-4] * 3
+    history = _history(lrs=lrs)
+    changes = viz.lr_changes(history)
+    assert changes.values.tolist() == [[6, 1e-3, 1e-4]]
+    fig = viz.plot_history(history)
+    marks = [line for line in fig.axes[0].get_lines() if line.get_gid() == "lr-change"]
+    assert [m.get_xdata()[0] for m in marks] == [5.5]
+    assert any("x0.1" in t.get_text() for t in fig.axes[0].texts)
+    poly = 1e-2 * (1 - np.arange(8) / 10) ** 0.9  # a poly schedule: small steps every epoch
+    assert viz.lr_changes(_history(lrs=poly)).empty
+
+
+def test_history_is_read_from_a_csv_or_a_run_folder(tmp_path):
+    _history().to_csv(tmp_path / "history.csv", index=False)
+    assert viz.read_history(tmp_path)["epoch"].tolist() == list(range(1, 9))
+    assert isinstance(viz.plot_history(tmp_path / "history.csv"), Figure)
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        viz.read_history(tmp_path / "nowhere.csv")
+    _history().drop(columns="session").to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match=r"bad.csv: missing column\(s\) \['session'\]"):
+        viz.read_history(tmp_path / "bad.csv")
+
+
+# --- scores -------------------------------------------------------------------------------------
+
+
+def test_confusion_heat_map_is_row_normalised():
+    counts = np.arange(16).reshape(4, 4)
+    counts[2] = 0  # a class absent from the truth
+    fig = viz.plot_confusion(SimpleNamespace(matrix=torch.as_tensor(counts)), ["a", "b", "c", "d"])
+    data = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
+    np.testing.assert_allclose(data[[0, 1, 3]].sum(axis=1), 1.0)
+    np.testing.assert_allclose(data[1], counts[1] / counts[1].sum())
+    assert np.isnan(data[2]).all()
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b", "c", "d"]
+    raw = viz.plot_confusion(counts, normalize=False).axes[0].images[0].get_array()
+    assert np.array_equal(raw, counts)
+    with pytest.raises(ValueError, match="4 classes"):
+        viz.plot_confusion(counts, VOC_CLASSES)
+
+
+def test_class_iou_bars_show_each_class_and_the_mean():
+    iou = np.linspace(0.1, 0.9, 21)
+    iou[4] = np.nan  # absent from truth and prediction
+    fig = viz.plot_class_iou(torch.as_tensor(iou))
+    ax = fig.axes[0]
+    widths = [bar.get_width() for bar in ax.containers[0]]
+    np.testing.assert_allclose(widths, np.nan_to_num(100 * iou))
+    assert [t.get_text() for t in ax.texts] == ["absent"]
+    mean_line = [line for line in ax.get_lines() if line.get_linestyle() == "--"][0]
+    assert mean_line.get_xdata()[0] == pytest.approx(100 * np.nanmean(iou))
+    two = viz.plot_class_iou({"MyModel": iou, "Pretrained": np.full(21, 0.5)})
+    assert [c.get_label() for c in two.axes[0].containers] == ["MyModel", "Pretrained"]
+    with pytest.raises(ValueError, match="0..1"):
+        viz.plot_class_iou(np.full(21, 54.8))
+
+
+def test_ablation_draws_quoted_numbers_hatched_beside_measured_ones():
+    measured = {"(1, 1, 1)": 30.0, "(6, 12, 18)": 41.5}
+    quoted = {"(6, 12, 18)": 77.21, "(12, 24, 36) OS8": 78.51}
+    ax = viz.plot_ablation(measured, quoted).axes[0]
+    bars = {c.get_label(): list(c) for c in ax.containers}
+    assert [b.get_height() for b in bars["measured"]] == [30.0, 41.5]
+    assert [b.get_height() for b in bars["quoted"]] == [77.21, 78.51]
+    assert all(b.get_hatch() for b in bars["quoted"]) and not any(
+        b.get_hatch() for b in bars["measured"]
+    )
+    centre = lambda b: b.get_x() + b.get_width() / 2  # noqa: E731
+    assert centre(bars["measured"][1]) < 1 < centre(bars["quoted"][0])  # side by side at tick 1
+    assert centre(bars["quoted"][1]) == pytest.approx(2)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [*measured, "(12, 24, 36) OS8"]
+    with pytest.raises(ValueError, match="percent"):
+        viz.plot_ablation({"a": 120.0})
+
+
+def test_class_frequency_bars_are_pixel_shares_in_class_colours():
+    masks = _masks(3, size=16)
+    counts = viz.count_pixels(masks)
+    labels = masks[masks != 255]
+    assert counts.tolist() == [int((labels == c).sum()) for c in range(21)]
+    bars = viz.plot_class_frequency(counts).axes[0].patches
+    np.testing.assert_allclose([b.get_height() for b in bars], 100 * counts / counts.sum())
+    np.testing.assert_allclose(bars[15].get_facecolor()[:3], VOC_PALETTE[15] / 255)
+    with pytest.raises(ValueError, match="mask 1: labels must be 0..20 or 255"):
+        viz.count_pixels([np.zeros((2, 2)), np.full((2, 2), 21)])
+
+
+# --- atrous -------------------------------------------------------------------------------------
+
+
+def _offsets(ax, gid):
+    (collection,) = [c for c in ax.collections if c.get_gid() == gid]
+    return {tuple(p) for p in collection.get_offsets().tolist()}
+
+
+def test_sampling_figure_draws_each_branchs_taps_inside_filled_outside_hollow():
+    size, center = (9, 11), (4, 5)
+    ax = viz.plot_atrous_sampling(size, (2, 5), center).axes[0]
+    for rate in (2, 5):
+        taps = sampling_positions(center, rate)
+        inside = {(c, r) for r, c in taps if 0 <= r < 9 and 0 <= c < 11}
+        outside = {(c, r) for r, c in taps} - inside
+        assert _offsets(ax, f"rate-{rate}-inside") == inside
+        assert _offsets(ax, f"rate-{rate}-outside") == outside
+    # rate 5 reaches past the 9 rows but not the 11 columns: only the middle row stays inside
+    assert {row for _, row in _offsets(ax, "rate-5-inside")} == {4}
+    square = viz.plot_atrous_sampling(9, (5,)).axes[0]  # centred at (4, 4): the centre tap only
+    assert _offsets(square, "rate-5-inside") == {(4, 4)}
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["rate 2: 9/9 inside", "rate 5: 3/9 inside"]
+
+
+def test_valid_share_curve_is_atrous_valid_share():
+    ax = viz.plot_valid_share(33, (6, 12, 18), max_rate=40).axes[0]
+    (curve,) = [line for line in ax.get_lines() if line.get_gid() == "valid-share"]
+    assert curve.get_xdata().tolist() == list(range(1, 41))
+    np.testing.assert_allclose(curve.get_ydata(), [valid_share(33, r) for r in range(1, 41)])
+
+
+def test_figures_show_once_as_png_in_a_notebook_and_stay_out_of_pyplot():
+    from IPython.core.formatters import DisplayFormatter
+
+    before = plt.get_fignums()
+    figures = [
+        viz.plot_atrous_explorer((6, 12, 18), 16, 129),
+        viz.plot_taps_on_image(torch.zeros(3, 64, 64), (1, 2), output_stride=8),
+        viz.plot_history(_history()),
+    ]
+    for fig in figures:  # what Jupyter does with a cell's value, with or without %matplotlib
+        data, _ = DisplayFormatter().format(fig)
+        assert data["image/png"].startswith(b"\x89PNG")
+    assert len(figures[0].axes) == 2
+    assert plt.get_fignums() == before
