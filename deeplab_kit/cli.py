@@ -155,12 +155,12 @@ def _add_evaluate(commands) -> None:
         from deeplab_kit.engine import evaluate_checkpoint, markdown_table
         from deeplab_kit.metrics import report_table
 
-        scores = evaluate_checkpoint(
+        metrics = evaluate_checkpoint(
             args.checkpoint, args.data, split=args.split, scales=args.scales, flip=args.flip,
             batch_size=args.batch_size, device=args.device, amp=args.amp,
             num_workers=args.num_workers, out_dir=args.out, progress=not args.quiet,
         )  # fmt: skip
-        print(markdown_table(report_table(scores)), end="")
+        print(markdown_table(report_table({"model": metrics})), end="")
         return 0
 
     parser.set_defaults(run=run)

@@ -354,7 +354,8 @@ def overrides_from_arguments(namespace) -> dict:
     return {
         name: value
         for name in field_names()
-        if (value := getattr(namespace, name, dataclasses.MISSING)) is not dataclasses.MISSING
+        if name not in _NOT_ON_CLI
+        and (value := getattr(namespace, name, dataclasses.MISSING)) is not dataclasses.MISSING
     }
 
 

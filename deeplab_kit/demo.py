@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from deeplab_kit.config import RunConfig
-from deeplab_kit.data import VOCDataset, make_synthetic_voc
-from deeplab_kit.engine import RunResult, _transforms, train, write_tables
+from deeplab_kit.data import VOCDataset
+from deeplab_kit.engine import RunResult, _transforms, read_confusion, train, write_tables
+from deeplab_kit.synthetic import make_synthetic_voc
 
 # The synthetic dataset the demo trains on (see make_synthetic_voc).
 DEMO_DATA = dict(num_train=200, num_val=50, size=128, seed=0)
@@ -38,9 +39,8 @@ def run_demo(
     config = config.replace(data_root=str(data_root))
     result = train(config, out_dir, progress=progress)
     if result.finished and result.metrics is not None:
-        write_tables(out_dir, result.metrics)
-        plot_history(result.history, out_dir / "loss_curve.png")
-        plot_predictions(result.model, config, out_dir / "predictions.png")
+        write_tables(out_dir, read_confusion(result.metrics))
+        save_figures(result, config, out_dir)
     if progress:
         miou = result.metrics["miou"] if result.metrics else float("nan")
         print(
@@ -49,67 +49,22 @@ def run_demo(
     return result
 
 
-# --- figures (minimal; to be replaced by deeplab_kit.viz) ---------------------------------
+# --- figures ------------------------------------------------------------------------------
 
 
-def plot_history(history: list[dict], path: Path) -> None:
-    """Train and val loss per epoch, each session on its own shaded band."""
-    import matplotlib
+def save_figures(result: RunResult, config: RunConfig, out_dir: Path, count: int = 4) -> None:
+    """loss_curve.png (sessions shaded) and predictions.png (image | truth | prediction)."""
+    from deeplab_kit.viz import plot_history, plot_predictions
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for session in sorted({row["session"] for row in history}):
-        inside = [row["epoch"] for row in history if row["session"] == session]
-        axis.axvspan(
-            min(inside) - 1, max(inside), alpha=0.08 + 0.08 * (session % 2), color="gray", lw=0
-        )
-        axis.text((min(inside) - 1 + max(inside)) / 2, 1.0, f"session {session}", ha="center", va="bottom", transform=axis.get_xaxis_transform(), fontsize=8)  # fmt: skip
-    axis.plot(epochs, [row["train_loss"] for row in history], "o-", label="train loss")
-    axis.plot(epochs, [row["val_loss"] for row in history], "s-", label="val loss")
-    axis.set(xlabel="epoch", ylabel="cross-entropy", xlim=(0, max(epochs)))
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def plot_predictions(model, config: RunConfig, path: Path, count: int = 4) -> None:
-    """Rows of image | truth | prediction for the first `count` validation images."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from deeplab_kit.voc import IMAGENET_MEAN, IMAGENET_STD, VOC_PALETTE
-
+    plot_history(out_dir).savefig(out_dir / "loss_curve.png", dpi=100)
     dataset = VOCDataset(
         config.data_root,
         split=config.val_split,
         transforms=_transforms(config.val_transforms, config.image_size),
     )
+    images, truths = zip(*(dataset[i] for i in range(min(count, len(dataset)))), strict=True)
+    model = result.model.eval()
     device = next(model.parameters()).device
-    model.eval()
-    figure, axes = plt.subplots(count, 3, figsize=(6, 2 * count), squeeze=False)
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    for row, index in enumerate(range(min(count, len(dataset)))):
-        image, mask = dataset[index]
-        with torch.inference_mode():
-            prediction = model(image[None].to(device))["out"].argmax(1)[0].cpu()
-        shown = (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-        for column, (picture, title) in enumerate(
-            [
-                (shown, "image"),
-                (VOC_PALETTE[mask.numpy()], "truth"),
-                (VOC_PALETTE[prediction.numpy()], "prediction"),
-            ]
-        ):
-            axes[row, column].imshow(picture)
-            axes[row, column].set_axis_off()
-            if row == 0:
-                axes[row, column].set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    with torch.inference_mode():
+        predictions = model(torch.stack(images).to(device))["out"].argmax(1).cpu()  # (N, H, W)
+    plot_predictions(images, truths, predictions).savefig(out_dir / "predictions.png", dpi=100)

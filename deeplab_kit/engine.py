@@ -49,7 +49,7 @@ from deeplab_kit.config import RunConfig
 from deeplab_kit.data import VOCDataset, make_loader, make_transforms
 from deeplab_kit.device import amp_dtype, autocast, resolve_device
 from deeplab_kit.evaluate import evaluate
-from deeplab_kit.metrics import per_class_table, report_table
+from deeplab_kit.metrics import ConfusionMatrix, per_class_table, report_table
 from deeplab_kit.model import build_model, load_torchvision_weights
 from deeplab_kit.voc import IGNORE_INDEX
 
@@ -492,39 +492,36 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
             break
 
         # --- validation, history, checkpoint ---
-        scores, val_loss = validate(
-            net, val_loader, device=device, config=config, criterion=criterion
-        )
+        evaluation = validate(net, val_loader, device=device, config=config, criterion=criterion)
+        val_loss, miou = evaluation.loss, evaluation.scores["miou"]
         if not math.isfinite(val_loss):
-            raise _diverged(
-                FloatingPointError(f"the validation loss is {val_loss}"), state, checkpoints
-            )
+            error = FloatingPointError(f"the validation loss is {val_loss}")
+            raise _diverged(error, state, checkpoints)
         row = {
             "epoch": state.epoch + 1, "session": state.session, "train_loss": state.loss_sum / used,
-            "val_loss": val_loss, "miou": float(scores["miou"]), "lr": optimizer.param_groups[0]["lr"],
+            "val_loss": val_loss, "miou": miou, "lr": epoch_lr(scheduler, state.epoch * per_epoch),
             "seconds": time.monotonic() - started,
         }  # fmt: skip
         state.history.append(row)
         state.epoch, state.batch, state.loss_sum, state.seconds = state.epoch + 1, 0, 0.0, 0.0
         session_epochs += 1
+        improved = miou > state.best_miou
+        state.best_miou = max(miou, state.best_miou)
         save("epoch")
+        result.metrics = metrics_dict(
+            evaluation.confusion, epoch=state.epoch, split=config.val_split
+        )
         if context.is_main:
-            if row["miou"] > state.best_miou:
-                state.best_miou = row["miou"]
-                save_checkpoint(
-                    {
-                        "model": net.state_dict(),
-                        "config": config.to_dict(),
-                        "epoch": state.epoch,
-                        "miou": row["miou"],
-                    },
-                    checkpoints / BEST,
-                )
+            if improved:
+                best = {
+                    "model": net.state_dict(),
+                    "config": config.to_dict(),
+                    "epoch": state.epoch,
+                    "miou": miou,
+                }
+                save_checkpoint(best, checkpoints / BEST)
             write_history(out_dir / "history.csv", state.history)
-            write_metrics(
-                out_dir / "metrics.json", scores, epoch=state.epoch, split=config.val_split
-            )
-        result.metrics = scores
+            write_json(out_dir / "metrics.json", result.metrics)
         _say(
             context, progress,
             f"epoch {row['epoch']}/{config.epochs}  train_loss {row['train_loss']:.4f}  "
@@ -544,7 +541,7 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
             f"session {state.session} ended at epoch {state.epoch}, batch {state.batch}; run the same command again to resume",
         )
     elif tuple(config.eval_scales) != (1.0,) or config.eval_flip:
-        scores, _ = validate(
+        evaluation = validate(
             net,
             val_loader,
             device=device,
@@ -552,32 +549,28 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
             scales=config.eval_scales,
             flip=config.eval_flip,
         )
+        result.metrics = metrics_dict(
+            evaluation.confusion, epoch=state.epoch, split=config.val_split,
+            scales=list(config.eval_scales), flip=config.eval_flip,
+        )  # fmt: skip
         if context.is_main:
-            write_metrics(
-                out_dir / "metrics.json",
-                scores,
-                epoch=state.epoch,
-                split=config.val_split,
-                scales=config.eval_scales,
-                flip=config.eval_flip,
-            )
-        result.metrics = scores
+            write_json(out_dir / "metrics.json", result.metrics)
     return result
 
 
+def epoch_lr(scheduler, iteration: int) -> float:
+    """The learning rate at `iteration` (the one an epoch starts with, for the history)."""
+    return scheduler.base_lrs[0] * scheduler.lr_lambdas[0](iteration)
+
+
 def validate(net, loader, *, device, config: RunConfig, criterion=None, scales=(1.0,), flip=False):
-    """Scores and mean loss over the validation loader, pooled over all processes."""
-    distributed.broadcast_buffers(net)  # evaluate every shard with rank 0's BN statistics
-    result = evaluate(
+    """Evaluate on the validation loader; under DDP each process scores its shard and
+    `evaluate` pools the counts and the loss over all of them."""
+    distributed.broadcast_buffers(net)  # every shard scored with rank 0's BN statistics
+    return evaluate(
         net, loader, device=device, num_classes=config.num_classes, scales=tuple(scales), flip=flip,
         amp=config.amp, channels_last=config.channels_last, criterion=criterion,
     )  # fmt: skip
-    if distributed.is_active():
-        result.confusion.all_reduce()
-    loss = result.loss
-    if loss is not None:
-        loss = distributed.mean(torch.tensor(float(loss), device=device)).item()
-    return result.confusion.compute(), float("nan") if loss is None else loss
 
 
 # --- evaluating a checkpoint ---------------------------------------------------------------
@@ -613,7 +606,9 @@ def evaluate_checkpoint(
 ) -> dict:
     """Scores of a saved model on a split, preprocessed as its run's validation was.
 
-    With `out_dir`, writes metrics.json and the metrics tables (metrics.md, metrics.csv) there.
+    Returns the metrics.json dict: the scores of ConfusionMatrix.compute() ("miou" in 0..1),
+    "confusion_matrix" (C x C counts, rows = truth) and what was evaluated. With `out_dir`,
+    writes metrics.json and the tables (metrics.md, metrics.csv, per_class.csv) there.
     """
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
@@ -631,14 +626,15 @@ def evaluate_checkpoint(
         model, loader, device=device, num_classes=config.num_classes, scales=tuple(scales),
         flip=flip, amp=amp, channels_last=config.channels_last, progress=progress,
     )  # fmt: skip
-    scores = result.confusion.compute()
+    metrics = metrics_dict(
+        result.confusion, checkpoint=str(path), split=split, scales=list(scales), flip=flip
+    )
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        extra = dict(checkpoint=str(path), split=split, scales=list(scales), flip=flip)
-        write_metrics(out_dir / "metrics.json", scores, **extra)
-        write_tables(out_dir, scores)
-    return scores
+        write_json(out_dir / "metrics.json", metrics)
+        write_tables(out_dir, result.confusion)
+    return metrics
 
 
 def _diverged(error: Exception, state: _Progress, checkpoints: Path) -> TrainingDiverged:
@@ -694,26 +690,29 @@ def write_history(path: Path, history: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def read_history(path: str | Path) -> list[dict]:
-    with open(path, newline="") as file:
-        return [
-            {k: int(v) if k in ("epoch", "session") else float(v) for k, v in row.items()}
-            for row in csv.DictReader(file)
-        ]
+def metrics_dict(confusion: ConfusionMatrix, **extra) -> dict:
+    """What metrics.json holds: every score ("miou" in 0..1), the confusion matrix, `extra`."""
+    matrix = confusion.matrix.cpu().tolist()
+    return _plain({**confusion.compute(), "confusion_matrix": matrix, **extra})
 
 
-def write_metrics(path: Path, scores: dict, **extra) -> None:
+def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**_plain(scores), **_plain(extra)}, indent=2) + "\n")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
 
-def write_tables(out_dir: Path, scores: dict) -> None:
-    """The summary scores as metrics.md and metrics.csv, the per-class IoU as per_class.csv."""
-    summary = report_table(scores)
+def read_confusion(metrics: dict) -> ConfusionMatrix:
+    """The ConfusionMatrix of a metrics.json dict."""
+    return ConfusionMatrix.from_matrix(torch.tensor(metrics["confusion_matrix"], dtype=torch.int64))
+
+
+def write_tables(out_dir: Path, confusion: ConfusionMatrix, name: str = "model") -> None:
+    """The report's Table 1 scores as metrics.md and metrics.csv; per-class scores as per_class.csv."""
+    summary = report_table({name: confusion})
     summary.to_csv(out_dir / "metrics.csv")
     (out_dir / "metrics.md").write_text(markdown_table(summary))
-    per_class_table(scores).to_csv(out_dir / "per_class.csv")
+    per_class_table(confusion).to_csv(out_dir / "per_class.csv")
 
 
 def markdown_table(frame) -> str:
