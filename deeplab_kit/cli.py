@@ -80,7 +80,22 @@ def _add_synth(commands) -> None:
 
 
 def _add_download(commands) -> None:
-    pass
+    parser = commands.add_parser(
+        "download",
+        help="download PASCAL VOC 2012 or SBD (checksums verified by torchvision)",
+        description="Download and extract PASCAL VOC 2012 (voc) or SBD (sbd, for the 'trainaug' "
+        "split) into ROOT. If the host cannot be reached, the message says where else to get "
+        "the archive and where to put it; see data/README.md.",
+    )
+    parser.add_argument("dataset", choices=("voc", "sbd"))
+    parser.add_argument("--root", default="data", help="folder to download into (default: data)")
+
+    def run(args) -> None:
+        from deeplab_kit.download import download
+
+        print(f"{args.dataset}: ready in {download(args.dataset, args.root)}")
+
+    parser.set_defaults(run=run)
 
 
 # --- train (issue 5) -----------------------------------------------------------------------
