@@ -224,6 +224,20 @@ def test_corrupt_newest_falls_back_to_a_mid_epoch_checkpoint_and_ends_the_same(
     assert [r["session"] for r in resumed.history] == [1, 2, 2, 2]
 
 
+def test_session_minutes_end_mid_epoch_with_a_checkpoint_and_resume_exactly(
+    uninterrupted, tmp_path
+):
+    config = RunConfig(**TINY_RUN, session_minutes=1e-9)  # time is up after the first step
+    first = train(config, tmp_path, progress=False, **DATA)
+    assert not first.finished and first.history == []
+    assert [p.name for p in find_checkpoints(tmp_path / "checkpoints")] == [
+        "epoch-0000-batch-000001.pt"
+    ]
+    resumed = train(config.replace(session_minutes=None), tmp_path, progress=False, **DATA)
+    assert_same_weights(resumed.model, uninterrupted.model)
+    assert [r["session"] for r in resumed.history] == [2, 2, 2, 2]
+
+
 def test_resuming_with_another_model_is_a_clear_error(tmp_path):
     train(RunConfig(**TINY_RUN).replace(epochs=1), tmp_path, progress=False, **DATA)
     with pytest.raises(
@@ -269,9 +283,9 @@ train(RunConfig.from_dict(eval(sys.argv[1])), sys.argv[2], progress=False)
 
 
 def test_sigkill_mid_epoch_then_rerun_gives_the_same_weights(synthetic_root, tmp_path):
-    config = RunConfig(
-        **{**TINY_RUN, "num_classes": 21}, data_root=str(synthetic_root), checkpoint_every=1
-    )
+    # the real data path, and the default fast path (bf16 autocast on CPUs that have it)
+    tiny = {**TINY_RUN, "num_classes": 21, "amp": "auto"}
+    config = RunConfig(**tiny, data_root=str(synthetic_root), checkpoint_every=1)
     reference = train(config.replace(checkpoint_every=0), tmp_path / "reference", progress=False)
 
     out = tmp_path / "killed"
