@@ -445,9 +445,8 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
             time.monotonic() - session_start >= 60 * config.session_minutes, device
         )
 
-    used = (
-        per_epoch * config.accumulation
-    )  # batches used per epoch (a partial accumulation is dropped)
+    # batches used per epoch (the batches of an incomplete accumulation at the end are dropped)
+    used = per_epoch * config.accumulation
     while state.epoch < config.epochs:
         # --- one epoch (or the rest of one, when resuming mid-epoch) ---
         model.train()

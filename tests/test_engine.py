@@ -1,5 +1,6 @@
 """The engine on CPU at toy scale: the train step, sessions, exact resume, kills, NaN, DDP."""
 
+import json
 import os
 import shutil
 import signal
@@ -274,11 +275,11 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 # --- a process killed at any moment --------------------------------------------------------
 
 CHILD = """
-import sys, torch
+import json, sys, torch
 torch.set_num_threads(1)
 from deeplab_kit.config import RunConfig
 from deeplab_kit.engine import train
-train(RunConfig.from_dict(eval(sys.argv[1])), sys.argv[2], progress=False)
+train(RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)
 """
 
 
@@ -290,15 +291,20 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_same_weights(synthetic_root, tmp
 
     out = tmp_path / "killed"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, repr(config.to_dict()), str(out)], cwd=ROOT,
+        [sys.executable, "-c", CHILD, json.dumps(config.to_dict()), str(out)], cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not find_checkpoints(out / "checkpoints") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.05 * (os.getpid() % 5))  # some moment during training, not only right after a save
-    child.send_signal(signal.SIGKILL)
-    assert child.wait() == -signal.SIGKILL  # it was killed, not finished
+    try:
+        deadline = time.monotonic() + 120
+        while not find_checkpoints(out / "checkpoints") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # then some moment during training, not only right after a save
+        time.sleep(0.05 * (os.getpid() % 5))
+        child.send_signal(signal.SIGKILL)
+        assert child.wait() == -signal.SIGKILL  # it was killed, not finished
+    finally:
+        if child.poll() is None:
+            child.kill()
     done = find_checkpoints(out / "checkpoints")
     assert done and done[0].name < "epoch-0004.pt"
 
@@ -361,10 +367,17 @@ def test_ddp_two_processes_train_and_resume(synthetic_root, tmp_path):
             "--batch-size", "2", "--device", "cpu", *options,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        # its own process group, so that a hang is cleaned up with torchrun's workers too
+        launcher = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            output, _ = launcher.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            raise
+        assert launcher.returncode == 0, output[-3000:]
         return read_history(out / "history.csv").to_dict("records")
 
     # 4 images, 2 processes with 2 each: 1 step an epoch, gradients averaged over both
@@ -373,7 +386,6 @@ def test_ddp_two_processes_train_and_resume(synthetic_root, tmp_path):
     assert [(r["epoch"], r["session"]) for r in history] == [(1, 1), (2, 2)]
     torchrun(tmp_path / "one")
     resumed = load_checkpoint(tmp_path / "sessions" / "checkpoints" / "epoch-0002.pt")["model"]
-    for name, tensor in load_checkpoint(tmp_path / "one" / "checkpoints" / "epoch-0002.pt")[
-        "model"
-    ].items():
+    one_session = load_checkpoint(tmp_path / "one" / "checkpoints" / "epoch-0002.pt")["model"]
+    for name, tensor in one_session.items():
         assert torch.equal(resumed[name], tensor), name
