@@ -71,6 +71,10 @@ class RunConfig:
     train_transforms: str = _help("training transform preset of deeplab_kit.data", default="report")
     val_transforms: str = _help("validation transform preset", default="report")
     image_size: int = _help("resize size (report presets) or crop size (paper-train)", default=256)
+    hflip: bool | None = _help(
+        "random left-right flips in training (none: as the train_transforms preset has it)",
+        default=None,
+    )
     cache_dir: str | None = _help("decoded-image cache folder (none: no cache)", default=None)
     num_workers: int = _help("DataLoader worker processes", default=0)
 
@@ -271,7 +275,7 @@ MODEL_FIELDS = tuple(inspect.signature(build_model).parameters)
 ARCHITECTURE_FIELDS = tuple(f for f in MODEL_FIELDS if f != "pretrained_backbone")
 # Fields that shape the optimisation: resuming with other values would not continue the same run.
 TRAINING_FIELDS = (
-    "train_split", "train_transforms", "image_size", "optimizer", "lr", "weight_decay",
+    "train_split", "train_transforms", "image_size", "hflip", "optimizer", "lr", "weight_decay",
     "momentum", "schedule", "lr_steps", "lr_gamma", "poly_power", "aux_weight", "batch_size",
     "accumulation", "seed",
 )  # fmt: skip

@@ -214,8 +214,8 @@ def make_loaders(config: RunConfig, context, train_set=None, val_set=None):
                 "no data: set data_root (--data ROOT), the folder holding VOCdevkit/VOC2012"
             )
 
-        def dataset(split: str, preset: str):
-            transforms = _transforms(preset, config.image_size)
+        def dataset(split: str, preset: str, hflip: bool | None = None):
+            transforms = _transforms(preset, config.image_size, hflip)
             return VOCDataset(
                 config.data_root,
                 split=split,
@@ -225,7 +225,7 @@ def make_loaders(config: RunConfig, context, train_set=None, val_set=None):
             )
 
         if train_set is None:
-            train_set = dataset(config.train_split, config.train_transforms)
+            train_set = dataset(config.train_split, config.train_transforms, config.hflip)
         if val_set is None:
             val_set = dataset(config.val_split, config.val_transforms)
     common = dict(
@@ -247,14 +247,15 @@ def make_loaders(config: RunConfig, context, train_set=None, val_set=None):
     return train_loader, val_loader
 
 
-def _transforms(preset: str, size: int):
+def _transforms(preset: str, size: int, hflip: bool | None = None):
     """A transforms preset at config.image_size: the resize of "report", the crop of
-    "paper-train"; "paper-eval" keeps full images."""
+    "paper-train"; "paper-eval" keeps full images. `hflip` None keeps the preset's flips."""
+    params = {} if hflip is None else {"hflip": hflip}
     if preset == "paper-train":
-        return make_transforms(preset, crop_size=size)
+        return make_transforms(preset, crop_size=size, **params)
     if preset == "paper-eval":
-        return make_transforms(preset)
-    return make_transforms(preset, size=size)
+        return make_transforms(preset, **params)
+    return make_transforms(preset, size=size, **params)
 
 
 # --- random states -------------------------------------------------------------------------
