@@ -24,7 +24,7 @@ from deeplab_kit.model import PRESETS, build_model
 from deeplab_kit.voc import NUM_CLASSES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "step", "poly")
+SCHEDULES = ("constant", "step", "poly", "cosine")
 
 
 def _help(text: str, **kwargs):
@@ -84,7 +84,7 @@ class RunConfig:
     weight_decay: float = _help("L2 weight decay", default=0.0)
     momentum: float = _help("SGD momentum", default=0.9)
     schedule: str = _help(
-        "constant; step (lr x lr_gamma at each epoch in lr_steps); poly (per iteration)",
+        "constant; step (lr x lr_gamma at each epoch in lr_steps); poly or cosine (per iteration)",
         default="constant",
     )
     lr_steps: tuple[int, ...] = _help(
@@ -92,6 +92,9 @@ class RunConfig:
     )
     lr_gamma: float = _help("factor of a step schedule", default=0.1)
     poly_power: float = _help("power of the poly schedule", default=0.9)
+    warmup_epochs: float = _help(
+        "linear warm-up of the lr from 0 over this many epochs (0: none)", default=0.0
+    )
     aux_weight: float = _help(
         "weight of the auxiliary loss (torchvision's reference: 0.4)", default=0.4
     )
@@ -149,6 +152,8 @@ class RunConfig:
             )
         if self.checkpoint_every < 0 or self.num_workers < 0:
             raise ValueError("checkpoint_every and num_workers must be >= 0")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
@@ -276,7 +281,7 @@ ARCHITECTURE_FIELDS = tuple(f for f in MODEL_FIELDS if f != "pretrained_backbone
 # Fields that shape the optimisation: resuming with other values would not continue the same run.
 TRAINING_FIELDS = (
     "train_split", "train_transforms", "image_size", "hflip", "optimizer", "lr", "weight_decay",
-    "momentum", "schedule", "lr_steps", "lr_gamma", "poly_power", "aux_weight", "batch_size",
+    "momentum", "schedule", "lr_steps", "lr_gamma", "poly_power", "warmup_epochs", "aux_weight", "batch_size",
     "accumulation", "seed",
 )  # fmt: skip
 

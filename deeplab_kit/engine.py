@@ -187,21 +187,23 @@ def make_scheduler(optimizer, config: RunConfig, iterations_per_epoch: int):
 
     constant: 1. step: lr_gamma once for every epoch in lr_steps that has started (the report's
     "divide by 10"). poly: (1 - iteration / total) ** poly_power over the whole run (the paper).
+    cosine: half a cosine from 1 to 0. warmup_epochs > 0 ramps the factor up linearly first.
     """
     total = config.epochs * iterations_per_epoch
-    if config.schedule == "poly":
+    warmup = round(config.warmup_epochs * iterations_per_epoch)
 
-        def factor(iteration: int) -> float:
-            return (1 - min(iteration, total) / total) ** config.poly_power
-    elif config.schedule == "step":
-
-        def factor(iteration: int) -> float:
+    def factor(iteration: int) -> float:
+        progress = min(iteration, total) / total
+        if config.schedule == "poly":
+            value = (1 - progress) ** config.poly_power
+        elif config.schedule == "cosine":
+            value = 0.5 * (1 + math.cos(math.pi * progress))
+        elif config.schedule == "step":
             passed = sum(iteration >= epoch * iterations_per_epoch for epoch in config.lr_steps)
-            return config.lr_gamma**passed
-    else:
-
-        def factor(iteration: int) -> float:
-            return 1.0
+            value = config.lr_gamma**passed
+        else:
+            value = 1.0
+        return value * min(1.0, (iteration + 1) / warmup) if warmup else value
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -1,6 +1,7 @@
 """The engine on CPU at toy scale: the train step, sessions, exact resume, kills, NaN, DDP."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -177,9 +178,11 @@ def test_schedules_step_the_report_way_and_decay_the_paper_way():
     assert report[:10] == [1e-4] * 10 and report[10:] == pytest.approx([1e-5] * 10)
     paper = lrs(RunConfig.from_recipe("paper", epochs=2), per_epoch=10)
     assert paper[0] == 0.007 and paper[10] == pytest.approx(0.007 * 0.5**0.9)
-    assert (
-        all(a > b for a, b in zip(paper[:-1], paper[1:], strict=True)) and paper[-1] < 0.007 * 0.1
-    )
+    assert all(a > b for a, b in zip(paper[:-1], paper[1:], strict=True))
+    assert paper[-1] < 0.007 * 0.1
+    warm = lrs(RunConfig(lr=1.0, epochs=2, schedule="cosine", warmup_epochs=1), per_epoch=4)
+    cosine = [0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]
+    assert warm == pytest.approx([c * min(1, (i + 1) / 4) for i, c in enumerate(cosine)])
 
 
 # --- sessions and exact resume -------------------------------------------------------------
