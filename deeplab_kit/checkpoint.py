@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deeplab_kit.config import ARCHITECTURE_FIELDS, TRAINING_FIELDS
@@ -98,6 +100,37 @@ def prune_checkpoints(folder: str | Path, keep_last: int) -> list[Path]:
 
 def _is_own_tmp(path: Path) -> bool:
     return path.name.endswith(f".tmp-{os.getpid()}")
+
+
+# --- random states ---------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """The global torch, CUDA, numpy and python random states, as checkpoint-safe plain data."""
+    _, keys, position, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": position,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
+        "python": {"version": version, "state": list(python_state), "gauss": python_gauss},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["gauss"]))
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -167,8 +167,9 @@ def _add_evaluate(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run(args) -> int:
-        from deeplab_kit.engine import evaluate_checkpoint, markdown_table
+        from deeplab_kit.engine import evaluate_checkpoint
         from deeplab_kit.metrics import report_table
+        from deeplab_kit.runs import markdown_table
 
         metrics = evaluate_checkpoint(
             args.checkpoint, args.data, split=args.split, scales=args.scales, flip=args.flip,

@@ -14,7 +14,8 @@ import torch
 
 from deeplab_kit.config import RunConfig
 from deeplab_kit.data import VOCDataset
-from deeplab_kit.engine import RunResult, _transforms, read_confusion, train, write_tables
+from deeplab_kit.engine import RunResult, train, transforms_for
+from deeplab_kit.runs import read_confusion, write_tables
 from deeplab_kit.synthetic import make_synthetic_voc
 
 # The synthetic dataset the demo trains on (see make_synthetic_voc).
@@ -60,7 +61,7 @@ def save_figures(result: RunResult, config: RunConfig, out_dir: Path, count: int
     dataset = VOCDataset(
         config.data_root,
         split=config.val_split,
-        transforms=_transforms(config.val_transforms, config.image_size),
+        transforms=transforms_for(config.val_transforms, config.image_size),
     )
     images, truths = zip(*(dataset[i] for i in range(min(count, len(dataset)))), strict=True)
     model = result.model.eval()

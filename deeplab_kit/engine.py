@@ -16,11 +16,8 @@ index) in deeplab_kit.data, and dropout draws from a generator keyed by (seed, e
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,17 +40,17 @@ from deeplab_kit.checkpoint import (
     load_latest,
     model_from_state,
     prune_checkpoints,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
 )
 from deeplab_kit.config import RunConfig
 from deeplab_kit.data import VOCDataset, make_loader, make_transforms
 from deeplab_kit.device import amp_dtype, autocast, resolve_device
 from deeplab_kit.evaluate import evaluate
-from deeplab_kit.metrics import ConfusionMatrix, per_class_table, report_table
 from deeplab_kit.model import build_model, load_torchvision_weights
+from deeplab_kit.runs import metrics_dict, read_metrics, write_history, write_json, write_tables
 from deeplab_kit.voc import IGNORE_INDEX
-
-HISTORY_COLUMNS = ("epoch", "session", "train_loss", "val_loss", "miou", "lr", "seconds")
 
 
 class TrainingDiverged(RuntimeError):
@@ -217,7 +214,7 @@ def make_loaders(config: RunConfig, context, train_set=None, val_set=None):
             )
 
         def dataset(split: str, preset: str, hflip: bool | None = None):
-            transforms = _transforms(preset, config.image_size, hflip)
+            transforms = transforms_for(preset, config.image_size, hflip)
             return VOCDataset(
                 config.data_root,
                 split=split,
@@ -249,7 +246,7 @@ def make_loaders(config: RunConfig, context, train_set=None, val_set=None):
     return train_loader, val_loader
 
 
-def _transforms(preset: str, size: int, hflip: bool | None = None):
+def transforms_for(preset: str, size: int, hflip: bool | None = None):
     """A transforms preset at config.image_size: the resize of "report", the crop of
     "paper-train"; "paper-eval" keeps full images. `hflip` None keeps the preset's flips."""
     params = {} if hflip is None else {"hflip": hflip}
@@ -272,34 +269,6 @@ def keyed_randomness(device: torch.device, *key: int):
     with torch.random.fork_rng(devices=devices, device_type=device.type):
         torch.manual_seed(seed)
         yield
-
-
-def rng_state() -> dict:
-    """The global torch, CUDA, numpy and python random states, as checkpoint-safe plain data."""
-    _, keys, position, has_gauss, gauss = np.random.get_state()
-    version, python_state, python_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": position,
-            "has_gauss": has_gauss,
-            "gauss": gauss,
-        },
-        "python": {"version": version, "state": list(python_state), "gauss": python_gauss},
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
-    numpy = state["numpy"]
-    keys = numpy["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["gauss"]))
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -415,7 +384,7 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
     result = RunResult(model=net, out_dir=out_dir, history=state.history)
     if state.epoch >= config.epochs:
         _say(context, progress, f"{out_dir}: all {config.epochs} epochs are done")
-        result.finished, result.metrics = True, _read_metrics(out_dir)
+        result.finished, result.metrics = True, read_metrics(out_dir)
         return result
 
     def save(reason: str) -> Path:
@@ -618,7 +587,7 @@ def evaluate_checkpoint(
     device = resolve_device(device)
     model = model_from_state(state, path).to(device)
     dataset = VOCDataset(
-        data_root, split=split, transforms=_transforms(config.val_transforms, config.image_size)
+        data_root, split=split, transforms=transforms_for(config.val_transforms, config.image_size)
     )
     loader = make_loader(
         dataset, batch_size=batch_size or config.eval_batch_size or config.batch_size,
@@ -678,73 +647,3 @@ def _determinism(enabled: bool, device: torch.device):
     finally:
         torch.use_deterministic_algorithms(saved[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
-
-
-# --- the run folder's files ----------------------------------------------------------------
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=HISTORY_COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: row[k] for k in HISTORY_COLUMNS} for row in history)
-    os.replace(tmp, path)
-
-
-def metrics_dict(confusion: ConfusionMatrix, **extra) -> dict:
-    """What metrics.json holds: every score ("miou" in 0..1), the confusion matrix, `extra`."""
-    matrix = confusion.matrix.cpu().tolist()
-    return _plain({**confusion.compute(), "confusion_matrix": matrix, **extra})
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def read_confusion(metrics: dict) -> ConfusionMatrix:
-    """The ConfusionMatrix of a metrics.json dict."""
-    return ConfusionMatrix.from_matrix(torch.tensor(metrics["confusion_matrix"], dtype=torch.int64))
-
-
-def write_tables(out_dir: Path, confusion: ConfusionMatrix, name: str = "model") -> None:
-    """The report's Table 1 scores as metrics.md and metrics.csv; per-class scores as per_class.csv."""
-    summary = report_table({name: confusion})
-    summary.to_csv(out_dir / "metrics.csv")
-    (out_dir / "metrics.md").write_text(markdown_table(summary))
-    per_class_table(confusion).to_csv(out_dir / "per_class.csv")
-
-
-def markdown_table(frame) -> str:
-    """A pandas DataFrame as a Markdown table (pandas' to_markdown needs the tabulate package)."""
-
-    def cell(value) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    header = [frame.index.name or ""] + [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in frame.iterrows():
-        lines.append("| " + " | ".join([str(index)] + [cell(v) for v in row]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _read_metrics(out_dir: Path) -> dict | None:
-    path = out_dir / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _plain(value):
-    """Scores as JSON: tensors and arrays become lists, numbers floats, NaN null."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return _plain(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
