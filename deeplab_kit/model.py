@@ -315,17 +315,45 @@ def _set_dilation(block: tv_resnet.Bottleneck, rate: int) -> None:
     block.conv2.padding = (rate, rate)
 
 
-def _extra_layer(num_blocks: int, unit_rates: Sequence[int], stage_rate: int) -> nn.Sequential:
-    """One cascaded copy of block4 (2048 -> 2048 channels, no stride) with dilated 3x3 convs."""
+def _init_like_resnet(module: nn.Module) -> None:
+    """The initialisation torchvision's ResNet gives its layers."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _extra_layer(
+    num_blocks: int, unit_rates: Sequence[int], stage_rate: int, width: int
+) -> nn.Sequential:
+    """One cascaded copy of block4 (same channels in and out, no stride), dilated 3x3 convs."""
+    channels = 8 * width * tv_resnet.Bottleneck.expansion  # 2048 at width 64
     blocks = [
-        tv_resnet.Bottleneck(2048, 512, dilation=stage_rate * unit_rates[i])
+        tv_resnet.Bottleneck(channels, 8 * width, dilation=stage_rate * unit_rates[i])
         for i in range(num_blocks)
     ]
     layer = nn.Sequential(*blocks)
-    for m in layer.modules():  # the same initialisation torchvision's ResNet gives its layers
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    _init_like_resnet(layer)
     return layer
+
+
+def _make_narrow(
+    resnet: tv_resnet.ResNet, width: int, blocks: Sequence[int], dilate: list[bool]
+) -> None:
+    """Rebuild the stem and stages `width` wide instead of 64, in place, with torchvision's own
+    stage builder, so strides, dilations and initialisation follow the same rules."""
+    resnet.inplanes, resnet.dilation = width, 1
+    resnet.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+    resnet.bn1 = nn.BatchNorm2d(width)
+    resnet.layer1 = resnet._make_layer(tv_resnet.Bottleneck, width, blocks[0])
+    for index, (num_blocks, dilated) in enumerate(zip(blocks[1:], dilate, strict=True), start=2):
+        stage = resnet._make_layer(
+            tv_resnet.Bottleneck, width * 2 ** (index - 1), num_blocks, stride=2, dilate=dilated
+        )
+        setattr(resnet, f"layer{index}", stage)
+    _init_like_resnet(resnet)
 
 
 def _load_backbone_weights(resnet: tv_resnet.ResNet, backbone: str, pretrained) -> None:
@@ -362,6 +390,7 @@ def build_model(
     aux_loss: bool = False,
     decoder: bool = False,
     aspp_channels: int = 256,
+    backbone_width: int = 64,
     pretrained_backbone: bool | str | Path = False,
     freeze_backbone: bool = False,
 ) -> DeepLabV3:
@@ -383,6 +412,9 @@ def build_model(
         aux_loss: add torchvision's FCN auxiliary head on layer3 (output key "aux").
         decoder: use the DeepLabv3+ decoder (layer1 features at stride 4) as the classifier.
         aspp_channels: width of every ASPP branch and of the head (256 in the paper).
+        backbone_width: channels of the stem and the first stage (64 in torchvision's ResNets,
+            whose stages then have 256, 512, 1024 and 2048 output channels); smaller values
+            make a CPU-sized backbone, e.g. 16 for the demo. Only 64 has pretrained weights.
         pretrained_backbone: False, True (ImageNet weights from torchvision, downloaded), or a
             path to a saved torchvision ResNet state dict (for offline machines).
         freeze_backbone: no gradients for the backbone, which also stays in eval mode.
@@ -396,6 +428,12 @@ def build_model(
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(backbone_width, int) or backbone_width < 1:
+        raise ValueError(f"backbone_width must be a positive integer, got {backbone_width!r}")
+    if backbone_width != 64 and pretrained_backbone is not False:
+        raise ValueError(
+            f"pretrained backbones are 64 wide; backbone_width={backbone_width} has none"
+        )
     if not isinstance(aspp_channels, int) or aspp_channels < 1:
         raise ValueError(f"aspp_channels must be a positive integer, got {aspp_channels!r}")
     atrous_rates = _as_rates("atrous_rates", atrous_rates, allow_none=False)
@@ -411,11 +449,12 @@ def build_model(
             f"got {multi_grid}"
         )
 
+    dilate = STRIDE_TO_DILATION[output_stride]
     resnet = tv_resnet.ResNet(
-        tv_resnet.Bottleneck,
-        list(blocks),
-        replace_stride_with_dilation=STRIDE_TO_DILATION[output_stride],
+        tv_resnet.Bottleneck, list(blocks), replace_stride_with_dilation=dilate
     )
+    if backbone_width != 64:
+        _make_narrow(resnet, backbone_width, blocks, dilate)
     if pretrained_backbone is not False:
         _load_backbone_weights(resnet, backbone, pretrained_backbone)
 
@@ -425,14 +464,15 @@ def build_model(
             _set_dilation(block, layer4_rate * unit_rate)
     unit_rates = multi_grid or (1,) * blocks[3]
     extra = [
-        _extra_layer(blocks[3], unit_rates, layer4_rate * 2**k) for k in range(1, extra_blocks + 1)
+        _extra_layer(blocks[3], unit_rates, layer4_rate * 2**k, backbone_width)
+        for k in range(1, extra_blocks + 1)
     ]
 
-    in_channels = 512 * tv_resnet.Bottleneck.expansion  # 2048
+    in_channels = 8 * backbone_width * tv_resnet.Bottleneck.expansion  # 2048 at width 64
     if decoder:
         classifier = DeepLabV3PlusHead(
             in_channels,
-            64 * tv_resnet.Bottleneck.expansion,
+            backbone_width * tv_resnet.Bottleneck.expansion,  # layer1's output: 256 at width 64
             num_classes,
             atrous_rates,
             aspp_channels,
@@ -448,7 +488,8 @@ def build_model(
         num_classes=num_classes, backbone=backbone, output_stride=output_stride,
         atrous_rates=atrous_rates, multi_grid=multi_grid, extra_blocks=extra_blocks,
         image_pooling=image_pooling, aux_loss=aux_loss, decoder=decoder,
-        aspp_channels=aspp_channels, freeze_backbone=freeze_backbone,
+        aspp_channels=aspp_channels, backbone_width=backbone_width,
+        freeze_backbone=freeze_backbone,
     )  # fmt: skip
     return DeepLabV3(
         Backbone(resnet, extra),
@@ -580,6 +621,7 @@ def describe(model: DeepLabV3) -> dict:
     rates = tuple(branch[0].dilation[0] for branch in head.convs if isinstance(branch, ASPPConv))
     return {
         "backbone": model.config.get("backbone"),
+        "backbone_width": backbone.conv1.out_channels,
         "num_classes": model.config.get("num_classes"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

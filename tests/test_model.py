@@ -286,3 +286,20 @@ def test_bad_options_raise_clear_errors(options, message):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset 'deeplabv4'"):
         from_preset("deeplabv4")
+
+
+def test_narrow_backbone_keeps_the_layout_and_scales_the_channels():
+    wide, narrow = (
+        small(output_stride=8, decoder=True),
+        small(output_stride=8, decoder=True, backbone_width=16),
+    )
+    assert describe(narrow)["dilations"] == describe(wide)["dilations"]
+    assert describe(narrow)["backbone_width"] == 16 and describe(wide)["backbone_width"] == 64
+    with torch.no_grad():
+        features = narrow.eval().backbone(torch.randn(1, 3, 64, 48))
+    assert features["low"].shape == (1, 64, 16, 12)  # 4 x width, stride 4
+    assert features["out"].shape == (1, 512, 8, 6)  # 32 x width, stride 8
+    assert narrow(torch.randn(2, 3, 64, 48))["out"].shape == (2, 21, 64, 48)
+    assert describe(narrow)["parameters"] < describe(wide)["parameters"] / 8
+    with pytest.raises(ValueError, match="backbone_width=16 has none"):
+        build_model(backbone_width=16, pretrained_backbone=True)
