@@ -41,6 +41,9 @@ class RunConfig:
     # --- model: the arguments of deeplab_kit.model.build_model -----------------------------
     num_classes: int = _help("classes, background included", default=NUM_CLASSES)
     backbone: str = _help("resnet26, resnet50 or resnet101", default="resnet50")
+    backbone_width: int = _help(
+        "channels of the stem and first stage (64: torchvision's; 16 or 32: CPU-sized)", default=64
+    )
     output_stride: int = _help("input size / feature size: 8, 16 or 32", default=16)
     atrous_rates: tuple[int, ...] = _help("ASPP rates, e.g. 6,12,18", default=(6, 12, 18))
     multi_grid: tuple[int, ...] | None = _help(
@@ -324,9 +327,11 @@ RECIPES: dict[str, dict] = {
     ),
     # Small enough for a 2-core CPU on the synthetic dataset (`python -m deeplab_kit demo`).
     "demo": dict(
-        backbone="resnet26", output_stride=8, atrous_rates=(2, 4, 6), aspp_channels=64,
-        train_transforms="report", val_transforms="report", image_size=64,
-        optimizer="adam", lr=1e-3, schedule="poly", batch_size=8, epochs=8, keep_last=1,
+        backbone="resnet26", backbone_width=32, output_stride=16, atrous_rates=(1, 2, 3),
+        aspp_channels=64, decoder=True, train_transforms="report", val_transforms="report",
+        image_size=64, hflip=True, optimizer="adamw", lr=4e-3, weight_decay=1e-4,
+        schedule="cosine", warmup_epochs=0.8, batch_size=16, eval_batch_size=50, epochs=8,
+        keep_last=1,
     ),
 }  # fmt: skip
 

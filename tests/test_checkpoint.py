@@ -19,7 +19,7 @@ from deeplab_kit.checkpoint import (
 from deeplab_kit.config import RunConfig
 from deeplab_kit.model import build_model
 
-TINY = dict(backbone="resnet26", aspp_channels=16, num_classes=3)
+TINY = dict(backbone="resnet26", backbone_width=16, aspp_channels=16, num_classes=3)
 
 
 def resumable(epoch: int, batch: int = 0, **extra) -> dict:

@@ -10,7 +10,7 @@ from deeplab_kit.cli import _add_train, main
 from deeplab_kit.viz import read_history
 
 # A model and data small enough for seconds on a CPU.
-TINY = ["--backbone", "resnet26", "--aspp-channels", "16", "--atrous-rates", "1,2",
+TINY = ["--backbone", "resnet26", "--backbone-width", "16", "--aspp-channels", "16", "--atrous-rates", "1,2",
         "--image-size", "32", "--batch-size", "2", "--device", "cpu", "--quiet"]  # fmt: skip
 
 

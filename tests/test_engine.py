@@ -28,7 +28,9 @@ from deeplab_kit.model import PRESETS, build_model
 from deeplab_kit.viz import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = dict(backbone="resnet26", aspp_channels=16, num_classes=3, atrous_rates=(1, 2))
+TINY_MODEL = dict(
+    backbone="resnet26", backbone_width=16, aspp_channels=16, num_classes=3, atrous_rates=(1, 2)
+)
 # 4 images of 32 px in batches of 2: 2 steps an epoch. Dropout (p=0.5 in ASPP) is active.
 TINY_RUN = dict(
     **TINY_MODEL, batch_size=2, lr=1e-3, image_size=32, epochs=4, device="cpu", amp="off"
@@ -302,7 +304,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_same_weights(synthetic_root, tmp
         while not find_checkpoints(out / "checkpoints") and time.monotonic() < deadline:
             time.sleep(0.01)
         # then some moment during training, not only right after a save
-        time.sleep(0.05 * (os.getpid() % 5))
+        time.sleep(0.03 * (os.getpid() % 5))
         child.send_signal(signal.SIGKILL)
         assert child.wait() == -signal.SIGKILL  # it was killed, not finished
     finally:
@@ -366,8 +368,8 @@ def test_ddp_two_processes_train_and_resume(synthetic_root, tmp_path):
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
             "-m", "deeplab_kit", "train", "--recipe", "demo", "--data", str(synthetic_root),
             "--out", str(out), "--epochs", "2", "--quiet", "--backbone", "resnet26",
-            "--aspp-channels", "16", "--atrous-rates", "1,2", "--image-size", "32",
-            "--batch-size", "2", "--device", "cpu", *options,
+            "--backbone-width", "16", "--aspp-channels", "16", "--atrous-rates", "1,2",
+            "--image-size", "32", "--batch-size", "2", "--device", "cpu", *options,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         # its own process group, so that a hang is cleaned up with torchrun's workers too
