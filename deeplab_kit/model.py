@@ -137,9 +137,10 @@ class DeepLabHead(nn.Sequential):
         atrous_rates: Sequence[int],
         channels: int = 256,
         image_pooling: bool = True,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__(
-            ASPP(in_channels, atrous_rates, channels, image_pooling),
+            ASPP(in_channels, atrous_rates, channels, image_pooling, dropout),
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
@@ -159,9 +160,10 @@ class DeepLabV3PlusHead(nn.Module):
         atrous_rates: Sequence[int],
         channels: int = 256,
         image_pooling: bool = True,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        self.aspp = ASPP(in_channels, atrous_rates, channels, image_pooling)
+        self.aspp = ASPP(in_channels, atrous_rates, channels, image_pooling, dropout)
         self.low_level = nn.Sequential(
             nn.Conv2d(low_level_channels, 48, 1, bias=False),
             nn.BatchNorm2d(48),
@@ -391,6 +393,7 @@ def build_model(
     decoder: bool = False,
     aspp_channels: int = 256,
     backbone_width: int = 64,
+    aspp_dropout: float = 0.5,
     pretrained_backbone: bool | str | Path = False,
     freeze_backbone: bool = False,
 ) -> DeepLabV3:
@@ -415,6 +418,8 @@ def build_model(
         backbone_width: channels of the stem and the first stage (64 in torchvision's ResNets,
             whose stages then have 256, 512, 1024 and 2048 output channels); smaller values
             make a CPU-sized backbone, e.g. 16 for the demo. Only 64 has pretrained weights.
+        aspp_dropout: dropout after ASPP's projection (0.5 as in torchvision; 0 trains faster
+            in very short runs such as the demo).
         pretrained_backbone: False, True (ImageNet weights from torchvision, downloaded), or a
             path to a saved torchvision ResNet state dict (for offline machines).
         freeze_backbone: no gradients for the backbone, which also stays in eval mode.
@@ -434,6 +439,8 @@ def build_model(
         raise ValueError(
             f"pretrained backbones are 64 wide; backbone_width={backbone_width} has none"
         )
+    if not 0.0 <= aspp_dropout < 1.0:
+        raise ValueError(f"aspp_dropout must be in [0, 1), got {aspp_dropout!r}")
     if not isinstance(aspp_channels, int) or aspp_channels < 1:
         raise ValueError(f"aspp_channels must be a positive integer, got {aspp_channels!r}")
     atrous_rates = _as_rates("atrous_rates", atrous_rates, allow_none=False)
@@ -477,10 +484,11 @@ def build_model(
             atrous_rates,
             aspp_channels,
             image_pooling,
+            aspp_dropout,
         )
     else:
         classifier = DeepLabHead(
-            in_channels, num_classes, atrous_rates, aspp_channels, image_pooling
+            in_channels, num_classes, atrous_rates, aspp_channels, image_pooling, aspp_dropout
         )
     aux_classifier = FCNHead(in_channels // 2, num_classes) if aux_loss else None
 
@@ -488,7 +496,7 @@ def build_model(
         num_classes=num_classes, backbone=backbone, output_stride=output_stride,
         atrous_rates=atrous_rates, multi_grid=multi_grid, extra_blocks=extra_blocks,
         image_pooling=image_pooling, aux_loss=aux_loss, decoder=decoder,
-        aspp_channels=aspp_channels, backbone_width=backbone_width,
+        aspp_channels=aspp_channels, backbone_width=backbone_width, aspp_dropout=aspp_dropout,
         freeze_backbone=freeze_backbone,
     )  # fmt: skip
     return DeepLabV3(
@@ -630,6 +638,7 @@ def describe(model: DeepLabV3) -> dict:
         "atrous_rates": rates,
         "image_pooling": any(isinstance(b, ASPPPooling) for b in head.convs),
         "aspp_channels": head.project[0].out_channels,
+        "aspp_dropout": head.project[3].p,
         "aux_head": model.aux_classifier is not None,
         "decoder": isinstance(model.classifier, DeepLabV3PlusHead),
         "frozen_backbone": model.freeze_backbone,

@@ -254,7 +254,10 @@ def test_frozen_backbone_gets_no_gradients_and_keeps_its_statistics():
 
 
 def test_config_rebuilds_the_same_architecture():
-    model = small(output_stride=8, multi_grid=(1, 2), extra_blocks=1, decoder=True)
+    model = small(
+        output_stride=8, multi_grid=(1, 2), extra_blocks=1, decoder=True, aspp_dropout=0.0
+    )
+    assert describe(model)["aspp_dropout"] == 0.0
     rebuilt = build_model(**model.config)
     assert describe(rebuilt) == describe(model)
     rebuilt.load_state_dict(model.state_dict())  # same names, same shapes
@@ -272,6 +275,8 @@ def test_config_rebuilds_the_same_architecture():
         (dict(multi_grid=(1, 2)), "one unit rate per layer4 block: resnet50 has 3"),
         (dict(num_classes=0), "num_classes must be a positive integer"),
         (dict(aspp_channels=0), "aspp_channels must be a positive integer"),
+        (dict(aspp_dropout=1.0), r"aspp_dropout must be in \[0, 1\)"),
+        (dict(backbone_width=0), "backbone_width must be a positive integer"),
         (
             dict(backbone="resnet26", pretrained_backbone=True),
             "no ImageNet weights exist for backbone='resnet26'",
