@@ -54,6 +54,7 @@ class RunConfig:
     aux_loss: bool = _help("FCN auxiliary head on layer3 (loss weight aux_weight)", default=False)
     decoder: bool = _help("DeepLabv3+ decoder", default=False)
     aspp_channels: int = _help("width of the ASPP branches and head", default=256)
+    aspp_dropout: float = _help("dropout after ASPP's projection (0.5 in torchvision)", default=0.5)
     pretrained_backbone: bool | str = _help(
         "ImageNet backbone: true (download), false, or a path to a saved ResNet state dict",
         default=False,
@@ -328,7 +329,7 @@ RECIPES: dict[str, dict] = {
     # Small enough for a 2-core CPU on the synthetic dataset (`python -m deeplab_kit demo`).
     "demo": dict(
         backbone="resnet26", backbone_width=32, output_stride=16, atrous_rates=(1, 2, 3),
-        aspp_channels=64, decoder=True, train_transforms="report", val_transforms="report",
+        aspp_channels=64, aspp_dropout=0.0, decoder=True, train_transforms="report", val_transforms="report",
         image_size=64, hflip=True, optimizer="adamw", lr=4e-3, weight_decay=1e-4,
         schedule="cosine", warmup_epochs=0.8, batch_size=16, eval_batch_size=50, epochs=8,
         keep_last=1,
