@@ -16,6 +16,7 @@ index) in deeplab_kit.data, and dropout draws from a generator keyed by (seed, e
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -92,8 +93,8 @@ def make_train_step(
     if criterion is None:
         criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    if channels_last and not isinstance(model, DistributedDataParallel):
-        model.to(memory_format=torch.channels_last)  # DDP models are converted before wrapping
+    if not isinstance(model, DistributedDataParallel):  # a DDP model is placed before wrapping
+        model.to(device, memory_format=memory_format)  # in place: the optimizer's tensors stay
     if device.type == "cuda" and not torch.backends.cudnn.deterministic:
         torch.backends.cudnn.benchmark = True
     calls = 0
@@ -104,12 +105,8 @@ def make_train_step(
         targets = targets.to(device, non_blocking=True)  # (N, H, W)
         last = (calls + 1) % accumulation == 0
         # Under DDP, gradients are averaged across processes only on the last accumulated batch.
-        sync = (
-            model.no_sync()
-            if isinstance(model, DistributedDataParallel) and not last
-            else _nothing()
-        )
-        with sync:
+        ddp_accumulating = isinstance(model, DistributedDataParallel) and not last
+        with model.no_sync() if ddp_accumulating else contextlib.nullcontext():
             with autocast(device, dtype):
                 outputs = model(images)
             loss = criterion(outputs["out"].float(), targets)  # the loss in fp32
@@ -128,11 +125,6 @@ def make_train_step(
 
     step.scaler = scaler
     return step
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 # --- building the pieces of a run ----------------------------------------------------------
