@@ -19,7 +19,7 @@ from deeplab_kit.runs import read_confusion, write_tables
 from deeplab_kit.synthetic import make_synthetic_voc
 
 # The synthetic dataset the demo trains on (see make_synthetic_voc).
-DEMO_DATA = dict(num_train=3000, num_val=100, size=64, seed=0)
+DEMO_DATA = dict(num_train=3000, num_val=100, size=96, seed=0)
 
 
 def run_demo(

@@ -174,19 +174,20 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
 def make_scheduler(optimizer, config: RunConfig, iterations_per_epoch: int):
     """The learning-rate schedule as a factor of config.lr, stepped once per optimiser step.
 
+    warmup_epochs > 0 first ramps the factor up linearly; then
     constant: 1. step: lr_gamma once for every epoch in lr_steps that has started (the report's
-    "divide by 10"). poly: (1 - iteration / total) ** poly_power over the whole run (the paper).
-    cosine: half a cosine from 1 to 0. warmup_epochs > 0 ramps the factor up linearly first.
+    "divide by 10"). poly: (1 - t) ** poly_power (the paper) and cosine: (1 + cos(pi t)) / 2,
+    where t runs from 0 after the warm-up to 1 at the end of the run.
     """
     total = config.epochs * iterations_per_epoch
-    warmup = round(config.warmup_epochs * iterations_per_epoch)
+    warmup = min(round(config.warmup_epochs * iterations_per_epoch), total - 1)
 
     def factor(iteration: int) -> float:
-        progress = min(iteration, total) / total
+        t = min(max(iteration - warmup, 0) / (total - warmup), 1.0)
         if config.schedule == "poly":
-            value = (1 - progress) ** config.poly_power
+            value = (1 - t) ** config.poly_power
         elif config.schedule == "cosine":
-            value = 0.5 * (1 + math.cos(math.pi * progress))
+            value = 0.5 * (1 + math.cos(math.pi * t))
         elif config.schedule == "step":
             passed = sum(iteration >= epoch * iterations_per_epoch for epoch in config.lr_steps)
             value = config.lr_gamma**passed

@@ -183,8 +183,8 @@ def test_schedules_step_the_report_way_and_decay_the_paper_way():
     assert all(a > b for a, b in zip(paper[:-1], paper[1:], strict=True))
     assert paper[-1] < 0.007 * 0.1
     warm = lrs(RunConfig(lr=1.0, epochs=2, schedule="cosine", warmup_epochs=1), per_epoch=4)
-    cosine = [0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]
-    assert warm == pytest.approx([c * min(1, (i + 1) / 4) for i, c in enumerate(cosine)])
+    ramp, cosine = [0.25, 0.5, 0.75, 1.0], [0.5 * (1 + math.cos(math.pi * i / 4)) for i in range(4)]
+    assert warm == pytest.approx(ramp + cosine)  # up over 1 epoch, then half a cosine down
 
 
 # --- sessions and exact resume -------------------------------------------------------------
