@@ -463,7 +463,7 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
             raise _diverged(error, state, checkpoints)
         row = {
             "epoch": state.epoch + 1, "session": state.session, "train_loss": state.loss_sum / used,
-            "val_loss": val_loss, "miou": miou, "lr": epoch_lr(scheduler, state.epoch * per_epoch),
+            "val_loss": val_loss, "miou": miou, "lr": epoch_lr(scheduler, state.epoch, per_epoch),
             "seconds": time.monotonic() - started,
         }  # fmt: skip
         state.history.append(row)
@@ -522,9 +522,11 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
     return result
 
 
-def epoch_lr(scheduler, iteration: int) -> float:
-    """The learning rate at `iteration` (the one an epoch starts with, for the history)."""
-    return scheduler.base_lrs[0] * scheduler.lr_lambdas[0](iteration)
+def epoch_lr(scheduler, epoch: int, per_epoch: int) -> float:
+    """The mean learning rate of an epoch's optimiser steps (for the history)."""
+    first = epoch * per_epoch
+    factors = [scheduler.lr_lambdas[0](i) for i in range(first, first + per_epoch)]
+    return scheduler.base_lrs[0] * sum(factors) / per_epoch
 
 
 def validate(net, loader, *, device, config: RunConfig, criterion=None, scales=(1.0,), flip=False):
