@@ -31,14 +31,71 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_demo(commands) -> None:
-    pass
+    from deeplab_kit.config import add_arguments
+
+    parser = commands.add_parser(
+        "demo",
+        help="the whole pipeline on a generated dataset, on a CPU, in minutes",
+        description="Generate the synthetic VOC-format dataset if absent, train the demo recipe, "
+        "evaluate, and write the run folder: metrics.json, history.csv, metrics.md/.csv, "
+        "loss_curve.png, predictions.png. Run again with the same --out to resume.",
+    )
+    parser.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    parser.add_argument(
+        "--data",
+        dest="data_root",
+        default="data/synthetic",
+        help="synthetic dataset folder, made if absent (default: data/synthetic)",
+    )
+    parser.add_argument("--train", type=int, dest="num_train", help="training images to generate")
+    parser.add_argument("--val", type=int, dest="num_val", help="validation images to generate")
+    parser.add_argument("--size", type=int, help="generated image size in pixels")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_arguments(parser, exclude=("data_root",))
+
+    def run(args) -> int:
+        from deeplab_kit.config import RunConfig, overrides_from_arguments
+        from deeplab_kit.demo import run_demo
+
+        config = RunConfig.from_recipe("demo", **overrides_from_arguments(args))
+        data = {
+            k: getattr(args, k)
+            for k in ("num_train", "num_val", "size")
+            if getattr(args, k) is not None
+        }
+        run_demo(args.out, args.data_root, config=config, data=data, progress=not args.quiet)
+        return 0
+
+    parser.set_defaults(run=run)
 
 
 # --- synth (issue 3) -----------------------------------------------------------------------
 
 
 def _add_synth(commands) -> None:
-    pass
+    parser = commands.add_parser(
+        "synth",
+        help="generate the synthetic VOC-format dataset",
+        description="Write a synthetic PASCAL VOC 2012 tree (JPEG images, palette PNG masks, "
+        "split files) under ROOT/VOCdevkit/VOC2012. Same arguments, same bytes; an identical "
+        "dataset already there is kept.",
+    )
+    parser.add_argument("--out", required=True, metavar="ROOT", help="folder to write into")
+    parser.add_argument("--train", type=int, default=200, metavar="N", help="training images")
+    parser.add_argument("--val", type=int, default=50, metavar="M", help="validation images")
+    parser.add_argument("--size", type=int, default=128, metavar="S", help="image side, pixels")
+    parser.add_argument("--seed", type=int, default=0, metavar="K", help="random seed")
+
+    def run(args) -> None:
+        from deeplab_kit.synthetic import make_synthetic_voc
+
+        root = make_synthetic_voc(args.out, args.train, args.val, args.size, args.seed)
+        print(
+            f"synthetic VOC ({args.train} train, {args.val} val, {args.size}x{args.size}, "
+            f"seed {args.seed}) in {root / 'VOCdevkit' / 'VOC2012'}"
+        )
+
+    parser.set_defaults(run=run)
 
 
 # --- download (issue 3) --------------------------------------------------------------------
@@ -67,14 +124,84 @@ def _add_download(commands) -> None:
 
 
 def _add_train(commands) -> None:
-    pass
+    from deeplab_kit.config import RECIPES, add_arguments
+
+    parser = commands.add_parser(
+        "train",
+        help="train or resume a run (also under torchrun)",
+        description="Train the run in --out until --epochs, in sessions: --session-epochs K or "
+        "--session-minutes M end a session with a checkpoint; the same command again resumes "
+        "from the newest checkpoint that loads. Every run-configuration field is an option.",
+    )
+    parser.add_argument(
+        "--out", required=True, help="run folder: checkpoints/, history.csv, metrics.json"
+    )
+    parser.add_argument(
+        "--recipe",
+        default="report",
+        choices=sorted(RECIPES),
+        help="starting values (default: report)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_arguments(parser)
+
+    def run(args) -> int:
+        from deeplab_kit.config import RunConfig, overrides_from_arguments
+        from deeplab_kit.engine import train
+
+        config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
+        train(config, args.out, progress=not args.quiet)
+        return 0  # also when the session ended before the last epoch: a clean stop
+
+    parser.set_defaults(run=run)
 
 
 # --- evaluate (issues 4 and 5) -------------------------------------------------------------
 
 
 def _add_evaluate(commands) -> None:
-    pass
+    from deeplab_kit.config import parse_value
+
+    parser = commands.add_parser(
+        "evaluate",
+        help="score a checkpoint on a split",
+        description="Score a saved model (a .pt file, or a run folder: its newest checkpoint) "
+        "on a split, preprocessed as its run's validation was.",
+    )
+    parser.add_argument("--data", required=True, help="folder holding VOCdevkit/VOC2012")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint file or a run folder")
+    parser.add_argument("--out", help="write metrics.json and the metrics tables here")
+    parser.add_argument("--split", default="val", help="split to score (default: val)")
+    parser.add_argument(
+        "--scales",
+        type=lambda text: parse_value("eval_scales", text),
+        default=(1.0,),
+        metavar="X,X,...",
+        help="input scales whose scores are averaged, e.g. 0.75,1,1.25",
+    )
+    parser.add_argument(
+        "--flip", action="store_true", help="also average horizontally flipped inputs"
+    )
+    parser.add_argument("--batch-size", type=int, help="default: the run's")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def run(args) -> int:
+        from deeplab_kit.engine import evaluate_checkpoint
+        from deeplab_kit.metrics import report_table
+        from deeplab_kit.runs import markdown_table
+
+        metrics = evaluate_checkpoint(
+            args.checkpoint, args.data, split=args.split, scales=args.scales, flip=args.flip,
+            batch_size=args.batch_size, device=args.device, amp=args.amp,
+            num_workers=args.num_workers, out_dir=args.out, progress=not args.quiet,
+        )  # fmt: skip
+        print(markdown_table(report_table({"model": metrics})), end="")
+        return 0
+
+    parser.set_defaults(run=run)
 
 
 # --- ablation (issue 6) --------------------------------------------------------------------

@@ -34,6 +34,7 @@ from torchvision import tv_tensors
 
 from deeplab_kit.cache import SplitCache, make_manifest, open_cache
 from deeplab_kit.loader import EpochLoader, KeyedSampler, SampleKey, make_loader
+from deeplab_kit.synthetic import make_synthetic_voc
 from deeplab_kit.transforms import (
     PRESETS,
     SegmentationTransform,
@@ -57,6 +58,7 @@ __all__ = [
     "convert_sbd_masks",
     "find_sbd",
     "make_loader",
+    "make_synthetic_voc",
     "make_transforms",
     "pad_collate",
     "read_image",

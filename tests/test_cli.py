@@ -1,0 +1,127 @@
+"""The train, evaluate and demo commands, end to end on a tiny generated dataset."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from deeplab_kit.cli import _add_train, main
+from deeplab_kit.viz import read_history
+
+# A model and data small enough for seconds on a CPU.
+TINY = ["--backbone", "resnet26", "--backbone-width", "16", "--aspp-channels", "16", "--atrous-rates", "1,2",
+        "--image-size", "32", "--batch-size", "2", "--device", "cpu", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    from deeplab_kit.synthetic import make_synthetic_voc
+
+    return make_synthetic_voc(
+        tmp_path_factory.mktemp("synthetic"), num_train=8, num_val=4, size=32, seed=0
+    )
+
+
+def parse_train(argv):
+    commands = argparse.ArgumentParser().add_subparsers(dest="command")
+    _add_train(commands)
+    return commands.choices["train"].parse_args(argv)
+
+
+def test_train_options_come_from_the_config_fields():
+    from deeplab_kit.config import RunConfig, overrides_from_arguments
+
+    args = parse_train(["--out", "run", "--recipe", "paper", "--atrous-rates", "8,12,16",
+                        "--lr", "1e-3", "--eval-flip", "--channels-last", "false",
+                        "--session-minutes", "none", "--data", "data/VOC"])  # fmt: skip
+    overrides = overrides_from_arguments(args)
+    assert overrides == {"atrous_rates": (8, 12, 16), "lr": 1e-3, "eval_flip": True,
+                         "channels_last": False, "session_minutes": None, "data_root": "data/VOC"}  # fmt: skip
+    config = RunConfig.from_recipe(args.recipe, **overrides)
+    assert config.multi_grid == (1, 2, 4) and config.atrous_rates == (
+        8,
+        12,
+        16,
+    )  # the rest: paper's
+
+
+def test_bad_values_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        parse_train(["--out", "run", "--batch-size", "four"])
+    assert "--batch-size expects int, got 'four'" in capsys.readouterr().err
+
+
+def test_train_then_evaluate(synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--recipe", "demo", "--data", str(synthetic_root), "--out", str(run),
+            "--epochs", "2", "--session-epochs", "1", *TINY]  # fmt: skip
+    assert main(argv) == 0
+    assert [r["session"] for r in read_history(run / "history.csv").to_dict("records")] == [1]
+    assert main(argv) == 0  # the same command resumes
+    assert [r["session"] for r in read_history(run / "history.csv").to_dict("records")] == [1, 2]
+
+    scored = tmp_path / "scored"
+    argv = [
+        "evaluate",
+        "--data",
+        str(synthetic_root),
+        "--checkpoint",
+        str(run),
+        "--out",
+        str(scored),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    metrics = json.loads((scored / "metrics.json").read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0 and metrics["checkpoint"].endswith("epoch-0002.pt")
+    # the same weights score the same as the run's own last validation
+    assert metrics["miou"] == pytest.approx(json.loads((run / "metrics.json").read_text())["miou"])
+    assert "miou" in (scored / "metrics.md").read_text().lower()
+    assert (scored / "metrics.csv").is_file()
+    assert "|" in capsys.readouterr().out  # the table is printed
+
+
+def test_bad_input_is_one_clear_line(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(missing),
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "1",
+                *TINY,
+            ]
+        )
+        == 2
+    )
+    assert "nowhere" in capsys.readouterr().err
+    assert (
+        main(["evaluate", "--data", str(missing), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    )
+    assert "none.pt: no checkpoint there" in capsys.readouterr().err
+
+
+def test_demo_writes_the_run_folder(tmp_path):
+    data, out = tmp_path / "synthetic", tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--data", str(data), "--train", "8", "--val", "4",
+            "--size", "32", "--epochs", "1", *TINY]  # fmt: skip
+    assert main(argv) == 0
+    assert (data / "VOCdevkit" / "VOC2012").is_dir()  # generated, as it was absent
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0 and len(metrics["iou"]) == 21
+    for name in ("history.csv", "metrics.md", "metrics.csv", "loss_curve.png", "predictions.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,396 @@
+"""The engine on CPU at toy scale: the train step, sessions, exact resume, kills, NaN, DDP."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from deeplab_kit.checkpoint import CheckpointError, find_checkpoints, load_checkpoint
+from deeplab_kit.config import RunConfig
+from deeplab_kit.engine import (
+    TrainingDiverged,
+    build_run_model,
+    make_scheduler,
+    make_train_step,
+    train,
+)
+from deeplab_kit.model import PRESETS, build_model
+from deeplab_kit.viz import read_history
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = dict(
+    backbone="resnet26", backbone_width=16, aspp_channels=16, num_classes=3, atrous_rates=(1, 2)
+)
+# 4 images of 32 px in batches of 2: 2 steps an epoch. Dropout (p=0.5 in ASPP) is active.
+TINY_RUN = dict(
+    **TINY_MODEL, batch_size=2, lr=1e-3, image_size=32, epochs=4, device="cpu", amp="off"
+)
+
+
+class Squares(Dataset):
+    """A toy segmentation set in memory: a bright square of class 1 or 2 on noise."""
+
+    def __init__(self, count: int, size: int = 32, offset: int = 0, nan: bool = False) -> None:
+        self.count, self.size, self.offset, self.nan = count, size, offset, nan
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        generator = torch.Generator().manual_seed(1000 * self.offset + index)
+        label = int(torch.randint(1, 3, (1,), generator=generator))
+        y, x = torch.randint(0, self.size // 2, (2,), generator=generator).tolist()
+        mask = torch.zeros(self.size, self.size, dtype=torch.int64)  # (H, W)
+        mask[y : y + self.size // 2, x : x + self.size // 2] = label
+        image = 0.3 * torch.randn(3, self.size, self.size, generator=generator)  # (3, H, W)
+        image[label - 1] += 2.0 * (mask == label)
+        if self.nan:
+            image[:] = float("nan")
+        return image, mask
+
+
+DATA = dict(train_set=Squares(4), val_set=Squares(2, offset=1))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread for every run here (the module's fixtures too): float sums then
+    add up in the same order in every run and subprocess compared, and a busy 2-core machine
+    runs one thread faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    """A tiny generated VOC tree on disk, for the tests that run the real data path."""
+    from deeplab_kit.synthetic import make_synthetic_voc
+
+    return make_synthetic_voc(
+        tmp_path_factory.mktemp("synthetic"), num_train=4, num_val=2, size=32, seed=0
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference: 4 epochs in one session, no step checkpoints."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    return train(RunConfig(**TINY_RUN), out, progress=False, **DATA)
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for name, tensor in state_a.items():
+        assert torch.equal(tensor, state_b[name]), f"{name} differs"
+
+
+# --- the train step ------------------------------------------------------------------------
+
+
+def test_train_step_adds_the_aux_loss_at_weight_0_4():
+    torch.manual_seed(0)
+    model = build_model(**TINY_MODEL, aux_loss=True)
+    images, targets = Squares(2)[0][0][None].repeat(2, 1, 1, 1), torch.randint(0, 3, (2, 32, 32))
+    criterion = nn.CrossEntropyLoss()
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        outputs = model(images)
+        expected = criterion(outputs["out"], targets) + 0.4 * criterion(outputs["aux"], targets)
+    before = [p.detach().clone() for p in model.parameters()]
+    step = make_train_step(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        device="cpu",
+        amp="off",
+        channels_last=False,
+    )
+    assert not step.scaler.is_enabled()  # no GradScaler on a CPU
+    with torch.random.fork_rng():
+        torch.manual_seed(1)  # the same dropout masks
+        loss = step(images, targets)
+    torch.testing.assert_close(loss, expected.detach())
+    assert any(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
+
+
+class Pixelwise(nn.Module):
+    """A model without batch norm: accumulated gradients then equal a big batch's exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, images):
+        return {"out": self.conv(images)}
+
+
+def test_accumulation_steps_every_k_batches_with_the_big_batch_gradient():
+    images, targets = torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4, 8, 8))
+    torch.manual_seed(0)
+    big, small = Pixelwise(), Pixelwise()
+    small.load_state_dict(big.state_dict())
+    step_big = make_train_step(
+        big, torch.optim.SGD(big.parameters(), lr=0.5), device="cpu", amp="off"
+    )
+    step_small = make_train_step(
+        small, torch.optim.SGD(small.parameters(), lr=0.5), device="cpu", amp="off", accumulation=2
+    )
+    initial = small.conv.weight.detach().clone()
+    step_small(images[:2], targets[:2])
+    assert torch.equal(small.conv.weight, initial)  # gradients only gathered so far
+    step_small(images[2:], targets[2:])
+    step_big(images, targets)
+    torch.testing.assert_close(small.conv.weight, big.conv.weight)
+    assert small.conv.weight.grad is None  # cleared after the optimiser step
+
+
+def test_a_nan_loss_raises_before_any_update():
+    model = Pixelwise()
+    before = model.conv.weight.detach().clone()
+    step = make_train_step(model, torch.optim.SGD(model.parameters(), lr=0.5), device="cpu")
+    with pytest.raises(FloatingPointError, match="nan"):
+        step(torch.full((2, 3, 8, 8), float("nan")), torch.zeros(2, 8, 8, dtype=torch.int64))
+    assert torch.equal(model.conv.weight, before) and model.conv.weight.grad is None
+
+
+def test_schedules_step_the_report_way_and_decay_the_paper_way():
+    def lrs(config, per_epoch=5):
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=config.lr)
+        scheduler = make_scheduler(optimizer, config, per_epoch)
+        values = []
+        for _ in range(config.epochs * per_epoch):
+            values.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return values
+
+    report = lrs(RunConfig.from_recipe("report", epochs=4, lr_steps=(2,)))
+    assert report[:10] == [1e-4] * 10 and report[10:] == pytest.approx([1e-5] * 10)
+    paper = lrs(RunConfig.from_recipe("paper", epochs=2), per_epoch=10)
+    assert paper[0] == 0.007 and paper[10] == pytest.approx(0.007 * 0.5**0.9)
+    assert all(a > b for a, b in zip(paper[:-1], paper[1:], strict=True))
+    assert paper[-1] < 0.007 * 0.1
+    warm = lrs(RunConfig(lr=1.0, epochs=2, schedule="cosine", warmup_epochs=1), per_epoch=4)
+    ramp, cosine = [0.25, 0.5, 0.75, 1.0], [0.5 * (1 + math.cos(math.pi * i / 4)) for i in range(4)]
+    assert warm == pytest.approx(ramp + cosine)  # up over 1 epoch, then half a cosine down
+
+
+# --- sessions and exact resume -------------------------------------------------------------
+
+
+def test_two_sessions_give_the_weights_of_one(uninterrupted, tmp_path):
+    config = RunConfig(**TINY_RUN, session_epochs=2)
+    first = train(config, tmp_path, progress=False, **DATA)
+    assert not first.finished and [r["epoch"] for r in first.history] == [1, 2]
+    second = train(config, tmp_path, progress=False, **DATA)
+    assert second.finished
+    assert_same_weights(second.model, uninterrupted.model)
+    history = read_history(tmp_path / "history.csv").to_dict("records")
+    assert [(r["epoch"], r["session"]) for r in history] == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    assert [r["train_loss"] for r in history] == [r["train_loss"] for r in uninterrupted.history]
+    assert 0.0 <= history[-1]["miou"] <= 1.0
+    # every checkpoint loads with weights_only=True; keep_last=2 plus best.pt are kept
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best.pt", "epoch-0003.pt", "epoch-0004.pt"]
+    for name in names:
+        torch.load(tmp_path / "checkpoints" / name, weights_only=True)
+    # a finished run run again does nothing
+    again = train(config, tmp_path, progress=False, **DATA)
+    assert again.finished and len(read_history(tmp_path / "history.csv").to_dict("records")) == 4
+
+
+def test_corrupt_newest_falls_back_to_a_mid_epoch_checkpoint_and_ends_the_same(
+    uninterrupted, tmp_path
+):
+    config = RunConfig(**TINY_RUN, checkpoint_every=1, session_epochs=2)
+    train(config, tmp_path, progress=False, **DATA)
+    kept = [p.name for p in find_checkpoints(tmp_path / "checkpoints")]
+    assert kept == ["epoch-0002.pt", "epoch-0001-batch-000001.pt"]  # keep_last=2
+    newest = tmp_path / "checkpoints" / "epoch-0002.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
+    with pytest.warns(UserWarning, match="epoch-0002.pt: truncated or corrupt"):
+        resumed = train(config.replace(session_epochs=None), tmp_path, progress=False, **DATA)
+    assert resumed.finished
+    assert_same_weights(resumed.model, uninterrupted.model)
+    assert [r["train_loss"] for r in resumed.history] == [
+        r["train_loss"] for r in uninterrupted.history
+    ]
+    assert [r["session"] for r in resumed.history] == [1, 2, 2, 2]
+
+
+def test_session_minutes_end_mid_epoch_with_a_checkpoint_and_resume_exactly(
+    uninterrupted, tmp_path
+):
+    config = RunConfig(**TINY_RUN, session_minutes=1e-9)  # time is up after the first step
+    first = train(config, tmp_path, progress=False, **DATA)
+    assert not first.finished and first.history == []
+    assert [p.name for p in find_checkpoints(tmp_path / "checkpoints")] == [
+        "epoch-0000-batch-000001.pt"
+    ]
+    resumed = train(config.replace(session_minutes=None), tmp_path, progress=False, **DATA)
+    assert_same_weights(resumed.model, uninterrupted.model)
+    assert [r["session"] for r in resumed.history] == [2, 2, 2, 2]
+
+
+def test_resuming_with_another_model_is_a_clear_error(tmp_path):
+    train(RunConfig(**TINY_RUN).replace(epochs=1), tmp_path, progress=False, **DATA)
+    with pytest.raises(
+        CheckpointError,
+        match=r"epoch-0001.pt(.|\n)*atrous_rates: checkpoint \[1, 2\], requested \[2, 3\]",
+    ):
+        train(RunConfig(**{**TINY_RUN, "atrous_rates": (2, 3)}), tmp_path, progress=False, **DATA)
+
+
+def test_no_fresh_start_over_a_run_whose_checkpoints_are_gone(tmp_path):
+    train(RunConfig(**TINY_RUN).replace(epochs=1), tmp_path, progress=False, **DATA)
+    shutil.rmtree(tmp_path / "checkpoints")
+    with pytest.raises(CheckpointError, match="history.csv but no checkpoint"):
+        train(RunConfig(**TINY_RUN), tmp_path, progress=False, **DATA)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = RunConfig(**TINY_RUN, checkpoint_every=1)
+    train(config.replace(epochs=1), tmp_path, progress=False, **DATA)
+    good = load_checkpoint(tmp_path / "checkpoints" / "epoch-0001.pt")
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    broken = dict(DATA, train_set=Squares(4, nan=True))
+    with pytest.raises(
+        TrainingDiverged, match=r"loss is nan at epoch 2, batch 1(.|\n)*epoch-0001.pt, is kept"
+    ):
+        train(config, tmp_path, progress=False, **broken)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # none added
+    kept = load_checkpoint(tmp_path / "checkpoints" / "epoch-0001.pt")
+    for name, tensor in good["model"].items():
+        assert torch.equal(kept["model"][name], tensor)
+    assert len(read_history(tmp_path / "history.csv").to_dict("records")) == 1
+
+
+# --- a process killed at any moment --------------------------------------------------------
+
+CHILD = """
+import json, sys, torch
+torch.set_num_threads(1)
+from deeplab_kit.config import RunConfig
+from deeplab_kit.engine import train
+train(RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)
+"""
+
+
+def test_sigkill_mid_epoch_then_rerun_gives_the_same_weights(synthetic_root, tmp_path):
+    # the real data path, and the default fast path (bf16 autocast on CPUs that have it)
+    tiny = {**TINY_RUN, "num_classes": 21, "amp": "auto"}
+    config = RunConfig(**tiny, data_root=str(synthetic_root), checkpoint_every=1)
+    reference = train(config.replace(checkpoint_every=0), tmp_path / "reference", progress=False)
+
+    out = tmp_path / "killed"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(config.to_dict()), str(out)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not find_checkpoints(out / "checkpoints") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # then some moment during training, not only right after a save
+        time.sleep(0.03 * (os.getpid() % 5))
+        child.send_signal(signal.SIGKILL)
+        assert child.wait() == -signal.SIGKILL  # it was killed, not finished
+    finally:
+        if child.poll() is None:
+            child.kill()
+    done = find_checkpoints(out / "checkpoints")
+    assert done and done[0].name < "epoch-0004.pt"
+
+    resumed = train(config, out, progress=False)
+    assert resumed.finished
+    assert_same_weights(resumed.model, reference.model)
+    assert [r["train_loss"] for r in resumed.history] == [
+        r["train_loss"] for r in reference.history
+    ]
+
+
+# --- the pretrained recipe -----------------------------------------------------------------
+
+
+def test_pretrained_recipe_loads_torchvision_weights_with_a_new_classifier(tmp_path):
+    torch.manual_seed(1)
+    source = build_model(**PRESETS["torchvision"])  # torchvision's layout, with the aux head
+    torch.save(source.state_dict(), tmp_path / "deeplabv3_resnet50_coco.pth")
+    config = RunConfig.from_recipe(
+        "pretrained", pretrained_weights=str(tmp_path / "deeplabv3_resnet50_coco.pth")
+    )
+    model = build_run_model(config)
+    weights = source.state_dict()
+    assert torch.equal(
+        model.state_dict()["backbone.layer4.2.conv3.weight"],
+        weights["backbone.layer4.2.conv3.weight"],
+    )
+    assert torch.equal(
+        model.state_dict()["classifier.0.project.0.weight"],
+        weights["classifier.0.project.0.weight"],
+    )
+    assert not torch.equal(
+        model.state_dict()["classifier.4.weight"], weights["classifier.4.weight"]
+    )  # new
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert model.aux_classifier is None
+
+
+def test_pretrained_recipe_offline_fails_with_the_clear_message(monkeypatch):
+    from torchvision.models._api import WeightsEnum
+
+    def offline(self, *args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(RuntimeError, match="Offline\\? Download deeplabv3_resnet50_coco"):
+        build_run_model(RunConfig.from_recipe("pretrained"))
+
+
+# --- DDP: two CPU processes (gloo) ---------------------------------------------------------
+
+
+def test_ddp_two_processes_train_and_resume(synthetic_root, tmp_path):
+    def torchrun(out, *options):
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "deeplab_kit", "train", "--recipe", "demo", "--data", str(synthetic_root),
+            "--out", str(out), "--epochs", "2", "--quiet", "--backbone", "resnet26",
+            "--backbone-width", "16", "--aspp-channels", "16", "--atrous-rates", "1,2",
+            "--image-size", "32", "--batch-size", "2", "--device", "cpu", *options,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        # its own process group, so that a hang is cleaned up with torchrun's workers too
+        launcher = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            output, _ = launcher.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            raise
+        assert launcher.returncode == 0, output[-3000:]
+        return read_history(out / "history.csv").to_dict("records")
+
+    # 4 images, 2 processes with 2 each: 1 step an epoch, gradients averaged over both
+    assert [r["session"] for r in torchrun(tmp_path / "sessions", "--session-epochs", "1")] == [1]
+    history = torchrun(tmp_path / "sessions", "--session-epochs", "1")
+    assert [(r["epoch"], r["session"]) for r in history] == [(1, 1), (2, 2)]
+    torchrun(tmp_path / "one")
+    resumed = load_checkpoint(tmp_path / "sessions" / "checkpoints" / "epoch-0002.pt")["model"]
+    one_session = load_checkpoint(tmp_path / "one" / "checkpoints" / "epoch-0002.pt")["model"]
+    for name, tensor in one_session.items():
+        assert torch.equal(resumed[name], tensor), name
