@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -84,13 +85,15 @@ def run_ablation(
         train_set, val_set: datasets to use instead of `base_config.data_root`'s.
         progress: progress bars and per-epoch lines of the engine.
         keep_checkpoints: False deletes a setting's checkpoints once it has finished (its
-            history.csv and metrics.json stay); a later call then reuses its row untrained.
+            history.csv, metrics.json and config.json stay); a later call with the same
+            configuration then reuses its row untrained (another configuration is an error).
         command: how this was started, recorded in ablation.json (default: sys.argv).
 
     A setting's run resumes where an earlier call stopped (as `train` does); the table's
     "finished" says whether all its epochs are done (False when a session limit ended it).
     Returns the table: one row per setting, in the order given.
     """
+    from deeplab_kit.checkpoint import check_config
     from deeplab_kit.engine import build_run_model, train
     from deeplab_kit.runs import read_metrics
 
@@ -107,6 +110,7 @@ def run_ablation(
         run = out_dir / folder
         if _finished_without_checkpoints(run, config):
             # Pruned earlier: the scores are on disk; the rates come from the architecture.
+            check_config(json.loads((run / "config.json").read_text()), config.to_dict(), run)
             model = build_run_model(config, pretrained=False)
             history = pd.read_csv(run / "history.csv").to_dict("records")
             metrics, finished = read_metrics(run), True
@@ -114,7 +118,8 @@ def run_ablation(
             result = train(config, run, progress=progress, train_set=train_set, val_set=val_set)
             model, history, metrics = result.model, result.history, result.metrics
             finished = result.finished
-            if finished and not keep_checkpoints:
+            if finished and not keep_checkpoints:  # keep the config, to check a later reuse
+                (run / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
                 shutil.rmtree(run / "checkpoints", ignore_errors=True)
         info = describe(model)  # what the trained network really is
         rows.append(
@@ -134,7 +139,7 @@ def run_ablation(
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "ablation.csv", index=False)
     record = {
-        "command": command or " ".join(["python -m deeplab_kit", *sys.argv[1:]]),
+        "command": command or "python -m deeplab_kit " + shlex.join(sys.argv[1:]),
         "machine": machine(base_config.device),
         "seconds": round(time.monotonic() - started, 1),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -156,6 +161,11 @@ def _finished_without_checkpoints(run: Path, config) -> bool:
 
     if find_checkpoints(run / "checkpoints") or not (run / "metrics.json").is_file():
         return False
+    if not (run / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{run}: a finished setting without checkpoints or config.json; its configuration "
+            "cannot be checked, so use a new output folder"
+        )
     history = pd.read_csv(run / "history.csv") if (run / "history.csv").is_file() else None
     return history is not None and len(history) >= config.epochs
 

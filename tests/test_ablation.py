@@ -1,4 +1,4 @@
-"""The atrous-rate ablation on a tiny budget: one row per setting, the trained model's real rates."""
+"""The atrous-rate ablation on a tiny budget: a row per setting, the trained model's real rates."""
 
 import json
 
@@ -63,7 +63,9 @@ def test_results_are_written_and_read_back(five):
     assert (out / "ablation.csv").is_file()
     for label in SETTINGS:  # each setting is its own run folder; pruned of checkpoints
         folder = out / ablation.setting_folder(label)
-        assert (folder / "history.csv").is_file() and (folder / "metrics.json").is_file()
+        assert all(
+            (folder / name).is_file() for name in ("history.csv", "metrics.json", "config.json")
+        )
         assert not (folder / "checkpoints").exists()
 
 
@@ -77,6 +79,14 @@ def test_finished_settings_are_not_trained_again(five, monkeypatch):
     again = run_ablation(SETTINGS, config, out, keep_checkpoints=False, command="again")
     assert again["miou"].tolist() == table["miou"].tolist()
     assert again["model rates"].tolist() == list(SETTINGS.values())
+
+
+def test_a_pruned_setting_is_not_reused_for_another_configuration(five):
+    from deeplab_kit.checkpoint import CheckpointError
+
+    out, config, table = five
+    with pytest.raises(CheckpointError, match="lr: checkpoint 0.006, requested 0.001"):
+        run_ablation({"paper": SETTINGS["paper"]}, config.replace(lr=1e-3), out)
 
 
 def test_bad_settings_are_refused(data, tmp_path):
