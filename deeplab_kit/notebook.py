@@ -173,7 +173,8 @@ class Profile:
 
         Also read: $DEEPLAB_KIT_DATA (the folder holding VOCdevkit, full profile) and
         $DEEPLAB_KIT_HOME (see `home`). In Colab with the full profile, Google Drive is mounted
-        (with `mount`) so that run folders outlive the session.
+        (with `mount`) so that run folders outlive the session. The quick profile also sets
+        torch's CPU threads to `QUICK_THREADS`, for the kernel the notebook runs in.
         """
         environ = os.environ if environ is None else environ
         raw = environ.get(PROFILE_VARIABLE, "")
@@ -276,7 +277,7 @@ class Profile:
         quick run only demonstrates the code path, and a notebook re-run should show the same
         thing); the full profile never deletes a run: the same cell resumes it instead.
         """
-        if not re.fullmatch(r"[\w.-]+", name):
+        if not re.fullmatch(r"\w[\w.-]*", name):  # no separators, no "..": stays in runs_dir
             raise ValueError(f"run name {name!r}: use letters, digits, '.', '-' and '_' only")
         folder = self.runs_dir / name
         if fresh and self.name == "quick" and folder.exists():

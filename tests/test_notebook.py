@@ -177,8 +177,10 @@ def test_run_folder_is_fresh_only_in_quick_mode(tmp_path, no_colab):
         assert profile.run_folder("report") == run and run.exists()
         profile.run_folder("report", fresh=True)
         assert run.exists() == (name == "full")  # a full run is resumed, never deleted
-    with pytest.raises(ValueError, match="run name"):
-        profile.run_folder("../elsewhere")
+    for bad in ("../elsewhere", "..", "a/b", ""):
+        with pytest.raises(ValueError, match="run name"):
+            profile.run_folder(bad, fresh=True)
+    assert (tmp_path / "runs").is_dir()
 
 
 # --- the full profile stops where it needs VOC or a GPU ----------------------------------------
