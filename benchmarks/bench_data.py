@@ -29,6 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
+from benchmarks.common import cpu_name  # noqa: E402
 from deeplab_kit.data import VOC_PALETTE, VOCDataset, make_loader, make_transforms  # noqa: E402
 
 VOC_LIKE_SIZES = ((500, 375), (375, 500), (500, 333), (500, 400), (486, 500))  # width, height
@@ -84,16 +85,6 @@ def epoch_rate(dataset: VOCDataset, epoch: int, batch_size: int, workers: int) -
         count += len(images)
     seconds = time.perf_counter() - start
     return count / seconds
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -23,19 +23,10 @@ import torchmetrics
 from torchmetrics.classification import MulticlassJaccardIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from benchmarks.common import cpu_name  # noqa: E402
 from deeplab_kit.metrics import ConfusionMatrix  # noqa: E402
 
 NUM_CLASSES, IGNORE = 21, 255
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def header(args) -> None:

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from deeplab_kit import ablation
 from deeplab_kit.ablation import SETTINGS, read_ablation, run_ablation
@@ -19,14 +18,7 @@ TINY = dict(
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and two collapse when another process is busy;
-    restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

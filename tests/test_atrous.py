@@ -24,16 +24,6 @@ from deeplab_kit.atrous import (
 from deeplab_kit.model import build_model
 
 
-@pytest.fixture
-def one_thread():
-    """Run a test's tiny convolutions on one thread, then restore the count: they gain nothing
-    from threads, and on a busy 2-core machine spinning OpenMP threads made them 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _brute_valid_counts(h, w, rate):
     """For every output position, count the 3x3 taps at `rate` that land inside an h x w map."""
     counts = np.zeros((h, w), dtype=int)

@@ -4,7 +4,6 @@ import argparse
 import json
 
 import pytest
-import torch
 
 from deeplab_kit.cli import _add_train, main
 from deeplab_kit.viz import read_history
@@ -14,12 +13,7 @@ TINY = ["--backbone", "resnet26", "--backbone-width", "16", "--aspp-channels", "
         "--image-size", "32", "--batch-size", "2", "--device", "cpu", "--quiet"]  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

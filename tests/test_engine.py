@@ -62,15 +62,7 @@ class Squares(Dataset):
 DATA = dict(train_set=Squares(4), val_set=Squares(2, offset=1))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread for every run here (the module's fixtures too): float sums then
-    add up in the same order in every run and subprocess compared, and a busy 2-core machine
-    runs one thread faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
