@@ -1,11 +1,14 @@
 """Images/s of an epoch: read from the memory-mapped cache vs decode JPEG/PNG and resize each time.
 
-Both sides are the same `VOCDataset` over the same files, with the same preset ("report" at
---size, plus the keyed horizontal flip) and the same loader; only `cache_dir` differs. The files
+Both sides are the same `VOCDataset` over the same files, with the same preset and the same
+loader; only `cache_dir` differs. The preset is the one the kit's training loader uses ("report"
+at --size, plus the keyed horizontal flip, yielding uint8 images that the train step normalises
+on the device, see `engine.uint8_where_exact`); --floats measures the preset that yields float32
+images normalised in the loader instead. Masks are int64 either way. The files
 are generated here: a VOC-format tree of --images JPEG images and palette PNG masks at VOC-like
 sizes (500 x 375 and friends) with smooth content and a few objects, so they compress like photos.
 
-    python benchmarks/bench_data.py [--images 200] [--size 256] [--repeats 3] [--workers 0]
+    python benchmarks/bench_data.py [--images 200] [--size 256] [--repeats 5] [--floats]
 
 The machine may be shared and noisy: both sides are timed alternately in one run, several times;
 the ratio of the best epochs and the ratio of the medians are printed.
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from benchmarks.common import cpu_name  # noqa: E402
 from deeplab_kit.data import VOC_PALETTE, VOCDataset, make_loader, make_transforms  # noqa: E402
+from deeplab_kit.engine import uint8_where_exact  # noqa: E402
 
 VOC_LIKE_SIZES = ((500, 375), (375, 500), (500, 333), (500, 400), (486, 500))  # width, height
 
@@ -97,6 +101,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1, as in a DataLoader worker)"
     )
+    parser.add_argument(
+        "--floats", action="store_true", help="float32 images normalised in the loader"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -107,6 +114,9 @@ def main() -> None:
         f"{torchvision.__version__}, numpy {np.__version__}, pillow {Image.__version__}"
     )
     preset = make_transforms("report", size=args.size, hflip=True)
+    if not args.floats:
+        preset = uint8_where_exact(preset)
+    output = "uint8 images" if not preset.normalize else "float32 images"
     with tempfile.TemporaryDirectory() as temp:
         start = time.perf_counter()
         root = make_tree(Path(temp) / "voc", args.images)
@@ -134,7 +144,7 @@ def main() -> None:
             rates["cache"].append(epoch_rate(cached, repeat, args.batch_size, args.workers))
     print(
         f"# {args.repeats} epochs each, batch {args.batch_size}, {args.workers} workers, "
-        f"preset report size={args.size} hflip=True; images/s per epoch:"
+        f"preset report size={args.size} hflip=True, {output}; images/s per epoch:"
     )
     for name, values in rates.items():
         print(

@@ -21,7 +21,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ from deeplab_kit.device import amp_dtype, autocast, resolve_device
 from deeplab_kit.evaluate import evaluate
 from deeplab_kit.model import build_model, load_torchvision_weights
 from deeplab_kit.runs import metrics_dict, read_metrics, write_history, write_json, write_tables
+from deeplab_kit.transforms import SegmentationTransform, normalize
 from deeplab_kit.voc import IGNORE_INDEX
 
 
@@ -82,6 +83,8 @@ def make_train_step(
     - criterion: cross-entropy ignoring VOC's void label (255) unless given; with an aux head
       the loss is out + aux_weight * aux (0.4, as torchvision's reference trains it).
     - On CUDA it turns on cudnn.benchmark (fastest kernels for fixed input sizes).
+    - uint8 images (0..255, as `make_loaders` gives for fixed-size presets) are normalised on the
+      device with ImageNet's statistics; float images are taken as already normalised.
 
     The returned loss is detached and, under DDP, the mean over processes. A NaN or infinite
     loss raises FloatingPointError before anything is updated.
@@ -101,7 +104,10 @@ def make_train_step(
 
     def step(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         nonlocal calls
-        images = images.to(device, non_blocking=True, memory_format=memory_format)  # (N, 3, H, W)
+        images = images.to(device, non_blocking=True)  # (N, 3, H, W)
+        if images.dtype == torch.uint8:  # the loader's fast path: normalised here, on the device
+            images = normalize(images)
+        images = images.contiguous(memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)  # (N, H, W)
         last = (calls + 1) % accumulation == 0
         # Under DDP, gradients are averaged across processes only on the last accumulated batch.
@@ -207,7 +213,7 @@ def make_loaders(config: RunConfig, context, train_set=None, val_set=None):
             )
 
         def dataset(split: str, preset: str, hflip: bool | None = None):
-            transforms = transforms_for(preset, config.image_size, hflip)
+            transforms = uint8_where_exact(transforms_for(preset, config.image_size, hflip))
             return VOCDataset(
                 config.data_root,
                 split=split,
@@ -237,6 +243,16 @@ def make_loaders(config: RunConfig, context, train_set=None, val_set=None):
         **common,
     )
     return train_loader, val_loader
+
+
+def uint8_where_exact(transforms: SegmentationTransform) -> SegmentationTransform:
+    """The preset returning uint8 images, normalised later on the device, where that gives the
+    same floats: fixed-size presets without crops, whose images are never padded (a padded
+    float image is exactly 0 there). A quarter of the bytes through the loader: an epoch read
+    from the cache runs about twice as fast (benchmarks/bench_data.py)."""
+    if transforms.size is not None and transforms.crop_size is None:
+        return replace(transforms, normalize=False)
+    return transforms
 
 
 def transforms_for(preset: str, size: int, hflip: bool | None = None):
@@ -582,7 +598,9 @@ def evaluate_checkpoint(
     device = resolve_device(device)
     model = model_from_state(state, path).to(device)
     dataset = VOCDataset(
-        data_root, split=split, transforms=transforms_for(config.val_transforms, config.image_size)
+        data_root,
+        split=split,
+        transforms=uint8_where_exact(transforms_for(config.val_transforms, config.image_size)),
     )
     loader = make_loader(
         dataset, batch_size=batch_size or config.eval_batch_size or config.batch_size,

@@ -22,6 +22,7 @@ from torch.utils.data import IterableDataset, RandomSampler
 
 from deeplab_kit.device import amp_dtype, autocast, resolve_device
 from deeplab_kit.metrics import ConfusionMatrix
+from deeplab_kit.transforms import normalize
 from deeplab_kit.voc import IGNORE_INDEX, VOC_PALETTE
 
 
@@ -50,7 +51,8 @@ def evaluate(
     ignore_index: int = IGNORE_INDEX,
     progress: bool = False,
 ) -> EvalResult:
-    """Score `model` on the (images, masks) batches of `loader`.
+    """Score `model` on the (images, masks) batches of `loader`: images float32 normalised, or
+    uint8 0..255 (normalised here, on the device, with ImageNet's statistics).
 
     Args:
         model: returns {"out": (N, C, H, W)} at the input size. Moved to `device` (and to
@@ -93,9 +95,10 @@ def evaluate(
     try:
         with torch.inference_mode():
             for images, masks in batches:
-                images = images.to(device, non_blocking=True).contiguous(
-                    memory_format=memory_format
-                )  # (N, 3, H, W)
+                images = images.to(device, non_blocking=True)  # (N, 3, H, W)
+                if images.dtype == torch.uint8:  # a fast-path loader's: normalised on the device
+                    images = normalize(images)
+                images = images.contiguous(memory_format=memory_format)
                 masks = masks.to(device, non_blocking=True)  # (N, H, W)
                 scores = _predict(model, images, scales, flip, dtype)  # (N, C, H, W) float32
                 pred = scores.argmax(1)  # (N, H, W)

@@ -48,10 +48,18 @@ _SHIFT = -_MEAN / _STD
 
 
 def normalize(image: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 (..., 3, H, W) in 0..255 -> float32 normalised with ImageNet's mean and std."""
-    out = torch.empty(image.shape, dtype=torch.float32) if out is None else out
+    """uint8 (..., 3, H, W) in 0..255 -> float32 normalised with ImageNet's mean and std.
+
+    On the image's device: the train step and `evaluate` normalise uint8 batches on the GPU
+    this way, with the same operations, so the floats equal those normalised on the CPU.
+    """
+    if out is None:
+        out = torch.empty(image.shape, dtype=torch.float32, device=image.device)
+    scale, shift = (
+        (_SCALE, _SHIFT) if out.is_cpu else (_SCALE.to(out.device), _SHIFT.to(out.device))
+    )
     # In place on the float copy: several times faster than one broadcast addcmul.
-    return out.copy_(image.as_subclass(torch.Tensor)).mul_(_SCALE).add_(_SHIFT)
+    return out.copy_(image.as_subclass(torch.Tensor)).mul_(scale).add_(shift)
 
 
 def _empty_batch(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:

@@ -17,14 +17,17 @@ from torch.utils.data import Dataset
 
 from deeplab_kit.checkpoint import CheckpointError, find_checkpoints, load_checkpoint
 from deeplab_kit.config import RunConfig
+from deeplab_kit.distributed import Context
 from deeplab_kit.engine import (
     TrainingDiverged,
     build_run_model,
+    make_loaders,
     make_scheduler,
     make_train_step,
     train,
 )
 from deeplab_kit.model import PRESETS, build_model
+from deeplab_kit.transforms import normalize
 from deeplab_kit.viz import read_history
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +149,40 @@ def test_accumulation_steps_every_k_batches_with_the_big_batch_gradient():
     step_big(images, targets)
     torch.testing.assert_close(small.conv.weight, big.conv.weight)
     assert small.conv.weight.grad is None  # cleared after the optimiser step
+
+
+def test_a_uint8_batch_is_normalised_on_the_device_exactly_as_the_loader_would():
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    targets = torch.randint(0, 3, (2, 8, 8))
+    torch.manual_seed(0)
+    from_uint8, from_float = Pixelwise(), Pixelwise()
+    from_float.load_state_dict(from_uint8.state_dict())
+    losses = [
+        make_train_step(model, torch.optim.SGD(model.parameters(), lr=0.5), device="cpu")(
+            batch, targets
+        )
+        for model, batch in ((from_uint8, images), (from_float, normalize(images)))
+    ]
+    assert torch.equal(losses[0], losses[1])
+    assert torch.equal(from_uint8.conv.weight, from_float.conv.weight)
+    assert not torch.equal(from_uint8.conv.weight, Pixelwise().conv.weight)  # it did train
+
+
+def test_fixed_size_presets_load_uint8_and_padding_presets_load_floats(synthetic_root):
+    context = Context(rank=0, world_size=1, device=torch.device("cpu"))
+    dtypes = {}
+    for train_preset, val_preset in (("report", "report"), ("paper-train", "paper-eval")):
+        config = RunConfig(
+            **TINY_RUN, data_root=str(synthetic_root), train_transforms=train_preset,
+            val_transforms=val_preset,
+        )  # fmt: skip
+        for loader in make_loaders(config, context):
+            images, masks = next(iter(loader))
+            dtypes[loader.dataset.transforms.name] = (images.dtype, masks.dtype)
+    assert dtypes["report"] == (torch.uint8, torch.int64)  # a quarter of the bytes
+    # A crop pads small images, and pad_collate pads uneven batches: exactly 0 as floats, so
+    # these stay normalised on the CPU.
+    assert dtypes["paper-train"] == dtypes["paper-eval"] == (torch.float32, torch.int64)
 
 
 def test_a_nan_loss_raises_before_any_update():

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from deeplab_kit.device import amp_dtype
 from deeplab_kit.evaluate import evaluate
+from deeplab_kit.transforms import normalize
 from deeplab_kit.voc import VOC_PALETTE
 
 CPU = torch.device("cpu")
@@ -283,3 +284,30 @@ def test_autocast_and_memory_format_follow_the_arguments(amp, channels_last):
     if dtype is not None:
         assert model.seen[0]["autocast_dtype"] == dtype
     assert model.seen[0]["channels_last"] is channels_last
+
+
+def test_uint8_batches_score_as_their_normalised_floats():
+    class Recording(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x.clone())
+            return {"out": self.conv(x)}
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 6, 8), dtype=torch.uint8)
+    masks = torch.randint(0, 3, (2, 6, 8))
+    model = Recording()
+    results = [
+        evaluate(
+            model, [(batch, masks)], device=CPU, num_classes=3, criterion=nn.CrossEntropyLoss()
+        )
+        for batch in (images, normalize(images))
+    ]
+    assert torch.equal(model.seen[0], model.seen[1])  # the model saw the normalised floats
+    assert model.seen[0].dtype == torch.float32
+    assert torch.equal(results[0].confusion.matrix, results[1].confusion.matrix)
+    assert results[0].loss == results[1].loss
