@@ -51,7 +51,7 @@ from deeplab_kit.device import amp_dtype, autocast, resolve_device
 from deeplab_kit.evaluate import evaluate
 from deeplab_kit.model import build_model, load_torchvision_weights
 from deeplab_kit.runs import metrics_dict, read_metrics, write_history, write_json, write_tables
-from deeplab_kit.transforms import SegmentationTransform, normalize
+from deeplab_kit.transforms import SegmentationTransform, model_input
 from deeplab_kit.voc import IGNORE_INDEX
 
 
@@ -104,10 +104,7 @@ def make_train_step(
 
     def step(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         nonlocal calls
-        images = images.to(device, non_blocking=True)  # (N, 3, H, W)
-        if images.dtype == torch.uint8:  # the loader's fast path: normalised here, on the device
-            images = normalize(images)
-        images = images.contiguous(memory_format=memory_format)
+        images = model_input(images, device, memory_format)  # (N, 3, H, W)
         targets = targets.to(device, non_blocking=True)  # (N, H, W)
         last = (calls + 1) % accumulation == 0
         # Under DDP, gradients are averaged across processes only on the last accumulated batch.

@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset, RandomSampler
 
 from deeplab_kit.device import amp_dtype, autocast, resolve_device
 from deeplab_kit.metrics import ConfusionMatrix
-from deeplab_kit.transforms import normalize
+from deeplab_kit.transforms import model_input
 from deeplab_kit.voc import IGNORE_INDEX, VOC_PALETTE
 
 
@@ -95,10 +95,7 @@ def evaluate(
     try:
         with torch.inference_mode():
             for images, masks in batches:
-                images = images.to(device, non_blocking=True)  # (N, 3, H, W)
-                if images.dtype == torch.uint8:  # a fast-path loader's: normalised on the device
-                    images = normalize(images)
-                images = images.contiguous(memory_format=memory_format)
+                images = model_input(images, device, memory_format)  # (N, 3, H, W)
                 masks = masks.to(device, non_blocking=True)  # (N, H, W)
                 scores = _predict(model, images, scales, flip, dtype)  # (N, C, H, W) float32
                 pred = scores.argmax(1)  # (N, H, W)

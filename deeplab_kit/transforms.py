@@ -35,6 +35,7 @@ __all__ = [
     "keyed_generator",
     "keyed_seed",
     "make_transforms",
+    "model_input",
     "normalize",
     "pad_collate",
 ]
@@ -55,11 +56,21 @@ def normalize(image: torch.Tensor, out: torch.Tensor | None = None) -> torch.Ten
     """
     if out is None:
         out = torch.empty(image.shape, dtype=torch.float32, device=image.device)
-    scale, shift = (
-        (_SCALE, _SHIFT) if out.is_cpu else (_SCALE.to(out.device), _SHIFT.to(out.device))
-    )
     # In place on the float copy: several times faster than one broadcast addcmul.
-    return out.copy_(image.as_subclass(torch.Tensor)).mul_(scale).add_(shift)
+    out.copy_(image.as_subclass(torch.Tensor))
+    return out.mul_(_SCALE.to(out.device)).add_(_SHIFT.to(out.device))  # .to: no-op on the CPU
+
+
+def model_input(
+    images: torch.Tensor, device: torch.device, memory_format: torch.memory_format
+) -> torch.Tensor:
+    """A loader's (N, 3, H, W) batch as the model takes it: on `device`, float32 normalised
+    (uint8 batches, the fast path of fixed-size presets, are normalised there) and in
+    `memory_format`. Float batches are taken as already normalised."""
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = normalize(images)
+    return images.contiguous(memory_format=memory_format)
 
 
 def _empty_batch(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
