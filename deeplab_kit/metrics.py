@@ -204,10 +204,13 @@ class ConfusionMatrix:
     def compute(self) -> dict:
         """All scores as plain Python floats (per-class ones as lists); see the module docstring.
 
-        Keys: pixel_accuracy, mean_accuracy, miou, fw_iou, iou (per class), precision, recall,
-        f1 (macro), precision_per_class, recall_per_class, f1_per_class, precision_micro,
-        recall_micro, f1_micro, precision_weighted, recall_weighted, f1_weighted, support
+        Keys: pixel_accuracy, mean_accuracy, miou, fw_iou, iou (per class); precision, recall
+        and F1 under each averaging, named by it: precision_macro, precision_micro,
+        precision_weighted, precision_per_class (and the same for recall_ and f1_); support
         (true pixels per class). Scores lie in 0..1 ("miou" too, not percent).
+        `precision`, `recall` and `f1` repeat the macro averages under their short names (the
+        kit's public surface); what the kit writes and shows uses the named ones only
+        (`named_scores`).
         """
         self._check_targets(self._counts)
         missed = self.out_of_range_predictions.cpu().double()
@@ -230,15 +233,15 @@ class ConfusionMatrix:
             return float(_safe_div((x * support).sum(), total))
 
         TP, FP, FN = tp.sum(), fp.sum(), fn.sum()
-        return {
+        scores = {
             "pixel_accuracy": float(_safe_div(TP, total)),
             "mean_accuracy": float(s["recall"][in_truth].mean()) if in_truth.any() else 0.0,
             "miou": macro(s["iou"]),
             "fw_iou": weighted(s["iou"]),
             "iou": s["iou"].tolist(),
-            "precision": macro(s["precision"]),
-            "recall": macro(s["recall"]),
-            "f1": macro(s["f1"]),
+            "precision_macro": macro(s["precision"]),
+            "recall_macro": macro(s["recall"]),
+            "f1_macro": macro(s["f1"]),
             "precision_per_class": s["precision"].tolist(),
             "recall_per_class": s["recall"].tolist(),
             "f1_per_class": s["f1"].tolist(),
@@ -250,12 +253,23 @@ class ConfusionMatrix:
             "f1_weighted": weighted(s["f1"]),
             "support": [int(n) for n in support.tolist()],
         }
+        scores.update({name: scores[f"{name}_macro"] for name in SHORT_NAMES})
+        return scores
 
     def __repr__(self) -> str:
         return (
             f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
             f"pixels={int(self.matrix.sum())}, device={self.device})"
         )
+
+
+# compute()'s short names for the macro averages, kept for the public surface.
+SHORT_NAMES = ("precision", "recall", "f1")
+
+
+def named_scores(scores: Mapping) -> dict:
+    """`compute()`'s scores without the short aliases: every average named by its convention."""
+    return {key: value for key, value in scores.items() if key not in SHORT_NAMES}
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -325,7 +339,7 @@ REPORT_TABLE1 = {
         "mIoU": 64.648292905,
     },
 }
-TABLE1_ROWS = ("Precision", "Recall", "F1 score", "mIoU")
+TABLE1_ROWS = ("Precision", "Recall", "F1 score", "mIoU")  # as the report labels them
 AVERAGES = ("micro", "macro", "weighted")
 
 
@@ -344,27 +358,33 @@ def report_table(
     IoU >= P + R - 1), yet its mIoU is 55%. Weighted averages (scikit-learn's
     average="weighted", where recall is pixel accuracy) fit, hence the default.
     Units, as the report prints them and as the "unit" column says: precision, recall and F1 in
-    0..1, mIoU in percent. `quoted=True` adds the report's own values as columns "<model> (quoted)".
+    0..1, mIoU in percent. The rows name their averaging ("Precision (weighted)"); mIoU is always
+    the macro mean. `quoted=True` adds the report's own values as columns "<model> (quoted)"
+    (their averaging is the report's, unstated; weighted fits them).
     """
     import pandas as pd  # imported here: counting pixels needs no pandas
 
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
-    suffix = "" if average == "macro" else f"_{average}"
     columns = {"unit": ["0..1", "0..1", "0..1", "%"]}
     for name, scores in models.items():
         if isinstance(scores, ConfusionMatrix):
             scores = scores.compute()
         columns[name] = [
-            scores[f"precision{suffix}"],
-            scores[f"recall{suffix}"],
-            scores[f"f1{suffix}"],
+            scores[f"precision_{average}"],
+            scores[f"recall_{average}"],
+            scores[f"f1_{average}"],
             100.0 * scores["miou"],
         ]
     if quoted:
         for name, values in REPORT_TABLE1.items():
             columns[f"{name} (quoted)"] = [values[row] for row in TABLE1_ROWS]
-    return pd.DataFrame(columns, index=pd.Index(TABLE1_ROWS, name="score"))
+    return pd.DataFrame(columns, index=pd.Index(table1_rows(average), name="score"))
+
+
+def table1_rows(average: str = "weighted") -> list[str]:
+    """The report's Table 1 row labels with the averaging named: "Precision (weighted)", ..."""
+    return [f"{row} ({average})" for row in TABLE1_ROWS[:3]] + ["mIoU (macro)"]
 
 
 def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFrame:
@@ -400,12 +420,12 @@ def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFram
         ),
         ("recall (weighted)", scores["recall_weighted"], "weighted recall is pixel accuracy"),
         ("F1 (weighted)", scores["f1_weighted"], "can lie below both weighted P and R"),
-        ("precision (macro)", scores["precision"], "each present class counts once"),
-        ("recall (macro)", scores["recall"], "each present class counts once"),
-        ("F1 (macro)", scores["f1"], "each present class counts once"),
+        ("precision (macro)", scores["precision_macro"], "each present class counts once"),
+        ("recall (macro)", scores["recall_macro"], "each present class counts once"),
+        ("F1 (macro)", scores["f1_macro"], "each present class counts once"),
         (
             "P + R - 1 (macro)",
-            scores["precision"] + scores["recall"] - 1,
+            scores["precision_macro"] + scores["recall_macro"] - 1,
             "a floor under mIoU (per class, IoU >= P + R - 1)",
         ),
         (

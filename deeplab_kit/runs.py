@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deeplab_kit.metrics import ConfusionMatrix, per_class_table, report_table
+from deeplab_kit.metrics import ConfusionMatrix, named_scores, per_class_table, report_table
 
 HISTORY_COLUMNS = ("epoch", "session", "train_loss", "val_loss", "miou", "lr", "seconds")
 
@@ -36,7 +36,7 @@ def write_history(path: Path, history: list[dict]) -> None:
 def metrics_dict(confusion: ConfusionMatrix, **extra) -> dict:
     """What metrics.json holds: every score ("miou" in 0..1), the confusion matrix, `extra`."""
     matrix = confusion.matrix.cpu().tolist()
-    return _plain({**confusion.compute(), "confusion_matrix": matrix, **extra})
+    return plain({**named_scores(confusion.compute()), "confusion_matrix": matrix, **extra})
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -76,16 +76,19 @@ def read_metrics(out_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _plain(value):
-    """Scores as JSON: tensors and arrays become lists, numbers floats, NaN null."""
+def plain(value):
+    """Plain JSON data: tensors, arrays and tuples become lists, numpy numbers Python ones,
+    NaN null."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (torch.Tensor, np.ndarray)):
-        return _plain(value.tolist())
+        return plain(value.tolist())
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return None if math.isnan(value) else float(value)
     if isinstance(value, np.integer):
         return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
     return value

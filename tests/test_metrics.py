@@ -10,6 +10,7 @@ from deeplab_kit.metrics import (
     REPORT_TABLE1,
     ConfusionMatrix,
     explain_micro_macro,
+    named_scores,
     per_class_table,
     report_table,
 )
@@ -30,7 +31,8 @@ def test_perfect_prediction_scores_one_and_ignores_void():
     cm = ConfusionMatrix(3).update(pred, target)
     assert torch.equal(cm.matrix, torch.diag(torch.tensor([2, 2, 2])))
     s = cm.compute()
-    for key in ("pixel_accuracy", "mean_accuracy", "miou", "fw_iou", "precision", "recall", "f1"):
+    for key in ("pixel_accuracy", "mean_accuracy", "miou", "fw_iou", "precision_macro",
+                "recall_macro", "f1_macro"):  # fmt: skip
         assert s[key] == 1.0, key
     assert s["iou"] == [1.0, 1.0, 1.0]
 
@@ -283,17 +285,20 @@ def test_report_table_rows_units_and_conventions():
     cm = ConfusionMatrix(8).update(pred, target)
     s = cm.compute()
     table = report_table({"ours": cm, "as dict": s}, average="weighted", quoted=True)
-    assert list(table.index) == ["Precision", "Recall", "F1 score", "mIoU"]
-    assert table.loc["mIoU", "unit"] == "%"
-    assert table.loc["mIoU", "ours"] == pytest.approx(100 * s["miou"])
+    assert list(table.index) == [
+        "Precision (weighted)", "Recall (weighted)", "F1 score (weighted)", "mIoU (macro)",
+    ]  # fmt: skip
+    assert table.loc["mIoU (macro)", "unit"] == "%"
+    assert table.loc["mIoU (macro)", "ours"] == pytest.approx(100 * s["miou"])
     assert table["ours"].tolist() == table["as dict"].tolist()
-    assert table.loc["Precision", "ours"] == pytest.approx(s["precision_weighted"])
+    assert table.loc["Precision (weighted)", "ours"] == pytest.approx(s["precision_weighted"])
     for name in REPORT_TABLE1:
         assert f"{name} (quoted)" in table.columns
     assert not any("quoted" in c for c in report_table({"ours": cm}).columns)
     micro = report_table({"ours": cm}, average="micro")["ours"]
-    assert micro["Precision"] == pytest.approx(micro["Recall"]) == pytest.approx(micro["F1 score"])
-    assert micro["Precision"] == pytest.approx(s["pixel_accuracy"])
+    assert micro["Precision (micro)"] == pytest.approx(micro["Recall (micro)"])
+    assert micro["Precision (micro)"] == pytest.approx(micro["F1 score (micro)"])
+    assert micro["Precision (micro)"] == pytest.approx(s["pixel_accuracy"])
     with pytest.raises(ValueError, match="average"):
         report_table({"ours": cm}, average="samples")
 
@@ -379,3 +384,14 @@ def test_all_reduce_sums_over_processes(tmp_path):
     # outside a process group it is a no-op
     single = ConfusionMatrix(8).update(*random_case(10, 8))
     assert torch.equal(single.all_reduce().matrix, single.matrix)
+
+
+def test_every_average_is_named_and_the_short_names_repeat_the_macro_ones():
+    pred, target = random_case(7)
+    s = ConfusionMatrix(8).update(pred, target).compute()
+    for score in ("precision", "recall", "f1"):
+        assert s[score] == s[f"{score}_macro"]  # the public surface's short names
+        assert {f"{score}_{kind}" for kind in ("macro", "micro", "weighted")} <= set(s)
+    named = named_scores(s)
+    assert not {"precision", "recall", "f1"} & set(named)
+    assert named["precision_macro"] == s["precision"]

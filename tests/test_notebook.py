@@ -296,10 +296,10 @@ def test_table1_adds_quoted_columns_only():
 
     cm = ConfusionMatrix(3).update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 2, 1]))
     table = notebook.table1({"mine": cm})
-    assert table.loc["mIoU", "mine"] == pytest.approx(100 * cm.compute()["miou"])
+    assert table.loc["mIoU (macro)", "mine"] == pytest.approx(100 * cm.compute()["miou"])
     quoted = [c for c in table.columns if c not in ("unit", "mine")]
     assert quoted and all(c.endswith("(quoted)") for c in quoted)
-    assert table.loc["mIoU", "paper ResNet-101 (quoted)"] == 77.21
+    assert table.loc["mIoU (macro)", "paper ResNet-101 (quoted)"] == 77.21
 
 
 def test_quoted_bars_line_up_with_the_measured_settings():
@@ -375,22 +375,3 @@ def test_notebook_02_has_the_rate_sliders_and_the_five_settings():
     assert any("widgets.atrous_rate_explorer(" in source for source in sources)
     assert any("plot_atrous_explorer(" in source for source in sources)  # its plain twin
     assert any("run_ablation(ablation.SETTINGS" in source for source in sources)
-
-
-# --- stored results ---------------------------------------------------------------------------
-
-
-def test_stored_ablation_has_the_five_settings():
-    from deeplab_kit.ablation import SETTINGS, read_ablation
-
-    table, produced = read_ablation(NOTEBOOKS / "results" / "ablation" / "ablation.json")
-    assert table["setting"].tolist()[: len(SETTINGS)] == list(SETTINGS)
-    assert all(table["rates"] == table["model rates"])
-    assert table["finished"].all() and produced["command"].startswith("python -m deeplab_kit")
-
-
-def test_stored_demo_run_is_described():
-    produced = json.loads((NOTEBOOKS / "results" / "demo" / "stored.json").read_text())
-    assert produced["command"].startswith("python -m deeplab_kit demo") and produced["seconds"] > 0
-    metrics = json.loads((NOTEBOOKS / "results" / "demo" / "metrics.json").read_text())
-    assert 0 <= metrics["miou"] <= 1 and len(metrics["confusion_matrix"]) == 21
