@@ -28,6 +28,8 @@ FORMAT = "deeplab-kit"
 VERSION = 1
 BEST = "best.pt"
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "batch", "iteration", "rng", "history")
+# Config fields added after checkpoints existed, with the behaviour of the code before them.
+FORMER_BEHAVIOUR = {"aux_lr_factor": 1.0}
 _NAME = re.compile(r"^epoch-(\d{4,})(?:-batch-(\d{6,}))?\.pt$")
 
 
@@ -204,7 +206,13 @@ def load_latest(folder: str | Path, *, map_location="cpu") -> tuple[dict, Path] 
 def check_config(saved: dict, requested: dict, path: str | Path) -> None:
     """Raise CheckpointError naming every field where the checkpoint's run (`saved`, a
     RunConfig dict) differs from the `requested` one in its model or its optimisation."""
+    from deeplab_kit.config import RunConfig
+
+    # A field the saved run predates: the value the code ran with before the field existed.
+    saved = {**RunConfig().to_dict(), **FORMER_BEHAVIOUR, **saved}
     fields = [name for name in ARCHITECTURE_FIELDS + TRAINING_FIELDS if name in requested]
+    if not requested.get("aux_loss"):  # the aux settings do nothing without the aux head
+        fields = [name for name in fields if name not in ("aux_weight", "aux_lr_factor")]
     differ = [name for name in fields if _plain(saved.get(name)) != _plain(requested[name])]
     if differ:
         lines = [

@@ -99,8 +99,16 @@ class RunConfig:
     warmup_epochs: float = _help(
         "linear warm-up of the lr from 0 over this many epochs (0: none)", default=0.0
     )
+    # torchvision's reference segmentation training (references/segmentation/train.py) weighs
+    # the aux loss 0.5 and gives the aux head 10x the learning rate; PSPNet and mmsegmentation
+    # weigh it 0.4. The kit's aux head is torchvision's FCN head, so it takes torchvision's.
     aux_weight: float = _help(
-        "weight of the auxiliary loss (torchvision's reference: 0.4)", default=0.4
+        "weight of the auxiliary loss (torchvision's reference: 0.5; PSPNet, mmsegmentation: 0.4)",
+        default=0.5,
+    )
+    aux_lr_factor: float = _help(
+        "the aux head's learning rate as a multiple of lr (torchvision's reference: 10)",
+        default=10.0,
     )
     batch_size: int = _help("images per step (per process under torchrun)", default=4)
     accumulation: int = _help("batches whose gradients add up to one optimiser step", default=1)
@@ -158,8 +166,10 @@ class RunConfig:
             raise ValueError("checkpoint_every and num_workers must be >= 0")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.lr <= 0 or self.aux_lr_factor <= 0:
+            raise ValueError(
+                f"lr and aux_lr_factor must be positive, got {self.lr} and {self.aux_lr_factor}"
+            )
 
     # --- building ---------------------------------------------------------------------------
 
@@ -285,7 +295,7 @@ ARCHITECTURE_FIELDS = tuple(f for f in MODEL_FIELDS if f != "pretrained_backbone
 # Fields that shape the optimisation: resuming with other values would not continue the same run.
 TRAINING_FIELDS = (
     "train_split", "train_transforms", "image_size", "hflip", "optimizer", "lr", "weight_decay",
-    "momentum", "schedule", "lr_steps", "lr_gamma", "poly_power", "warmup_epochs", "aux_weight", "batch_size",
+    "momentum", "schedule", "lr_steps", "lr_gamma", "poly_power", "warmup_epochs", "aux_weight", "aux_lr_factor", "batch_size",
     "accumulation", "seed",
 )  # fmt: skip
 
@@ -304,7 +314,8 @@ RECIPES: dict[str, dict] = {
         optimizer="adam", lr=1e-4, schedule="step", lr_steps=(100,), lr_gamma=0.1,
         batch_size=4, epochs=200, session_epochs=20,
     ),
-    # The paper: ImageNet ResNet-50, OS16, multi-grid (1, 2, 4), rates (6, 12, 18); SGD with
+    # The paper: ImageNet ResNet-50, OS16, multi-grid (1, 2, 4), rates (6, 12, 18), no auxiliary
+    # loss (the paper trains none; --aux-loss adds torchvision's, weighted as aux_weight); SGD with
     # momentum 0.9 and weight decay 1e-4, poly lr 0.007 (power 0.9) per iteration, batch 16,
     # crops of 513 with random scale and flip, batch norm trained ("fine-tuned") at OS16, on
     # trainaug. 30k iterations at batch 16 are 30000 * 16 / 10582 = 45.4 epochs: 46 here.
@@ -326,16 +337,28 @@ RECIPES: dict[str, dict] = {
         train_transforms="report", val_transforms="report", image_size=256,
         optimizer="adam", lr=1e-4, batch_size=4, epochs=20,
     ),
-    # Small enough for a 2-core CPU on the synthetic dataset (`python -m deeplab_kit demo`), from
-    # the synthetic-data study (relay findings-synth, 05:50): a DeepLabv3+ on a quarter-width
-    # resnet26 (2.0M parameters) at 96 px, where the OS16 map is 6 x 6, hence rates (1, 2, 3);
-    # AdamW 6e-3 with a 1-epoch warm-up and a cosine decay; no ASPP dropout for a short run.
+    # Small enough for a 2-core CPU on the synthetic dataset (`python -m deeplab_kit demo`): a
+    # DeepLabv3+ on a quarter-width resnet26 (2.0M parameters) at 96 px, where the OS16 map is
+    # 6 x 6, hence rates (1, 2, 3); AdamW 6e-3 with a 1-epoch warm-up and a cosine decay (these
+    # learned the generated shapes fastest in benchmarks/synthetic_learnability.py); no ASPP
+    # dropout for a short run.
     "demo": dict(
         backbone="resnet26", backbone_width=16, output_stride=16, atrous_rates=(1, 2, 3),
         aspp_channels=64, aspp_dropout=0.0, decoder=True, train_transforms="report",
         val_transforms="report", image_size=96, hflip=True, optimizer="adamw", lr=6e-3,
         weight_decay=1e-4, schedule="cosine", warmup_epochs=1, batch_size=16,
         eval_batch_size=50, epochs=10, keep_last=1,
+    ),
+    # The atrous-rate ablation (deeplab_kit.ablation): ASPP on the report's own 16 x 16 map
+    # (128-pixel generated images at output stride 8, as 256-pixel images at OS16), with ASPP
+    # as the only path to the scores (no decoder), on the demo's quarter-width resnet26;
+    # 8 epochs of 2,000 images take about 4 minutes a run on 2 CPU cores.
+    "ablation": dict(
+        backbone="resnet26", backbone_width=16, output_stride=8, atrous_rates=(8, 12, 16),
+        aspp_channels=64, aspp_dropout=0.0, decoder=False, train_transforms="report",
+        val_transforms="report", image_size=128, hflip=True, optimizer="adamw", lr=6e-3,
+        weight_decay=1e-4, schedule="cosine", warmup_epochs=1, batch_size=16,
+        eval_batch_size=50, epochs=8, keep_last=1,
     ),
 }  # fmt: skip
 

@@ -72,7 +72,7 @@ def make_train_step(
     criterion: nn.Module | None = None,
     scaler: torch.amp.GradScaler | None = None,
     accumulation: int = 1,
-    aux_weight: float = 0.4,
+    aux_weight: float = 0.5,
 ):
     """`step(images, targets) -> loss`: forward, backward and (every `accumulation` calls) an
     optimiser step, on the fast path.
@@ -81,7 +81,7 @@ def make_train_step(
     - amp: "auto" autocasts to bf16 where the device has it, to fp16 on older GPUs (with a
       GradScaler, made here unless `scaler` is given), and not at all elsewhere.
     - criterion: cross-entropy ignoring VOC's void label (255) unless given; with an aux head
-      the loss is out + aux_weight * aux (0.4, as torchvision's reference trains it).
+      the loss is out + aux_weight * aux (config.aux_weight: 0.5 in torchvision's reference).
     - On CUDA it turns on cudnn.benchmark (fastest kernels for fixed input sizes).
     - uint8 images (0..255, as `make_loaders` gives for fixed-size presets) are normalised on the
       device with ImageNet's statistics; float images are taken as already normalised.
@@ -165,13 +165,19 @@ def _torchvision_weights(name: str):
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]  # a frozen backbone is left out
+    """The config's optimiser over the trainable parameters (a frozen backbone is left out);
+    the aux head, if any, in a second group at lr x aux_lr_factor."""
+    net = model.module if isinstance(model, DistributedDataParallel) else model
+    aux = {id(p) for p in net.aux_classifier.parameters()} if net.aux_classifier else set()
+    main = [p for p in net.parameters() if p.requires_grad and id(p) not in aux]
+    groups = [{"params": main, "lr": config.lr}]
+    if aux:
+        aux_params = [p for p in net.aux_classifier.parameters() if p.requires_grad]
+        groups.append({"params": aux_params, "lr": config.lr * config.aux_lr_factor})
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        return torch.optim.SGD(groups, momentum=config.momentum, weight_decay=config.weight_decay)
     optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(params, lr=config.lr, weight_decay=config.weight_decay)
+    return optimizer(groups, weight_decay=config.weight_decay)
 
 
 def make_scheduler(optimizer, config: RunConfig, iterations_per_epoch: int):
@@ -486,7 +492,7 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
         state.best_miou = max(miou, state.best_miou)
         save("epoch")
         result.metrics = metrics_dict(
-            evaluation.confusion, epoch=state.epoch, split=config.val_split
+            evaluation.confusion, epoch=state.epoch, split=config.val_split, **scored_as(config)
         )
         if context.is_main:
             if improved:
@@ -528,11 +534,25 @@ def _train(config, out_dir, context, progress, train_set, val_set) -> RunResult:
         )
         result.metrics = metrics_dict(
             evaluation.confusion, epoch=state.epoch, split=config.val_split,
-            scales=list(config.eval_scales), flip=config.eval_flip,
+            **scored_as(config, config.eval_scales, config.eval_flip),
         )  # fmt: skip
         if context.is_main:
             write_json(out_dir / "metrics.json", result.metrics)
     return result
+
+
+def scored_as(config: RunConfig, scales=(1.0,), flip: bool = False) -> dict:
+    """How a run's validation scores were made, for its metrics.json: the protocol ("resized":
+    masks resized with the images by the val preset; "original": each image's own size), the
+    output stride, the scales, the flip and the batch size."""
+    resized = transforms_for(config.val_transforms, config.image_size).size is not None
+    return {
+        "protocol": "resized" if resized else "original",
+        "output_stride": config.output_stride,
+        "scales": [float(s) for s in scales],
+        "flip": bool(flip),
+        "batch_size": config.eval_batch_size or config.batch_size,
+    }
 
 
 def epoch_lr(scheduler, epoch: int, per_epoch: int) -> float:

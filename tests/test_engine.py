@@ -95,7 +95,7 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 # --- the train step ------------------------------------------------------------------------
 
 
-def test_train_step_adds_the_aux_loss_at_weight_0_4():
+def test_train_step_adds_the_aux_loss_at_torchvisions_weight():
     torch.manual_seed(0)
     model = build_model(**TINY_MODEL, aux_loss=True)
     images, targets = Squares(2)[0][0][None].repeat(2, 1, 1, 1), torch.randint(0, 3, (2, 32, 32))
@@ -103,7 +103,7 @@ def test_train_step_adds_the_aux_loss_at_weight_0_4():
     with torch.random.fork_rng():
         torch.manual_seed(1)
         outputs = model(images)
-        expected = criterion(outputs["out"], targets) + 0.4 * criterion(outputs["aux"], targets)
+        expected = criterion(outputs["out"], targets) + 0.5 * criterion(outputs["aux"], targets)
     before = [p.detach().clone() for p in model.parameters()]
     step = make_train_step(
         model,
@@ -118,6 +118,19 @@ def test_train_step_adds_the_aux_loss_at_weight_0_4():
         loss = step(images, targets)
     torch.testing.assert_close(loss, expected.detach())
     assert any(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
+
+
+def test_the_aux_head_learns_at_its_own_rate():
+    from deeplab_kit.engine import make_optimizer
+
+    model = build_model(**TINY_MODEL, aux_loss=True)
+    config = RunConfig(**{**TINY_RUN, "aux_loss": True, "lr": 0.01, "aux_lr_factor": 10.0})
+    main, aux = make_optimizer(model, config).param_groups
+    assert (main["lr"], aux["lr"]) == (0.01, pytest.approx(0.1))
+    assert {id(p) for p in aux["params"]} == {id(p) for p in model.aux_classifier.parameters()}
+    assert len(main["params"]) + len(aux["params"]) == len(list(model.parameters()))
+    without = build_model(**TINY_MODEL)
+    assert len(make_optimizer(without, config).param_groups) == 1
 
 
 class Pixelwise(nn.Module):
