@@ -144,6 +144,21 @@ def valid_tap_counts(size: Size, rate: int, kernel_size: int = 3) -> dict[int, f
     return {int(v): float(f) / counts.size for v, f in zip(values, frequency, strict=True)}
 
 
+def effective_rates(size: Size, rates: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """What each 3x3 branch at `rates` really computes on a `size` map: its (row, column)
+    rates, with 0 along an axis where the off-centre taps can never land on the map (rate >=
+    that side). A branch that is (0, 0) is a 1x1 convolution in disguise.
+
+    Two rate sets with the same effective rates build the same function: started from the same
+    weights, they train to the same network (the dead taps get no gradient). On a 16 x 16 map,
+    (12, 16, 24) and (12, 24, 36) are both ((12, 12), (0, 0), (0, 0)).
+    """
+    h, w = _pair(size)
+    return tuple(
+        (r if r < h else 0, r if r < w else 0) for r in (_check_rate(rate) for rate in rates)
+    )
+
+
 # --- two exact rewritings of a dilated convolution ------------------------------------------------
 
 

@@ -16,7 +16,15 @@ def main(argv: list[str] | None = None) -> int:
         description="DeepLabv3 on PASCAL VOC 2012: data, training in sessions, evaluation, demo.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_synth, _add_download, _add_train, _add_evaluate, _add_ablation):
+    for add in (
+        _add_demo,
+        _add_synth,
+        _add_download,
+        _add_train,
+        _add_evaluate,
+        _add_ablation,
+        _add_results,
+    ):
         add(commands)
     args = parser.parse_args(argv)
     try:
@@ -27,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-# --- demo (issue 5) ------------------------------------------------------------------------
+# --- demo ----------------------------------------------------------------------------------
 
 
 def _add_demo(commands) -> None:
@@ -69,7 +77,7 @@ def _add_demo(commands) -> None:
     parser.set_defaults(run=run)
 
 
-# --- synth (issue 3) -----------------------------------------------------------------------
+# --- synth ---------------------------------------------------------------------------------
 
 
 def _add_synth(commands) -> None:
@@ -98,7 +106,7 @@ def _add_synth(commands) -> None:
     parser.set_defaults(run=run)
 
 
-# --- download (issue 3) --------------------------------------------------------------------
+# --- download ------------------------------------------------------------------------------
 
 
 def _add_download(commands) -> None:
@@ -120,7 +128,7 @@ def _add_download(commands) -> None:
     parser.set_defaults(run=run)
 
 
-# --- train (issue 5) -----------------------------------------------------------------------
+# --- train ---------------------------------------------------------------------------------
 
 
 def _add_train(commands) -> None:
@@ -156,7 +164,7 @@ def _add_train(commands) -> None:
     parser.set_defaults(run=run)
 
 
-# --- evaluate (issues 4 and 5) -------------------------------------------------------------
+# --- evaluate ------------------------------------------------------------------------------
 
 
 def _add_evaluate(commands) -> None:
@@ -204,7 +212,7 @@ def _add_evaluate(commands) -> None:
     parser.set_defaults(run=run)
 
 
-# --- ablation (issue 6) --------------------------------------------------------------------
+# --- ablation ------------------------------------------------------------------------------
 
 
 def _add_ablation(commands) -> None:
@@ -212,19 +220,21 @@ def _add_ablation(commands) -> None:
 
     parser = commands.add_parser(
         "ablation",
-        help="train one model per set of ASPP rates and tabulate mIoU",
+        help="train one model per set of ASPP rates and seed, and tabulate mIoU",
         description="The atrous-rate ablation of notebook 02: the recipe's model trained once per "
-        "setting (no atrous (1,1,1), paper (6,12,18), report (8,12,16), report variant "
-        "(12,16,24), OS8 rates (12,24,36)), one run folder each under --out, and the table in "
-        "--out/ablation.csv and ablation.json. Run again with the same --out to resume.",
+        "setting and seed (1x1 only (), no atrous (1,1,1), fitted to 16x16 (3,6,9), paper "
+        "(6,12,18), report (8,12,16), report variant (12,16,24), OS8 rates (12,24,36)), one run "
+        "folder each under --out, and the table in --out/ablation.csv and ablation.json. A "
+        "setting that builds the same network as an earlier one at this geometry is not trained "
+        "twice. Run again with the same --out to resume. The stored ablation is made by "
+        "`python -m deeplab_kit results make ablation`.",
     )
     parser.add_argument("--out", required=True, help="folder for the runs and the table")
     parser.add_argument(
-        "--recipe", default="demo", choices=sorted(RECIPES), help="starting values (default: demo)"
-    )
-    parser.add_argument(
-        "--only", nargs="+", metavar="LABEL", help="run only these of the five settings"
-    )
+        "--recipe", default="ablation", choices=sorted(RECIPES),
+        help="starting values (default: ablation)",
+    )  # fmt: skip
+    parser.add_argument("--only", nargs="+", metavar="LABEL", help="run only these of the settings")
     parser.add_argument(
         "--add",
         nargs="+",
@@ -233,13 +243,24 @@ def _add_ablation(commands) -> None:
         help='more settings, e.g. --add "fitted=1,2,3"',
     )
     parser.add_argument(
-        "--prune", action="store_true", help="delete each setting's checkpoints once finished"
+        "--seeds",
+        default="0",
+        metavar="K,K,...",
+        help="seeds to run each setting with (default: 0)",
+    )
+    parser.add_argument(
+        "--erf-images", type=int, default=0, metavar="N",
+        help="measure each model's effective receptive field on N validation images",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prune", action="store_true", help="delete each run's checkpoints once finished"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_arguments(parser, exclude=("atrous_rates",))
+    add_arguments(parser, exclude=("atrous_rates", "seed"))
 
     def run(args) -> int:
-        from deeplab_kit.ablation import SETTINGS, run_ablation
+        from deeplab_kit import provenance
+        from deeplab_kit.ablation import ABLATION_DATA, SETTINGS, run_ablation
         from deeplab_kit.config import RunConfig, overrides_from_arguments
 
         settings = dict(SETTINGS)
@@ -251,20 +272,68 @@ def _add_ablation(commands) -> None:
         for item in args.add:
             label, _, rates = item.partition("=")
             try:
-                settings[label.strip()] = tuple(int(r) for r in rates.split(","))
+                settings[label.strip()] = tuple(int(r) for r in rates.split(",") if r.strip())
             except ValueError:
                 raise ValueError(f"--add {item!r}: expected LABEL=R,R,R (integers)") from None
+        try:
+            seeds = [int(k) for k in args.seeds.split(",")]
+        except ValueError:
+            raise ValueError(f"--seeds {args.seeds!r}: expected K,K,... (integers)") from None
         config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
-        if config.data_root is None and args.recipe == "demo":
-            from deeplab_kit.demo import DEMO_DATA
+        if config.data_root is None and args.recipe == "ablation":
             from deeplab_kit.synthetic import make_synthetic_voc
 
-            config = config.replace(data_root="data/synthetic")
-            make_synthetic_voc(config.data_root, **DEMO_DATA)
+            config = config.replace(data_root="data/synthetic-ablation")
+            make_synthetic_voc(config.data_root, **ABLATION_DATA)
+        record = provenance.start(device=config.device if config.device != "auto" else "cpu")
         table = run_ablation(
-            settings, config, args.out, progress=not args.quiet, keep_checkpoints=not args.prune
-        )
-        print(table.to_string(index=False))
+            settings, config, args.out, seeds=seeds, erf_images=args.erf_images,
+            progress=not args.quiet, keep_checkpoints=not args.prune,
+            provenance=provenance.finish(record),
+        )  # fmt: skip
+        print(table.drop(columns=["valid per branch", "finished"]).to_string(index=False))
         return 0
+
+    parser.set_defaults(run=run)
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+def _add_results(commands) -> None:
+    parser = commands.add_parser(
+        "results",
+        help="the stored results of notebooks/results: list, make, verify",
+        description="list: what is stored and how it was made. make NAME: (re)make a stored "
+        "result with the kit's own code (a stopped make resumes). verify [NAME]: check that "
+        "the stored results hold (scores, histories, tables, configuration, a retrained "
+        "epoch); exits 1 on any mismatch.",
+    )
+    parser.add_argument("action", choices=("list", "make", "verify"))
+    parser.add_argument("name", nargs="?", help="a stored result (make: required)")
+    parser.add_argument(
+        "--no-retrain", action="store_true", help="verify: skip retraining an epoch"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def run(args) -> int:
+        from deeplab_kit import results
+
+        if args.action == "list":
+            print(results.listing().to_string())
+            return 0
+        if args.action == "make":
+            if not args.name:
+                raise ValueError(f"results make needs a NAME: one of {sorted(results.RESULTS)}")
+            command = f"python -m deeplab_kit results make {args.name}"
+            folder = results.make(args.name, command=command, progress=not args.quiet)
+            print(f"stored in {folder}")
+            return 0
+        problems = results.verify([args.name] if args.name else None,
+                                  retrain=not args.no_retrain, progress=not args.quiet)  # fmt: skip
+        for problem in problems:
+            print(f"mismatch: {problem}", file=sys.stderr)
+        print("stored results hold" if not problems else f"{len(problems)} mismatch(es)")
+        return 1 if problems else 0
 
     parser.set_defaults(run=run)

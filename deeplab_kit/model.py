@@ -294,7 +294,9 @@ class DeepLabV3(nn.Module):
 # --- building --------------------------------------------------------------------------------
 
 
-def _as_rates(name: str, values, *, allow_none: bool) -> tuple[int, ...] | None:
+def _as_rates(
+    name: str, values, *, allow_none: bool, allow_empty: bool = False
+) -> tuple[int, ...] | None:
     if values is None and allow_none:
         return None
     try:
@@ -304,10 +306,10 @@ def _as_rates(name: str, values, *, allow_none: bool) -> tuple[int, ...] | None:
         raise ValueError(
             f"{name} must be a sequence of positive integers, got {values!r}"
         ) from None
-    if not rates or any(r < 1 for r in rates) or rates != raw:  # 6.5 -> 6 would be a silent change
-        raise ValueError(
-            f"{name} must be a non-empty sequence of positive integers, got {values!r}"
-        )
+    if (not rates and not allow_empty) or any(r < 1 for r in rates) or rates != raw:
+        # (6.5 -> 6 would be a silent change)
+        kind = "a sequence" if allow_empty else "a non-empty sequence"
+        raise ValueError(f"{name} must be {kind} of positive integers, got {values!r}")
     return rates
 
 
@@ -405,7 +407,8 @@ def build_model(
         output_stride: input size / feature size, 8, 16 or 32. Below 32, layer4 (and at 8 also
             layer3) trades its stride for dilation, as torchvision does: the first block of a
             dilated stage keeps the previous stage's rate (at OS8 layer4's rates are 2, 4, 4).
-        atrous_rates: one 3x3 ASPP branch per rate (at least one).
+        atrous_rates: one 3x3 ASPP branch per rate; () leaves ASPP its 1x1 branch (and image
+            pooling), the control of the rate ablation.
         multi_grid: None keeps torchvision's dilations (its pretrained weights behave as trained);
             a tuple gives layer4's blocks the paper's rates: stage rate x unit rate, e.g. (1, 2, 4)
             gives (2, 4, 8) at OS16 and (4, 8, 16) at OS8. It needs one unit rate per layer4 block.
@@ -443,7 +446,7 @@ def build_model(
         raise ValueError(f"aspp_dropout must be in [0, 1), got {aspp_dropout!r}")
     if not isinstance(aspp_channels, int) or aspp_channels < 1:
         raise ValueError(f"aspp_channels must be a positive integer, got {aspp_channels!r}")
-    atrous_rates = _as_rates("atrous_rates", atrous_rates, allow_none=False)
+    atrous_rates = _as_rates("atrous_rates", atrous_rates, allow_none=False, allow_empty=True)
     multi_grid = _as_rates("multi_grid", multi_grid, allow_none=True)
     if not isinstance(extra_blocks, int) or not 0 <= extra_blocks <= MAX_EXTRA_BLOCKS:
         raise ValueError(

@@ -1,15 +1,18 @@
 """What the notebooks need besides the library: profiles, data and run folders, Colab helpers.
 
 A notebook's parameters cell reads its profile from the environment variable
-`DEEPLAB_KIT_PROFILE`, so one notebook runs in two ways without editing a cell:
+`DEEPLAB_KIT_PROFILE`, so one notebook runs in three ways without editing a cell:
 
-- `quick` (the default; what CI runs): CPU, a small generated VOC-format dataset, the demo's
-  small model and budgets of seconds. It shows every code path, not a converged result.
+- `quick` (the default; what CI runs): CPU, small generated VOC-format datasets, small models
+  and budgets of seconds. It shows every code path, not a converged result.
+- `cpu`: a laptop CPU reproduces the stored results at their own scale (the demo run in
+  03-04, the whole atrous-rate ablation in 02), minutes to an hour; the profile says how long.
 - `full`: a GPU and PASCAL VOC 2012, the recipes' own models and budgets (hours). Where a
   notebook needs VOC or a GPU that is not there, it stops with a `ResourceMissing` error that
-  says what is missing and how to get it.
+  says what is missing and how to get it. `DEEPLAB_KIT_DATA` names the folder holding
+  VOCdevkit/ (default: data/ of the checkout).
 
-    profile = Profile.from_env()                  # DEEPLAB_KIT_PROFILE=quick|full
+    profile = Profile.from_env()                  # DEEPLAB_KIT_PROFILE=quick|cpu|full
     root = prepare_data(profile)                  # synthetic set, or VOC (stops if absent)
     config = profile.config("report")             # a RunConfig sized for the profile
     run = profile.run_folder("report")            # on Google Drive in Colab when mounted
@@ -49,7 +52,8 @@ NOTEBOOKS = (
 )
 
 PROFILE_VARIABLE = "DEEPLAB_KIT_PROFILE"
-PROFILES = ("quick", "full")
+DATA_VARIABLE = "DEEPLAB_KIT_DATA"
+PROFILES = ("quick", "cpu", "full")
 DEFAULT_PROFILE = "quick"
 
 COLAB_MODULE = "google.colab"
@@ -60,6 +64,10 @@ DRIVE_FOLDER = "deeplab-kit"  # run folders go to MyDrive/deeplab-kit/runs
 # small synthetic set at 96 px; budgets of seconds on a 2-core CPU.
 QUICK_DATA = dict(num_train=48, num_val=16, size=96, seed=0)
 QUICK_BUDGET = dict(epochs=4, session_epochs=2, ablation_epochs=1, batch_size=8, eval_batch_size=16)
+# The quick ablation keeps the stored ablation's geometry (128 px at output stride 8: a 16 x 16
+# map), on a handful of images.
+QUICK_ABLATION_DATA = dict(num_train=16, num_val=8, size=128, seed=0)
+QUICK_ERF_IMAGES = 4
 # A from-scratch model hardly moves in 4 short epochs at the report's 1e-4: quick runs start from
 # at least this learning rate, so that their loss curves show something.
 QUICK_MIN_LR = 1e-3
@@ -71,7 +79,9 @@ QUICK_MODEL = dict(
     backbone="resnet26", backbone_width=16, aspp_channels=64, aspp_dropout=0.0, multi_grid=None,
     extra_blocks=0, aux_loss=False, pretrained_backbone=False, freeze_backbone=False,
 )  # fmt: skip
-FULL_ABLATION_EPOCHS = 20  # one Colab session per rate setting
+# The cpu profile trains the stored demo run in two sessions (03), as the stored one was made.
+CPU_SESSION_EPOCHS = 5
+FULL_ABLATION_EPOCHS = 20  # one Colab session per rate setting and seed
 
 
 class ResourceMissing(RuntimeError):
@@ -153,17 +163,20 @@ class Profile:
     Build it with `Profile.from_env()`. Budgets that are None mean "the recipe's own".
     """
 
-    name: str  # "quick" or "full"
-    device: str  # "cpu" (quick) or "cuda" (full)
-    data_root: Path  # the folder holding VOCdevkit/VOC2012 (generated in quick mode)
+    name: str  # "quick", "cpu" or "full"
+    device: str  # "cpu" (quick, cpu) or "cuda" (full)
+    home: Path  # the folder data/ and runs/ are under (shown paths are relative to it)
+    data_root: Path  # the folder holding VOCdevkit/VOC2012 (generated unless full)
     runs_dir: Path  # run folders; on Google Drive in Colab when it is mounted
     cache_dir: Path  # decoded-image caches
-    synthetic: bool  # quick: a generated VOC-format set instead of VOC 2012
+    synthetic: bool  # a generated VOC-format set instead of VOC 2012
     on_drive: bool
     epochs: int | None  # a training run's length (03, 04)
     session_epochs: int | None  # epochs per session (03)
-    ablation_epochs: int | None  # epochs per atrous-rate setting (02)
-    ablation_recipe: str  # the recipe whose model the ablation trains (02)
+    ablation_root: Path  # the atrous-rate ablation's data (02)
+    ablation_epochs: int | None  # epochs per rate setting and seed (02)
+    ablation_seeds: tuple[int, ...]  # seeds per rate setting (02)
+    erf_images: int  # validation images per effective receptive field (02)
     threads: int | None  # torch's CPU threads (None: torch's default)
     progress: bool  # progress bars (off in quick mode: CI logs and stable outputs)
 
@@ -176,34 +189,45 @@ class Profile:
         (with `mount`) so that run folders outlive the session. The quick profile also sets
         torch's CPU threads to `QUICK_THREADS`, for the kernel the notebook runs in.
         """
+        from deeplab_kit.ablation import ERF_IMAGES, SEEDS
+
         environ = os.environ if environ is None else environ
         raw = environ.get(PROFILE_VARIABLE, "")
         name = raw.strip().lower() or DEFAULT_PROFILE
         if name not in PROFILES:
             raise ValueError(
                 f"{PROFILE_VARIABLE}={raw!r} is not a profile; use 'quick' (CPU, synthetic data, "
-                f"tiny budgets) or 'full' (GPU, PASCAL VOC 2012)"
+                "tiny budgets), 'cpu' (a CPU reproduces the stored results) or 'full' (GPU, "
+                "PASCAL VOC 2012)"
             )
         base = home(environ)
         drive = mount_drive() if (mount and name == "full") else drive_folder()
         runs = (drive or base) / "runs"
+        common = dict(home=base, cache_dir=base / "data" / "cache", on_drive=drive is not None)
         if name == "quick":
             return cls(
                 name=name, device="cpu", data_root=base / "data" / "synthetic-quick",
-                runs_dir=runs / "quick", cache_dir=base / "data" / "cache", synthetic=True,
-                on_drive=drive is not None, epochs=QUICK_BUDGET["epochs"],
+                runs_dir=runs / "quick", synthetic=True, epochs=QUICK_BUDGET["epochs"],
                 session_epochs=QUICK_BUDGET["session_epochs"],
-                ablation_epochs=QUICK_BUDGET["ablation_epochs"], ablation_recipe="demo",
-                threads=QUICK_THREADS, progress=False,
+                ablation_root=base / "data" / "synthetic-ablation-quick",
+                ablation_epochs=QUICK_BUDGET["ablation_epochs"], ablation_seeds=(0,),
+                erf_images=QUICK_ERF_IMAGES, threads=QUICK_THREADS, progress=False, **common,
             )._apply_threads()  # fmt: skip
-        data = environ.get("DEEPLAB_KIT_DATA")
+        if name == "cpu":
+            return cls(
+                name=name, device="cpu", data_root=base / "data" / "synthetic",
+                runs_dir=runs / "cpu", synthetic=True, epochs=None,
+                session_epochs=CPU_SESSION_EPOCHS,
+                ablation_root=base / "data" / "synthetic-ablation", ablation_epochs=None,
+                ablation_seeds=SEEDS, erf_images=ERF_IMAGES, threads=None, progress=True, **common,
+            )  # fmt: skip
+        data = environ.get(DATA_VARIABLE)
+        data_root = Path(data).expanduser().resolve() if data else base / "data"
         return cls(
-            name=name, device="cuda",
-            data_root=Path(data).expanduser().resolve() if data else base / "data",
-            runs_dir=runs, cache_dir=base / "data" / "cache", synthetic=False,
-            on_drive=drive is not None, epochs=None, session_epochs=None,
-            ablation_epochs=FULL_ABLATION_EPOCHS, ablation_recipe="report", threads=None,
-            progress=True,
+            name=name, device="cuda", data_root=data_root, runs_dir=runs, synthetic=False,
+            epochs=None, session_epochs=None, ablation_root=data_root,
+            ablation_epochs=FULL_ABLATION_EPOCHS, ablation_seeds=SEEDS, erf_images=ERF_IMAGES,
+            threads=None, progress=True, **common,
         )  # fmt: skip
 
     def _apply_threads(self) -> Profile:
@@ -211,20 +235,36 @@ class Profile:
             torch.set_num_threads(self.threads)
         return self
 
+    def shown(self, path: Path) -> str:
+        """A path as the notebooks print it: relative to `home` when under it (a notebook's
+        stored outputs show no machine's own folders)."""
+        try:
+            return str(Path(path).relative_to(self.home))
+        except ValueError:
+            return str(path)
+
     def __repr__(self) -> str:
+        kind = {"quick": "CPU, synthetic data, tiny budgets",
+                "cpu": "CPU, synthetic data, the stored results' own budgets",
+                "full": "GPU, PASCAL VOC 2012"}[self.name]  # fmt: skip
+        threads = f", {self.threads} thread{'s' * (self.threads > 1)}" if self.threads else ""
         lines = [
-            f"profile {self.name!r}: "
-            + ("CPU, synthetic data, tiny budgets" if self.synthetic else "GPU, PASCAL VOC 2012"),
-            f"  device       {self.device}"
-            + (f", {self.threads} thread{'s' * (self.threads > 1)}" if self.threads else ""),
-            f"  data         {self.data_root}",
-            f"  runs         {self.runs_dir}" + ("  (Google Drive)" if self.on_drive else ""),
+            f"profile {self.name!r}: {kind}",
+            f"  device       {self.device}{threads}",
+            f"  data         {self.shown(self.data_root)}",
+            f"  runs         {self.shown(self.runs_dir)}" + ("  (Google Drive)" * self.on_drive),
             "  training     "
             + (f"{self.epochs} epochs" if self.epochs else "the recipes' epochs")
             + (f", {self.session_epochs} per session" if self.session_epochs else ""),
-            f"  ablation     the {self.ablation_recipe!r} recipe, "
-            f"{self.ablation_epochs} epoch(s) per rate setting",
+            f"  ablation     {len(self.ablation_seeds)} seed(s) per rate setting, "
+            + (
+                f"{self.ablation_epochs} epoch(s) each"
+                if self.ablation_epochs
+                else "the stored ablation's epochs"
+            ),  # fmt: skip
         ]
+        if self.name == "cpu":
+            lines.append(f"  takes        {stored_durations()}")
         return "\n".join(lines)
 
     # --- what the profile needs -----------------------------------------------------------
@@ -235,7 +275,8 @@ class Profile:
             raise ResourceMissing(
                 "the full profile trains on a GPU and torch sees none here. In Colab: Runtime > "
                 "Change runtime type > GPU. Or run this notebook with "
-                f"{PROFILE_VARIABLE}=quick (CPU, synthetic data)."
+                f"{PROFILE_VARIABLE}=quick (CPU, synthetic data, seconds) or =cpu (the stored "
+                "results, on this CPU)."
             )
         return self.device
 
@@ -244,11 +285,13 @@ class Profile:
     def config(self, recipe: str, **overrides):
         """`RunConfig.from_recipe(recipe)` for this profile's data, device and budgets.
 
-        full: the recipe as it is, on `data_root`. quick: the recipe's optimiser, schedule,
-        rates and output stride on the demo's small model at 96 px, `epochs` long, with a
-        learning rate of at least `QUICK_MIN_LR`; a scheduled step of the learning rate keeps
-        its place in the run (the report's step at epoch 100 of 200 comes at epoch 2 of 4).
-        Recipes that load torchvision's weights keep their model.
+        full: the recipe as it is, on `data_root`. cpu: the stored demo run's configuration
+        (the demo recipe) in place of a recipe that needs VOC, in sessions of
+        `CPU_SESSION_EPOCHS`. quick: the recipe's optimiser, schedule, rates and output stride
+        on the demo's small model at 96 px, `epochs` long, with a learning rate of at least
+        `QUICK_MIN_LR`; a scheduled step of the learning rate keeps its place in the run (the
+        report's step at epoch 100 of 200 comes at epoch 2 of 4). Recipes that load
+        torchvision's weights keep their model.
         """
         from deeplab_kit.config import RunConfig
 
@@ -257,10 +300,16 @@ class Profile:
                 recipe, data_root=str(self.data_root), device=self.device, **overrides
             )
         base = RunConfig.from_recipe(recipe)
-        epochs = self.epochs
+        if self.name == "cpu" and not base.pretrained_weights:
+            stored = RunConfig.from_recipe(
+                "demo", data_root=str(self.data_root), cache_dir=str(self.data_root / "cache"),
+                session_epochs=self.session_epochs,
+            )  # fmt: skip
+            return stored.replace(**overrides)
+        epochs = self.epochs or base.epochs
         quick = dict(
             data_root=str(self.data_root), device=self.device, train_split="train",
-            image_size=QUICK_DATA["size"], num_workers=0, epochs=epochs,
+            image_size=self.data_size(), num_workers=0, epochs=epochs,
             lr=max(base.lr, QUICK_MIN_LR),
             batch_size=QUICK_BUDGET["batch_size"], eval_batch_size=QUICK_BUDGET["eval_batch_size"],
             session_epochs=self.session_epochs if base.session_epochs else None,
@@ -270,12 +319,50 @@ class Profile:
             quick.update(QUICK_MODEL)
         return base.replace(**{**quick, **overrides})
 
+    def data_size(self) -> int:
+        """The side of the generated images of `data_root` (quick and cpu profiles)."""
+        from deeplab_kit.demo import DEMO_DATA
+
+        return (QUICK_DATA if self.name == "quick" else DEMO_DATA)["size"]
+
+    def ablation_config(self):
+        """The base configuration of the atrous-rate ablation (02): the `ablation` recipe on
+        the generated 128-pixel set (quick: a few images and one epoch; cpu: exactly the
+        stored ablation's), or the `report` recipe on VOC (full), both with ASPP on a 16 x 16
+        map."""
+        from deeplab_kit.config import RunConfig
+
+        if self.name == "full":
+            return RunConfig.from_recipe(
+                "report", data_root=str(self.data_root), device=self.device,
+                epochs=self.ablation_epochs, session_epochs=None, lr_steps=(),
+            )  # fmt: skip
+        config = RunConfig.from_recipe(
+            "ablation", data_root=str(self.ablation_root), device=self.device,
+            cache_dir=str(self.ablation_root / "cache"),
+        )  # fmt: skip
+        if self.name == "quick":
+            config = config.replace(epochs=self.ablation_epochs, batch_size=8, eval_batch_size=8,
+                                    cache_dir=None)  # fmt: skip
+        return config
+
+    def prepare_ablation_data(self) -> Path:
+        """The ablation's data, generated if absent (quick, cpu) or VOC (full; see
+        `prepare_data`)."""
+        if self.name == "full":
+            return prepare_data(self)
+        from deeplab_kit.ablation import ABLATION_DATA
+        from deeplab_kit.synthetic import make_synthetic_voc
+
+        data = QUICK_ABLATION_DATA if self.name == "quick" else ABLATION_DATA
+        return make_synthetic_voc(self.ablation_root, **data)
+
     def run_folder(self, name: str, *, fresh: bool = False) -> Path:
         """The run folder `name` under `runs_dir` (train() creates it).
 
         With `fresh=True` the quick profile deletes its previous run of that name first (a
         quick run only demonstrates the code path, and a notebook re-run should show the same
-        thing); the full profile never deletes a run: the same cell resumes it instead.
+        thing); the other profiles never delete a run: the same cell resumes it instead.
         """
         if not re.fullmatch(r"\w[\w.-]*", name):  # no separators, no "..": stays in runs_dir
             raise ValueError(f"run name {name!r}: use letters, digits, '.', '-' and '_' only")
@@ -283,6 +370,20 @@ class Profile:
         if fresh and self.name == "quick" and folder.exists():
             shutil.rmtree(folder)
         return folder
+
+
+def stored_durations() -> str:
+    """How long the stored results took to make, from their provenance: what the cpu profile
+    will take on a similar machine."""
+    parts = []
+    for name, notebooks in (("demo", "03-04"), ("ablation", "02")):
+        path = results_dir() / name / "provenance.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            parts.append(f"{notebooks}: about {record['seconds'] / 60:.0f} min")
+    if not parts:
+        return "as long as the stored results took (see `python -m deeplab_kit results list`)"
+    return "; ".join(parts) + " on a 2-core CPU, as the stored results took"
 
 
 def _scaled_epoch(epoch: int, total: int, new_total: int) -> int:
@@ -310,9 +411,10 @@ def prepare_data(profile: Profile, *, download: bool = False, sbd: bool = False)
     """
     root = profile.data_root
     if profile.synthetic:
+        from deeplab_kit.demo import DEMO_DATA
         from deeplab_kit.synthetic import make_synthetic_voc
 
-        return make_synthetic_voc(root, **QUICK_DATA)
+        return make_synthetic_voc(root, **(QUICK_DATA if profile.name == "quick" else DEMO_DATA))
     if not voc_ready(root) and download:
         from deeplab_kit.download import DownloadError
         from deeplab_kit.download import download as fetch

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Circle, Patch, Rectangle
 
 from deeplab_kit.atrous import (
     Size,
@@ -441,12 +441,17 @@ def plot_ablation(
     measured: Mapping[str, float],
     quoted: Mapping[str, float] | None = None,
     *,
+    spread: Mapping[str, float] | None = None,
+    points: Mapping[str, Sequence[float]] | None = None,
     ylabel: str = "mIoU (%)",
     ax: Axes | None = None,
 ) -> Figure:
     """mIoU per atrous-rate setting: the kit's measured bars, and numbers quoted from the paper or
     the report drawn distinctly (hatched, white, labelled "quoted"), beside the measured bar of
     the same setting when there is one. Values are percentages (0..100).
+
+    `spread` ({setting: standard deviation}) draws error bars on the measured bars, and `points`
+    ({setting: values}) each seed's value as a dot, so the spread behind a mean is visible.
     """
     quoted = dict(quoted or {})
     for kind, values in (("measured", measured), ("quoted", quoted)):
@@ -456,7 +461,7 @@ def plot_ablation(
                     f"{kind} value for {setting!r} is {value}; give mIoU in percent (0..100)"
                 )
     settings = list(measured) + [s for s in quoted if s not in measured]
-    fig, ax = _figure_and_axes(ax, (1.3 * len(settings) + 2, 4))
+    fig, ax = _figure_and_axes(ax, (1.3 * len(settings) + 3, 4))
     width = 0.38
     for kind, values in (("measured", measured), ("quoted", quoted)):
         x, heights = [], []
@@ -468,12 +473,62 @@ def plot_ablation(
         if not x:
             continue
         style = QUOTED_STYLE if kind == "quoted" else dict(color="C0", edgecolor="0.2")
-        bars = ax.bar(x, heights, width=width, label=kind, **style)
-        ax.bar_label(bars, fmt="%.1f", fontsize="small", padding=2)
+        errors = None
+        if kind == "measured" and spread:
+            errors = [spread.get(s, 0.0) for s in settings if s in values]
+        bars = ax.bar(x, heights, width=width, label=kind, yerr=errors, capsize=4, **style)
+        ax.bar_label(bars, fmt="%.1f", fontsize="small", padding=2, label_type="center"
+                     if errors else "edge")  # fmt: skip
+        if kind == "measured" and points:
+            for xi, setting in zip(x, [s for s in settings if s in values], strict=True):
+                ys = list(points.get(setting, ()))
+                ax.plot([xi] * len(ys), ys, "o", color="0.15", markersize=3,
+                        label="one seed" if xi == x[0] else None)  # fmt: skip
     ax.set_xticks(range(len(settings)), settings, rotation=20, ha="right")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, max([*measured.values(), *quoted.values(), 1]) * 1.15)
-    ax.legend(loc="upper left")
+    tops = [*measured.values(), *quoted.values(), 1]
+    tops += [v for values in (points or {}).values() for v in values]
+    tops += [measured[s] + e for s, e in (spread or {}).items() if s in measured]
+    ax.set_ylim(0, max(tops) * 1.12)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside, not over
+    return fig
+
+
+def plot_erf(
+    maps: Mapping[str, np.ndarray],
+    *,
+    theoretical: Mapping[str, float] | None = None,
+    masses: Sequence[float] = (0.5, 0.9),
+    columns: int = 4,
+) -> Figure:
+    """Effective receptive fields side by side (`deeplab_kit.erf`): each map's gradient
+    magnitude (square root, so the tails show), circles holding `masses` of it, and the
+    theoretical field as a dashed square where it fits in the image."""
+    from deeplab_kit.erf import erf_radius
+
+    rows = -(-len(maps) // columns)
+    fig = KitFigure(figsize=(3.0 * columns, 3.1 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    styles = ("-", "--", ":")
+    for ax, (name, grad) in zip(axes, maps.items(), strict=False):
+        grad = np.asarray(grad, dtype=np.float64)
+        h, w = grad.shape
+        ax.imshow(np.sqrt(grad / grad.max()), cmap="magma", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        for mass, style in zip(masses, styles, strict=False):
+            radius = erf_radius(grad, mass)
+            ax.add_patch(Circle((w // 2, h // 2), radius, fill=False, color="cyan", ls=style,
+                                label=f"{mass:.0%} of the gradient: r = {radius:.0f} px"))  # fmt: skip
+        field = (theoretical or {}).get(name)
+        if field and field < max(h, w):
+            half = field / 2
+            ax.add_patch(Rectangle((w // 2 - half, h // 2 - half), field, field, fill=False,
+                                   color="white", ls="--", lw=1))  # fmt: skip
+        ax.set_title(name, fontsize="small")
+        ax.legend(loc="lower center", fontsize="x-small", framealpha=0.7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(maps) :]:
+        ax.set_axis_off()
     return fig
 
 

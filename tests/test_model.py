@@ -267,9 +267,8 @@ def test_config_rebuilds_the_same_architecture():
     "options, message",
     [
         (dict(output_stride=12), "output_stride must be 8, 16 or 32"),
-        (dict(atrous_rates=()), "atrous_rates must be a non-empty"),
-        (dict(atrous_rates=(6, 0)), "atrous_rates must be a non-empty"),
-        (dict(atrous_rates=(6.5,)), "atrous_rates must be a non-empty"),
+        (dict(atrous_rates=(6, 0)), "atrous_rates must be a sequence of positive integers"),
+        (dict(atrous_rates=(6.5,)), "atrous_rates must be a sequence of positive integers"),
         (dict(backbone="vgg16"), "unknown backbone 'vgg16'"),
         (dict(extra_blocks=5), r"extra_blocks must be 0\.\.3"),
         (dict(multi_grid=(1, 2)), "one unit rate per layer4 block: resnet50 has 3"),

@@ -1,0 +1,112 @@
+"""Where and how a result was made, written by code: the command, the code's git commit (and
+whether the tree was clean), the machine, the library versions and the time it took.
+
+    record = provenance.start("python -m deeplab_kit results make ablation")
+    ...                                   # the work
+    provenance.finish(record)             # adds ended and seconds
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def command_line() -> str:
+    """How this process was started, as a user would type it."""
+    return "python -m deeplab_kit " + shlex.join(sys.argv[1:])
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device | str = "cpu") -> dict:
+    """CPU model, cores, torch's threads, and the GPU when `device` is one."""
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    device = torch.device(device)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def describe_machine(info: dict) -> str:
+    """One line of a `machine()` dict."""
+    text = f"{info.get('cpu', '?')}, {info.get('cores', '?')} cores, {info.get('threads', '?')} threads"
+    return f"{info['gpu']}; {text}" if info.get("gpu") else text
+
+
+def git_state(folder: str | os.PathLike | None = None) -> tuple[str | None, bool | None]:
+    """(commit, clean) of the repository holding `folder` (default: this package's); clean
+    means no tracked file differs from the commit. (None, None) outside a git checkout."""
+    folder = Path(folder) if folder else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return commit, not changes
+
+
+def versions() -> dict:
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def start(command: str | None = None, device: torch.device | str = "cpu") -> dict:
+    """A provenance record for work that starts now."""
+    commit, clean = git_state()
+    return {
+        "command": command or command_line(),
+        "commit": commit,
+        "clean": clean,
+        "machine": machine(device),
+        **versions(),
+        "python": platform.python_version(),
+        "started": now(),
+        "_monotonic": time.monotonic(),
+    }
+
+
+def finish(record: dict, earlier_seconds: float = 0.0) -> dict:
+    """The record completed: ended, and the wall seconds of this sitting plus `earlier_seconds`
+    (the sittings a resumed piece of work took before)."""
+    record = dict(record)
+    elapsed = time.monotonic() - record.pop("_monotonic")
+    record["ended"] = now()
+    record["seconds"] = round(earlier_seconds + elapsed, 1)
+    return record
+
+
+def same_machine(record: dict) -> bool:
+    """Whether this machine has the CPU model and the torch version a record was made with."""
+    return (
+        record.get("machine", {}).get("cpu") == cpu_name()
+        and record.get("torch") == torch.__version__
+    )
