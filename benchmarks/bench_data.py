@@ -3,7 +3,7 @@
 Both sides are the same `VOCDataset` over the same files, with the same preset and the same
 loader; only `cache_dir` differs. The preset is the one the kit's training loader uses ("report"
 at --size, plus the keyed horizontal flip, yielding uint8 images that the train step normalises
-on the device, see `engine.uint8_where_exact`); --floats measures the preset that yields float32
+on the device, see `transforms.uint8_where_exact`); --floats measures the preset that yields float32
 images normalised in the loader instead. Masks are int64 either way. The files
 are generated here: a VOC-format tree of --images JPEG images and palette PNG masks at VOC-like
 sizes (500 x 375 and friends) with smooth content and a few objects, so they compress like photos.
@@ -33,8 +33,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
 from benchmarks.common import cpu_name  # noqa: E402
-from deeplab_kit.data import VOC_PALETTE, VOCDataset, make_loader, make_transforms  # noqa: E402
-from deeplab_kit.engine import uint8_where_exact  # noqa: E402
+from deeplab_kit.data import VOCDataset  # noqa: E402
+from deeplab_kit.loader import make_loader  # noqa: E402
+from deeplab_kit.transforms import (
+    make_transforms,  # noqa: E402
+    uint8_where_exact,  # noqa: E402
+)
+from deeplab_kit.voc import VOC_PALETTE  # noqa: E402
 
 VOC_LIKE_SIZES = ((500, 375), (375, 500), (500, 333), (500, 400), (486, 500))  # width, height
 

@@ -7,7 +7,7 @@ Both sides are the same network (torchvision's `deeplabv3_resnet50`: output stri
 (12, 24, 36), no aux head; the kit builds it with `from_preset("torchvision", aux_loss=False)`),
 with the same batch, input size, Adam and cross-entropy ignoring 255.
 - train, plain: fp32, contiguous tensors, forward, loss, backward, optimizer step.
-- train, kit: `engine.make_train_step(model, optimizer, device=...)` with its defaults
+- train, kit: `step.make_train_step(model, optimizer, device=...)` with its defaults
   (channels_last, AMP "auto": bf16 on CPUs/GPUs that have it, fp16 + GradScaler on older GPUs).
 - eval, plain: `torch.no_grad`, fp32, forward, argmax, a bincount confusion matrix.
 - eval, kit: `evaluate.evaluate(model, batches, device=...)` with its defaults (inference mode,
@@ -33,9 +33,9 @@ from torchvision.models.segmentation import deeplabv3_resnet50
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from benchmarks.common import interleaved_medians, print_header  # noqa: E402
 from deeplab_kit.device import amp_dtype, resolve_device  # noqa: E402
-from deeplab_kit.engine import make_train_step  # noqa: E402
 from deeplab_kit.evaluate import evaluate  # noqa: E402
 from deeplab_kit.model import from_preset  # noqa: E402
+from deeplab_kit.step import make_train_step  # noqa: E402
 
 NUM_CLASSES, IGNORE = 21, 255
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from deeplab_kit.atrous import effective_rates, feature_size, valid_share
+from deeplab_kit.runs import atomic_write, plain, write_json, write_text
 
 # The settings of notebook 02: label -> ASPP rates.
 SETTINGS: dict[str, tuple[int, ...]] = {
@@ -112,7 +113,7 @@ def geometry_table(settings: Mapping[str, Sequence[int]], config) -> pd.DataFram
          "theoretical field (px)": fields[label], "same network as": same.get(label)}
         for label, rates in settings.items()
     ]  # fmt: skip
-    return pd.DataFrame(rows).set_index("setting")
+    return _tidy(pd.DataFrame(rows)).set_index("setting")
 
 
 def theoretical_fields(settings: Mapping[str, Sequence[int]], config) -> dict[str, int]:
@@ -185,7 +186,7 @@ def run_ablation(
         pd.DataFrame([rows[key] for key in _ordered(rows, settings, seeds)], columns=COLUMNS)
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "ablation.csv", index=False)
+    write_text(out_dir / "ablation.csv", table.to_csv(index=False))
     record = {
         **(provenance or {}),
         "config": base_config.to_dict(),
@@ -193,7 +194,7 @@ def run_ablation(
         "seeds": [int(s) for s in seeds],
         "rows": table.to_dict("records"),
     }
-    write_json(out_dir / "ablation.json", record)
+    write_json(out_dir / "ablation.json", plain(record))
     return table
 
 
@@ -228,7 +229,8 @@ def _run_one(label, config, run, train_set, val_set, erf_images, progress, keep)
         if finished:  # the config is kept to check a later reuse
             write_json(run / "config.json", config.to_dict())
     if finished and erf_images and not (run / "erf.npy").is_file():
-        np.save(run / "erf.npy", measure_erf(model, config, val_set, erf_images))
+        grad = measure_erf(model, config, val_set, erf_images)
+        atomic_write(run / "erf.npy", lambda file: np.save(file, grad))
     if finished and not keep:
         shutil.rmtree(run / "checkpoints", ignore_errors=True)
     info = describe(model)  # what the trained network really is
@@ -272,8 +274,8 @@ def measure_erf(model, config, val_set=None, count: int = ERF_IMAGES) -> np.ndar
     import torch
 
     from deeplab_kit.data import VOCDataset
-    from deeplab_kit.engine import transforms_for
     from deeplab_kit.erf import gradient_map
+    from deeplab_kit.transforms import transforms_for
 
     if val_set is None:
         transforms = transforms_for(config.val_transforms, config.image_size)
@@ -297,11 +299,30 @@ def erf_radii(run: Path) -> dict:
     return {"erf r50 (px)": erf_radius(grad, 0.5), "erf r90 (px)": erf_radius(grad, 0.9)}
 
 
-def mean_erf(out_dir: str | os.PathLike, label: str, seeds: Sequence[int]) -> np.ndarray:
-    """A setting's effective receptive field: its seeds' gradient maps, each scaled to sum 1,
-    averaged."""
-    maps = [np.load(run_folder(out_dir, label, seed) / "erf.npy") for seed in seeds]
+def mean_erfs(out_dir: str | os.PathLike, table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """{setting: its effective receptive field} for the trained settings of a table whose runs
+    are in `out_dir`: the seeds' gradient maps, each scaled to sum 1, averaged."""
+    return {
+        label: average_erf(run_folder(out_dir, label, seed) / "erf.npy" for seed in rows["seed"])
+        for label, rows in table[table["same network as"].isna()].groupby("setting", sort=False)
+    }
+
+
+def average_erf(paths) -> np.ndarray:
+    """The mean of some erf.npy gradient maps, each scaled to sum 1 first (so every seed
+    weighs the same)."""
+    maps = [np.load(path) for path in paths]
     return np.mean([m / m.sum() for m in maps], axis=0)
+
+
+def compare_with(table: pd.DataFrame, stored: pd.DataFrame, column: str = "miou") -> pd.DataFrame:
+    """A run of the ablation beside a stored one, row by row (setting, seed): both values and
+    their difference (0 where a run reproduced the stored one exactly)."""
+    keys = ["setting", "seed"]
+    both = table[[*keys, column]].merge(stored[[*keys, column]], on=keys, how="left",
+                                         suffixes=(" here", " stored"))  # fmt: skip
+    both["difference"] = both[f"{column} here"] - both[f"{column} stored"]
+    return both
 
 
 # --- statistics over seeds ----------------------------------------------------------------
@@ -323,8 +344,9 @@ def paired_differences(
     table: pd.DataFrame, against: str = REFERENCE, column: str = "miou", level: float = 0.95
 ) -> pd.DataFrame:
     """Each setting minus `against`, seed by seed (the same seed: the same data order), in
-    `column`: mean and standard deviation of the differences, a paired t statistic, and
-    whether the difference is resolved beyond seed noise (a two-sided t-test at `level`).
+    `column`: on how many seeds it is higher, the mean and standard deviation of the
+    differences, a paired t statistic, and whether the difference is resolved beyond seed noise
+    (a two-sided t-test at `level`).
 
     A difference of exactly 0 on every seed (the same network) is "same", never resolved.
     """
@@ -347,20 +369,12 @@ def paired_differences(
             t = mean / (sd / np.sqrt(n))
             p = float(2 * stats.t.sf(abs(t), df=n - 1))
         verdict = "same" if (diff == 0).all() else ("resolved" if p < 1 - level else "not resolved")
-        rows.append({"setting": label, "seeds": n, "mean difference": mean, "sd": sd,
-                     "t": t, "p": p, "verdict": verdict})  # fmt: skip
+        rows.append({"setting": label, "seeds": n, "higher on": int((diff > 0).sum()),
+                     "mean difference": mean, "sd": sd, "t": t, "p": p, "verdict": verdict})  # fmt: skip
     return pd.DataFrame(rows).set_index("setting")
 
 
 # --- files --------------------------------------------------------------------------------
-
-
-def write_json(path: Path, data) -> None:
-    """JSON with every float's digits kept, NaN as null."""
-    from deeplab_kit.runs import plain
-    from deeplab_kit.runs import write_json as write
-
-    write(path, plain(data))
 
 
 def read_ablation(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
@@ -404,17 +418,16 @@ def describe_differences(diff: pd.DataFrame, against: str) -> str:
             lines.append(f"{label}: the same network as {against}; no difference to resolve.")
             continue
         change = f"{100 * row['mean difference']:+.1f} points of mIoU"
-        spread = f"sd {100 * row['sd']:.1f} over {row['seeds']} seeds, p = {row['p']:.3f}"
-        if row["verdict"] == "resolved":
-            lines.append(f"{label}: {change} against {against} ({spread}): resolved.")
-        else:
-            lines.append(f"{label}: {change} against {against} ({spread}): within seed noise.")
+        spread = (f"higher on {row['higher on']} of {row['seeds']} seeds, sd "
+                  f"{100 * row['sd']:.1f}, p = {row['p']:.3f}")  # fmt: skip
+        verdict = "resolved" if row["verdict"] == "resolved" else "not resolved beyond seed noise"
+        lines.append(f"{label}: {change} against {against} ({spread}): {verdict}.")
     return "\n".join(lines)
 
 
 def percent(summary: pd.DataFrame, column: str = "mean") -> dict[str, float]:
-    """{setting label with its rates: the column in %}, as `viz.plot_ablation` takes it."""
+    """{setting label with its rates: the column in %}, as `atrous_viz.plot_ablation` takes it."""
     return {
-        f"{label} {tuple(row.rates)}": 100.0 * float(getattr(row, column))
+        f"{label} {tuple(row['rates'])}": 100.0 * float(row[column])
         for label, row in summary.iterrows()
     }

@@ -29,13 +29,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deeplab_kit.backbone import BACKBONE_BLOCKS, STRIDE_TO_DILATION
 from deeplab_kit.model import (
-    BACKBONE_BLOCKS,
-    STRIDE_TO_DILATION,
-    ASPPConv,
     ASPPPooling,
     DeepLabV3,
-    DeepLabV3PlusHead,
+    aspp_of,
+    aspp_rates,
     build_model,
 )
 
@@ -277,12 +276,8 @@ def receptive_field(model: DeepLabV3) -> ReceptiveField:
                 if child_name != "downsample" and isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
                     rf, stride = _grow_by(rf, stride, layer)
         stages[name], strides[name] = rf, stride
-    head = (
-        model.classifier.aspp
-        if isinstance(model.classifier, DeepLabV3PlusHead)
-        else model.classifier[0]
-    )
-    rates = [branch[0].dilation[0] for branch in head.convs if isinstance(branch, ASPPConv)]
+    head = aspp_of(model)
+    rates = aspp_rates(head)
     pooling = any(isinstance(branch, ASPPPooling) for branch in head.convs)
     return ReceptiveField(stages, strides, _branches(rf, stride, rates, pooling))
 
@@ -329,7 +324,7 @@ def receptive_field_from_config(config: Mapping | None = None, **overrides) -> R
     """The same numbers as `receptive_field(build_model(**config))`, by arithmetic alone.
 
     `config` holds `build_model` arguments (a model's `config`, or a preset from
-    `deeplab_kit.model.PRESETS`); missing ones take `build_model`'s defaults.
+    `deeplab_kit.config.PRESETS`); missing ones take `build_model`'s defaults.
     """
     config = {**_BUILD_DEFAULTS, **(config or {}), **overrides}
     unknown = sorted(set(config) - set(_BUILD_DEFAULTS))

@@ -59,34 +59,13 @@ def find_checkpoints(folder: str | Path) -> list[Path]:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write `state` to `path` atomically: a temporary file in the same folder, flushed and
-    fsync'd, then renamed over `path`. A crash leaves either the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as file:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_folder(path.parent)  # make the rename itself durable
-    return path
+    """Write `state` to `path` atomically (`runs.atomic_write`): a crash or a failed write
+    leaves either the old file or the new one."""
+    from deeplab_kit.runs import atomic_write
 
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # folders cannot be opened on some systems (Windows); the rename stands
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(
+        path, lambda file: torch.save({"format": FORMAT, "version": VERSION, **state}, file)
+    )
 
 
 def prune_checkpoints(folder: str | Path, keep_last: int) -> list[Path]:
@@ -162,7 +141,8 @@ def load_checkpoint(path: str | Path, *, map_location="cpu") -> dict:
 
 
 def _load_problem(error: Exception) -> str:
-    """What torch.load's error means, in one line."""
+    """What torch.load's error means, in one line (never torch's advice to load the file with
+    weights_only=False: that would run whatever code the file holds)."""
     text = str(error)
     refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if isinstance(error, pickle.UnpicklingError) and refused:
@@ -170,6 +150,8 @@ def _load_problem(error: Exception) -> str:
             f"refused: it asks to run {refused[1]}, which weights_only loading does not allow "
             "(not written by deeplab-kit, or tampered with)"
         )
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
+        return "truncated or corrupt: its bytes are not a PyTorch file (or another format)"
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"truncated or corrupt ({type(error).__name__}: {first})"
 
@@ -213,7 +195,7 @@ def check_config(saved: dict, requested: dict, path: str | Path) -> None:
     fields = [name for name in ARCHITECTURE_FIELDS + TRAINING_FIELDS if name in requested]
     if not requested.get("aux_loss"):  # the aux settings do nothing without the aux head
         fields = [name for name in fields if name not in ("aux_weight", "aux_lr_factor")]
-    differ = [name for name in fields if _plain(saved.get(name)) != _plain(requested[name])]
+    differ = [name for name in fields if _as_list(saved.get(name)) != _as_list(requested[name])]
     if differ:
         lines = [
             f"{name}: checkpoint {saved.get(name)!r}, requested {requested[name]!r}"
@@ -226,7 +208,8 @@ def check_config(saved: dict, requested: dict, path: str | Path) -> None:
         )
 
 
-def _plain(value):
+def _as_list(value):
+    """Tuples (a RunConfig's) and lists (a checkpoint's JSON-like dict) compare as lists."""
     return list(value) if isinstance(value, (tuple, list)) else value
 
 

@@ -1,38 +1,87 @@
 """Command line: `python -m deeplab_kit <command> ...` (run with --help for the commands).
 
 Each command is a small `_add_<command>` function that declares its arguments and the library
-call it makes; the logic lives in the library modules.
+call it makes; the logic lives in the library modules, imported only when a command runs (so
+`--help` answers without loading torch).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
+import warnings
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors in one line that name the close matches and point to --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_short(message)}{_suggestion(message, self)}; "
+                     f"see {self.prog} --help\n")  # fmt: skip
+
+
+def _suggestion(message: str, parser: argparse.ArgumentParser) -> str:
+    """ " (did you mean 'report'?)" for a mistyped choice or option, else ""."""
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        typed, known = choice[1], re.findall(r"'([^']*)'", choice[2])
+    else:
+        unknown = re.search(r"unrecognized arguments: (--[\w-]+)", message)
+        if not unknown:
+            return ""
+        typed = unknown[1]
+        known = [option for each in _parsers(parser) for action in each._actions
+                 for option in action.option_strings]  # fmt: skip
+    close = difflib.get_close_matches(typed, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """A parser and its commands' parsers (an unknown option is reported by the top one)."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found += list(action.choices.values())
+    return found
+
+
+def _short(message: str) -> str:
+    """argparse's invalid-choice message without the list of every choice."""
+    return re.sub(r" \(choose from .*\)", "", message)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m deeplab_kit",
         description="DeepLabv3 on PASCAL VOC 2012: data, training in sessions, evaluation, demo.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (
-        _add_demo,
-        _add_synth,
-        _add_download,
-        _add_train,
-        _add_evaluate,
-        _add_ablation,
-        _add_results,
-    ):
+    for add in (_add_demo, _add_synth, _add_download, _add_train, _add_evaluate, _add_ablation,
+                _add_results, _add_recipes):  # fmt: skip
         add(commands)
     args = parser.parse_args(argv)
+    warnings.formatwarning = _warning_line
     try:
         return int(args.run(args) or 0)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        # Bad input: one clear line naming the file and the problem, no traceback.
-        print(f"error: {error}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as error:
+        # Bad input or a folder that cannot be written: one clear line naming the file and the
+        # problem, no traceback. (FileNotFoundError and the checkpoint errors are among these.)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def _one_line(error: BaseException) -> str:
+    """An error as the kit reports it: its message; for an OSError from the system, the file it
+    names and the reason ("runs/x: Read-only file system")."""
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -148,8 +197,13 @@ def _add_train(commands) -> None:
         "--recipe",
         default="report",
         choices=sorted(RECIPES),
-        help="starting values (default: report)",
+        help="starting values (default: report; `python -m deeplab_kit recipes` shows them)",
     )
+    parser.add_argument(
+        "--extend", action="store_true",
+        help="resuming a poly or cosine run with another --epochs: stretch its schedule over "
+        "the new length (without it, such a change is refused)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_arguments(parser)
 
@@ -158,7 +212,7 @@ def _add_train(commands) -> None:
         from deeplab_kit.engine import train
 
         config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
-        train(config, args.out, progress=not args.quiet)
+        train(config, args.out, progress=not args.quiet, extend=args.extend)
         return 0  # also when the session ended before the last epoch: a clean stop
 
     parser.set_defaults(run=run)
@@ -174,42 +228,68 @@ def _add_evaluate(commands) -> None:
         "evaluate",
         help="score a checkpoint on a split",
         description="Score a saved model (a .pt file, or a run folder: its newest checkpoint) "
-        "on a split, preprocessed as its run's validation was.",
+        "on a split. Its images are preprocessed as its run's validation was; by default the "
+        "scores are compared with each image's original mask at its original size (the paper's "
+        "and the VOC server's protocol).",
     )
     parser.add_argument("--data", required=True, help="folder holding VOCdevkit/VOC2012")
     parser.add_argument("--checkpoint", required=True, help="a checkpoint file or a run folder")
     parser.add_argument("--out", help="write metrics.json and the metrics tables here")
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument(
+        "--protocol", default="original", choices=("original", "resized"),
+        help="original: each image's own size and mask (default); resized: the masks resized "
+        "as the validation preset resizes them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output-stride", type=int, choices=(8, 16, 32), metavar="N",
+        help="evaluate at this output stride (the paper: train at 16, evaluate at 8); dilations "
+        "and ASPP rates scale with it",
+    )  # fmt: skip
+    parser.add_argument(
         "--scales",
         type=lambda text: parse_value("eval_scales", text),
         default=(1.0,),
         metavar="X,X,...",
-        help="input scales whose scores are averaged, e.g. 0.75,1,1.25",
+        help="input scales whose scores are averaged, e.g. 0.5,0.75,1,1.25,1.5,1.75",
     )
     parser.add_argument(
         "--flip", action="store_true", help="also average horizontally flipped inputs"
     )
+    parser.add_argument(
+        "--export-dir", metavar="DIR",
+        help="write one VOC palette PNG per image id at its original size (the evaluation "
+        "server's format)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, help="default: the run's")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    def run(args) -> int:
-        from deeplab_kit.engine import evaluate_checkpoint
-        from deeplab_kit.metrics import report_table
-        from deeplab_kit.runs import markdown_table
+    parser.set_defaults(run=_evaluate)
 
-        metrics = evaluate_checkpoint(
-            args.checkpoint, args.data, split=args.split, scales=args.scales, flip=args.flip,
-            batch_size=args.batch_size, device=args.device, amp=args.amp,
-            num_workers=args.num_workers, out_dir=args.out, progress=not args.quiet,
-        )  # fmt: skip
-        print(markdown_table(report_table({"model": metrics})), end="")
-        return 0
 
-    parser.set_defaults(run=run)
+def _evaluate(args) -> int:
+    from deeplab_kit.evaluate import evaluate_checkpoint
+    from deeplab_kit.metrics import report_table
+    from deeplab_kit.runs import markdown_table
+
+    metrics = evaluate_checkpoint(
+        args.checkpoint, args.data, split=args.split, protocol=args.protocol,
+        output_stride=args.output_stride, scales=args.scales, flip=args.flip,
+        batch_size=args.batch_size, device=args.device, amp=args.amp,
+        num_workers=args.num_workers, out_dir=args.out, export_dir=args.export_dir,
+        progress=not args.quiet,
+    )  # fmt: skip
+    print(
+        f"{metrics['split']}, protocol {metrics['protocol']}, output stride "
+        f"{metrics['output_stride']}, scales {metrics['scales']}, flip {metrics['flip']}"
+    )
+    print(markdown_table(report_table({"model": metrics})), end="")
+    if args.export_dir:
+        print(f"predictions for the VOC server in {args.export_dir}")
+    return 0
 
 
 # --- ablation ------------------------------------------------------------------------------
@@ -258,43 +338,44 @@ def _add_ablation(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_arguments(parser, exclude=("atrous_rates", "seed"))
 
-    def run(args) -> int:
-        from deeplab_kit import provenance
-        from deeplab_kit.ablation import ABLATION_DATA, SETTINGS, run_ablation
-        from deeplab_kit.config import RunConfig, overrides_from_arguments
+    parser.set_defaults(run=_ablation)
 
-        settings = dict(SETTINGS)
-        if args.only:
-            unknown = sorted(set(args.only) - set(SETTINGS))
-            if unknown:
-                raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(SETTINGS)}")
-            settings = {label: SETTINGS[label] for label in args.only}
-        for item in args.add:
-            label, _, rates = item.partition("=")
-            try:
-                settings[label.strip()] = tuple(int(r) for r in rates.split(",") if r.strip())
-            except ValueError:
-                raise ValueError(f"--add {item!r}: expected LABEL=R,R,R (integers)") from None
+
+def _ablation(args) -> int:
+    from deeplab_kit import provenance
+    from deeplab_kit.ablation import ABLATION_DATA, SETTINGS, run_ablation
+    from deeplab_kit.config import RunConfig, overrides_from_arguments
+
+    settings = dict(SETTINGS)
+    if args.only:
+        unknown = sorted(set(args.only) - set(SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(SETTINGS)}")
+        settings = {label: SETTINGS[label] for label in args.only}
+    for item in args.add:
+        label, _, rates = item.partition("=")
         try:
-            seeds = [int(k) for k in args.seeds.split(",")]
+            settings[label.strip()] = tuple(int(r) for r in rates.split(",") if r.strip())
         except ValueError:
-            raise ValueError(f"--seeds {args.seeds!r}: expected K,K,... (integers)") from None
-        config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
-        if config.data_root is None and args.recipe == "ablation":
-            from deeplab_kit.synthetic import make_synthetic_voc
+            raise ValueError(f"--add {item!r}: expected LABEL=R,R,R (integers)") from None
+    try:
+        seeds = [int(k) for k in args.seeds.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r}: expected K,K,... (integers)") from None
+    config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
+    if config.data_root is None and args.recipe == "ablation":
+        from deeplab_kit.synthetic import make_synthetic_voc
 
-            config = config.replace(data_root="data/synthetic-ablation")
-            make_synthetic_voc(config.data_root, **ABLATION_DATA)
-        record = provenance.start(device=config.device if config.device != "auto" else "cpu")
-        table = run_ablation(
-            settings, config, args.out, seeds=seeds, erf_images=args.erf_images,
-            progress=not args.quiet, keep_checkpoints=not args.prune,
-            provenance=provenance.finish(record),
-        )  # fmt: skip
-        print(table.drop(columns=["valid per branch", "finished"]).to_string(index=False))
-        return 0
-
-    parser.set_defaults(run=run)
+        config = config.replace(data_root="data/synthetic-ablation")
+        make_synthetic_voc(config.data_root, **ABLATION_DATA)
+    record = provenance.start(device=config.device if config.device != "auto" else "cpu")
+    table = run_ablation(
+        settings, config, args.out, seeds=seeds, erf_images=args.erf_images,
+        progress=not args.quiet, keep_checkpoints=not args.prune,
+        provenance=provenance.finish(record),
+    )  # fmt: skip
+    print(table.drop(columns=["valid per branch", "finished"]).to_string(index=False))
+    return 0
 
 
 # --- results -------------------------------------------------------------------------------
@@ -335,5 +416,26 @@ def _add_results(commands) -> None:
             print(f"mismatch: {problem}", file=sys.stderr)
         print("stored results hold" if not problems else f"{len(problems)} mismatch(es)")
         return 1 if problems else 0
+
+    parser.set_defaults(run=run)
+
+
+# --- recipes -------------------------------------------------------------------------------
+
+
+def _add_recipes(commands) -> None:
+    parser = commands.add_parser(
+        "recipes",
+        help="the recipes' values side by side",
+        description="Every recipe's run configuration, one column per recipe (each value can be "
+        "overridden on the command line: --lr 1e-3, --atrous-rates 12,16,24, ...).",
+    )
+    parser.add_argument("--all", action="store_true", help="also the fields all recipes share")
+
+    def run(args) -> int:
+        from deeplab_kit.config import recipes_table
+
+        print(recipes_table(differing_only=not args.all))
+        return 0
 
     parser.set_defaults(run=run)

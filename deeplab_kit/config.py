@@ -14,17 +14,38 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import types
 import typing
 from dataclasses import dataclass, field
 
-from deeplab_kit.device import AMP_CHOICES
-from deeplab_kit.model import PRESETS, build_model
 from deeplab_kit.voc import NUM_CLASSES
+
+# This module imports no torch: the command line builds its options (and answers --help) from
+# it in a fraction of torch's import time.
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "poly", "cosine")
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+# Schedules whose learning rate at an epoch depends on the run's total epochs.
+SCHEDULES_OVER_EPOCHS = ("poly", "cosine")
+
+# Named model configurations; `from_preset(name, **overrides)` builds one.
+PRESETS = {
+    # The report: ResNet-50, output stride 16, rates (8, 12, 16), no multi-grid.
+    "report": dict(backbone="resnet50", output_stride=16, atrous_rates=(8, 12, 16)),
+    # The paper's best ResNet setting for training: OS16, multi-grid (1, 2, 4), rates (6, 12, 18).
+    "paper": dict(
+        backbone="resnet50", output_stride=16, multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18)
+    ),
+    # The paper's evaluation setting: OS8 doubles the rates.
+    "paper-os8": dict(
+        backbone="resnet50", output_stride=8, multi_grid=(1, 2, 4), atrous_rates=(12, 24, 36)
+    ),
+    # torchvision's deeplabv3_resnet50: OS8, its own dilations, rates (12, 24, 36), FCN aux head.
+    "torchvision": dict(
+        backbone="resnet50", output_stride=8, atrous_rates=(12, 24, 36), aux_loss=True
+    ),
+}
 
 
 def _help(text: str, **kwargs):
@@ -289,8 +310,13 @@ def parse_value(name: str, text: str):
 
 
 # The build_model arguments that define the network (its `model.config`); the config fields
-# of the same names are checked against a checkpoint before resuming.
-MODEL_FIELDS = tuple(inspect.signature(build_model).parameters)
+# of the same names are checked against a checkpoint before resuming. (tests/test_config.py
+# checks that they are build_model's parameters.)
+MODEL_FIELDS = (
+    "num_classes", "backbone", "output_stride", "atrous_rates", "multi_grid", "extra_blocks",
+    "image_pooling", "aux_loss", "decoder", "aspp_channels", "backbone_width", "aspp_dropout",
+    "pretrained_backbone", "freeze_backbone",
+)  # fmt: skip
 ARCHITECTURE_FIELDS = tuple(f for f in MODEL_FIELDS if f != "pretrained_backbone")
 # Fields that shape the optimisation: resuming with other values would not continue the same run.
 TRAINING_FIELDS = (
@@ -302,6 +328,13 @@ TRAINING_FIELDS = (
 
 # --- recipes -------------------------------------------------------------------------------
 
+_DEMO = dict(
+    backbone="resnet26", backbone_width=16, output_stride=16, atrous_rates=(1, 2, 3),
+    aspp_channels=64, aspp_dropout=0.0, decoder=True, train_transforms="report",
+    val_transforms="report", image_size=96, hflip=True, optimizer="adamw", lr=6e-3,
+    weight_decay=1e-4, schedule="cosine", warmup_epochs=1, batch_size=16,
+    eval_batch_size=50, epochs=10, keep_last=1,
+)  # fmt: skip
 RECIPES: dict[str, dict] = {
     # The report: ResNet-50 at OS16 with rates (8, 12, 16), 256x256 resize, Adam at 1e-4, batch 4,
     # 200 epochs in Colab sessions of 20. Its "divide the learning rate by 10" came in a later
@@ -342,25 +375,36 @@ RECIPES: dict[str, dict] = {
     # 6 x 6, hence rates (1, 2, 3); AdamW 6e-3 with a 1-epoch warm-up and a cosine decay (these
     # learned the generated shapes fastest in benchmarks/synthetic_learnability.py); no ASPP
     # dropout for a short run.
-    "demo": dict(
-        backbone="resnet26", backbone_width=16, output_stride=16, atrous_rates=(1, 2, 3),
-        aspp_channels=64, aspp_dropout=0.0, decoder=True, train_transforms="report",
-        val_transforms="report", image_size=96, hflip=True, optimizer="adamw", lr=6e-3,
-        weight_decay=1e-4, schedule="cosine", warmup_epochs=1, batch_size=16,
-        eval_batch_size=50, epochs=10, keep_last=1,
-    ),
+    "demo": _DEMO,
     # The atrous-rate ablation (deeplab_kit.ablation): ASPP on the report's own 16 x 16 map
     # (128-pixel generated images at output stride 8, as 256-pixel images at OS16), with ASPP
     # as the only path to the scores (no decoder), on the demo's quarter-width resnet26;
     # 8 epochs of 2,000 images take about 4 minutes a run on 2 CPU cores.
-    "ablation": dict(
-        backbone="resnet26", backbone_width=16, output_stride=8, atrous_rates=(8, 12, 16),
-        aspp_channels=64, aspp_dropout=0.0, decoder=False, train_transforms="report",
-        val_transforms="report", image_size=128, hflip=True, optimizer="adamw", lr=6e-3,
-        weight_decay=1e-4, schedule="cosine", warmup_epochs=1, batch_size=16,
-        eval_batch_size=50, epochs=8, keep_last=1,
-    ),
+    "ablation": {
+        **_DEMO, "output_stride": 8, "atrous_rates": (8, 12, 16), "decoder": False,
+        "image_size": 128, "epochs": 8,
+    },
 }  # fmt: skip
+
+
+def recipes_table(differing_only: bool = True) -> str:
+    """The recipes side by side as text: one row per field, one column per recipe (only the
+    fields where they differ, unless `differing_only` is False)."""
+    configs = {name: RunConfig.from_recipe(name).to_dict() for name in RECIPES}
+    rows = []
+    for name in field_names():
+        values = [_shown(configs[recipe][name]) for recipe in RECIPES]
+        if name != "recipe" and (not differing_only or len(set(values)) > 1):
+            rows.append([name, *values])
+    header = ["field", *RECIPES]
+    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 # --- the command line ----------------------------------------------------------------------

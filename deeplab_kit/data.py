@@ -2,8 +2,8 @@
 
     ds = VOCDataset("data", split="train", transforms="report")   # root holds VOCdevkit/VOC2012
     image, mask = ds[0]       # float32 (3, 256, 256) normalised; int64 (256, 256), 0..20 or 255
-    loader = make_loader(ds, batch_size=8, shuffle=True, drop_last=True)
-    loader.set_epoch(3)
+    loader = loader.make_loader(ds, batch_size=8, shuffle=True, drop_last=True)
+    loader.set_epoch(3)                                            # (deeplab_kit.loader)
 
 Expected tree (see data/README.md; `python -m deeplab_kit download voc|sbd` fetches it):
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,36 +33,29 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from deeplab_kit.cache import SplitCache, make_manifest, open_cache
-from deeplab_kit.loader import EpochLoader, KeyedSampler, SampleKey, make_loader
 from deeplab_kit.synthetic import make_synthetic_voc
 from deeplab_kit.transforms import (
-    PRESETS,
     SegmentationTransform,
     StackedBatch,
     keyed_generator,
     keyed_seed,
     make_transforms,
-    pad_collate,
 )
-from deeplab_kit.voc import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, VOC_PALETTE
+from deeplab_kit.voc import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, save_mask
 
+# make_synthetic_voc is defined in deeplab_kit.synthetic; the public surface imports it from
+# here, beside VOCDataset, which reads what it writes.
 __all__ = [
-    "PRESETS",
-    "VOC_CLASSES",
-    "VOC_PALETTE",
-    "EpochLoader",
-    "KeyedSampler",
-    "SampleKey",
-    "SegmentationTransform",
     "VOCDataset",
+    "class_statistics",
     "convert_sbd_masks",
     "find_sbd",
-    "make_loader",
+    "locate_voc",
     "make_synthetic_voc",
-    "make_transforms",
-    "pad_collate",
     "read_image",
     "read_mask",
+    "sbd_folder",
+    "voc_ready",
 ]
 
 _GET_DATA = (
@@ -162,27 +155,46 @@ def _split_ids(voc: Path, split: str) -> list[str]:
     return ids
 
 
-def find_sbd(root: str | os.PathLike) -> Path:
-    """SBD's dataset folder under root: root/SBD (torchvision's layout) or the extracted archive."""
+def voc_ready(root: str | os.PathLike) -> bool:
+    """Whether `root` holds VOC 2012's segmentation part (VOCdevkit/VOC2012 and its train and
+    val lists)."""
+    splits = Path(root) / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    return (splits / "train.txt").is_file() and (splits / "val.txt").is_file()
+
+
+def locate_voc(path: str | os.PathLike) -> Path | None:
+    """The folder holding VOCdevkit/VOC2012 for a path a user may give: that folder itself, the
+    VOCdevkit or VOC2012 folder, or a folder with such a tree one level down (an archive
+    extracted into a folder of its own). None when there is no VOC there."""
+    path = Path(path).expanduser()
+    candidates = [path, path.parent, path.parent.parent]
+    if path.is_dir():
+        candidates += sorted(child for child in path.iterdir() if child.is_dir())
+    return next((folder for folder in candidates if voc_ready(folder)), None)
+
+
+def sbd_folder(root: str | os.PathLike) -> Path | None:
+    """SBD's dataset folder under root, root/SBD (torchvision's layout) or
+    root/benchmark_RELEASE/dataset (the archive extracted); None when it is in neither."""
     root = Path(root)
-    candidates = (root / "SBD", root / "benchmark_RELEASE" / "dataset")
-    for folder in candidates:
+    for folder in (root / "SBD", root / "benchmark_RELEASE" / "dataset"):
         if (folder / "cls").is_dir() and (folder / "train.txt").is_file():
             return folder
+    return None
+
+
+def find_sbd(root: str | os.PathLike) -> Path:
+    """`sbd_folder`, or an error saying where it was looked for and how to get it."""
+    root = Path(root)
+    found = sbd_folder(root)
+    if found is not None:
+        return found
+    candidates = (root / "SBD", root / "benchmark_RELEASE" / "dataset")
     raise FileNotFoundError(
         f"{candidates[0]}: SBD not found (looked for cls/ and train.txt in "
         f"{' and '.join(str(c) for c in candidates)}); split 'trainaug' needs it. Get it with "
         f"`python -m deeplab_kit download sbd --root {root}` (see data/README.md)."
     )
-
-
-def _write_palette_png(labels: np.ndarray, path: Path) -> None:
-    """uint8 (H, W) labels -> palette PNG with VOC's colours, written atomically."""
-    image = Image.fromarray(labels)  # mode "L"
-    image.putpalette(VOC_PALETTE.tobytes())  # -> mode "P", same indices
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    image.save(temp, format="PNG")
-    os.replace(temp, path)
 
 
 def convert_sbd_masks(sbd: Path, ids: Sequence[str]) -> Path:
@@ -207,7 +219,7 @@ def convert_sbd_masks(sbd: Path, ids: Sequence[str]) -> Path:
             raise ValueError(f"{mat_path}: Segmentation is not a 2-D label map of 0..255")
         labels = labels.astype(np.uint8)
         check_labels(labels, mat_path)
-        _write_palette_png(labels, png)
+        save_mask(labels, png)
     return out
 
 
@@ -386,3 +398,37 @@ class VOCDataset(Dataset):
             keyed_generator(self.seed, e, i) for i, e in zip(indices, epochs, strict=True)
         ]
         return StackedBatch(*transforms.augment_batch(pairs, generators))
+
+
+def class_statistics(masks: Iterable, num_classes: int = NUM_CLASSES):
+    """Pixels per class over some (H, W) masks: the class imbalance in one table.
+
+    One row per class and one for void (255, VOC's unlabelled border band): pixels, share of
+    the labelled pixels (void excluded, %), share of all pixels (%), and in how many images it
+    appears.
+    """
+    import pandas as pd  # only here: reading data needs no pandas
+
+    pixels = np.zeros(num_classes + 1, dtype=np.int64)  # the last entry counts void
+    images = np.zeros(num_classes + 1, dtype=np.int64)
+    for k, mask in enumerate(masks):
+        labels = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).ravel()
+        labels = labels.astype(np.int64)
+        bad = (labels >= num_classes) & (labels != IGNORE_INDEX) | (labels < 0)
+        if bad.any():
+            raise ValueError(f"mask {k}: labels {np.unique(labels[bad])[:8].tolist()} out of range")
+        counts = np.bincount(np.where(labels == IGNORE_INDEX, num_classes, labels),
+                             minlength=num_classes + 1)  # fmt: skip
+        pixels += counts
+        images += counts > 0
+    labelled = pixels[:num_classes].sum()
+    names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else [str(c) for c in range(num_classes)]
+    return pd.DataFrame(
+        {
+            "pixels": pixels,
+            "% of labelled": np.append(100 * pixels[:num_classes] / max(labelled, 1), np.nan),
+            "% of all": 100 * pixels / max(pixels.sum(), 1),
+            "images": images,
+        },
+        index=pd.Index([*names, f"void ({IGNORE_INDEX})"], name="class"),
+    )

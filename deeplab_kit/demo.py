@@ -14,9 +14,10 @@ import torch
 
 from deeplab_kit.config import RunConfig
 from deeplab_kit.data import VOCDataset
-from deeplab_kit.engine import RunResult, train, transforms_for
-from deeplab_kit.runs import read_confusion, write_tables
+from deeplab_kit.engine import RunResult, train
+from deeplab_kit.runs import atomic_write, write_tables
 from deeplab_kit.synthetic import make_synthetic_voc
+from deeplab_kit.transforms import transforms_for
 
 # The synthetic dataset the demo trains on (see make_synthetic_voc).
 DEMO_DATA = dict(num_train=3000, num_val=100, size=96, seed=0)
@@ -42,7 +43,7 @@ def run_demo(
         config = config.replace(cache_dir=str(data_root / "cache"))
     result = train(config, out_dir, progress=progress)
     if result.finished and result.metrics is not None:
-        write_tables(out_dir, read_confusion(result.metrics))
+        write_tables(out_dir, result.metrics)
         save_figures(result, config, out_dir)
     if progress:
         miou = result.metrics["miou"] if result.metrics else float("nan")
@@ -55,11 +56,16 @@ def run_demo(
 # --- figures ------------------------------------------------------------------------------
 
 
+def save_figure(fig, path: Path) -> None:
+    """A figure as a PNG at 100 dpi, written atomically."""
+    atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=100))
+
+
 def save_figures(result: RunResult, config: RunConfig, out_dir: Path, count: int = 4) -> None:
     """loss_curve.png (sessions shaded) and predictions.png (image | truth | prediction)."""
     from deeplab_kit.viz import plot_history, plot_predictions
 
-    plot_history(out_dir).savefig(out_dir / "loss_curve.png", dpi=100)
+    save_figure(plot_history(out_dir), out_dir / "loss_curve.png")
     dataset = VOCDataset(
         config.data_root,
         split=config.val_split,
@@ -70,4 +76,4 @@ def save_figures(result: RunResult, config: RunConfig, out_dir: Path, count: int
     device = next(model.parameters()).device
     with torch.inference_mode():
         predictions = model(torch.stack(images).to(device))["out"].argmax(1).cpu()  # (N, H, W)
-    plot_predictions(images, truths, predictions).savefig(out_dir / "predictions.png", dpi=100)
+    save_figure(plot_predictions(images, truths, predictions), out_dir / "predictions.png")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+from deeplab_kit.config import AMP_CHOICES
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -59,3 +61,25 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextmanager
+def determinism(enabled: bool, device: torch.device):
+    """With config.deterministic: deterministic cuDNN/cuBLAS kernels for the run, restored after."""
+    if not enabled:
+        yield
+        return
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]

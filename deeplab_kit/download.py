@@ -17,6 +17,8 @@ from pathlib import Path
 from torchvision.datasets import SBDataset, VOCSegmentation
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 
+from deeplab_kit.data import sbd_folder, voc_ready
+
 __all__ = ["DownloadError", "download", "download_sbd", "download_voc"]
 
 _VOC = DATASET_YEAR_DICT["2012"]  # torchvision's url, filename and md5 for VOC 2012 trainval
@@ -39,18 +41,6 @@ SBD_TREE = """\
 
 class DownloadError(RuntimeError):
     """The archive could not be fetched or verified; the message says what to do instead."""
-
-
-def _voc_ready(root: Path) -> bool:
-    splits = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
-    return (splits / "train.txt").is_file() and (splits / "val.txt").is_file()
-
-
-def _sbd_ready(root: Path) -> Path | None:
-    for folder in (root / "SBD", root / "benchmark_RELEASE" / "dataset"):
-        if (folder / "cls").is_dir() and (folder / "train.txt").is_file():
-            return folder
-    return None
 
 
 def _offline_message(
@@ -96,7 +86,7 @@ def download_voc(root: str | os.PathLike = "data") -> Path:
     """PASCAL VOC 2012 trainval into root/VOCdevkit/VOC2012 (about 2 GB); returns that folder."""
     root = Path(root)
     voc = root / "VOCdevkit" / "VOC2012"
-    if _voc_ready(root):
+    if voc_ready(root):
         return voc
     archive = root / _VOC["filename"]
     try:
@@ -125,7 +115,7 @@ def download_voc(root: str | os.PathLike = "data") -> Path:
 def download_sbd(root: str | os.PathLike = "data") -> Path:
     """SBD (for split "trainaug") into root/SBD (about 1.4 GB); returns that folder."""
     root = Path(root)
-    found = _sbd_ready(root)
+    found = sbd_folder(root)
     if found is not None:
         return found
     sbd = root / "SBD"

@@ -7,7 +7,8 @@ the tensors' own device; `compute()` turns it into scores.
 Averaging conventions (they decide the numbers, so they are spelled out):
 - per class c: TP = M[c, c], FP = column sum - TP, FN = row sum - TP (the "support" is the row sum);
   precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2TP / (2TP + FP + FN),
-  IoU = TP / (TP + FP + FN). A 0/0 score is 0.
+  IoU = TP / (TP + FP + FN). A class absent from both truth and prediction (TP + FP + FN = 0)
+  gets NaN for every per-class score (it says nothing about the model); any other 0/0 is 0.
 - macro: the plain mean over the classes that occur in the truth or the prediction (TP + FP + FN > 0);
   a class absent from both says nothing about the model and is left out. mIoU is the macro IoU.
   (`mean_accuracy`, FCN's "mean accuracy", averages recall over the classes present in the truth.)
@@ -233,18 +234,22 @@ class ConfusionMatrix:
             return float(_safe_div((x * support).sum(), total))
 
         TP, FP, FN = tp.sum(), fp.sum(), fn.sum()
+
+        def per_class(x: torch.Tensor) -> list[float]:  # NaN for a class absent from both
+            return torch.where(present, x, torch.nan).tolist()
+
         scores = {
             "pixel_accuracy": float(_safe_div(TP, total)),
             "mean_accuracy": float(s["recall"][in_truth].mean()) if in_truth.any() else 0.0,
             "miou": macro(s["iou"]),
             "fw_iou": weighted(s["iou"]),
-            "iou": s["iou"].tolist(),
+            "iou": per_class(s["iou"]),
             "precision_macro": macro(s["precision"]),
             "recall_macro": macro(s["recall"]),
             "f1_macro": macro(s["f1"]),
-            "precision_per_class": s["precision"].tolist(),
-            "recall_per_class": s["recall"].tolist(),
-            "f1_per_class": s["f1"].tolist(),
+            "precision_per_class": per_class(s["precision"]),
+            "recall_per_class": per_class(s["recall"]),
+            "f1_per_class": per_class(s["f1"]),
             "precision_micro": float(_safe_div(TP, TP + FP)),
             "recall_micro": float(_safe_div(TP, TP + FN)),
             "f1_micro": float(_safe_div(2 * TP, 2 * TP + FP + FN)),
@@ -304,17 +309,23 @@ def class_names(num_classes: int) -> list[str]:
 
 
 def per_class_table(cm: ConfusionMatrix, names: list[str] | None = None) -> pd.DataFrame:
-    """One row per class: IoU, precision, recall, F1 (0..1) and pixel counts."""
+    """One row per class: IoU, precision, recall, F1 (0..1; NaN for a class absent from truth
+    and prediction) and pixel counts."""
     import pandas as pd  # imported here: counting pixels needs no pandas
 
     names = names or class_names(cm.num_classes)
     s = _class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
+    present = (s["tp"] + s["fp"] + s["fn"]) > 0
+
+    def per_class(x: torch.Tensor):  # NaN for a class absent from truth and prediction
+        return torch.where(present, x, torch.nan).numpy()
+
     table = pd.DataFrame(
         {
-            "IoU": s["iou"].numpy(),
-            "precision": s["precision"].numpy(),
-            "recall": s["recall"].numpy(),
-            "F1": s["f1"].numpy(),
+            "IoU": per_class(s["iou"]),
+            "precision": per_class(s["precision"]),
+            "recall": per_class(s["recall"]),
+            "F1": per_class(s["f1"]),
             "support_pixels": s["support"].numpy().astype("int64"),
             "predicted_pixels": s["predicted"].numpy().astype("int64"),
         },
@@ -323,22 +334,6 @@ def per_class_table(cm: ConfusionMatrix, names: list[str] | None = None) -> pd.D
     return table
 
 
-# The report's own Table 1 (seed/000_73be8634618d9efe.txt, "Table 1. Metrics vs Model"),
-# as printed there: precision, recall and F1 in 0..1 (averaging not stated), mIoU in percent.
-REPORT_TABLE1 = {
-    "MyModel": {
-        "Precision": 0.988730084,
-        "Recall": 0.988600127,
-        "F1 score": 0.982932866,
-        "mIoU": 54.81695735,
-    },
-    "Pretrained": {
-        "Precision": 0.9993286684,
-        "Recall": 0.9987300842,
-        "F1 score": 0.9984642873,
-        "mIoU": 64.648292905,
-    },
-}
 TABLE1_ROWS = ("Precision", "Recall", "F1 score", "mIoU")  # as the report labels them
 AVERAGES = ("micro", "macro", "weighted")
 
@@ -377,6 +372,8 @@ def report_table(
             100.0 * scores["miou"],
         ]
     if quoted:
+        from deeplab_kit.reference import REPORT_TABLE1
+
         for name, values in REPORT_TABLE1.items():
             columns[f"{name} (quoted)"] = [values[row] for row in TABLE1_ROWS]
     return pd.DataFrame(columns, index=pd.Index(table1_rows(average), name="score"))

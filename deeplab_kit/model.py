@@ -1,7 +1,8 @@
 """DeepLabv3 (Chen et al. 2017): a dilated ResNet, atrous spatial pyramid pooling, a small head.
 
-Read top to bottom: the ASPP branches, the ASPP module, the heads, the backbone, the model, and
-`build_model`, which wires them together for a given output stride, multi-grid and set of rates.
+Read top to bottom: the ASPP branches, the ASPP module, the heads, the model, and `build_model`,
+which wires them to a dilated ResNet (`deeplab_kit.backbone`) for a given output stride,
+multi-grid and set of rates.
 
 The parameter names follow torchvision's `deeplabv3_resnet50` (`backbone.*`, `classifier.*`,
 `aux_classifier.*`), so its pretrained weights load without renaming: see
@@ -18,39 +19,15 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models import resnet as tv_resnet
 
-# Bottleneck blocks per stage. "resnet26" is the reduced-depth backbone for CPUs and for the
-# report's "simplified DeepLabv3 with a reduced number of backbone layers".
-BACKBONE_BLOCKS = {
-    "resnet26": (2, 2, 2, 2),
-    "resnet50": (3, 4, 6, 3),
-    "resnet101": (3, 4, 23, 3),
-}
-IMAGENET_WEIGHTS = {
-    "resnet50": tv_resnet.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": tv_resnet.ResNet101_Weights.IMAGENET1K_V1,
-}
-# Which of layer2..layer4 trade their stride for dilation, per output stride (torchvision's flag).
-STRIDE_TO_DILATION = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
-MAX_EXTRA_BLOCKS = 3
-
-# Named model configurations; `from_preset(name, **overrides)` builds one.
-PRESETS = {
-    # The report: ResNet-50, output stride 16, rates (8, 12, 16), no multi-grid.
-    "report": dict(backbone="resnet50", output_stride=16, atrous_rates=(8, 12, 16)),
-    # The paper's best ResNet setting for training: OS16, multi-grid (1, 2, 4), rates (6, 12, 18).
-    "paper": dict(
-        backbone="resnet50", output_stride=16, multi_grid=(1, 2, 4), atrous_rates=(6, 12, 18)
-    ),
-    # The paper's evaluation setting: OS8 doubles the rates.
-    "paper-os8": dict(
-        backbone="resnet50", output_stride=8, multi_grid=(1, 2, 4), atrous_rates=(12, 24, 36)
-    ),
-    # torchvision's deeplabv3_resnet50: OS8, its own dilations, rates (12, 24, 36), FCN aux head.
-    "torchvision": dict(
-        backbone="resnet50", output_stride=8, atrous_rates=(12, 24, 36), aux_loss=True
-    ),
-}
-
+from deeplab_kit.backbone import (
+    BACKBONE_BLOCKS,
+    MAX_EXTRA_BLOCKS,
+    STRIDE_TO_DILATION,
+    Backbone,
+    build_backbone,
+    download_state_dict,
+    read_state_dict,
+)
 
 # --- ASPP ------------------------------------------------------------------------------------
 
@@ -200,49 +177,7 @@ class FCNHead(nn.Sequential):
         )
 
 
-# --- backbone and model ----------------------------------------------------------------------
-
-
-class Backbone(nn.Module):
-    """A ResNet without its pooling and fc layers, returning the features the heads need.
-
-    The attribute names are torchvision's ResNet's, so its state dicts load unchanged. Extra
-    cascaded blocks (the paper's block5..block7) are `layer5`, `layer6`, `layer7`.
-    """
-
-    def __init__(self, resnet: tv_resnet.ResNet, extra_layers: Sequence[nn.Module] = ()) -> None:
-        super().__init__()
-        self.conv1, self.bn1, self.relu, self.maxpool = (
-            resnet.conv1,
-            resnet.bn1,
-            resnet.relu,
-            resnet.maxpool,
-        )
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            resnet.layer1,
-            resnet.layer2,
-            resnet.layer3,
-            resnet.layer4,
-        )
-        self.num_extra_layers = len(extra_layers)
-        for index, layer in enumerate(extra_layers, start=5):
-            self.add_module(f"layer{index}", layer)
-
-    def stages(self) -> list[tuple[str, nn.Sequential]]:
-        """(name, stage) for layer1, layer2, ... in order."""
-        return [
-            (f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, 5 + self.num_extra_layers)
-        ]
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
-        low = self.layer1(x)  # (N, 256, H/4, W/4)
-        x = self.layer2(low)  # (N, 512, H/8, W/8)
-        aux = self.layer3(x)  # (N, 1024, H/8 or H/16, ...)
-        x = self.layer4(aux)  # (N, 2048, H/OS, W/OS)
-        for index in range(5, 5 + self.num_extra_layers):
-            x = getattr(self, f"layer{index}")(x)  # cascaded blocks keep the resolution
-        return {"low": low, "aux": aux, "out": x}
+# --- the model -------------------------------------------------------------------------------
 
 
 class DeepLabV3(nn.Module):
@@ -299,86 +234,42 @@ def _as_rates(
 ) -> tuple[int, ...] | None:
     if values is None and allow_none:
         return None
+    kind = "a sequence" if allow_empty else "a non-empty sequence"
     try:
         raw = tuple(values)
         rates = tuple(int(v) for v in raw)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a sequence of positive integers, got {values!r}"
-        ) from None
+        rates, raw = (), None
     if (not rates and not allow_empty) or any(r < 1 for r in rates) or rates != raw:
         # (6.5 -> 6 would be a silent change)
-        kind = "a sequence" if allow_empty else "a non-empty sequence"
         raise ValueError(f"{name} must be {kind} of positive integers, got {values!r}")
     return rates
 
 
-def _set_dilation(block: tv_resnet.Bottleneck, rate: int) -> None:
-    """Give a bottleneck's 3x3 conv the dilation `rate` (padding = rate keeps the size)."""
-    block.conv2.dilation = (rate, rate)
-    block.conv2.padding = (rate, rate)
-
-
-def _init_like_resnet(module: nn.Module) -> None:
-    """The initialisation torchvision's ResNet gives its layers."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-def _extra_layer(
-    num_blocks: int, unit_rates: Sequence[int], stage_rate: int, width: int
-) -> nn.Sequential:
-    """One cascaded copy of block4 (same channels in and out, no stride), dilated 3x3 convs."""
-    channels = 8 * width * tv_resnet.Bottleneck.expansion  # 2048 at width 64
-    blocks = [
-        tv_resnet.Bottleneck(channels, 8 * width, dilation=stage_rate * unit_rates[i])
-        for i in range(num_blocks)
-    ]
-    layer = nn.Sequential(*blocks)
-    _init_like_resnet(layer)
-    return layer
-
-
-def _make_narrow(
-    resnet: tv_resnet.ResNet, width: int, blocks: Sequence[int], dilate: list[bool]
-) -> None:
-    """Rebuild the stem and stages `width` wide instead of 64, in place, with torchvision's own
-    stage builder, so strides, dilations and initialisation follow the same rules."""
-    resnet.inplanes, resnet.dilation = width, 1
-    resnet.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
-    resnet.bn1 = nn.BatchNorm2d(width)
-    resnet.layer1 = resnet._make_layer(tv_resnet.Bottleneck, width, blocks[0])
-    for index, (num_blocks, dilated) in enumerate(zip(blocks[1:], dilate, strict=True), start=2):
-        stage = resnet._make_layer(
-            tv_resnet.Bottleneck, width * 2 ** (index - 1), num_blocks, stride=2, dilate=dilated
-        )
-        setattr(resnet, f"layer{index}", stage)
-    _init_like_resnet(resnet)
-
-
-def _load_backbone_weights(resnet: tv_resnet.ResNet, backbone: str, pretrained) -> None:
-    if pretrained is True:
-        if backbone not in IMAGENET_WEIGHTS:
-            raise ValueError(
-                f"no ImageNet weights exist for backbone={backbone!r}; "
-                f"pretrained_backbone=True needs one of {sorted(IMAGENET_WEIGHTS)}"
-            )
-        weights = IMAGENET_WEIGHTS[backbone]
-        state = _download_state_dict(weights)
-    else:
-        state = _read_state_dict(Path(pretrained))
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = resnet.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        first = (missing or unexpected)[0]
+def _check_arguments(
+    backbone, output_stride, num_classes, backbone_width, pretrained_backbone, aspp_dropout,
+    aspp_channels, extra_blocks,
+) -> None:  # fmt: skip
+    """`build_model`'s scalar arguments, each refused with its name and value when wrong."""
+    if backbone not in BACKBONE_BLOCKS:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONE_BLOCKS)}")
+    if output_stride not in STRIDE_TO_DILATION:
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(backbone_width, int) or backbone_width < 1:
+        raise ValueError(f"backbone_width must be a positive integer, got {backbone_width!r}")
+    if backbone_width != 64 and pretrained_backbone is not False:
         raise ValueError(
-            f"the backbone weights do not fit a {backbone}: "
-            f"{'missing' if missing else 'unexpected'} tensor {first!r}"
+            f"pretrained backbones are 64 wide; backbone_width={backbone_width} has none"
+        )
+    if not 0.0 <= aspp_dropout < 1.0:
+        raise ValueError(f"aspp_dropout must be in [0, 1), got {aspp_dropout!r}")
+    if not isinstance(aspp_channels, int) or aspp_channels < 1:
+        raise ValueError(f"aspp_channels must be a positive integer, got {aspp_channels!r}")
+    if not isinstance(extra_blocks, int) or not 0 <= extra_blocks <= MAX_EXTRA_BLOCKS:
+        raise ValueError(
+            f"extra_blocks must be 0..{MAX_EXTRA_BLOCKS} (block5..block7), got {extra_blocks!r}"
         )
 
 
@@ -430,28 +321,10 @@ def build_model(
     Returns:
         A `DeepLabV3` whose forward returns {"out": (N, num_classes, H, W)} at the input size.
     """
-    if backbone not in BACKBONE_BLOCKS:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONE_BLOCKS)}")
-    if output_stride not in STRIDE_TO_DILATION:
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if not isinstance(backbone_width, int) or backbone_width < 1:
-        raise ValueError(f"backbone_width must be a positive integer, got {backbone_width!r}")
-    if backbone_width != 64 and pretrained_backbone is not False:
-        raise ValueError(
-            f"pretrained backbones are 64 wide; backbone_width={backbone_width} has none"
-        )
-    if not 0.0 <= aspp_dropout < 1.0:
-        raise ValueError(f"aspp_dropout must be in [0, 1), got {aspp_dropout!r}")
-    if not isinstance(aspp_channels, int) or aspp_channels < 1:
-        raise ValueError(f"aspp_channels must be a positive integer, got {aspp_channels!r}")
+    _check_arguments(backbone, output_stride, num_classes, backbone_width, pretrained_backbone,
+                     aspp_dropout, aspp_channels, extra_blocks)  # fmt: skip
     atrous_rates = _as_rates("atrous_rates", atrous_rates, allow_none=False, allow_empty=True)
     multi_grid = _as_rates("multi_grid", multi_grid, allow_none=True)
-    if not isinstance(extra_blocks, int) or not 0 <= extra_blocks <= MAX_EXTRA_BLOCKS:
-        raise ValueError(
-            f"extra_blocks must be 0..{MAX_EXTRA_BLOCKS} (block5..block7), got {extra_blocks!r}"
-        )
     blocks = BACKBONE_BLOCKS[backbone]
     if multi_grid is not None and len(multi_grid) != blocks[3]:
         raise ValueError(
@@ -459,25 +332,8 @@ def build_model(
             f"got {multi_grid}"
         )
 
-    dilate = STRIDE_TO_DILATION[output_stride]
-    resnet = tv_resnet.ResNet(
-        tv_resnet.Bottleneck, list(blocks), replace_stride_with_dilation=dilate
-    )
-    if backbone_width != 64:
-        _make_narrow(resnet, backbone_width, blocks, dilate)
-    if pretrained_backbone is not False:
-        _load_backbone_weights(resnet, backbone, pretrained_backbone)
-
-    layer4_rate = 32 // output_stride  # layer4's dilation once its stride is removed
-    if multi_grid is not None:
-        for block, unit_rate in zip(resnet.layer4, multi_grid, strict=True):
-            _set_dilation(block, layer4_rate * unit_rate)
-    unit_rates = multi_grid or (1,) * blocks[3]
-    extra = [
-        _extra_layer(blocks[3], unit_rates, layer4_rate * 2**k, backbone_width)
-        for k in range(1, extra_blocks + 1)
-    ]
-
+    features = build_backbone(backbone, output_stride, multi_grid, extra_blocks, backbone_width,
+                              pretrained_backbone)  # fmt: skip
     in_channels = 8 * backbone_width * tv_resnet.Bottleneck.expansion  # 2048 at width 64
     if decoder:
         classifier = DeepLabV3PlusHead(
@@ -503,7 +359,7 @@ def build_model(
         freeze_backbone=freeze_backbone,
     )  # fmt: skip
     return DeepLabV3(
-        Backbone(resnet, extra),
+        features,
         classifier,
         aux_classifier,
         freeze_backbone=freeze_backbone,
@@ -512,44 +368,16 @@ def build_model(
 
 
 def from_preset(name: str, **overrides) -> DeepLabV3:
-    """`build_model` with a named configuration ("report", "paper", "paper-os8", "torchvision")."""
+    """`build_model` with a named configuration of `deeplab_kit.config.PRESETS` ("report",
+    "paper", "paper-os8", "torchvision")."""
+    from deeplab_kit.config import PRESETS
+
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return build_model(**{**PRESETS[name], **overrides})
 
 
 # --- torchvision weights ---------------------------------------------------------------------
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupt, or holding objects weights_only refuses
-        raise ValueError(
-            f"{path}: not a readable state dict ({type(error).__name__}: {error})"
-        ) from None
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
-        raise ValueError(
-            f"{path}: expected a state dict (names -> tensors), found {type(state).__name__}"
-        )
-    return dict(state)
-
-
-def _download_state_dict(weights) -> dict[str, torch.Tensor]:
-    """torchvision's download (hash-checked), with a message that helps when it cannot run."""
-    try:
-        return weights.get_state_dict(progress=True, check_hash=True)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad hash a RuntimeError
-        filename = weights.url.rsplit("/", 1)[-1]
-        raise RuntimeError(
-            f"could not get {weights} from {weights.url} ({type(error).__name__}: {error}).\n"
-            f"Offline? Download {filename} on a machine with network access, copy it here and "
-            f"pass its path instead (torchvision caches it under ~/.cache/torch/hub/checkpoints/)."
-        ) from None
 
 
 def load_torchvision_weights(
@@ -567,11 +395,11 @@ def load_torchvision_weights(
     A tensor that is missing, unexpected or of another shape raises a ValueError naming it.
     """
     if isinstance(weights, (str, Path)):
-        state = _read_state_dict(Path(weights))
+        state = read_state_dict(Path(weights))
     elif isinstance(weights, Mapping):
         state = dict(weights)
     elif hasattr(weights, "get_state_dict"):
-        state = _download_state_dict(weights)
+        state = download_state_dict(weights)
     else:
         raise TypeError(
             f"weights must be a state dict, a path or a torchvision Weights enum, got {type(weights).__name__}"
@@ -616,6 +444,18 @@ def _last_conv_prefixes(model: DeepLabV3) -> tuple[str, ...]:
 # --- inspection ------------------------------------------------------------------------------
 
 
+def aspp_of(model: DeepLabV3) -> ASPP:
+    """The model's ASPP module, whichever head holds it."""
+    if isinstance(model.classifier, DeepLabV3PlusHead):
+        return model.classifier.aspp
+    return model.classifier[0]
+
+
+def aspp_rates(aspp: ASPP) -> tuple[int, ...]:
+    """The rates of an ASPP module's 3x3 branches, read from their convolutions."""
+    return tuple(branch[0].dilation[0] for branch in aspp.convs if isinstance(branch, ASPPConv))
+
+
 def describe(model: DeepLabV3) -> dict:
     """What the model is, read from its modules: size, output stride, dilations and ASPP rates."""
     backbone = model.backbone
@@ -624,12 +464,8 @@ def describe(model: DeepLabV3) -> dict:
     for name, stage in backbone.stages():
         stride *= stage[0].conv2.stride[0]
         dilations[name] = tuple(block.conv2.dilation[0] for block in stage)
-    head = (
-        model.classifier.aspp
-        if isinstance(model.classifier, DeepLabV3PlusHead)
-        else model.classifier[0]
-    )
-    rates = tuple(branch[0].dilation[0] for branch in head.convs if isinstance(branch, ASPPConv))
+    head = aspp_of(model)
+    rates = aspp_rates(head)
     return {
         "backbone": model.config.get("backbone"),
         "backbone_width": backbone.conv1.out_channels,

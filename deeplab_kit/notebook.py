@@ -17,8 +17,8 @@ A notebook's parameters cell reads its profile from the environment variable
     config = profile.config("report")             # a RunConfig sized for the profile
     run = profile.run_folder("report")            # on Google Drive in Colab when mounted
 
-In Colab the kit is installed from `REPOSITORY` by each notebook's first cell (which repeats the
-address, because it runs before the kit is importable; tests check that the two agree).
+Colab, Google Drive and the repository's address are `deeplab_kit.colab`'s; stored results are
+read through `deeplab_kit.results`, quoted numbers come from `deeplab_kit.reference`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ import json
 import os
 import re
 import shutil
-import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,27 +37,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deeplab_kit.voc import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-
-# The one place the repository's address is written (notebooks' install cells and README's
-# Colab badges repeat it; `check_repository_links` and tests/test_notebook.py keep them equal).
-REPOSITORY = "https://github.com/deeplab-kit/deeplab-kit"
-BRANCH = "main"
-NOTEBOOKS = (
-    "01_data.ipynb",
-    "02_aspp_atrous_rates.ipynb",
-    "03_training_sessions.ipynb",
-    "04_report.ipynb",
-)
+from deeplab_kit.colab import drive_folder, home, mount_drive
+from deeplab_kit.voc import VOC_CLASSES
 
 PROFILE_VARIABLE = "DEEPLAB_KIT_PROFILE"
 DATA_VARIABLE = "DEEPLAB_KIT_DATA"
 PROFILES = ("quick", "cpu", "full")
 DEFAULT_PROFILE = "quick"
-
-COLAB_MODULE = "google.colab"
-DRIVE_MOUNT = Path("/content/drive")  # where Colab mounts Google Drive
-DRIVE_FOLDER = "deeplab-kit"  # run folders go to MyDrive/deeplab-kit/runs
 
 # The quick profile: the demo recipe's small model (a 16-wide resnet26, 2M parameters) on a
 # small synthetic set at 96 px; budgets of seconds on a 2-core CPU.
@@ -93,64 +78,6 @@ class ResourceMissing(RuntimeError):
 
     def _render_traceback_(self) -> list[str]:  # IPython's hook for how an error is shown
         return [f"{type(self).__name__}: {self}"]
-
-
-# --- Colab and Google Drive ---------------------------------------------------------------
-
-
-def in_colab() -> bool:
-    """Whether this runs in Google Colab (its module is imported in every Colab kernel)."""
-    return COLAB_MODULE in sys.modules
-
-
-def drive_folder() -> Path | None:
-    """The kit's folder on Google Drive when Drive is mounted in Colab, else None."""
-    my_drive = DRIVE_MOUNT / "MyDrive"
-    if in_colab() and my_drive.is_dir():
-        return my_drive / DRIVE_FOLDER
-    return None
-
-
-def mount_drive() -> Path | None:
-    """Mount Google Drive in Colab (Colab asks for permission) and return the kit's folder on
-    it; outside Colab, or if mounting fails, None (run folders then stay on the local disk)."""
-    if not in_colab():
-        return None
-    if drive_folder() is None:
-        try:
-            from google.colab import drive
-
-            drive.mount(str(DRIVE_MOUNT))
-        except Exception as error:  # a refused permission must not stop the notebook
-            print(f"Google Drive not mounted ({error}); run folders stay on this machine.")
-    return drive_folder()
-
-
-def _checkout_at_or_above(folder: Path) -> Path | None:
-    for candidate in (folder, *folder.parents):
-        if (candidate / "pyproject.toml").is_file() and (candidate / "deeplab_kit").is_dir():
-            return candidate
-    return None
-
-
-def checkout() -> Path | None:
-    """The repository checkout the notebook runs in (found from the working directory, where
-    Jupyter starts a notebook's kernel, or from the kit's own files in an editable install);
-    None in Colab, where the kit is pip-installed without its notebooks."""
-    return _checkout_at_or_above(Path.cwd().resolve()) or _checkout_at_or_above(
-        Path(__file__).resolve().parents[1]
-    )
-
-
-def home(environ: Mapping[str, str] | None = None) -> Path:
-    """The folder under which data/ and runs/ go: $DEEPLAB_KIT_HOME, else the repository
-    checkout the notebook runs in (from the working directory), else the working directory
-    (/content in Colab)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("DEEPLAB_KIT_HOME"):
-        return Path(environ["DEEPLAB_KIT_HOME"]).expanduser().resolve()
-    here = Path.cwd().resolve()
-    return _checkout_at_or_above(here) or here
 
 
 # --- profiles -------------------------------------------------------------------------------
@@ -248,9 +175,12 @@ class Profile:
                 "cpu": "CPU, synthetic data, the stored results' own budgets",
                 "full": "GPU, PASCAL VOC 2012"}[self.name]  # fmt: skip
         threads = f", {self.threads} thread{'s' * (self.threads > 1)}" if self.threads else ""
+        missing = " (none visible here: training cells will stop)" * (
+            self.device == "cuda" and not torch.cuda.is_available()
+        )
         lines = [
             f"profile {self.name!r}: {kind}",
-            f"  device       {self.device}{threads}",
+            f"  device       {self.device}{threads}{missing}",
             f"  data         {self.shown(self.data_root)}",
             f"  runs         {self.shown(self.runs_dir)}" + ("  (Google Drive)" * self.on_drive),
             "  training     "
@@ -375,9 +305,11 @@ class Profile:
 def stored_durations() -> str:
     """How long the stored results took to make, from their provenance: what the cpu profile
     will take on a similar machine."""
+    from deeplab_kit import results
+
     parts = []
     for name, notebooks in (("demo", "03-04"), ("ablation", "02")):
-        path = results_dir() / name / "provenance.json"
+        path = results.results_dir() / name / "provenance.json"
         if path.is_file():
             record = json.loads(path.read_text())
             parts.append(f"{notebooks}: about {record['seconds'] / 60:.0f} min")
@@ -395,45 +327,49 @@ def _scaled_epoch(epoch: int, total: int, new_total: int) -> int:
 # --- data ---------------------------------------------------------------------------------
 
 
-def voc_ready(root: str | os.PathLike) -> bool:
-    """Whether `root` holds VOC 2012's segmentation part (its train and val lists)."""
-    splits = Path(root) / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
-    return (splits / "train.txt").is_file() and (splits / "val.txt").is_file()
-
-
 def prepare_data(profile: Profile, *, download: bool = False, sbd: bool = False) -> Path:
     """The data root for this profile, ready to read.
 
-    quick: generate the small synthetic set (seconds; kept and reused). full: PASCAL VOC 2012
-    in `profile.data_root`, downloaded there first with `download=True` (and SBD, for the
-    paper's trainaug split, with `sbd=True`; its failure only warns). When VOC is not there
-    and cannot be had, stop with a `ResourceMissing` that says how to get it.
+    quick, cpu: generate the synthetic set (seconds to a minute; kept and reused). full: PASCAL
+    VOC 2012 already on disk at `profile.data_root` ($DEEPLAB_KIT_DATA), or in a VOCdevkit,
+    VOC2012 or extracted-archive folder there (`data.locate_voc`); only when there is none,
+    downloaded there with `download=True` (and SBD, for the paper's trainaug split, with
+    `sbd=True`, unless it is there; its failure only warns). When VOC cannot be had, stop
+    with a `ResourceMissing` that says how to get it or point to it.
     """
-    root = profile.data_root
+    from deeplab_kit.data import locate_voc, sbd_folder
+
     if profile.synthetic:
         from deeplab_kit.demo import DEMO_DATA
         from deeplab_kit.synthetic import make_synthetic_voc
 
-        return make_synthetic_voc(root, **(QUICK_DATA if profile.name == "quick" else DEMO_DATA))
-    if not voc_ready(root) and download:
+        data = QUICK_DATA if profile.name == "quick" else DEMO_DATA
+        return make_synthetic_voc(profile.data_root, **data)
+    root = locate_voc(profile.data_root)
+    if root is None and download:
         from deeplab_kit.download import DownloadError
         from deeplab_kit.download import download as fetch
 
         try:
-            fetch("voc", root)
+            fetch("voc", profile.data_root)
         except DownloadError as error:
             raise ResourceMissing(
-                f"the full profile needs PASCAL VOC 2012 in {root} and it could not be "
-                f"downloaded.\n{error}\nOr run with {PROFILE_VARIABLE}=quick (synthetic data)."
+                f"the full profile needs PASCAL VOC 2012 and there is none in "
+                f"{profile.data_root}, and it could not be downloaded.\n{error}\nIf you have "
+                f"VOC elsewhere, set {DATA_VARIABLE} to the folder holding VOCdevkit/ (in Colab: "
+                f"%env {DATA_VARIABLE}=/content/drive/MyDrive/VOC); or run with "
+                f"{PROFILE_VARIABLE}=quick (synthetic data)."
             ) from None
-    if not voc_ready(root):
+        root = locate_voc(profile.data_root)
+    if root is None:
         raise ResourceMissing(
-            f"the full profile needs PASCAL VOC 2012 in {root}/VOCdevkit/VOC2012 and it is not "
-            f"there. Get it with 01_data.ipynb (it downloads it) or `python -m deeplab_kit "
-            f"download voc --root {root}`, point DEEPLAB_KIT_DATA at a copy, or run with "
+            f"the full profile needs PASCAL VOC 2012 in {profile.data_root}/VOCdevkit/VOC2012 "
+            f"and it is not there. Set {DATA_VARIABLE} to the folder holding VOCdevkit/ if you "
+            f"have it elsewhere; get it with 01_data.ipynb (it downloads it) or `python -m "
+            f"deeplab_kit download voc --root {profile.data_root}`; or run with "
             f"{PROFILE_VARIABLE}=quick (synthetic data)."
         )
-    if sbd and download:
+    if sbd and download and sbd_folder(root) is None:
         from deeplab_kit.download import DownloadError
         from deeplab_kit.download import download as fetch
 
@@ -442,38 +378,6 @@ def prepare_data(profile: Profile, *, download: bool = False, sbd: bool = False)
         except DownloadError as error:
             print(f"SBD not available ({str(error).splitlines()[0]}); 'trainaug' needs it.")
     return root
-
-
-def class_statistics(masks: Iterable, num_classes: int = NUM_CLASSES) -> pd.DataFrame:
-    """Pixels per class over some (H, W) masks: the class imbalance in one table.
-
-    One row per class and one for void (255, VOC's unlabelled border band): pixels, share of
-    the labelled pixels (void excluded, %), share of all pixels (%), and in how many images it
-    appears.
-    """
-    pixels = np.zeros(num_classes + 1, dtype=np.int64)  # the last entry counts void
-    images = np.zeros(num_classes + 1, dtype=np.int64)
-    for k, mask in enumerate(masks):
-        labels = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).ravel()
-        labels = labels.astype(np.int64)
-        bad = (labels >= num_classes) & (labels != IGNORE_INDEX) | (labels < 0)
-        if bad.any():
-            raise ValueError(f"mask {k}: labels {np.unique(labels[bad])[:8].tolist()} out of range")
-        counts = np.bincount(np.where(labels == IGNORE_INDEX, num_classes, labels),
-                             minlength=num_classes + 1)  # fmt: skip
-        pixels += counts
-        images += counts > 0
-    labelled = pixels[:num_classes].sum()
-    names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else [str(c) for c in range(num_classes)]
-    return pd.DataFrame(
-        {
-            "pixels": pixels,
-            "% of labelled": np.append(100 * pixels[:num_classes] / max(labelled, 1), np.nan),
-            "% of all": 100 * pixels / max(pixels.sum(), 1),
-            "images": images,
-        },
-        index=pd.Index([*names, f"void ({IGNORE_INDEX})"], name="class"),
-    )
 
 
 def example_image(
@@ -514,35 +418,19 @@ def trained_model(profile: Profile, run: str | os.PathLike, config=None):
     return load_model(find_checkpoints(run / "checkpoints")[0])
 
 
-def evaluate_runs(runs: Mapping[str, str | os.PathLike], data_root, *, device: str = "cpu") -> dict:
-    """{name: ConfusionMatrix on the val split} for each run folder that holds a trained model,
-    scored as its run's validation was (`engine.evaluate_checkpoint`); a run without one is
-    left out with a message."""
-    from deeplab_kit.checkpoint import find_checkpoints
-    from deeplab_kit.engine import evaluate_checkpoint
-    from deeplab_kit.runs import read_confusion
-
-    scores = {}
-    for name, run in runs.items():
-        if not find_checkpoints(Path(run) / "checkpoints"):
-            print(f"{name}: no trained model in {run}; left out")
-            continue
-        metrics = evaluate_checkpoint(run, data_root, device=device, progress=False)
-        scores[name] = read_confusion(metrics)
-    return scores
+# A generated validation set at another size than the quick and cpu profiles' models see (the
+# report preset resizes it), so that the two protocols score different masks.
+PROTOCOL_DATA = dict(num_train=1, num_val=24, size=160, seed=1)
 
 
-def table1(models: Mapping) -> pd.DataFrame:
-    """The report's Table 1 for `models` ({name: ConfusionMatrix or scores}), beside the
-    report's own numbers and the paper's mIoU, both as columns marked "(quoted)". Precision,
-    recall and F1 are weighted averages (see `metrics.report_table` for why); the paper
-    reports no precision, recall or F1."""
-    from deeplab_kit.metrics import report_table
+def protocol_data(profile: Profile) -> Path:
+    """Data to compare the scoring protocols on (`evaluate.protocol_table`): VOC (full), or a
+    generated set of `PROTOCOL_DATA['size']`-pixel images that the models' preset resizes."""
+    if not profile.synthetic:
+        return prepare_data(profile)
+    from deeplab_kit.synthetic import make_synthetic_voc
 
-    table = report_table(models, quoted=True)
-    paper = QUOTED_MIOU.loc[QUOTED_MIOU["source"] == "paper", "mIoU (%)"].item()
-    table["paper ResNet-101 (quoted)"] = [np.nan, np.nan, np.nan, paper]
-    return table
+    return make_synthetic_voc(profile.home / "data" / "synthetic-protocol", **PROTOCOL_DATA)
 
 
 def pretrained_weights_file() -> Path:
@@ -601,159 +489,3 @@ def config_table(configs: Mapping, fields: Sequence[str] = CONFIG_FIELDS) -> pd.
 
 def _cell(value) -> str:
     return str(tuple(value)) if isinstance(value, list) else str(value)
-
-
-# --- quoted numbers -------------------------------------------------------------------------
-
-# Numbers from the report and the paper, with their sources (/work/shared/reference_numbers.md
-# in the project's notes); shown only as quoted reference rows, never as results of the kit.
-QUOTED_MIOU = pd.DataFrame(
-    [
-        ("paper", "paper", "ResNet-101, OS16, multi-grid (1, 2, 4), ASPP + image pooling",
-         (6, 12, 18), 77.21, "VOC 2012 val", "Chen et al. 2017, as quoted by public sources"),
-        ("report", "report", "the report's simplified ResNet-50 DeepLabv3, OS16, 256x256",
-         (8, 12, 16), 54.81695735, "VOC 2012 val", "the report's Table 1 (MyModel)"),
-        ("report", None, "torchvision's DeepLabv3-ResNet50 (COCO weights), frozen backbone",
-         (12, 24, 36), 64.648292905, "VOC 2012 val", "the report's Table 1 (Pretrained)"),
-        ("torchvision", None, "deeplabv3_resnet50 COCO_WITH_VOC_LABELS_V1, OS8",
-         (12, 24, 36), 66.4, "COCO val2017, the 20 VOC classes (not VOC val)",
-         "torchvision's model documentation"),
-    ],
-    columns=["source", "setting", "model", "rates", "mIoU (%)", "measured on", "quoted from"],
-)  # fmt: skip
-"""Quoted mIoU numbers; "setting" names the ablation setting (deeplab_kit.ablation.SETTINGS)
-whose rates and data (VOC val) they share, where one does."""
-
-
-def quoted_bars(quoted: pd.DataFrame = QUOTED_MIOU) -> dict[str, float]:
-    """The quoted mIoU (%) of the rows that match an ablation setting, keyed as
-    `ablation.percent` keys the measured ones ("paper (6, 12, 18)"), for `viz.plot_ablation`."""
-    rows = quoted.dropna(subset=["setting"])
-    return {
-        f"{row['setting']} {tuple(row['rates'])}": float(row["mIoU (%)"])
-        for _, row in rows.iterrows()
-    }
-
-
-# --- stored results ------------------------------------------------------------------------
-
-
-def results_dir() -> Path:
-    """notebooks/results of the repository checkout (see `checkout`); in Colab, a local folder
-    that `stored` fills from the repository."""
-    found = checkout()
-    return found / "notebooks" / "results" if found else Path.cwd() / "results"
-
-
-def stored(relative: str) -> Path:
-    """A stored result file (notebooks/results/<relative>), read from the checkout; in Colab,
-    where the kit is pip-installed without the notebooks, fetched from the repository first."""
-    path = results_dir() / relative
-    if path.is_file():
-        return path
-    if not in_colab():
-        raise FileNotFoundError(f"{path}: stored result not found (it comes with the repository)")
-    url = f"{raw_url()}/notebooks/results/{relative}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        urllib.request.urlretrieve(url, path)
-    except (urllib.error.URLError, OSError) as error:
-        raise FileNotFoundError(f"{url}: could not fetch the stored result ({error})") from None
-    return path
-
-
-def read_stored_json(relative: str) -> dict:
-    return json.loads(stored(relative).read_text())
-
-
-# --- the repository's address ------------------------------------------------------------
-
-
-def _owner_repo(address: str = REPOSITORY) -> str:
-    match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)(\.git)?/?", address)
-    if not match:
-        raise ValueError(f"{address!r} is not a https://github.com/OWNER/REPO address")
-    return match[1]
-
-
-def raw_url(address: str = REPOSITORY, branch: str = BRANCH) -> str:
-    return f"https://raw.githubusercontent.com/{_owner_repo(address)}/{branch}"
-
-
-def colab_url(notebook: str, address: str = REPOSITORY, branch: str = BRANCH) -> str:
-    """The link that opens notebooks/<notebook> of the repository in Colab."""
-    path = f"{_owner_repo(address)}/blob/{branch}/notebooks/{notebook}"
-    return f"https://colab.research.google.com/github/{path}"
-
-
-COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
-NOTEBOOK_TOPICS = {
-    "01_data.ipynb": "VOC 2012 or the generated set, the 21 classes, class imbalance, "
-    "preprocessing, the cache",
-    "02_aspp_atrous_rates.ipynb": "atrous convolution and ASPP with sliders; the rate ablation",
-    "03_training_sessions.ipynb": "training in sessions that resume, one loss curve, the lr step",
-    "04_report.ipynb": "the report's Table 1, per-class IoU, confusion, predictions, micro vs macro",
-}
-
-
-def badge_table() -> str:
-    """README's notebook table: one row per notebook with its "Open in Colab" badge."""
-    lines = ["| notebook | what it covers | |", "|---|---|---|"]
-    for name in NOTEBOOKS:
-        badge = f"[![Open In Colab]({COLAB_BADGE})]({colab_url(name)})"
-        lines.append(f"| [{name}](notebooks/{name}) | {NOTEBOOK_TOPICS[name]} | {badge} |")
-    return "\n".join(lines) + "\n"
-
-
-_INSTALL = re.compile(r"git\+(https://github\.com/[\w.-]+/[\w.-]+?)(?:\.git)?[\"'@\s]")
-_COLAB_LINK = re.compile(
-    r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/([\w.-]+)/(\S+?\.ipynb)"
-)
-
-
-def install_address(notebook: str | os.PathLike) -> str | None:
-    """The address a notebook's first code cell pip-installs the kit from (None if none)."""
-    cells = json.loads(Path(notebook).read_text())["cells"]
-    code = next((c for c in cells if c["cell_type"] == "code"), None)
-    if code is None:
-        return None
-    source = "".join(code["source"])
-    if f'"{COLAB_MODULE}" in sys.modules' not in source:
-        return None
-    match = _INSTALL.search(source + "\n")
-    return match[1] if match else None
-
-
-def check_repository_links(
-    readme: str | None = None, notebooks_dir: str | os.PathLike | None = None
-) -> list[str]:
-    """Everything that disagrees with `REPOSITORY`: notebooks whose first cell does not install
-    the kit from it only in Colab, and README "Open in Colab" links (if `readme`, its text, is
-    given) that point elsewhere or at a missing notebook. An empty list: all agree."""
-    notebooks_dir = Path(notebooks_dir) if notebooks_dir else results_dir().parent
-    problems = []
-    for name in NOTEBOOKS:
-        path = notebooks_dir / name
-        if not path.is_file():
-            problems.append(f"{path}: notebook missing")
-            continue
-        address = install_address(path)
-        if address is None:
-            problems.append(f"{path}: first code cell does not pip-install git+<address> in Colab")
-        elif address.rstrip("/") != REPOSITORY:
-            problems.append(f"{path}: installs from {address}, not {REPOSITORY}")
-    if readme is not None:
-        links = _COLAB_LINK.findall(readme)
-        for owner_repo, branch, target in links:
-            if owner_repo != _owner_repo() or branch != BRANCH:
-                problems.append(
-                    f"README: Colab link to {owner_repo}@{branch}, not {_owner_repo()}@{BRANCH}"
-                )
-            if not (notebooks_dir.parent / target).is_file():
-                problems.append(f"README: Colab link to {target}, which does not exist")
-        linked = {Path(target).name for _, _, target in links}
-        if links:
-            problems += [
-                f"README: no Colab badge for {name}" for name in NOTEBOOKS if name not in linked
-            ]
-    return problems

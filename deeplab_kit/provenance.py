@@ -56,17 +56,28 @@ def describe_machine(info: dict) -> str:
     return f"{info['gpu']}; {text}" if info.get("gpu") else text
 
 
+# Stored results are made one after another, each replacing its own folder here: they are
+# not the code that makes them, so they do not make a tree unclean.
+NOT_CODE = "notebooks/results"
+
+
 def git_state(folder: str | os.PathLike | None = None) -> tuple[str | None, bool | None]:
     """(commit, clean) of the repository holding `folder` (default: this package's); clean
-    means no tracked file differs from the commit. (None, None) outside a git checkout."""
+    means no tracked file differs from the commit, stored results (`NOT_CODE`) aside.
+    (None, None) outside a git checkout."""
     folder = Path(folder) if folder else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
         ).stdout.strip()
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=folder, capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()  # fmt: skip
         changes = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=folder, capture_output=True, text=True, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             f":(exclude){NOT_CODE}"],
+            cwd=top, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None, None
@@ -110,3 +121,18 @@ def same_machine(record: dict) -> bool:
         record.get("machine", {}).get("cpu") == cpu_name()
         and record.get("torch") == torch.__version__
     )
+
+
+def describe(record: dict) -> str:
+    """A stored result's provenance in a few lines, as the notebooks print it."""
+    commit = (record.get("commit") or "unknown")[:10]
+    state = "" if record.get("clean", True) else " (with uncommitted changes)"
+    sittings = record.get("sittings", 1)
+    return "\n".join([
+        f"command:  {record.get('command', '?')}",
+        f"code:     commit {commit}{state}",
+        f"machine:  {describe_machine(record.get('machine', {}))}; torch {record.get('torch', '?')}",
+        f"took:     {record.get('seconds', 0) / 60:.0f} min"
+        + (f" in {sittings} sittings" if sittings > 1 else "")
+        + f", finished {record.get('ended', '?')}",
+    ])  # fmt: skip

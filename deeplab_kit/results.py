@@ -10,6 +10,9 @@ commit and whether the tree was clean, the machine, torch and torchvision, and w
 `make` trains in a work folder, `runs/results/<name>/` (checkpoints there, so that a stopped
 make resumes), and replaces the stored folder only once everything is done.
 
+The notebooks read stored files through `stored(relative)` (fetched from the repository in
+Colab, where the kit is installed without them) and the ablation through `stored_ablation()`.
+
 `verify` checks each stored result against itself and against the current code: the scores
 recomputed from the stored confusion matrices, each history's last row against its scores,
 tables against their run files, the stored configuration against the one the code would run
@@ -26,6 +29,8 @@ import math
 import os
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +39,8 @@ import numpy as np
 import pandas as pd
 
 from deeplab_kit import provenance
+from deeplab_kit.ablation import run_folder
+from deeplab_kit.runs import write_json
 
 WORK = Path("runs") / "results"  # under the checkout
 PROVENANCE = "provenance.json"
@@ -54,16 +61,12 @@ class StoredResult:
     data: Callable[[], dict]  # the generated dataset it is made on (make_synthetic_voc's args)
 
 
-class ResultMismatch(RuntimeError):
-    """A stored result that does not hold: the problems, one per line."""
-
-
 # --- where things are ---------------------------------------------------------------------
 
 
 def checkout() -> Path:
     """The repository checkout (stored results live in it and are made from it)."""
-    from deeplab_kit.notebook import checkout as find
+    from deeplab_kit.colab import checkout as find
 
     found = find()
     if found is None:
@@ -76,6 +79,54 @@ def checkout() -> Path:
 
 def store(name: str) -> Path:
     return checkout() / "notebooks" / "results" / name
+
+
+def results_dir() -> Path:
+    """notebooks/results of the repository checkout (see `colab.checkout`); in Colab, a local
+    folder that `stored` fills from the repository."""
+    from deeplab_kit.colab import checkout as find
+
+    found = find()
+    return found / "notebooks" / "results" if found else Path.cwd() / "results"
+
+
+def stored(relative: str) -> Path:
+    """A stored result file (notebooks/results/<relative>), read from the checkout; in Colab,
+    where the kit is pip-installed without the notebooks, fetched from the repository first."""
+    from deeplab_kit.colab import in_colab, raw_url
+
+    path = results_dir() / relative
+    if path.is_file():
+        return path
+    if not in_colab():
+        raise FileNotFoundError(f"{path}: stored result not found (it comes with the repository)")
+    url = f"{raw_url()}/notebooks/results/{relative}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        urllib.request.urlretrieve(url, path)
+    except (urllib.error.URLError, OSError) as error:
+        raise FileNotFoundError(f"{url}: could not fetch the stored result ({error})") from None
+    return path
+
+
+def read_stored_json(relative: str) -> dict:
+    return json.loads(stored(relative).read_text())
+
+
+def stored_ablation() -> tuple[pd.DataFrame, dict, dict[str, np.ndarray]]:
+    """The stored atrous-rate ablation: its table, its provenance and, for each trained setting,
+    its effective receptive field (the seeds' gradient maps, each scaled to sum 1, averaged)."""
+    from deeplab_kit.ablation import average_erf, read_ablation, setting_folder
+
+    table, record = read_ablation(stored("ablation/ablation.json"))
+    maps = {
+        label: average_erf(
+            stored(f"ablation/{setting_folder(label)}/seed-{seed}/erf.npy")
+            for seed in record["seeds"]
+        )  # fmt: skip
+        for label in table.loc[table["same network as"].isna(), "setting"].unique()
+    }
+    return table, record, maps
 
 
 @contextlib.contextmanager
@@ -106,16 +157,17 @@ def demo_config():
     )
 
 
-def _demo_data() -> dict:
+def _dataset(name: str) -> dict:
+    """The generated dataset a stored result is made on: make_synthetic_voc's arguments and the
+    generator's version."""
+    from deeplab_kit.ablation import ABLATION_DATA
     from deeplab_kit.demo import DEMO_DATA
-
-    return _dataset(DEMO_DATA)
-
-
-def _dataset(arguments: dict) -> dict:
     from deeplab_kit.synthetic import GENERATOR_VERSION
 
-    return {**arguments, "generator version": GENERATOR_VERSION}
+    return {
+        **{"demo": DEMO_DATA, "ablation": ABLATION_DATA}[name],
+        "generator version": GENERATOR_VERSION,
+    }
 
 
 def _make_demo(work: Path, progress: bool) -> dict:
@@ -125,7 +177,7 @@ def _make_demo(work: Path, progress: bool) -> dict:
     config = demo_config()
     make_synthetic_voc(DEMO_DATA_ROOT, **DEMO_DATA)  # regenerated if another set is there
     run_demo(work, DEMO_DATA_ROOT, config=config, progress=progress)
-    _write_config(work, config)
+    write_json(work / "config.json", config.to_dict())
     return {name: work / name for name in (*DEMO_FILES, "config.json")}
 
 
@@ -151,12 +203,6 @@ def ablation_config():
     )
 
 
-def _ablation_data() -> dict:
-    from deeplab_kit.ablation import ABLATION_DATA
-
-    return _dataset(ABLATION_DATA)
-
-
 def _make_ablation(work: Path, progress: bool) -> dict:
     from deeplab_kit.ablation import ABLATION_DATA, ERF_IMAGES, SEEDS, SETTINGS, run_ablation
     from deeplab_kit.synthetic import make_synthetic_voc
@@ -168,15 +214,9 @@ def _make_ablation(work: Path, progress: bool) -> dict:
     )  # fmt: skip
     files = {"ablation.json": work / "ablation.json", "ablation.csv": work / "ablation.csv"}
     for row in table[table["same network as"].isna()].itertuples():
-        run = _run(work, row.setting, row.seed)
+        run = run_folder(work, row.setting, int(row.seed))
         files.update({f"{run.relative_to(work)}/{name}": run / name for name in RUN_FILES})
     return files
-
-
-def _run(folder: Path, setting: str, seed: int) -> Path:
-    from deeplab_kit.ablation import run_folder
-
-    return run_folder(folder, setting, int(seed))
 
 
 def _check_ablation(folder: Path) -> list[str]:
@@ -225,7 +265,7 @@ def _check_ablation_row(folder: Path, row: dict, by_key: dict, twin: str | None,
         if [row[k] for k in SCORES] != [other.get(k) for k in SCORES]:
             problems.append(f"{where}: its scores differ from {twin}'s, the same network")
         return problems
-    run = _run(folder, row["setting"], row["seed"])
+    run = run_folder(folder, row["setting"], int(row["seed"]))
     problems += _check_run(run)
     metrics = _read_json(run / "metrics.json")
     problems += [
@@ -257,7 +297,7 @@ def retrain_first_epoch(folder: Path, *, progress: bool = False) -> list[str]:
     from deeplab_kit.synthetic import make_synthetic_voc
 
     setting, seed = RETRAIN_RUN
-    run = _run(folder, setting, seed)
+    run = run_folder(folder, setting, int(seed))
     record = _read_provenance(folder)
     stored = pd.read_csv(run / "history.csv").iloc[0]
     config = RunConfig.from_dict(_read_json(run / "config.json")).replace(session_epochs=1)
@@ -342,10 +382,10 @@ def _stale(where: str, stored: dict, expected: dict) -> str:
 
 def _check_tables(folder: Path) -> list[str]:
     """metrics.md/.csv and per_class.csv equal the tables rewritten from metrics.json."""
-    from deeplab_kit.runs import read_confusion, write_tables
+    from deeplab_kit.runs import write_tables
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_tables(Path(tmp), read_confusion(_read_json(folder / "metrics.json")))
+        write_tables(Path(tmp), _read_json(folder / "metrics.json"))
         return [
             f"{folder / name}: differs from the table its metrics.json gives"
             for name in ("metrics.md", "metrics.csv", "per_class.csv")
@@ -354,22 +394,16 @@ def _check_tables(folder: Path) -> list[str]:
         ]
 
 
-def _write_config(run: Path, config) -> None:
-    from deeplab_kit.runs import write_json
-
-    write_json(run / "config.json", config.to_dict())
-
-
 # --- the registry and the commands --------------------------------------------------------
 
 RESULTS = {
     "demo": StoredResult(
         "demo", "the demo run: 10 epochs of the demo recipe on the generated 96-pixel set",
-        _make_demo, _check_demo, _demo_data,
+        _make_demo, _check_demo, lambda: _dataset("demo"),
     ),
     "ablation": StoredResult(
         "ablation", "the atrous-rate ablation: 7 rate settings x 3 seeds on a 16x16 ASPP map",
-        _make_ablation, _check_ablation, _ablation_data,
+        _make_ablation, _check_ablation, lambda: _dataset("ablation"),
     ),
 }  # fmt: skip
 
@@ -398,7 +432,7 @@ def make(name: str, *, command: str | None = None, progress: bool = True) -> Pat
             earlier = {"first_started": sittings.get("first_started", record["started"]),
                        "seconds": sittings.get("seconds", 0.0) + elapsed,
                        "sittings": sittings.get("sittings", 0) + 1}  # fmt: skip
-            (work / "sittings.json").write_text(json.dumps(earlier) + "\n")
+            write_json(work / "sittings.json", earlier)
     record = provenance.finish(record, earlier_seconds=sittings.get("seconds", 0.0))
     record.update(started=earlier["first_started"], sittings=earlier["sittings"])
     return _replace_store(name, {k: root / v for k, v in files.items()}, record)
@@ -407,8 +441,6 @@ def make(name: str, *, command: str | None = None, progress: bool = True) -> Pat
 def _replace_store(name: str, files: dict[str, Path], record: dict) -> Path:
     """Copy `files` ({relative name: source}) into a fresh stored folder with the provenance;
     the old folder is replaced only once the new one is complete."""
-    from deeplab_kit.runs import write_json
-
     target = store(name)
     fresh = target.with_name(f".{name}.new")
     shutil.rmtree(fresh, ignore_errors=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,12 +32,15 @@ __all__ = [
     "PRESETS",
     "SegmentationTransform",
     "StackedBatch",
+    "eval_collate",
     "keyed_generator",
     "keyed_seed",
     "make_transforms",
     "model_input",
     "normalize",
     "pad_collate",
+    "transforms_for",
+    "uint8_where_exact",
 ]
 
 # x_norm = (x / 255 - mean) / std = x * _SCALE + _SHIFT, shaped (3, 1, 1) to broadcast over
@@ -151,6 +154,24 @@ def pad_collate(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
         out_images[i, :, :h, :w] = image
         out_masks[i, :h, :w] = mask
     return out_images, out_masks
+
+
+def eval_collate(batch: Sequence) -> tuple:
+    """For evaluation: pairs of one size stacked into (N, 3, H, W) and (N, H, W), as
+    `pad_collate` does; otherwise lists of tensors, never padded. Padding would reach ASPP's
+    image pooling and make an image's prediction depend on the others in its batch, so
+    `evaluate` runs each image of a list at its own size. Images and masks are stacked
+    separately: resized images with masks at their original sizes give (N, 3, S, S) and a list.
+    """
+    if isinstance(batch, StackedBatch):
+        return batch.stacked
+    images = [image.as_subclass(torch.Tensor) for image, _ in batch]
+    masks = [mask.as_subclass(torch.Tensor) for _, mask in batch]
+
+    def stacked(tensors):
+        return torch.stack(tensors) if len({t.shape for t in tensors}) == 1 else tensors
+
+    return stacked(images), stacked(masks)
 
 
 def _resize(image, mask, size: list[int]):
@@ -315,3 +336,27 @@ def make_transforms(name: str | None = "report", **params) -> SegmentationTransf
     if unknown:
         raise ValueError(f"unknown transforms parameter(s) {unknown}; known: {sorted(fields)}")
     return dataclasses.replace(PRESETS[name], **params)
+
+
+# --- the presets a run's configuration names --------------------------------------------------
+
+
+def uint8_where_exact(transforms: SegmentationTransform) -> SegmentationTransform:
+    """The preset returning uint8 images, normalised later on the device, where that gives the
+    same floats: fixed-size presets without crops, whose images are never padded (a padded
+    float image is exactly 0 there). A quarter of the bytes through the loader: an epoch read
+    from the cache runs about twice as fast (benchmarks/bench_data.py)."""
+    if transforms.size is not None and transforms.crop_size is None:
+        return replace(transforms, normalize=False)
+    return transforms
+
+
+def transforms_for(preset: str, size: int, hflip: bool | None = None):
+    """A transforms preset at config.image_size: the resize of "report", the crop of
+    "paper-train"; "paper-eval" keeps full images. `hflip` None keeps the preset's flips."""
+    params = {} if hflip is None else {"hflip": hflip}
+    if preset == "paper-train":
+        return make_transforms(preset, crop_size=size, **params)
+    if preset == "paper-eval":
+        return make_transforms(preset, **params)
+    return make_transforms(preset, size=size, **params)

@@ -1,4 +1,5 @@
-"""Figures for the notebooks: masks in VOC's colours, loss curves with session bands, scores, atrous taps.
+"""Figures for the notebooks: masks in VOC's colours, loss curves with session bands, scores.
+(Figures of atrous convolution, ASPP and the rate ablation are `deeplab_kit.atrous_viz`'s.)
 
 Every `plot_*` function returns a `matplotlib.figure.Figure` (a `KitFigure`) built without pyplot:
 nothing is shown or kept in pyplot's global state, it works under any backend (Agg included), and
@@ -22,22 +23,12 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle, Patch, Rectangle
+from matplotlib.patches import Patch
 
-from deeplab_kit.atrous import (
-    Size,
-    feature_size,
-    sampling_positions,
-    taps_inside,
-    valid_share,
-    valid_tap_counts,
-)
+from deeplab_kit.runs import HISTORY_COLUMNS
 from deeplab_kit.voc import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, VOC_PALETTE
 
-HISTORY_COLUMNS = ("epoch", "session", "train_loss", "val_loss", "miou", "lr", "seconds")
 SESSION_COLOURS = ("#dce6f2", "#f4e8d6")  # alternating bands
-QUOTED_STYLE = dict(facecolor="white", edgecolor="0.35", hatch="///")
-BRANCH_MARKERS = ("o", "s", "D", "^", "v", "P")
 
 
 class KitFigure(Figure):
@@ -53,7 +44,7 @@ def _numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+def figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.figure, ax
     fig = KitFigure(figsize=figsize, layout="constrained")
@@ -130,6 +121,12 @@ def _legend_patches(labels: Iterable[int], class_names: Sequence[str]) -> list[P
     return patches
 
 
+def _class_legend(fig: Figure, present, class_names: Sequence[str], columns: int) -> None:
+    """The classes present, in their VOC colours, below the figure."""
+    handles = _legend_patches(present, class_names)
+    fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize="small")
+
+
 def plot_predictions(
     images,
     truths,
@@ -157,8 +154,11 @@ def plot_predictions(
         if len(masks) != len(images):
             raise ValueError(f"{len(images)} images but {len(masks)} masks in {name!r}")
     n_cols = 2 + len(columns)
+    # Rows as tall as the pictures are at 2.6 inches wide: landscape images leave no gaps.
+    aspect = max(_numpy(t).shape[-2] / _numpy(t).shape[-1] for t in truths)
     fig = KitFigure(
-        figsize=(2.6 * n_cols, 2.6 * len(images) + (0.6 if legend else 0)), layout="constrained"
+        figsize=(2.6 * n_cols, 2.6 * aspect * len(images) + (0.6 if legend else 0)),
+        layout="constrained",
     )
     axes = fig.subplots(len(images), n_cols, squeeze=False)
     present = set()
@@ -177,12 +177,7 @@ def plot_predictions(
             if row == 0:
                 ax.set_title(title)
     if legend:
-        fig.legend(
-            handles=_legend_patches(present, class_names),
-            loc="outside lower center",
-            ncols=7,
-            fontsize="small",
-        )
+        _class_legend(fig, present, class_names, columns=7)
     return fig
 
 
@@ -206,12 +201,7 @@ def plot_pairs(
             ax.set_title(f"{name}: {what} {height}x{width}", fontsize="small")
             ax.set_axis_off()
     if legend:
-        fig.legend(
-            handles=_legend_patches(present, class_names),
-            loc="outside lower center",
-            ncols=4,
-            fontsize="small",
-        )
+        _class_legend(fig, present, class_names, columns=4)
     return fig
 
 
@@ -251,15 +241,21 @@ def session_spans(history) -> pd.DataFrame:
     return spans.reset_index(drop=True)
 
 
-def lr_changes(history, factor: float = 2.0) -> pd.DataFrame:
-    """Epochs where the learning rate jumped by at least `factor` from the previous epoch (a manual
-    "divide by 10", a restart), not the small steps of a smooth schedule: epoch, before, after."""
+def lr_changes(history, factor: float = 2.0, flat: float = 1.1) -> pd.DataFrame:
+    """Epochs where the learning rate stepped: it changed by at least `factor` from the previous
+    epoch while it held steady (within `flat`) over the epoch before, as a scheduled "divide by
+    10" or a manual change does. A smooth schedule is never marked: its warm-up has no steady
+    epoch before it, and its decay changes every epoch (the history's lr is each epoch's mean,
+    so a cosine or poly tail falls by large factors between the last epochs). Returns epoch,
+    before, after."""
     history = read_history(history)
     if "lr" not in history.columns:
         return pd.DataFrame(columns=["epoch", "before", "after"])
-    before, after = history["lr"].shift(), history["lr"]
-    ratio = after / before
+    lr = history["lr"]
+    before, after = lr.shift(), lr
+    ratio, steady = after / before, before / lr.shift(2)
     jumps = (before > 0) & (after > 0) & ((ratio >= factor) | (ratio <= 1 / factor))
+    jumps &= steady.between(1 / flat, flat)
     return pd.DataFrame({"epoch": history["epoch"], "before": before, "after": after})[
         jumps
     ].reset_index(drop=True)
@@ -310,6 +306,8 @@ def plot_history(history, *, title: str | None = None) -> Figure:
         data = history.dropna(subset=[name])
         if name == "miou":
             ax.plot(data["epoch"], data["miou"], color="C2", marker=".")
+            # From 0 and at least 0.1 high: noise of 0.0005 must not look like a jump.
+            ax.set_ylim(0, max(0.1, 1.1 * float(data["miou"].max())))
             ax.set_ylabel("val mIoU")
         else:
             ax.step(data["epoch"], data["lr"], where="mid", color="C3")
@@ -364,7 +362,7 @@ def plot_confusion(
     n = counts.shape[0]
     names = _class_names(n, class_names)
     data = row_normalize(counts) if normalize else counts.astype(np.float64)
-    fig, ax = _figure_and_axes(ax, (0.42 * n + 2.5, 0.42 * n + 1.5))
+    fig, ax = figure_and_axes(ax, (0.5 * n + 2.5, 0.5 * n + 1.5))  # cells wide enough to read
     cmap = matplotlib.colormaps["Blues"].with_extremes(bad="0.92")
     image = ax.imshow(
         data, cmap=cmap, vmin=0, vmax=1 if normalize else None, interpolation="nearest"
@@ -386,7 +384,7 @@ def plot_confusion(
                     f"{100 * data[i, i]:.0f}",
                     ha="center",
                     va="center",
-                    fontsize=6,
+                    fontsize=8 if n > 12 else 10,
                     color=colour,
                 )
     return fig
@@ -411,7 +409,7 @@ def plot_class_iou(
                 f"IoU values must be in 0..1 ({name!r} has {np.nanmin(v):.3g}..{np.nanmax(v):.3g})"
             )
     names = _class_names(n, class_names)
-    fig, ax = _figure_and_axes(ax, (7, 0.28 * n * max(1, len(values) * 0.7) + 1.2))
+    fig, ax = figure_and_axes(ax, (7, 0.28 * n * max(1, len(values) * 0.7) + 1.2))
     height = 0.8 / len(values)
     positions = np.arange(n)
     for k, (name, v) in enumerate(values.items()):
@@ -437,117 +435,6 @@ def plot_class_iou(
     return fig
 
 
-def plot_ablation(
-    measured: Mapping[str, float],
-    quoted: Mapping[str, float] | None = None,
-    *,
-    spread: Mapping[str, float] | None = None,
-    points: Mapping[str, Sequence[float]] | None = None,
-    ylabel: str = "mIoU (%)",
-    ax: Axes | None = None,
-) -> Figure:
-    """mIoU per atrous-rate setting: the kit's measured bars, and numbers quoted from the paper or
-    the report drawn distinctly (hatched, white, labelled "quoted"), beside the measured bar of
-    the same setting when there is one. Values are percentages (0..100).
-
-    `spread` ({setting: standard deviation}) draws error bars on the measured bars, and `points`
-    ({setting: values}) each seed's value as a dot, so the spread behind a mean is visible.
-    """
-    quoted = dict(quoted or {})
-    for kind, values in (("measured", measured), ("quoted", quoted)):
-        for setting, value in values.items():
-            if not 0 <= value <= 100:
-                raise ValueError(
-                    f"{kind} value for {setting!r} is {value}; give mIoU in percent (0..100)"
-                )
-    settings = list(measured) + [s for s in quoted if s not in measured]
-    fig, ax = _figure_and_axes(ax, (1.3 * len(settings) + 3, 4))
-    width = 0.38
-    for kind, values in (("measured", measured), ("quoted", quoted)):
-        x, heights = [], []
-        for i, setting in enumerate(settings):
-            if setting in values:
-                both = setting in measured and setting in quoted
-                x.append(i + (width / 2 if kind == "quoted" else -width / 2) * both)
-                heights.append(values[setting])
-        if not x:
-            continue
-        style = QUOTED_STYLE if kind == "quoted" else dict(color="C0", edgecolor="0.2")
-        errors = None
-        if kind == "measured" and spread:
-            errors = [spread.get(s, 0.0) for s in settings if s in values]
-        bars = ax.bar(x, heights, width=width, label=kind, yerr=errors, capsize=4, **style)
-        ax.bar_label(bars, fmt="%.1f", fontsize="small", padding=2, label_type="center"
-                     if errors else "edge")  # fmt: skip
-        if kind == "measured" and points:
-            for xi, setting in zip(x, [s for s in settings if s in values], strict=True):
-                ys = list(points.get(setting, ()))
-                ax.plot([xi] * len(ys), ys, "o", color="0.15", markersize=3,
-                        label="one seed" if xi == x[0] else None)  # fmt: skip
-    ax.set_xticks(range(len(settings)), settings, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
-    tops = [*measured.values(), *quoted.values(), 1]
-    tops += [v for values in (points or {}).values() for v in values]
-    tops += [measured[s] + e for s, e in (spread or {}).items() if s in measured]
-    ax.set_ylim(0, max(tops) * 1.12)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside, not over
-    return fig
-
-
-def plot_erf(
-    maps: Mapping[str, np.ndarray],
-    *,
-    theoretical: Mapping[str, float] | None = None,
-    masses: Sequence[float] = (0.5, 0.9),
-    columns: int = 4,
-) -> Figure:
-    """Effective receptive fields side by side (`deeplab_kit.erf`): each map's gradient
-    magnitude (square root, so the tails show), circles holding `masses` of it, and the
-    theoretical field as a dashed square where it fits in the image."""
-    from deeplab_kit.erf import erf_radius
-
-    rows = -(-len(maps) // columns)
-    fig = KitFigure(figsize=(3.0 * columns, 3.1 * rows + 0.4), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    styles = ("-", "--", ":")
-    for ax, (name, grad) in zip(axes, maps.items(), strict=False):
-        grad = np.asarray(grad, dtype=np.float64)
-        h, w = grad.shape
-        ax.imshow(np.sqrt(grad / grad.max()), cmap="magma", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-        for mass, style in zip(masses, styles, strict=False):
-            radius = erf_radius(grad, mass)
-            ax.add_patch(Circle((w // 2, h // 2), radius, fill=False, color="cyan", ls=style,
-                                label=f"{mass:.0%} of the gradient: r = {radius:.0f} px"))  # fmt: skip
-        field = (theoretical or {}).get(name)
-        if field and field < max(h, w):
-            half = field / 2
-            ax.add_patch(Rectangle((w // 2 - half, h // 2 - half), field, field, fill=False,
-                                   color="white", ls="--", lw=1))  # fmt: skip
-        ax.set_title(name, fontsize="small")
-        ax.legend(loc="lower center", fontsize="x-small", framealpha=0.7)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes[len(maps) :]:
-        ax.set_axis_off()
-    return fig
-
-
-def count_pixels(
-    masks: Iterable, num_classes: int = len(VOC_CLASSES), ignore_index: int = IGNORE_INDEX
-) -> np.ndarray:
-    """Pixels per class over some masks (void not counted): (num_classes,) int64."""
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for k, mask in enumerate(masks):
-        labels = _numpy(mask).astype(np.int64).ravel()
-        labels = labels[labels != ignore_index]
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"mask {k}: labels must be 0..{num_classes - 1} or {ignore_index}, found {labels.min()}..{labels.max()}"
-            )
-        counts += np.bincount(labels, minlength=num_classes)
-    return counts
-
-
 def plot_class_frequency(
     counts, class_names: Sequence[str] | None = None, *, log: bool = False, ax: Axes | None = None
 ) -> Figure:
@@ -558,175 +445,11 @@ def plot_class_frequency(
         raise ValueError("counts must be non-negative with a positive total")
     n = len(counts)
     share = 100 * counts / counts.sum()
-    fig, ax = _figure_and_axes(ax, (0.4 * n + 2, 4))
+    fig, ax = figure_and_axes(ax, (0.4 * n + 2, 4))
     colours = [_class_colour(c) for c in range(n)]
     ax.bar(range(n), share, color=colours, edgecolor="0.3")
     ax.set_xticks(range(n), _class_names(n, class_names), rotation=90, fontsize="small")
     ax.set_ylabel("share of labelled pixels (%)")
     if log:
         ax.set_yscale("log")
-    return fig
-
-
-# --- atrous convolution -----------------------------------------------------------------------
-
-
-def _as_rates(rates) -> list[int]:
-    return [int(rates)] if np.isscalar(rates) else [int(r) for r in rates]
-
-
-def _draw_taps(ax: Axes, center, rates, size: tuple[int, int], scale: int = 1) -> None:
-    """Each rate's 9 taps around `center` (map units, times `scale` for pixels): filled inside the
-    map of `size`, hollow and crossed outside; a dashed square marks each kernel's extent."""
-    for k, rate in enumerate(rates):
-        colour, marker = f"C{k}", BRANCH_MARKERS[k % len(BRANCH_MARKERS)]
-        taps = sampling_positions(center, rate)  # (9, 2) rows, columns
-        inside = taps_inside(taps, size)
-        xy = taps[:, ::-1] * scale  # (x, y) = (column, row)
-        label = f"rate {rate}: {inside.sum()}/9 inside"
-        ax.scatter(*xy[inside].T, s=60, marker=marker, color=colour, edgecolors="black", linewidths=0.6,
-                   zorder=3, label=label, gid=f"rate-{rate}-inside")  # fmt: skip
-        ax.scatter(*xy[~inside].T, s=60, marker=marker, facecolors="none", edgecolors=colour,
-                   linewidths=1.2, zorder=3, gid=f"rate-{rate}-outside")  # fmt: skip
-        ax.scatter(*xy[~inside].T, s=25, marker="x", color=colour, linewidths=1, zorder=3)
-        corner = (np.asarray(center)[::-1] - rate - 0.5) * scale
-        ax.add_patch(Rectangle(corner, (2 * rate + 1) * scale, (2 * rate + 1) * scale, fill=False,
-                               edgecolor=colour, linestyle="--", linewidth=0.8))  # fmt: skip
-
-
-def plot_atrous_sampling(size: Size, rates, center=None, *, ax: Axes | None = None) -> Figure:
-    """Where each ASPP branch's 3x3 kernel reads a feature map of `size`, for a kernel centred at
-    `center` (row, column; default the map's centre). Taps inside the map are filled; taps in the
-    zero padding are hollow and crossed: with a rate near the map's size only the centre remains.
-    """
-    h, w = (size, size) if np.isscalar(size) else tuple(size)
-    rates = _as_rates(rates)
-    center = ((h - 1) // 2, (w - 1) // 2) if center is None else tuple(center)
-    fig, ax = _figure_and_axes(ax, (5.5, 5.5))
-    ax.add_patch(
-        Rectangle(
-            (-0.5, -0.5), w, h, facecolor="0.93", edgecolor="0.2", zorder=0, gid="feature-map"
-        )
-    )
-    if max(h, w) <= 80:  # one line per cell while they stay visible
-        ax.vlines(np.arange(w + 1) - 0.5, -0.5, h - 0.5, color="white", linewidth=0.5, zorder=1)
-        ax.hlines(np.arange(h + 1) - 0.5, -0.5, w - 0.5, color="white", linewidth=0.5, zorder=1)
-    _draw_taps(ax, center, rates, (h, w))
-    reach = max(rates) + 2  # room for the outermost markers
-    ax.set_xlim(min(-1, center[1] - reach), max(w, center[1] + reach))
-    ax.set_ylim(max(h, center[0] + reach), min(-1, center[0] - reach))  # rows grow downwards
-    ax.set_aspect("equal")
-    ax.set_xlabel("column")
-    ax.set_ylabel("row")
-    ax.set_title(f"{h}x{w} feature map, kernels centred at {center}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    return fig
-
-
-def plot_taps_on_image(
-    image, rates, output_stride: int = 1, center=None, *, ax: Axes | None = None
-) -> Figure:
-    """A 3x3 kernel's taps drawn on the image: at `output_stride` 1 they are `rate` pixels apart;
-    on a feature map of stride s (the grid drawn) they are rate x s input pixels apart.
-    `center` is a position on that map (row, column), by default its centre."""
-    rgb = as_rgb(image)
-    h, w = rgb.shape[:2]
-    fh, fw = feature_size((h, w), output_stride) if output_stride > 1 else (h, w)
-    center = ((fh - 1) // 2, (fw - 1) // 2) if center is None else tuple(center)
-    fig, ax = _figure_and_axes(ax, (5.5, 5.5))
-    ax.imshow(rgb)
-    if output_stride > 1:  # the feature map's cells, each one output position
-        ax.vlines(
-            np.arange(fw + 1) * output_stride - 0.5,
-            -0.5,
-            h - 0.5,
-            color="white",
-            linewidth=0.4,
-            alpha=0.6,
-        )
-        ax.hlines(
-            np.arange(fh + 1) * output_stride - 0.5,
-            -0.5,
-            w - 0.5,
-            color="white",
-            linewidth=0.4,
-            alpha=0.6,
-        )
-    _draw_taps(ax, center, _as_rates(rates), (fh, fw), scale=output_stride)
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.set_title(f"taps on the image, output stride {output_stride}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    return fig
-
-
-def plot_valid_share(
-    size: Size, rates=(), *, max_rate: int | None = None, ax: Axes | None = None
-) -> Figure:
-    """The share of a 3x3 kernel's weights that read the map (not its padding), averaged over the
-    positions of a `size` map, against the rate; the paper's Figure 4 curves (positions with all
-    9 or only 1 valid weight) dashed; `rates` marked. It falls to 1/9 as the rate reaches the
-    map's size: the kernel becomes a 1x1 on the centre, the reason for image-level pooling."""
-    h, w = (size, size) if np.isscalar(size) else tuple(size)
-    rates = _as_rates(rates)
-    max_rate = max_rate or max([max(h, w) + max(h, w) // 4, *rates]) + 1
-    r = np.arange(1, max_rate + 1)
-    fig, ax = _figure_and_axes(ax, (6, 4))
-    ax.plot(
-        r,
-        [valid_share((h, w), x) for x in r],
-        color="0.1",
-        label="mean share of valid weights",
-        gid="valid-share",
-    )
-    histograms = [valid_tap_counts((h, w), x) for x in r]
-    ax.plot(
-        r,
-        [c.get(9, 0.0) for c in histograms],
-        color="0.5",
-        linestyle="--",
-        label="positions with 9 valid",
-    )
-    ax.plot(
-        r,
-        [c.get(1, 0.0) for c in histograms],
-        color="0.5",
-        linestyle=":",
-        label="positions with 1 valid",
-    )
-    ax.axhline(1 / 9, color="0.6", linewidth=0.8)
-    ax.text(
-        max_rate,
-        1 / 9,
-        "centre tap only (1/9)",
-        ha="right",
-        va="bottom",
-        fontsize="small",
-        color="0.4",
-    )
-    ax.axvline(max(h, w), color="0.6", linewidth=0.8, linestyle="-.")
-    for k, rate in enumerate(rates):
-        ax.plot(rate, valid_share((h, w), rate), marker=BRANCH_MARKERS[k % len(BRANCH_MARKERS)],
-                color=f"C{k}", markeredgecolor="black", linestyle="none", label=f"rate {rate}")  # fmt: skip
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("atrous rate")
-    ax.set_ylabel("share")
-    ax.set_title(f"valid weights of a 3x3 kernel on a {h}x{w} map")
-    ax.legend(loc="best", fontsize="small")
-    return fig
-
-
-def plot_atrous_explorer(
-    rates=(6, 12, 18), output_stride: int = 16, input_size: Size = 513, center=None
-) -> Figure:
-    """The rate explorer's figure for one setting: the branches' taps on the feature map (left)
-    and the valid-weight share against the rate (right). `atrous.aspp_table` gives its numbers."""
-    size = feature_size(input_size, output_stride)
-    fig = KitFigure(figsize=(12, 5), layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[1.1, 1])
-    plot_atrous_sampling(size, rates, center, ax=left)
-    plot_valid_share(size, rates, ax=right)
-    fig.suptitle(
-        f"input {input_size}, output stride {output_stride}: ASPP rates {tuple(_as_rates(rates))}"
-    )
     return fig

@@ -33,3 +33,15 @@ def _voc_palette() -> np.ndarray:
 
 
 VOC_PALETTE = _voc_palette()  # (256, 3) uint8; VOC_PALETTE[255] is the void colour (224, 224, 192)
+
+
+def save_mask(labels, path) -> None:
+    """(H, W) class indices as a palette PNG with VOC's colours (the format of VOC's masks and
+    of its evaluation server), written atomically (`runs.atomic_write`)."""
+    from PIL import Image
+
+    from deeplab_kit.runs import atomic_write
+
+    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))  # mode "L"
+    image.putpalette(VOC_PALETTE.tobytes())  # -> mode "P", same indices
+    atomic_write(path, lambda file: image.save(file, format="PNG"))

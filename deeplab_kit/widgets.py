@@ -2,7 +2,7 @@
 
 Each app is a `VBox` that keeps what it shows in attributes (`numbers`, `figure`), so code and
 tests can drive it by setting its controls' values, and a plain notebook cell can show the same
-figure and table for one fixed setting with `viz.plot_atrous_explorer` and `atrous.aspp_table`
+figure and table for one fixed setting with `atrous_viz.plot_atrous_explorer` and `atrous.aspp_table`
 (nbval checks those cells; it cannot check a widget's output).
 
 Figures are rendered to PNG into an `ipywidgets.Image`, which works in JupyterLab, Colab and VS Code
@@ -21,7 +21,9 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from deeplab_kit.atrous import OUTPUT_STRIDES, aspp_table, feature_size
-from deeplab_kit.viz import plot_atrous_explorer, plot_predictions
+from deeplab_kit.atrous_viz import plot_atrous_explorer
+from deeplab_kit.evaluate import predict
+from deeplab_kit.viz import plot_predictions
 from deeplab_kit.voc import VOC_CLASSES
 
 MAX_RATE = 48
@@ -40,7 +42,7 @@ class AtrousRateExplorer(widgets.VBox):
     branch's numbers (valid share, tap spacing, receptive field), updated as the controls move.
 
     After any change, `numbers` holds `atrous.aspp_table(...)` for the current setting and
-    `figure` the matching `viz.plot_atrous_explorer(...)` figure.
+    `figure` the matching `atrous_viz.plot_atrous_explorer(...)` figure.
     """
 
     def __init__(
@@ -127,22 +129,6 @@ def atrous_rate_explorer(
 
 
 # --- predictions ----------------------------------------------------------------------------------
-
-
-def predict(
-    model: nn.Module, image: torch.Tensor, device: str | torch.device = "cpu"
-) -> torch.Tensor:
-    """One image's predicted classes: (3, H, W) -> (H, W) int64 on the CPU; the model's own
-    train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(image[None].to(device))
-            logits = out["out"] if isinstance(out, Mapping) else out  # (1, C, H, W)
-    finally:
-        model.train(was_training)
-    return logits.argmax(dim=1)[0].cpu()
 
 
 class PredictionBrowser(widgets.VBox):

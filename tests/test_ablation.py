@@ -8,11 +8,18 @@ import torch
 
 from deeplab_kit import ablation
 from deeplab_kit.ablation import (
-    SETTINGS, equivalent_settings, paired_differences, read_ablation, run_ablation, summarize,
+    SETTINGS,
+    equivalent_settings,
+    paired_differences,
+    read_ablation,
+    run_ablation,
+    summarize,
 )  # fmt: skip
 from deeplab_kit.cli import main
 from deeplab_kit.config import RunConfig
-from deeplab_kit.engine import build_run_model, make_optimizer, make_train_step
+from deeplab_kit.engine import build_run_model
+from deeplab_kit.schedule import make_optimizer
+from deeplab_kit.step import make_train_step
 from deeplab_kit.synthetic import make_synthetic_voc
 
 # 4 generated 32-px images in batches of 2 (2 steps); at output stride 8 the map is 4 x 4, where
@@ -102,7 +109,7 @@ def test_settings_train_to_the_same_network_exactly_when_the_geometry_says_so():
 
 def test_one_row_per_setting_and_seed_with_the_models_real_rates(two_seeds):
     out, table = two_seeds
-    assert list(zip(table["setting"], table["seed"])) == [
+    assert list(zip(table["setting"], table["seed"], strict=True)) == [
         (label, seed) for label in FEW for seed in (0, 1)
     ]
     assert table["model rates"].tolist() == [rates for rates in FEW.values() for _ in (0, 1)]
@@ -186,16 +193,25 @@ def test_summary_and_paired_differences_over_seeds():
     assert summary.loc["report", "mean"] == pytest.approx(0.35)
     assert summary.loc["report", "sd"] == pytest.approx(0.05)
     assert (summary.loc["noisy", "min"], summary.loc["noisy", "max"]) == (0.20, 0.50)
+    bars = ablation.percent(summary)  # what the bar chart takes: "label rates" -> %
+    assert bars["report (1,)"] == pytest.approx(35.0)
+    assert ablation.percent(summary, "sd")["report (1,)"] == pytest.approx(5.0)
+    assert ablation.seed_points(table)["better (1,)"] == pytest.approx([50.0, 41.0, 44.0])
     diff = paired_differences(table, "report")
     assert "report" not in diff.index
     # better - report: 0.10, 0.11, 0.09 -> mean 0.10, sd 0.01, t = 0.10 / (0.01 / sqrt 3)
     assert diff.loc["better", "mean difference"] == pytest.approx(0.10)
     assert diff.loc["better", "sd"] == pytest.approx(0.01)
     assert diff.loc["better", "t"] == pytest.approx(0.10 / (0.01 / 3**0.5))
-    assert diff.loc["better", "verdict"] == "resolved"
+    assert diff.loc["better", "verdict"] == "resolved" and diff.loc["better", "higher on"] == 3
+    assert diff.loc["noisy", "higher on"] == 2
     # noisy - report: 0.10, -0.10, 0.01: the mean is positive, the spread far larger
     assert diff.loc["noisy", "verdict"] == "not resolved"
     assert diff.loc["same", "verdict"] == "same" and diff.loc["same", "mean difference"] == 0
+    said = ablation.describe_differences(diff, "report").splitlines()
+    assert said[0].startswith("better: +10.0 points of mIoU against report (higher on 3 of 3")
+    assert said[0].endswith(": resolved.") and "not resolved beyond seed noise" in said[1]
+    assert said[2] == "same: the same network as report; no difference to resolve."
     with pytest.raises(ValueError, match="no setting 'nope'"):
         paired_differences(table, "nope")
 

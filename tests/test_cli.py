@@ -83,6 +83,22 @@ def test_train_then_evaluate(synthetic_root, tmp_path, capsys):
     assert (scored / "metrics.csv").is_file()
     assert "|" in capsys.readouterr().out  # the table is printed
 
+    # the paper's inference on the OS16 run: OS8, multi-scale, flips, and the server's PNGs
+    server = tmp_path / "server"
+    argv = ["evaluate", "--data", str(synthetic_root), "--checkpoint", str(run), "--output-stride",
+            "8", "--scales", "0.5,1,1.5", "--flip", "--export-dir", str(server),
+            "--out", str(scored), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "protocol original, output stride 8, scales [0.5, 1.0, 1.5], flip True" in out
+    assert f"predictions for the VOC server in {server}" in out
+    metrics = json.loads((scored / "metrics.json").read_text())
+    assert (metrics["output_stride"], metrics["flip"]) == (8, True)
+    val_ids = (
+        (synthetic_root / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt").read_text().split()
+    )
+    assert sorted(p.stem for p in server.glob("*.png")) == sorted(val_ids)
+
 
 def test_bad_input_is_one_clear_line(tmp_path, capsys):
     missing = tmp_path / "nowhere"
@@ -119,3 +135,52 @@ def test_demo_writes_the_run_folder(tmp_path):
     for name in ("history.csv", "metrics.md", "metrics.csv", "loss_curve.png", "predictions.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --- errors in one line, before any work ------------------------------------------------------
+
+
+def test_an_unusable_out_fails_at_once_in_one_line(synthetic_root, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for out, reason in [(blocker, "is a file, not a folder"),
+                        (blocker / "run", "cannot write there (Not a directory)")]:  # fmt: skip
+        code = main(["train", "--recipe", "demo", "--data", str(synthetic_root), "--out", str(out),
+                     "--epochs", "1", *TINY])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and reason in err and str(out) in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_corrupt_checkpoint_is_named_without_unsafe_advice(synthetic_root, tmp_path, capsys):
+    garbage = tmp_path / "random.pt"
+    garbage.write_bytes(bytes(range(256)) * 40)
+    assert main(["evaluate", "--data", str(synthetic_root), "--checkpoint", str(garbage)]) == 2
+    err = capsys.readouterr().err
+    assert str(garbage) in err and err.count("\n") == 1
+    assert "weights_only" not in err and "arbitrary code" not in err
+
+
+def test_typos_get_one_line_with_the_close_match(capsys):
+    for argv, hint in [(["train", "--recipe", "reprot", "--out", "x"], "did you mean 'report'?"),
+                       (["trian"], "did you mean 'train'?"),
+                       (["train", "--out", "x", "--lrr", "3"], "did you mean '--lr'?")]:  # fmt: skip
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and hint in err and "--help" in err
+        assert err.count("\n") == 1 and "usage:" not in err
+
+
+def test_help_and_recipes_answer_without_importing_torch():
+    """What makes --help fast: the command line imports torch only once a command runs
+    (`python benchmarks/bench_cli.py` times it beside `import torch`)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from deeplab_kit.cli import main\n"
+             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "main(['recipes']); print('torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False")
+    assert "ablation" in out.stdout and "atrous_rates" in out.stdout  # the recipes, side by side

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from deeplab_kit.config import MODEL_FIELDS, RECIPES, RunConfig, field_names, parse_value
-from deeplab_kit.model import PRESETS, build_model
+from deeplab_kit.config import MODEL_FIELDS, PRESETS, RECIPES, RunConfig, field_names, parse_value
+from deeplab_kit.model import build_model
 
 
 def test_model_fields_mirror_build_model():

@@ -16,15 +16,10 @@ from scipy.io import savemat
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from deeplab_kit.data import (
-    VOC_PALETTE,
-    KeyedSampler,
-    SampleKey,
-    VOCDataset,
-    make_loader,
-    make_transforms,
-)
-from deeplab_kit.voc import IMAGENET_MEAN, IMAGENET_STD
+from deeplab_kit.data import VOCDataset
+from deeplab_kit.loader import KeyedSampler, SampleKey, make_loader
+from deeplab_kit.transforms import make_transforms
+from deeplab_kit.voc import IMAGENET_MEAN, IMAGENET_STD, VOC_PALETTE
 
 # --- a VOC-format tree, written by the tests -------------------------------------------------
 

@@ -10,23 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from deeplab_kit.checkpoint import CheckpointError, find_checkpoints, load_checkpoint
-from deeplab_kit.config import RunConfig
+from deeplab_kit.config import PRESETS, RunConfig
 from deeplab_kit.distributed import Context
-from deeplab_kit.engine import (
-    TrainingDiverged,
-    build_run_model,
-    make_loaders,
-    make_scheduler,
-    make_train_step,
-    train,
-)
-from deeplab_kit.model import PRESETS, build_model
+from deeplab_kit.engine import TrainingDiverged, build_run_model, train
+from deeplab_kit.loader import make_loaders
+from deeplab_kit.model import build_model
+from deeplab_kit.schedule import make_scheduler
+from deeplab_kit.step import make_train_step
 from deeplab_kit.transforms import normalize
 from deeplab_kit.viz import read_history
 
@@ -121,7 +118,7 @@ def test_train_step_adds_the_aux_loss_at_torchvisions_weight():
 
 
 def test_the_aux_head_learns_at_its_own_rate():
-    from deeplab_kit.engine import make_optimizer
+    from deeplab_kit.schedule import make_optimizer
 
     model = build_model(**TINY_MODEL, aux_loss=True)
     config = RunConfig(**{**TINY_RUN, "aux_loss": True, "lr": 0.01, "aux_lr_factor": 10.0})
@@ -436,3 +433,101 @@ def test_ddp_two_processes_train_and_resume(synthetic_root, tmp_path):
     one_session = load_checkpoint(tmp_path / "one" / "checkpoints" / "epoch-0002.pt")["model"]
     for name, tensor in one_session.items():
         assert torch.equal(resumed[name], tensor), name
+
+
+# --- no lost work: output folders, failed writes, schedules, weights -----------------------
+
+
+def test_an_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("data was loaded before the output folder was checked")
+
+    monkeypatch.setattr("deeplab_kit.engine.make_loaders", no_data)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError, match=r"file: is a file, not a folder"):
+        train(RunConfig(**TINY_RUN), blocker, progress=False, **DATA)
+    with pytest.raises(OSError, match=r"file/run: cannot write there \(Not a directory\)"):
+        train(RunConfig(**TINY_RUN), blocker / "run", progress=False, **DATA)
+
+
+def test_a_failed_write_keeps_the_newest_good_checkpoint_and_says_so(tmp_path, monkeypatch):
+    import deeplab_kit.checkpoint as checkpoint_module
+
+    real_save = torch.save
+
+    def full_disk(obj, file, *args, **kwargs):
+        if obj.get("epoch") == 2 and "optimizer" in obj:  # the second epoch's checkpoint
+            raise OSError(28, "No space left on device")
+        return real_save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    with pytest.raises(OSError) as raised:
+        train(RunConfig(**TINY_RUN), tmp_path, progress=False, **DATA)
+    message = str(raised.value)
+    assert "epoch-0002.pt: could not be written (No space left on device)" in message
+    assert "epoch-0001.pt, is kept" in message and "\n" not in message
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "best.pt", "epoch-0001.pt",
+    ]  # fmt: skip
+    assert load_checkpoint(tmp_path / "checkpoints" / "epoch-0001.pt")["epoch"] == 1
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
+    from deeplab_kit import engine
+
+    real = engine.make_train_step
+
+    def poisoning(model, *args, **kwargs):
+        step = real(model, *args, **kwargs)
+
+        def poisoned(images, targets):
+            loss = step(images, targets)
+            with torch.no_grad():
+                next(model.parameters())[0] = float("nan")
+            return loss  # a finite loss: only the weights tell
+
+        poisoned.scaler = step.scaler
+        return poisoned
+
+    monkeypatch.setattr(engine, "make_train_step", poisoning)
+    stepwise = RunConfig(**{**TINY_RUN, "checkpoint_every": 1})  # a checkpoint after each step
+    with pytest.raises(TrainingDiverged, match="weight backbone.conv1.weight is NaN"):
+        train(stepwise, tmp_path, progress=False, **DATA)
+    assert not find_checkpoints(tmp_path / "checkpoints")
+
+
+def test_changing_epochs_is_refused_for_a_cosine_run_unless_extended(tmp_path):
+    config = RunConfig(**{**TINY_RUN, "epochs": 2, "schedule": "cosine"})
+    train(config, tmp_path, progress=False, **DATA)
+    longer = config.replace(epochs=4)
+    with pytest.raises(CheckpointError, match=r"planned for 2 epochs.*--extend") as refused:
+        train(longer, tmp_path, progress=False, **DATA)
+    assert "\n" not in str(refused.value)
+    with pytest.warns(UserWarning, match="extended from 2 to 4 epochs"):
+        result = train(longer, tmp_path, progress=False, extend=True, **DATA)
+    assert result.finished and [row["epochs"] for row in result.history] == [2, 2, 4, 4]
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["epochs"].tolist() == [2, 2, 4, 4]  # the extension, recorded
+
+
+def test_a_step_schedule_run_extends(tmp_path):
+    config = RunConfig(**{**TINY_RUN, "epochs": 2, "schedule": "step", "lr_steps": (1,)})
+    train(config, tmp_path, progress=False, **DATA)
+    with pytest.warns(UserWarning, match="extended from 2 to 3 epochs"):
+        result = train(config.replace(epochs=3), tmp_path, progress=False, **DATA)
+    assert len(result.history) == 3 and result.history[-1]["lr"] == pytest.approx(1e-4)
+
+
+def test_silent_oddities_are_said(tmp_path, synthetic_root):
+    late = RunConfig(**{**TINY_RUN, "epochs": 1, "schedule": "step", "lr_steps": (100,)})
+    with pytest.warns(UserWarning, match=r"lr_steps \[100\] lie at or past the run's last epoch"):
+        train(late, tmp_path / "late", progress=False, **DATA)
+    same = RunConfig(**{**TINY_RUN, "epochs": 1, "data_root": str(synthetic_root),
+                        "val_split": "train", "num_classes": 21})  # fmt: skip
+    with pytest.warns(UserWarning, match="4 of the 4 validation images are also training"):
+        train(same, tmp_path / "same", progress=False)
+    small = RunConfig(**{**TINY_RUN, "batch_size": 8})
+    with pytest.raises(ValueError, match=r"has 4 images: at batch_size=8 .* 0 full batch"):
+        train(small, tmp_path / "small", progress=False, **DATA)

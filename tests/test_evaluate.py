@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -311,3 +313,131 @@ def test_uint8_batches_score_as_their_normalised_floats():
     assert model.seen[0].dtype == torch.float32
     assert torch.equal(results[0].confusion.matrix, results[1].confusion.matrix)
     assert results[0].loss == results[1].loss
+
+
+# --- the protocols, batch independence, output stride and export of a saved model ------------
+
+
+@pytest.fixture(scope="module")
+def varied_voc(tmp_path_factory):
+    """A VOC-format tree whose images have three different sizes."""
+    from test_data import make_voc_tree
+
+    sizes = ((48, 36), (40, 52), (44, 44))
+    return make_voc_tree(tmp_path_factory.mktemp("varied"), {"train": 4, "val": 6}, sizes=sizes)
+
+
+@pytest.fixture(scope="module")
+def os16_checkpoint(varied_voc, tmp_path_factory):
+    """A small DeepLabv3 (image pooling on) trained one epoch at output stride 16 on 32-px
+    resized images: its checkpoint."""
+    from deeplab_kit.config import RunConfig
+    from deeplab_kit.engine import train
+
+    config = RunConfig.from_recipe(
+        "ablation", data_root=str(varied_voc), output_stride=16, atrous_rates=(1, 2, 3),
+        backbone_width=8, aspp_channels=8, image_size=32, batch_size=2, eval_batch_size=2,
+        epochs=1, device="cpu", amp="off", lr=1e-2,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("os16")
+    train(config, out, progress=False)
+    return out / "checkpoints" / "epoch-0001.pt"
+
+
+class PooledModel(LocalModel):
+    """LocalModel plus an image-level branch, as ASPP's image pooling: every pixel's class 0
+    score also rises with the image's mean colour (padding with zeros lowers that mean)."""
+
+    def forward(self, x):
+        out = self.conv(x)  # (N, 3, H, W)
+        pooled = x.mean(dim=(2, 3))  # (N, 3): what the image-pooling branch sees
+        boost = torch.zeros_like(out)
+        boost[:, 0] = 6 * (pooled[:, 0, None, None] - 0.3)  # class 0 only
+        return {"out": out + boost}
+
+
+@pytest.mark.parametrize("scales, flip", [((1.0,), False), ((0.75, 1.0, 1.25), True)])
+def test_a_prediction_does_not_depend_on_the_other_images_of_its_batch(scales, flip):
+    """With image pooling, padding would change an image's prediction; the evaluation collate
+    never pads, so each image scores as it does alone, at one scale or several with flips."""
+    from deeplab_kit.transforms import eval_collate
+
+    ds = ToyVOC([(24, 24), (40, 56), (32, 48)], noise=0.8)
+    model = PooledModel()
+
+    def matrix(loader):
+        return evaluate(model, loader, device=CPU, num_classes=3, scales=scales, flip=flip,
+                        amp="off").confusion.matrix  # fmt: skip
+
+    alone = matrix(DataLoader(ds, batch_size=1))
+    together = matrix(DataLoader(ds, batch_size=3, collate_fn=eval_collate))
+    assert torch.equal(alone, together)
+    padded = matrix(DataLoader(ds, batch_size=3, collate_fn=pad_collate))
+    assert not torch.equal(alone, padded)  # what padding did: pooling averaged it in
+
+
+def test_original_protocol_counts_exactly_the_labelled_pixels_of_the_original_masks(
+    varied_voc, os16_checkpoint
+):
+    from deeplab_kit.data import VOCDataset
+    from deeplab_kit.evaluate import evaluate_checkpoint
+    from deeplab_kit.transforms import make_transforms
+
+    raw = VOCDataset(varied_voc, split="val", transforms=None)
+    labelled = sum(int((raw.read_raw(i)[1] != 255).sum()) for i in range(len(raw)))
+    original = evaluate_checkpoint(os16_checkpoint, varied_voc, progress=False)
+    assert original["protocol"] == "original"
+    assert sum(map(sum, original["confusion_matrix"])) == labelled
+    resized = evaluate_checkpoint(os16_checkpoint, varied_voc, protocol="resized", progress=False)
+    at_32 = VOCDataset(varied_voc, split="val", transforms=make_transforms("report", size=32))
+    assert resized["protocol"] == "resized"
+    assert sum(map(sum, resized["confusion_matrix"])) == sum(
+        int((mask != 255).sum()) for _, mask in at_32
+    )
+
+
+@pytest.mark.parametrize("protocol", ["original", "resized"])
+def test_the_batch_size_does_not_change_the_scores(varied_voc, os16_checkpoint, protocol):
+    from deeplab_kit.evaluate import evaluate_checkpoint
+
+    one, four = (
+        evaluate_checkpoint(
+            os16_checkpoint, varied_voc, protocol=protocol, batch_size=size, progress=False
+        )  # fmt: skip
+        for size in (1, 4)
+    )
+    assert one["confusion_matrix"] == four["confusion_matrix"]
+    assert (one["batch_size"], four["batch_size"]) == (1, 4)
+
+
+def test_an_os16_checkpoint_evaluates_at_os8_and_exports_for_the_server(
+    varied_voc, os16_checkpoint, tmp_path
+):
+    from deeplab_kit.data import VOCDataset
+    from deeplab_kit.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        os16_checkpoint, varied_voc, output_stride=8, scales=(0.75, 1.0), flip=True,
+        export_dir=tmp_path / "server", out_dir=tmp_path / "eval", progress=False,
+    )  # fmt: skip
+    assert (metrics["output_stride"], metrics["scales"], metrics["flip"]) == (8, [0.75, 1.0], True)
+    stored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert stored["output_stride"] == 8 and stored["protocol"] == "original"
+    raw = VOCDataset(varied_voc, split="val", transforms=None)
+    assert sorted(p.stem for p in (tmp_path / "server").iterdir()) == sorted(raw.ids)
+    for i, image_id in enumerate(raw.ids):
+        with Image.open(tmp_path / "server" / f"{image_id}.png") as png:
+            assert png.mode == "P" and png.getpalette() == VOC_PALETTE.flatten().tolist()
+            assert png.size == raw.read_raw(i)[1].shape[::-1]  # (width, height), the original
+    with pytest.raises(ValueError, match="needs --protocol original"):
+        evaluate_checkpoint(os16_checkpoint, varied_voc, protocol="resized", export_dir=tmp_path)
+
+
+def test_inference_table_is_the_papers_table_5(varied_voc, os16_checkpoint):
+    from deeplab_kit.evaluate import inference_table
+
+    settings = (("OS16", 16, (1.0,), False), ("OS8 + MS + flip", 8, (0.75, 1.0), True))
+    table = inference_table(os16_checkpoint, varied_voc, settings=settings, progress=False)
+    assert table.index.tolist() == ["OS16", "OS8 + MS + flip"]
+    assert table["output stride"].tolist() == [16, 8] and table["flip"].tolist() == [False, True]
+    assert table["mIoU (%)"].between(0, 100).all() and (table["protocol"] == "original").all()

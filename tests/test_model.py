@@ -307,3 +307,38 @@ def test_narrow_backbone_keeps_the_layout_and_scales_the_channels():
     assert describe(narrow)["parameters"] < describe(wide)["parameters"] / 8
     with pytest.raises(ValueError, match="backbone_width=16 has none"):
         build_model(backbone_width=16, pretrained_backbone=True)
+
+
+# --- another output stride at test time ------------------------------------------------------
+
+
+def test_an_os16_model_moves_to_os8_with_its_dilations_and_rates_doubled():
+    from deeplab_kit.evaluate import at_output_stride
+
+    torch.manual_seed(0)
+    os16 = small(backbone_width=16, output_stride=16, multi_grid=(1, 2), atrous_rates=(6, 12, 18))
+    os8 = at_output_stride(os16, 8)
+    before, after = describe(os16), describe(os8)
+    assert after["output_stride"] == 8 and after["atrous_rates"] == (12, 24, 36)
+    assert after["dilations"]["layer4"] == tuple(2 * d for d in before["dilations"]["layer4"])
+    assert after["dilations"]["layer4"] == (4, 8)  # multi-grid (1, 2) kept, at rate 4
+    assert os8.config["multi_grid"] == (1, 2)
+    for name, tensor in os16.state_dict().items():  # the same weights, copied
+        assert torch.equal(tensor, os8.state_dict()[name])
+    with pytest.raises(ValueError, match="the rates would be"):
+        at_output_stride(small(output_stride=8, atrous_rates=(1, 3)), 16)
+
+
+def test_torchvisions_weights_at_os16_moved_to_os8_match_torchvision(torchvision_pair):
+    """torchvision's deeplabv3_resnet50 runs at OS8 with rates (12, 24, 36); the same weights in
+    a kit model built at OS16 with rates (6, 12, 18), moved to OS8, give its output."""
+    from deeplab_kit.evaluate import at_output_stride
+
+    reference, _ = torchvision_pair
+    os16 = build_model(output_stride=16, atrous_rates=(6, 12, 18), aux_loss=True).eval()
+    load_torchvision_weights(os16, reference.state_dict())
+    os8 = at_output_stride(os16, 8)
+    x = torch.randn(1, 3, 65, 49)
+    with torch.no_grad():
+        expected, got = reference(x), os8(x)
+    torch.testing.assert_close(got["out"], expected["out"], atol=1e-4, rtol=0)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from deeplab_kit import notebook
+from deeplab_kit import colab, notebook, reference
 from deeplab_kit.config import RunConfig
+from deeplab_kit.data import class_statistics, voc_ready
 from deeplab_kit.notebook import Profile, ResourceMissing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +44,11 @@ def fake_colab(monkeypatch, tmp_path):
         mounts.append(path)
         (Path(path) / "MyDrive").mkdir(parents=True)
 
-    colab = types.ModuleType("google.colab")
-    colab.drive = types.SimpleNamespace(mount=mount)
+    fake = types.ModuleType("google.colab")
+    fake.drive = types.SimpleNamespace(mount=mount)
     monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
-    monkeypatch.setitem(sys.modules, "google.colab", colab)
-    monkeypatch.setattr(notebook, "DRIVE_MOUNT", tmp_path / "drive")
+    monkeypatch.setitem(sys.modules, "google.colab", fake)
+    monkeypatch.setattr(colab, "DRIVE_MOUNT", tmp_path / "drive")
     return mounts
 
 
@@ -92,21 +93,21 @@ def test_home_is_the_checkout_the_notebook_runs_in(tmp_path, monkeypatch):
     (tmp_path / "repo" / "pyproject.toml").write_text("")
     (tmp_path / "repo" / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "repo" / "notebooks")
-    assert notebook.home({}) == tmp_path / "repo"
+    assert colab.home({}) == tmp_path / "repo"
     monkeypatch.chdir(tmp_path)
-    assert notebook.home({}) == tmp_path  # no checkout above: the working directory
-    assert notebook.home({"DEEPLAB_KIT_HOME": str(tmp_path / "x")}) == tmp_path / "x"
+    assert colab.home({}) == tmp_path  # no checkout above: the working directory
+    assert colab.home({"DEEPLAB_KIT_HOME": str(tmp_path / "x")}) == tmp_path / "x"
 
 
 # --- Colab and Google Drive ------------------------------------------------------------------
 
 
 def test_outside_colab_nothing_is_mounted(tmp_path, no_colab, monkeypatch):
-    monkeypatch.setattr(notebook, "DRIVE_MOUNT", tmp_path / "drive")
+    monkeypatch.setattr(colab, "DRIVE_MOUNT", tmp_path / "drive")
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # even if such a folder exists
     profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="full"))
     assert not profile.on_drive and profile.runs_dir == tmp_path / "runs"
-    assert notebook.mount_drive() is None
+    assert colab.mount_drive() is None
 
 
 def test_full_profile_in_colab_mounts_drive_and_runs_there(tmp_path, fake_colab):
@@ -262,7 +263,7 @@ def test_quick_profile_generates_its_data(tmp_path, no_colab, monkeypatch):
     monkeypatch.setattr(notebook, "QUICK_DATA", dict(num_train=3, num_val=2, size=32, seed=0))
     profile = Profile.from_env(env(tmp_path))
     root = notebook.prepare_data(profile)
-    assert root == profile.data_root and notebook.voc_ready(root)
+    assert root == profile.data_root and voc_ready(root)
     lists = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
     assert len((lists / "train.txt").read_text().split()) == 3
 
@@ -272,14 +273,14 @@ def test_quick_profile_generates_its_data(tmp_path, no_colab, monkeypatch):
 
 def test_class_statistics_counts_by_hand():
     masks = [np.array([[0, 0], [1, 255]]), torch.tensor([[1, 1], [2, 2]])]
-    stats = notebook.class_statistics(masks, num_classes=3)
+    stats = class_statistics(masks, num_classes=3)
     assert stats["pixels"].tolist() == [2, 3, 2, 1]
     assert stats["images"].tolist() == [1, 2, 1, 1]
     assert stats["% of labelled"].iloc[:3].tolist() == pytest.approx([200 / 7, 300 / 7, 200 / 7])
     assert np.isnan(stats["% of labelled"].iloc[3])  # void is not a labelled pixel
     assert stats["% of all"].iloc[3] == pytest.approx(100 / 8)
     with pytest.raises(ValueError, match=r"mask 0: labels \[7\]"):
-        notebook.class_statistics([np.array([[7, 0]])], num_classes=3)
+        class_statistics([np.array([[7, 0]])], num_classes=3)
 
 
 def test_config_table_puts_configs_side_by_side():
@@ -291,22 +292,23 @@ def test_config_table_puts_configs_side_by_side():
     assert table.loc["lr", "a"] == "0.0001"
 
 
-def test_table1_adds_quoted_columns_only():
+def test_table1_adds_quoted_columns_only_and_names_each_protocol():
     from deeplab_kit.metrics import ConfusionMatrix
 
     cm = ConfusionMatrix(3).update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 2, 1]))
-    table = notebook.table1({"mine": cm})
-    assert table.loc["mIoU (macro)", "mine"] == pytest.approx(100 * cm.compute()["miou"])
-    quoted = [c for c in table.columns if c not in ("unit", "mine")]
-    assert quoted and all(c.endswith("(quoted)") for c in quoted)
-    assert table.loc["mIoU (macro)", "paper ResNet-101 (quoted)"] == 77.21
+    table = reference.table1({"mine": cm}, protocols={"mine": "original"})
+    assert table.loc["mIoU (macro)", "mine [original]"] == pytest.approx(100 * cm.compute()["miou"])
+    quoted = [c for c in table.columns if c not in ("unit", "mine [original]")]
+    assert quoted and all("(quoted) [" in c for c in quoted)
+    assert table.loc["mIoU (macro)", "paper ResNet-101 (quoted) [original]"] == 77.21
+    assert "mine" in reference.table1({"mine": cm}).columns  # no protocol given, no label
 
 
 def test_quoted_bars_line_up_with_the_measured_settings():
     from deeplab_kit.ablation import SETTINGS
 
     measured_keys = {f"{label} {rates}" for label, rates in SETTINGS.items()}
-    bars = notebook.quoted_bars()
+    bars = reference.quoted_bars()
     assert bars and set(bars) <= measured_keys
 
 
@@ -314,31 +316,31 @@ def test_quoted_bars_line_up_with_the_measured_settings():
 
 
 def test_every_notebook_installs_the_kit_from_the_one_address():
-    assert notebook.check_repository_links(notebooks_dir=NOTEBOOKS) == []
-    for name in notebook.NOTEBOOKS:
-        assert notebook.install_address(NOTEBOOKS / name) == notebook.REPOSITORY
+    assert colab.check_repository_links(notebooks_dir=NOTEBOOKS) == []
+    for name in colab.NOTEBOOKS:
+        assert colab.install_address(NOTEBOOKS / name) == colab.REPOSITORY
 
 
 def test_readme_badges_point_at_the_repository():
     readme = (ROOT / "README.md").read_text()
     if "colab.research.google.com/github/" not in readme:
         pytest.skip("README has no Open-in-Colab badges yet")
-    assert notebook.check_repository_links(readme, NOTEBOOKS) == []
+    assert colab.check_repository_links(readme, NOTEBOOKS) == []
 
 
 def test_link_check_finds_disagreements(tmp_path):
-    good = notebook.badge_table()
-    assert notebook.check_repository_links(good, NOTEBOOKS) == []
+    good = colab.badge_table()
+    assert colab.check_repository_links(good, NOTEBOOKS) == []
     other = good.replace("deeplab-kit/deeplab-kit/blob", "someone/fork/blob", 1)
-    assert any("someone/fork" in p for p in notebook.check_repository_links(other, NOTEBOOKS))
+    assert any("someone/fork" in p for p in colab.check_repository_links(other, NOTEBOOKS))
     missing = good.replace("04_report.ipynb", "05_missing.ipynb")
-    problems = notebook.check_repository_links(missing, NOTEBOOKS)
+    problems = colab.check_repository_links(missing, NOTEBOOKS)
     assert any("05_missing.ipynb, which does not exist" in p for p in problems)
     assert any("no Colab badge for 04_report.ipynb" in p for p in problems)
-    for name in notebook.NOTEBOOKS:  # notebooks that install from elsewhere
+    for name in colab.NOTEBOOKS:  # notebooks that install from elsewhere
         text = (NOTEBOOKS / name).read_text().replace("deeplab-kit/deeplab-kit", "someone/fork")
         (tmp_path / name).write_text(text)
-    problems = notebook.check_repository_links(notebooks_dir=tmp_path)
+    problems = colab.check_repository_links(notebooks_dir=tmp_path)
     assert len(problems) == 4 and all(
         "installs from https://github.com/someone/fork" in p for p in problems
     )
@@ -354,7 +356,7 @@ def code_cells(name):
     return [cell for cell in cells if cell["cell_type"] == "code"]
 
 
-@pytest.mark.parametrize("name", notebook.NOTEBOOKS)
+@pytest.mark.parametrize("name", colab.NOTEBOOKS)
 def test_notebook_cells_are_short_thin_and_executed(name):
     cells = code_cells(name)
     for k, cell in enumerate(cells):
@@ -375,3 +377,50 @@ def test_notebook_02_has_the_rate_sliders_and_the_five_settings():
     assert any("widgets.atrous_rate_explorer(" in source for source in sources)
     assert any("plot_atrous_explorer(" in source for source in sources)  # its plain twin
     assert any("run_ablation(ablation.SETTINGS" in source for source in sources)
+
+
+# --- VOC already on disk, the cpu profile, paths as shown ---------------------------------------
+
+
+def test_full_profile_finds_voc_extracted_one_level_down(full, monkeypatch):
+    from deeplab_kit import download
+
+    splits = full.data_root / "VOCtrainval" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    splits.mkdir(parents=True)
+    (splits / "train.txt").write_text("a\n")
+    (splits / "val.txt").write_text("b\n")
+
+    def no_download(name, root):
+        raise AssertionError("VOC is on disk: nothing may be downloaded")
+
+    monkeypatch.setattr(download, "download", no_download)
+    assert notebook.prepare_data(full, download=True) == full.data_root / "VOCtrainval"
+
+
+def test_a_missing_voc_says_how_to_point_at_one(full):
+    with pytest.raises(
+        ResourceMissing, match="Set DEEPLAB_KIT_DATA to the folder holding VOCdevkit"
+    ):
+        notebook.prepare_data(full)
+
+
+def test_cpu_profile_reproduces_the_stored_results_configurations(tmp_path, no_colab):
+    from deeplab_kit import results
+    from deeplab_kit.ablation import SEEDS
+
+    profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="cpu"))
+    assert (profile.device, profile.synthetic, profile.threads) == ("cpu", True, None)
+    paths = dict(data_root=None, cache_dir=None)
+    demo = results.demo_config().replace(**paths, session_epochs=notebook.CPU_SESSION_EPOCHS)
+    assert profile.config("report").replace(**paths) == demo  # the stored demo run, in sessions
+    stored = results.ablation_config().replace(**paths)
+    assert profile.ablation_config().replace(**paths) == stored.replace(device="cpu")
+    assert profile.ablation_seeds == SEEDS
+    shown = repr(profile)
+    assert str(tmp_path) not in shown and "data/synthetic" in shown and "takes" in shown
+
+
+def test_profiles_show_paths_relative_to_the_checkout(tmp_path, no_colab):
+    for name in ("quick", "cpu", "full"):
+        shown = repr(Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE=name)))
+        assert str(tmp_path) not in shown, shown

@@ -47,7 +47,10 @@ def test_the_stored_ablation_is_the_issue_s_experiment():
     assert (table["feature map"] == "16x16").all()
     assert table.groupby("setting").size().min() >= 3  # seeds per setting
     for key in ("command", "commit", "machine", "torch"):  # its provenance, at the top level
-        assert record[key] == json.loads((results.store("ablation") / "provenance.json").read_text())[key]
+        assert (
+            record[key]
+            == json.loads((results.store("ablation") / "provenance.json").read_text())[key]
+        )
     trained = table[table["same network as"].isna()]
     per_seed = trained.pivot(index="seed", columns="setting", values="miou")
     assert per_seed.T.duplicated().sum() == 0  # distinct networks give distinct results
@@ -87,8 +90,10 @@ def test_a_configuration_the_code_would_not_run_is_stale(copy_of, monkeypatch):
     assert any("stale" in p and "lr: stored 0.1, now 0.006" in p for p in problems)
 
     folder = copy_of("ablation")
-    monkeypatch.setitem(RECIPES, "ablation", {**RECIPES["ablation"], "epochs": 7})
-    assert any("stale" in p and "epochs: stored 6, now 7" in p for p in _check("ablation", folder))
+    epochs = RECIPES["ablation"]["epochs"]
+    monkeypatch.setitem(RECIPES, "ablation", {**RECIPES["ablation"], "epochs": epochs + 1})
+    message = f"epochs: stored {epochs}, now {epochs + 1}"
+    assert any("stale" in p and message in p for p in _check("ablation", folder))
 
 
 def test_retraining_the_first_epoch_matches_the_stored_history(capsys):
@@ -110,3 +115,23 @@ def test_results_command(capsys):
     assert "results make needs a NAME" in capsys.readouterr().err
     assert main(["results", "verify", "nope"]) == 2
     assert "no stored result 'nope'" in capsys.readouterr().err
+
+
+def test_a_tree_is_clean_when_only_stored_results_changed(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "notebooks" / "results").mkdir(parents=True)
+    (tmp_path / "notebooks" / "results" / "table.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    assert provenance.git_state(tmp_path)[1] is True
+    (tmp_path / "notebooks" / "results" / "table.csv").write_text("b\n")  # a result remade
+    assert provenance.git_state(tmp_path)[1] is True
+    (tmp_path / "code.py").write_text("x = 2\n")  # the code changed
+    commit, clean = provenance.git_state(tmp_path)
+    assert clean is False and len(commit) == 40

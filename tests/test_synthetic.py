@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_kit import synthetic
+from deeplab_kit import shapes
 from deeplab_kit.cli import main
 from deeplab_kit.synthetic import make_synthetic_voc
 from deeplab_kit.voc import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, VOC_PALETTE
@@ -135,10 +135,10 @@ def test_bad_arguments_are_named(tmp_path, arguments, name):
 
 def test_documented_shape_table_covers_every_class():
     rows = [
-        line for line in synthetic.__doc__.splitlines() if line.startswith("|") and "|" in line[1:]
+        line for line in shapes.__doc__.splitlines() if line.startswith("|") and "|" in line[1:]
     ]
     documented = {cells.split("|")[2].strip() for cells in rows[2:]}
-    assert documented == set(VOC_CLASSES[1:]) == set(synthetic.SHAPES)
+    assert documented == set(VOC_CLASSES[1:]) == set(shapes.SHAPES)
 
 
 def test_cli_synth_writes_the_tree(tmp_path, capsys):
@@ -211,15 +211,15 @@ def test_the_colour_classifier_does_solve_a_dataset_coloured_by_class(default_ro
 
 
 def test_silhouettes_are_distinct_and_fill_their_frame():
-    shapes = {name: synthetic.silhouette(name, size=48) for name in VOC_CLASSES[1:]}
-    for name, shape in shapes.items():
+    drawn = {name: shapes.silhouette(name, size=48) for name in VOC_CLASSES[1:]}
+    for name, shape in drawn.items():
         assert shape.shape == (48, 48) and 0.1 < (shape > 0).mean() < 0.8, name
-    names = list(shapes)
+    names = list(drawn)
     for i, a in enumerate(names):  # no two classes share a silhouette
         for b in names[i + 1 :]:
-            overlap = ((shapes[a] > 0) & (shapes[b] > 0)).sum() / (
-                (shapes[a] > 0) | (shapes[b] > 0)
+            overlap = ((drawn[a] > 0) & (drawn[b] > 0)).sum() / (
+                (drawn[a] > 0) | (drawn[b] > 0)
             ).sum()
             assert overlap < 0.8, (a, b)
     with pytest.raises(ValueError, match="unknown class"):
-        synthetic.silhouette("unicorn")
+        shapes.silhouette("unicorn")

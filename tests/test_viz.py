@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from deeplab_kit import viz  # noqa: E402
+from deeplab_kit import atrous_viz, viz  # noqa: E402
 from deeplab_kit.atrous import sampling_positions, valid_share  # noqa: E402
 from deeplab_kit.voc import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, VOC_PALETTE  # noqa: E402
 
@@ -212,7 +212,7 @@ def test_class_iou_bars_show_each_class_and_the_mean():
 def test_ablation_draws_quoted_numbers_hatched_beside_measured_ones():
     measured = {"(1, 1, 1)": 30.0, "(6, 12, 18)": 41.5}
     quoted = {"(6, 12, 18)": 77.21, "(12, 24, 36) OS8": 78.51}
-    ax = viz.plot_ablation(measured, quoted).axes[0]
+    ax = atrous_viz.plot_ablation(measured, quoted).axes[0]
     bars = {c.get_label(): list(c) for c in ax.containers}
     assert [b.get_height() for b in bars["measured"]] == [30.0, 41.5]
     assert [b.get_height() for b in bars["quoted"]] == [77.21, 78.51]
@@ -224,19 +224,19 @@ def test_ablation_draws_quoted_numbers_hatched_beside_measured_ones():
     assert centre(bars["quoted"][1]) == pytest.approx(2)
     assert [t.get_text() for t in ax.get_xticklabels()] == [*measured, "(12, 24, 36) OS8"]
     with pytest.raises(ValueError, match="percent"):
-        viz.plot_ablation({"a": 120.0})
+        atrous_viz.plot_ablation({"a": 120.0})
 
 
 def test_class_frequency_bars_are_pixel_shares_in_class_colours():
+    from deeplab_kit.data import class_statistics
+
     masks = _masks(3, size=16)
-    counts = viz.count_pixels(masks)
+    counts = class_statistics(masks)["pixels"].to_numpy()[:21]  # void (the last row) left out
     labels = masks[masks != 255]
     assert counts.tolist() == [int((labels == c).sum()) for c in range(21)]
     bars = viz.plot_class_frequency(counts).axes[0].patches
     np.testing.assert_allclose([b.get_height() for b in bars], 100 * counts / counts.sum())
     np.testing.assert_allclose(bars[15].get_facecolor()[:3], VOC_PALETTE[15] / 255)
-    with pytest.raises(ValueError, match="mask 1: labels must be 0..20 or 255"):
-        viz.count_pixels([np.zeros((2, 2)), np.full((2, 2), 21)])
 
 
 # --- atrous -------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def _offsets(ax, gid):
 
 def test_sampling_figure_draws_each_branchs_taps_inside_filled_outside_hollow():
     size, center = (9, 11), (4, 5)
-    ax = viz.plot_atrous_sampling(size, (2, 5), center).axes[0]
+    ax = atrous_viz.plot_atrous_sampling(size, (2, 5), center).axes[0]
     for rate in (2, 5):
         taps = sampling_positions(center, rate)
         inside = {(c, r) for r, c in taps if 0 <= r < 9 and 0 <= c < 11}
@@ -258,14 +258,16 @@ def test_sampling_figure_draws_each_branchs_taps_inside_filled_outside_hollow():
         assert _offsets(ax, f"rate-{rate}-outside") == outside
     # rate 5 reaches past the 9 rows but not the 11 columns: only the middle row stays inside
     assert {row for _, row in _offsets(ax, "rate-5-inside")} == {4}
-    square = viz.plot_atrous_sampling(9, (5,)).axes[0]  # centred at (4, 4): the centre tap only
+    square = atrous_viz.plot_atrous_sampling(9, (5,)).axes[
+        0
+    ]  # centred at (4, 4): the centre tap only
     assert _offsets(square, "rate-5-inside") == {(4, 4)}
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["rate 2: 9/9 inside", "rate 5: 3/9 inside"]
 
 
 def test_valid_share_curve_is_atrous_valid_share():
-    ax = viz.plot_valid_share(33, (6, 12, 18), max_rate=40).axes[0]
+    ax = atrous_viz.plot_valid_share(33, (6, 12, 18), max_rate=40).axes[0]
     (curve,) = [line for line in ax.get_lines() if line.get_gid() == "valid-share"]
     assert curve.get_xdata().tolist() == list(range(1, 41))
     np.testing.assert_allclose(curve.get_ydata(), [valid_share(33, r) for r in range(1, 41)])
@@ -276,8 +278,8 @@ def test_figures_show_once_as_png_in_a_notebook_and_stay_out_of_pyplot():
 
     before = plt.get_fignums()
     figures = [
-        viz.plot_atrous_explorer((6, 12, 18), 16, 129),
-        viz.plot_taps_on_image(torch.zeros(3, 64, 64), (1, 2), output_stride=8),
+        atrous_viz.plot_atrous_explorer((6, 12, 18), 16, 129),
+        atrous_viz.plot_taps_on_image(torch.zeros(3, 64, 64), (1, 2), output_stride=8),
         viz.plot_history(_history()),
     ]
     for fig in figures:  # what Jupyter does with a cell's value, with or without %matplotlib
@@ -285,3 +287,88 @@ def test_figures_show_once_as_png_in_a_notebook_and_stay_out_of_pyplot():
         assert data["image/png"].startswith(b"\x89PNG")
     assert len(figures[0].axes) == 2
     assert plt.get_fignums() == before
+
+
+def _scheduled_history(**config):
+    """The history's lr column of a real schedule: each epoch's mean learning rate."""
+    from deeplab_kit.config import RunConfig
+    from deeplab_kit.schedule import epoch_lr, make_scheduler
+
+    config = RunConfig(**{"epochs": 10, "lr": 0.006, **config})
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    scheduler = make_scheduler(optimizer, config, iterations_per_epoch=40)
+    return _history(lrs=[epoch_lr(scheduler, e, 40) for e in range(config.epochs)][:8])
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [dict(schedule="cosine", warmup_epochs=1), dict(schedule="poly", warmup_epochs=1),
+     dict(schedule="poly"), dict(schedule="cosine", epochs=8, warmup_epochs=2)],
+)  # fmt: skip
+def test_smooth_schedules_have_no_lr_steps(schedule):
+    assert viz.lr_changes(_scheduled_history(**schedule)).empty
+
+
+def test_a_scheduled_step_is_marked():
+    history = _scheduled_history(schedule="step", lr_steps=(4,), epochs=8)
+    assert viz.lr_changes(history)["epoch"].tolist() == [5]
+
+
+def test_the_iou_plot_mean_line_is_the_miou():
+    from deeplab_kit.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(4).update(
+        torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 0, 0, 1, 1, 2])
+    )
+    scores = cm.compute()  # class 3 absent from truth and prediction
+    ax = viz.plot_class_iou(scores["iou"], ["a", "b", "c", "d"]).axes[0]
+    mean_line = [line for line in ax.get_lines() if line.get_linestyle() == "--"][0]
+    assert mean_line.get_xdata()[0] == pytest.approx(100 * scores["miou"])
+    assert [t.get_text() for t in ax.texts] == ["absent"]
+
+
+def test_ablation_bars_carry_their_spread_and_seeds():
+    measured = {"a (1,)": 40.0, "b (2,)": 45.0}
+    ax = atrous_viz.plot_ablation(
+        measured, spread={"a (1,)": 2.0, "b (2,)": 1.0},
+        points={"a (1,)": [38.0, 40.0, 42.0], "b (2,)": [44.0, 45.0, 46.0]},
+    ).axes[0]  # fmt: skip
+    dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert sorted(y for line in dots for y in line.get_ydata()) == [38, 40, 42, 44, 45, 46]
+    error_bars = [c for c in ax.containers if hasattr(c, "has_yerr") and c.has_yerr]
+    assert error_bars and ax.get_ylim()[1] >= 46
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1  # beside the axes
+
+
+def test_erf_panels_mark_the_radii():
+    grad = np.zeros((33, 33))
+    grad[16, 16], grad[16, 26] = 1.0, 1.0
+    fig = atrous_viz.plot_erf({"x": grad, "y": grad}, theoretical={"x": 21, "y": 99}, columns=3)
+    first = fig.axes[0]
+    circles = [p for p in first.patches if type(p).__name__ == "Circle"]
+    assert [c.get_radius() for c in circles] == [0.0, 10.0]
+    assert any(type(p).__name__ == "Rectangle" for p in first.patches)  # 21 px fits in 33
+    assert not any(type(p).__name__ == "Rectangle" for p in fig.axes[1].patches)  # 99 does not
+    assert not fig.axes[2].axison  # the unused panel
+
+
+def test_taps_a_few_pixels_apart_get_a_magnified_inset():
+    image = np.zeros((513, 513, 3), dtype=np.uint8)
+    ax = atrous_viz.plot_taps_on_image(image, rates=(1, 8, 24)).axes[0]
+    insets = [child for child in ax.child_axes if child.get_gid() == "zoom"]
+    assert len(insets) == 1
+    # rates 1 and 8 span 3 and 17 of 513 pixels: magnified; rate 24 shows in the main axes
+    assert [len(points.get_offsets()) for points in insets[0].collections] == [9, 9]
+    assert insets[0].get_title() == "zoom: rate 1, 8"
+    low, high = insets[0].get_xlim()
+    assert high - low < 20  # a few pixels around the centre
+    plain = atrous_viz.plot_taps_on_image(image, rates=(16, 24)).axes[0]
+    assert not plain.child_axes
+
+
+def test_a_flat_miou_is_drawn_flat_from_zero():
+    history = _history()
+    history["miou"] = 0.035 + 0.0005 * (history["epoch"] % 2)  # noise around 0.035
+    miou_ax = viz.plot_history(history).axes[1]
+    assert miou_ax.get_ylim() == (0.0, pytest.approx(0.1))

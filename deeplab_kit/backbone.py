@@ -1,0 +1,200 @@
+"""The dilated ResNet under DeepLabv3: torchvision's ResNet with its later strides traded for
+dilation (output stride 8, 16 or 32), optional multi-grid rates in layer4, optional cascaded
+copies of block4 (the paper's block5..block7), narrow widths for CPUs, ImageNet weights.
+
+    features = build_backbone("resnet50", output_stride=16, multi_grid=(1, 2, 4))
+    features(images)    # {"low": layer1, "aux": layer3, "out": the last stage}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+# Bottleneck blocks per stage. "resnet26" is the reduced-depth backbone for CPUs and for the
+# report's "simplified DeepLabv3 with a reduced number of backbone layers".
+BACKBONE_BLOCKS = {
+    "resnet26": (2, 2, 2, 2),
+    "resnet50": (3, 4, 6, 3),
+    "resnet101": (3, 4, 23, 3),
+}
+IMAGENET_WEIGHTS = {
+    "resnet50": tv_resnet.ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": tv_resnet.ResNet101_Weights.IMAGENET1K_V1,
+}
+# Which of layer2..layer4 trade their stride for dilation, per output stride (torchvision's flag).
+STRIDE_TO_DILATION = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
+MAX_EXTRA_BLOCKS = 3
+
+
+class Backbone(nn.Module):
+    """A ResNet without its pooling and fc layers, returning the features the heads need.
+
+    The attribute names are torchvision's ResNet's, so its state dicts load unchanged. Extra
+    cascaded blocks (the paper's block5..block7) are `layer5`, `layer6`, `layer7`.
+    """
+
+    def __init__(self, resnet: tv_resnet.ResNet, extra_layers: Sequence[nn.Module] = ()) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.relu, self.maxpool = (
+            resnet.conv1,
+            resnet.bn1,
+            resnet.relu,
+            resnet.maxpool,
+        )
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            resnet.layer1,
+            resnet.layer2,
+            resnet.layer3,
+            resnet.layer4,
+        )
+        self.num_extra_layers = len(extra_layers)
+        for index, layer in enumerate(extra_layers, start=5):
+            self.add_module(f"layer{index}", layer)
+
+    def stages(self) -> list[tuple[str, nn.Sequential]]:
+        """(name, stage) for layer1, layer2, ... in order."""
+        return [
+            (f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, 5 + self.num_extra_layers)
+        ]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
+        low = self.layer1(x)  # (N, 256, H/4, W/4)
+        x = self.layer2(low)  # (N, 512, H/8, W/8)
+        aux = self.layer3(x)  # (N, 1024, H/8 or H/16, ...)
+        x = self.layer4(aux)  # (N, 2048, H/OS, W/OS)
+        for index in range(5, 5 + self.num_extra_layers):
+            x = getattr(self, f"layer{index}")(x)  # cascaded blocks keep the resolution
+        return {"low": low, "aux": aux, "out": x}
+
+
+def build_backbone(
+    backbone: str, output_stride: int, multi_grid: Sequence[int] | None, extra_blocks: int,
+    width: int, pretrained: bool | str | Path,
+) -> Backbone:  # fmt: skip
+    """The backbone `build_model` describes (its arguments of the same names, checked there)."""
+    blocks = BACKBONE_BLOCKS[backbone]
+    dilate = STRIDE_TO_DILATION[output_stride]
+    resnet = tv_resnet.ResNet(
+        tv_resnet.Bottleneck, list(blocks), replace_stride_with_dilation=dilate
+    )
+    if width != 64:
+        _make_narrow(resnet, width, blocks, dilate)
+    if pretrained is not False:
+        _load_backbone_weights(resnet, backbone, pretrained)
+
+    layer4_rate = 32 // output_stride  # layer4's dilation once its stride is removed
+    if multi_grid is not None:
+        for block, unit_rate in zip(resnet.layer4, multi_grid, strict=True):
+            _set_dilation(block, layer4_rate * unit_rate)
+    unit_rates = multi_grid or (1,) * blocks[3]
+    extra = [
+        _extra_layer(blocks[3], unit_rates, layer4_rate * 2**k, width)
+        for k in range(1, extra_blocks + 1)
+    ]
+    return Backbone(resnet, extra)
+
+
+def _set_dilation(block: tv_resnet.Bottleneck, rate: int) -> None:
+    """Give a bottleneck's 3x3 conv the dilation `rate` (padding = rate keeps the size)."""
+    block.conv2.dilation = (rate, rate)
+    block.conv2.padding = (rate, rate)
+
+
+def _init_like_resnet(module: nn.Module) -> None:
+    """The initialisation torchvision's ResNet gives its layers."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _extra_layer(
+    num_blocks: int, unit_rates: Sequence[int], stage_rate: int, width: int
+) -> nn.Sequential:
+    """One cascaded copy of block4 (same channels in and out, no stride), dilated 3x3 convs."""
+    channels = 8 * width * tv_resnet.Bottleneck.expansion  # 2048 at width 64
+    blocks = [
+        tv_resnet.Bottleneck(channels, 8 * width, dilation=stage_rate * unit_rates[i])
+        for i in range(num_blocks)
+    ]
+    layer = nn.Sequential(*blocks)
+    _init_like_resnet(layer)
+    return layer
+
+
+def _make_narrow(
+    resnet: tv_resnet.ResNet, width: int, blocks: Sequence[int], dilate: list[bool]
+) -> None:
+    """Rebuild the stem and stages `width` wide instead of 64, in place, with torchvision's own
+    stage builder, so strides, dilations and initialisation follow the same rules."""
+    resnet.inplanes, resnet.dilation = width, 1
+    resnet.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+    resnet.bn1 = nn.BatchNorm2d(width)
+    resnet.layer1 = resnet._make_layer(tv_resnet.Bottleneck, width, blocks[0])
+    for index, (num_blocks, dilated) in enumerate(zip(blocks[1:], dilate, strict=True), start=2):
+        stage = resnet._make_layer(
+            tv_resnet.Bottleneck, width * 2 ** (index - 1), num_blocks, stride=2, dilate=dilated
+        )
+        setattr(resnet, f"layer{index}", stage)
+    _init_like_resnet(resnet)
+
+
+def _load_backbone_weights(resnet: tv_resnet.ResNet, backbone: str, pretrained) -> None:
+    if pretrained is True:
+        if backbone not in IMAGENET_WEIGHTS:
+            raise ValueError(
+                f"no ImageNet weights exist for backbone={backbone!r}; "
+                f"pretrained_backbone=True needs one of {sorted(IMAGENET_WEIGHTS)}"
+            )
+        weights = IMAGENET_WEIGHTS[backbone]
+        state = download_state_dict(weights)
+    else:
+        state = read_state_dict(Path(pretrained))
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = resnet.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        raise ValueError(
+            f"the backbone weights do not fit a {backbone}: "
+            f"{'missing' if missing else 'unexpected'} tensor {first!r}"
+        )
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt, or holding objects weights_only refuses
+        raise ValueError(
+            f"{path}: not a readable state dict ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ValueError(
+            f"{path}: expected a state dict (names -> tensors), found {type(state).__name__}"
+        )
+    return dict(state)
+
+
+def download_state_dict(weights) -> dict[str, torch.Tensor]:
+    """torchvision's download (hash-checked), with a message that helps when it cannot run."""
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad hash a RuntimeError
+        filename = weights.url.rsplit("/", 1)[-1]
+        raise RuntimeError(
+            f"could not get {weights} from {weights.url} ({type(error).__name__}: {error}).\n"
+            f"Offline? Download {filename} on a machine with network access, copy it here and "
+            f"pass its path instead (torchvision caches it under ~/.cache/torch/hub/checkpoints/)."
+        ) from None
