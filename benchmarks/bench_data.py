@@ -32,9 +32,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
-from benchmarks.common import cpu_name  # noqa: E402
 from deeplab_kit.data import VOCDataset  # noqa: E402
 from deeplab_kit.loader import make_loader  # noqa: E402
+from deeplab_kit.provenance import cpu_name  # noqa: E402
 from deeplab_kit.transforms import (
     make_transforms,  # noqa: E402
     uint8_where_exact,  # noqa: E402

@@ -23,8 +23,8 @@ import torchmetrics
 from torchmetrics.classification import MulticlassJaccardIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from benchmarks.common import cpu_name  # noqa: E402
 from deeplab_kit.metrics import ConfusionMatrix  # noqa: E402
+from deeplab_kit.provenance import cpu_name  # noqa: E402
 
 NUM_CLASSES, IGNORE = 21, 255
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -26,6 +27,8 @@ from deeplab_kit.viz import KitFigure, as_rgb, figure_and_axes
 
 QUOTED_STYLE = dict(facecolor="white", edgecolor="0.35", hatch="///")
 BRANCH_MARKERS = ("o", "s", "D", "^", "v", "P")
+# 12 levels read like contours, and keep the notebook's PNGs small.
+ERF_COLOURS = matplotlib.colormaps["magma"].resampled(12)
 
 
 def _as_rates(rates) -> list[int]:
@@ -282,7 +285,8 @@ def plot_erf(
     for ax, (name, grad) in zip(axes, maps.items(), strict=False):
         grad = np.asarray(grad, dtype=np.float64)
         h, w = grad.shape
-        ax.imshow(np.sqrt(grad / grad.max()), cmap="magma", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        ax.imshow(np.sqrt(grad / grad.max()), cmap=ERF_COLOURS, interpolation="nearest",
+                  extent=(-0.5, w - 0.5, h - 0.5, -0.5))  # fmt: skip
         for mass, style in zip(masses, styles, strict=False):
             radius = erf_radius(grad, mass)
             ax.add_patch(Circle((w // 2, h // 2), radius, fill=False, color="cyan", ls=style,
