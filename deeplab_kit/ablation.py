@@ -182,9 +182,8 @@ def run_ablation(
             rows[label, seed] = _run_one(
                 label, config, run, train_set, val_set, erf_images, progress, keep_checkpoints
             )
-    table = _tidy(
-        pd.DataFrame([rows[key] for key in _ordered(rows, settings, seeds)], columns=COLUMNS)
-    )
+    ordered = [rows[label, seed] for label in settings for seed in seeds]
+    table = _tidy(pd.DataFrame(ordered, columns=COLUMNS))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "ablation.csv", table.to_csv(index=False))
     record = {
@@ -196,11 +195,6 @@ def run_ablation(
     }
     write_json(out_dir / "ablation.json", plain(record))
     return table
-
-
-def _ordered(rows, settings, seeds) -> list[tuple[str, int]]:
-    """Rows setting by setting, seeds in order within each."""
-    return [(label, seed) for label in settings for seed in seeds]
 
 
 def _same_as(row: dict, label: str, rates, twin: str) -> dict:
@@ -216,8 +210,10 @@ def _run_one(label, config, run, train_set, val_set, erf_images, progress, keep)
     from deeplab_kit.model import describe
     from deeplab_kit.runs import read_metrics
 
-    if _finished_without_checkpoints(run, config):
-        # Pruned earlier: the scores are on disk; the rates come from the architecture.
+    pruned = _finished_without_checkpoints(run, config)
+    if pruned:
+        # The scores are on disk; the rates come from the architecture (its weights are gone,
+        # so an ERF not measured before cannot be measured now).
         check_config(json.loads((run / "config.json").read_text()), config.to_dict(), run)
         model = build_run_model(config, pretrained=False)
         history = pd.read_csv(run / "history.csv").to_dict("records")
@@ -228,7 +224,7 @@ def _run_one(label, config, run, train_set, val_set, erf_images, progress, keep)
         finished = result.finished
         if finished:  # the config is kept to check a later reuse
             write_json(run / "config.json", config.to_dict())
-    if finished and erf_images and not (run / "erf.npy").is_file():
+    if finished and erf_images and not pruned and not (run / "erf.npy").is_file():
         grad = measure_erf(model, config, val_set, erf_images)
         atomic_write(run / "erf.npy", lambda file: np.save(file, grad))
     if finished and not keep:
