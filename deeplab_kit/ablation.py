@@ -295,15 +295,6 @@ def erf_radii(run: Path) -> dict:
     return {"erf r50 (px)": erf_radius(grad, 0.5), "erf r90 (px)": erf_radius(grad, 0.9)}
 
 
-def mean_erfs(out_dir: str | os.PathLike, table: pd.DataFrame) -> dict[str, np.ndarray]:
-    """{setting: its effective receptive field} for the trained settings of a table whose runs
-    are in `out_dir`: the seeds' gradient maps, each scaled to sum 1, averaged."""
-    return {
-        label: average_erf(run_folder(out_dir, label, seed) / "erf.npy" for seed in rows["seed"])
-        for label, rows in table[table["same network as"].isna()].groupby("setting", sort=False)
-    }
-
-
 def average_erf(paths) -> np.ndarray:
     """The mean of some erf.npy gradient maps, each scaled to sum 1 first (so every seed
     weighs the same)."""

@@ -427,14 +427,13 @@ def make(name: str, *, command: str | None = None, progress: bool = True) -> Pat
         try:
             files = result.make(WORK / name, progress)
         finally:  # a stopped make counts its time when it is resumed
-            elapsed = provenance.finish(record)["seconds"]
+            record = provenance.finish(record, earlier_seconds=sittings.get("seconds", 0.0))
+            record.update(started=sittings.get("first_started", record["started"]),
+                          sittings=sittings.get("sittings", 0) + 1)  # fmt: skip
             work.mkdir(parents=True, exist_ok=True)
-            earlier = {"first_started": sittings.get("first_started", record["started"]),
-                       "seconds": sittings.get("seconds", 0.0) + elapsed,
-                       "sittings": sittings.get("sittings", 0) + 1}  # fmt: skip
-            write_json(work / "sittings.json", earlier)
-    record = provenance.finish(record, earlier_seconds=sittings.get("seconds", 0.0))
-    record.update(started=earlier["first_started"], sittings=earlier["sittings"])
+            write_json(work / "sittings.json", {"first_started": record["started"],
+                                                "seconds": record["seconds"],
+                                                "sittings": record["sittings"]})  # fmt: skip
     return _replace_store(name, {k: root / v for k, v in files.items()}, record)
 
 
