@@ -17,8 +17,6 @@ the ratio of the best epochs and the ratio of the medians are printed.
 from __future__ import annotations
 
 import argparse
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -27,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
+from benchmarks.common import print_header  # noqa: E402
 from deeplab_kit.data import VOCDataset  # noqa: E402
 from deeplab_kit.loader import make_loader  # noqa: E402
-from deeplab_kit.provenance import cpu_name  # noqa: E402
 from deeplab_kit.transforms import (
     make_transforms,  # noqa: E402
     uint8_where_exact,  # noqa: E402
@@ -112,11 +109,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print(f"# command: python {shlex.join(sys.argv)}")
-    print(
-        f"# machine: {cpu_name()}, {torch.get_num_threads()} torch threads; python "
-        f"{platform.python_version()}, torch {torch.__version__}, torchvision "
-        f"{torchvision.__version__}, numpy {np.__version__}, pillow {Image.__version__}"
+    print_header(
+        "bench_data: an epoch from the cache vs decoding JPEG/PNG and resizing",
+        versions={"numpy": np.__version__, "pillow": Image.__version__},
     )
     preset = make_transforms("report", size=args.size, hflip=True)
     if not args.floats:

@@ -12,7 +12,6 @@ Afterwards both have counted the same batches: their matrices and mIoU are compa
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -23,24 +22,10 @@ import torchmetrics
 from torchmetrics.classification import MulticlassJaccardIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from benchmarks.common import print_header  # noqa: E402
 from deeplab_kit.metrics import ConfusionMatrix  # noqa: E402
-from deeplab_kit.provenance import cpu_name  # noqa: E402
 
 NUM_CLASSES, IGNORE = 21, 255
-
-
-def header(args) -> None:
-    print("# bench_metrics: ConfusionMatrix.update vs torchmetrics MulticlassJaccardIndex.update")
-    print(f"# command: python {' '.join(sys.argv)}")
-    print(
-        f"# machine: {cpu_name()}, {torch.get_num_threads()} torch threads, {platform.platform()}"
-    )
-    if torch.cuda.is_available():
-        print(f"# gpu: {torch.cuda.get_device_name()}")
-    print(f"# torch {torch.__version__}, torchmetrics {torchmetrics.__version__}")
-    print(
-        f"# inputs: int64 ({args.batch}, {args.size}, {args.size}), {NUM_CLASSES} classes, 10% void"
-    )
 
 
 def make_inputs(batch: int, size: int, device: torch.device):
@@ -107,7 +92,11 @@ def main() -> None:
     default_devices = "cpu,cuda" if torch.cuda.is_available() else "cpu"
     parser.add_argument("--devices", default=default_devices)
     args = parser.parse_args()
-    header(args)
+    print_header(
+        "bench_metrics: ConfusionMatrix.update vs torchmetrics MulticlassJaccardIndex.update",
+        f"inputs: int64 ({args.batch}, {args.size}, {args.size}), {NUM_CLASSES} classes, 10% void",
+        versions={"torchmetrics": torchmetrics.__version__},
+    )
     for name in args.devices.split(","):
         bench_device(torch.device(name), args)
 

@@ -1,17 +1,21 @@
 """Training-step and evaluation speed, and a training step's peak memory: the kit's default path
-against torchvision's DeepLabv3-ResNet50 run the plain way, side by side in one run.
+and each of its candidate paths against torchvision's DeepLabv3-ResNet50 run the plain way,
+side by side in one run.
 
     python benchmarks/bench_speed.py [--batch 4] [--size 256] [--repeats 5] [--device auto]
 
 Both sides are the same network (torchvision's `deeplabv3_resnet50`: output stride 8, ASPP rates
 (12, 24, 36), no aux head; the kit builds it with `from_preset("torchvision", aux_loss=False)`),
-with the same batch, input size, Adam and cross-entropy ignoring 255.
+with the same batch, input size, Adam (lr 1e-4) and cross-entropy ignoring 255.
 - train, plain: fp32, contiguous tensors, forward, loss, backward, optimizer step.
-- train, kit: `step.make_train_step(model, optimizer, device=...)` with its defaults
-  (channels_last, AMP "auto": bf16 on CPUs/GPUs that have it, fp16 + GradScaler on older GPUs).
+- train, kit <path>: `step.TrainStep` fixed to each candidate path (fp32 or bf16 autocast,
+  contiguous or channels_last), with the kit's optimizer (`schedule.make_optimizer`).
+- train, kit default: `step.TrainStep` with its defaults, amp and channels_last "auto": the path
+  the kit times and picks on this machine (`deeplab_kit.fastpath`; the choice is made before
+  the timed rounds, and printed).
 - eval, plain: `torch.no_grad`, fp32, forward, argmax, a bincount confusion matrix.
 - eval, kit: `evaluate.evaluate(model, batches, device=...)` with its defaults (inference mode,
-  channels_last, AMP "auto", the kit's ConfusionMatrix).
+  the path chosen by timing, the kit's ConfusionMatrix).
 - memory: each path in a fresh process; the growth of peak RSS during one step after a warm-up
   step (CPU), or the peak of allocated CUDA memory over what was allocated before the step (GPU).
 Steps alternate between the two sides in every round, so a busy machine slows both alike.
@@ -32,10 +36,13 @@ from torchvision.models.segmentation import deeplabv3_resnet50
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from benchmarks.common import interleaved_medians, print_header  # noqa: E402
-from deeplab_kit.device import amp_dtype, resolve_device  # noqa: E402
+from deeplab_kit import fastpath  # noqa: E402
+from deeplab_kit.config import RunConfig  # noqa: E402
+from deeplab_kit.device import resolve_device  # noqa: E402
 from deeplab_kit.evaluate import evaluate  # noqa: E402
 from deeplab_kit.model import from_preset  # noqa: E402
-from deeplab_kit.step import make_train_step  # noqa: E402
+from deeplab_kit.schedule import make_optimizer  # noqa: E402
+from deeplab_kit.step import TrainStep  # noqa: E402
 
 NUM_CLASSES, IGNORE = 21, 255
 
@@ -88,11 +95,26 @@ def plain_evaluate(model: nn.Module, batches, device: torch.device) -> torch.Ten
     return matrix.view(NUM_CLASSES, NUM_CLASSES)
 
 
-def train_steps(device: torch.device, batch):
-    plain, kit = plain_model(device).train(), kit_model(device).train()
+def kit_step(device: torch.device, path: fastpath.Path | None = None) -> TrainStep:
+    """The kit's train step on its own copy of the model: fixed to `path`, or its default."""
+    model = kit_model(device).train()
+    optimizer = make_optimizer(model, RunConfig(optimizer="adam", lr=1e-4))
+    return TrainStep(model, optimizer, device=device, path=path)
+
+
+def train_steps(device: torch.device, batch, paths=()) -> tuple[dict, fastpath.Choice]:
+    """({name: a function running one step}, the default's choice): plain, the kit on each of
+    `paths`, the kit's default (its path chosen now, before any timing)."""
+    plain = plain_model(device).train()
     plain_step = plain_train_step(plain, torch.optim.Adam(plain.parameters(), lr=1e-4), device)
-    kit_step = make_train_step(kit, torch.optim.Adam(kit.parameters(), lr=1e-4), device=device)
-    return {"plain": lambda: plain_step(*batch), "kit": lambda: kit_step(*batch)}
+    steps = {"plain": lambda: plain_step(*batch)}
+    for path in paths:
+        step = kit_step(device, path)
+        steps[f"kit {path}"] = lambda step=step: step(*batch)
+    default = kit_step(device)
+    default.resolve(*batch)
+    steps["kit default"] = lambda: default(*batch)
+    return steps, default.choice
 
 
 def eval_passes(device: torch.device, batches):
@@ -106,7 +128,7 @@ def eval_passes(device: torch.device, batches):
 def peak_step_memory(side: str, device: torch.device, batch_size: int, size: int) -> int:
     """Bytes a training step needs beyond what is held before it (run in a fresh process)."""
     batch = make_batch(batch_size, size)
-    step = train_steps(device, batch)[side]
+    step = train_steps(device, batch)[0][side if side == "plain" else "kit default"]
     step()  # warm-up: optimizer state, allocator caches
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -145,16 +167,24 @@ def main() -> None:
         print(json.dumps(peak_step_memory(args.memory_child, device, args.batch, args.size)))
         return
 
-    amp = amp_dtype(device, "auto")
     print_header(
-        "bench_speed: the kit's default training step and evaluation vs torchvision's plain way",
-        f"device {device}; kit path: channels_last, autocast {amp}; plain path: fp32, contiguous",
+        "bench_speed: the kit's training step (each path, and its default) and evaluation vs "
+        "torchvision's plain way",
+        f"device {device}; plain: fp32, contiguous",
         f"deeplabv3_resnet50 (OS8, rates 12/24/36), batch {args.batch}, {args.size}x{args.size}, "
         f"Adam, median of {args.repeats} rounds",
     )
     batch = make_batch(args.batch, args.size)
-    seconds = interleaved_medians(train_steps(device, batch), args.repeats)
-    report("train step", seconds, args.batch)
+    paths = [] if device.type == "cuda" else fastpath.candidates(device, "auto", "auto")
+    steps, choice = train_steps(device, batch, paths)
+    print(f"kit default: {choice.line()}")
+    seconds = interleaved_medians(steps, args.repeats)
+    for name in steps:
+        if name != "plain":
+            report(f"train, {name}", {"plain": seconds["plain"], "kit": seconds[name]}, args.batch)
+    fastest = min(seconds[name] for name in steps if name.startswith("kit "))
+    print(f"kit default: {seconds['kit default'] / fastest - 1:+.1%} against the fastest kit "
+          f"path; {seconds['plain'] / seconds['kit default']:.2f}x the plain step")
 
     batches = [make_batch(args.batch, args.size, seed=i) for i in range(args.eval_batches)]
     seconds = interleaved_medians(eval_passes(device, batches), args.repeats)
@@ -177,8 +207,8 @@ def main() -> None:
 def report(what: str, seconds: dict[str, float], images: int) -> None:
     plain, kit = seconds["plain"], seconds["kit"]
     print(
-        f"{what:>12}: plain {plain:7.3f} s ({images / plain:6.2f} img/s)   "
-        f"kit {kit:7.3f} s ({images / kit:6.2f} img/s)   ratio {plain / kit:.2f}x"
+        f"{what:>48}: {kit:7.3f} s ({images / kit:6.2f} img/s)   plain {plain:7.3f} s   "
+        f"ratio plain/kit {plain / kit:.2f}x"
     )
 
 

@@ -9,23 +9,23 @@ import time
 
 import torch
 
-from deeplab_kit.provenance import cpu_name
+from deeplab_kit import machine
 
 
-def print_header(title: str, *extra: str) -> None:
-    """`# title`, the command, the machine, the software, then any extra lines."""
-    print(f"# {title}")
-    print(f"# command: python {' '.join(sys.argv)}")
-    print(
-        f"# machine: {cpu_name()}, {torch.get_num_threads()} torch threads, {platform.platform()}"
-    )
-    if torch.cuda.is_available():
-        print(f"# gpu: {torch.cuda.get_device_name()}")
+def print_header(title: str, *extra: str, versions: dict[str, str] | None = None) -> None:
+    """`# title`, the command, the machine (its kind: vendor, AMX or not, AVX512-BF16 or not),
+    the software (plus `versions`, e.g. {"torchmetrics": ...}), then any extra lines."""
     import torchvision
 
-    print(
-        f"# python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}"
-    )
+    print(f"# {title}")
+    print(f"# command: python {' '.join(sys.argv)}")
+    print(f"# machine: {machine.describe(machine.fingerprint())}; {platform.platform()}")
+    print(f"# kernels: ATen {machine.cpu_capability()}, oneDNN {machine.onednn_version()}")
+    if torch.cuda.is_available():
+        print(f"# gpu: {torch.cuda.get_device_name()}")
+    software = {"python": platform.python_version(), "torch": torch.__version__,
+                "torchvision": torchvision.__version__, **(versions or {})}  # fmt: skip
+    print("# " + ", ".join(f"{name} {version}" for name, version in software.items()))
     for line in extra:
         print(f"# {line}")
 

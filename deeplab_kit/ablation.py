@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from deeplab_kit.atrous import effective_rates, feature_size, valid_share
-from deeplab_kit.runs import atomic_write, plain, write_json, write_text
+from deeplab_kit.files import atomic_write, plain, write_json, write_text
 
 # The settings of notebook 02: label -> ASPP rates.
 SETTINGS: dict[str, tuple[int, ...]] = {

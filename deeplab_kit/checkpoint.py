@@ -61,7 +61,7 @@ def find_checkpoints(folder: str | Path) -> list[Path]:
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write `state` to `path` atomically (`runs.atomic_write`): a crash or a failed write
     leaves either the old file or the new one."""
-    from deeplab_kit.runs import atomic_write
+    from deeplab_kit.files import atomic_write
 
     return atomic_write(
         path, lambda file: torch.save({"format": FORMAT, "version": VERSION, **state}, file)

@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _warning_line
     try:
         return int(args.run(args) or 0)
+    except NotImplementedError as error:  # an op without a kernel on Apple's GPU, say
+        from deeplab_kit.device import mps_missing_kernel
+
+        if mps_missing_kernel(error) is None:
+            raise
+        print(f"error: {mps_missing_kernel(error)}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, RuntimeError) as error:
         # Bad input or a folder that cannot be written: one clear line naming the file and the
         # problem, no traceback. (FileNotFoundError and the checkpoint errors are among these.)
@@ -81,6 +88,10 @@ def _one_line(error: BaseException) -> str:
     names and the reason ("runs/x: Read-only file system")."""
     if isinstance(error, OSError) and error.filename:
         return f"{error.filename}: {error.strerror or error}"
+    if "MPS" in str(error):  # (imports torch only then: most errors come before it loads)
+        from deeplab_kit.device import mps_missing_kernel
+
+        return mps_missing_kernel(error) or str(error)
     return str(error)
 
 

@@ -151,9 +151,15 @@ class RunConfig:
     seed: int = _help(
         "seed of the weights, the data order, the augmentation and dropout", default=0
     )
-    amp: str = _help("auto, bf16, fp16 or off", default="auto")
-    channels_last: bool = _help("channels_last memory format (faster convolutions)", default=True)
-    device: str = _help("auto, cpu, cuda, cuda:1, ...", default="auto")
+    amp: str = _help(
+        "auto (the fastest precision that keeps accuracy, timed on this machine), bf16, fp16 "
+        "or off", default="auto",
+    )  # fmt: skip
+    channels_last: bool | str = _help(
+        "channels_last memory format: auto (timed on this machine), true or false",
+        default="auto",
+    )
+    device: str = _help("auto (cuda, else mps, else cpu), cpu, cuda, cuda:1, mps", default="auto")
     deterministic: bool = _help(
         "deterministic GPU kernels (slower; CPU runs are exact anyway)", default=False
     )
@@ -173,6 +179,8 @@ class RunConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("amp", self.amp, AMP_CHOICES)
+        if self.channels_last != "auto" and not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last must be true, false or auto, got {self.channels_last!r}")
         for name in ("batch_size", "accumulation", "epochs", "keep_last", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -15,7 +15,8 @@ import torch
 from deeplab_kit.config import RunConfig
 from deeplab_kit.data import VOCDataset
 from deeplab_kit.engine import RunResult, train
-from deeplab_kit.runs import atomic_write, write_tables
+from deeplab_kit.files import atomic_write
+from deeplab_kit.runs import write_tables
 from deeplab_kit.synthetic import make_synthetic_voc
 from deeplab_kit.transforms import transforms_for
 

@@ -1,59 +1,48 @@
-"""Where a run computes and in which precision: the device and the autocast choice.
-
-AMP "auto" takes the fast path where it is safe: bfloat16 on GPUs and CPUs with native bf16
-(no loss scaling needed), float16 with a GradScaler on GPUs without bf16, and full precision
-elsewhere. Both the training step and evaluation read the choice from here.
+"""Where a run computes: the device ("auto": CUDA, else Apple's GPU, else the CPU), autocast,
+determinism, and what to say when an op has no kernel on Apple's GPU. Which precision and
+memory format a run takes is `deeplab_kit.fastpath`'s choice.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
-from deeplab_kit.config import AMP_CHOICES
+MPS_FALLBACK = "PYTORCH_ENABLE_MPS_FALLBACK"
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """ "auto" is the GPU when there is one, else the CPU; anything else is passed to torch."""
+    """"auto" is the CUDA GPU when there is one, else Apple's GPU (mps), else the CPU; anything
+    else is passed to torch ("cpu", "cuda:1", "mps")."""
     if isinstance(name, torch.device):
         return name
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
     return torch.device(name)
 
 
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with AVX512-BF16 or AMX, where bf16 matrix work runs natively."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for `amp` ("auto", "bf16", "fp16" or "off") on `device`; None is off."""
-    if amp not in AMP_CHOICES:
-        raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
-    if amp == "off":
+def mps_missing_kernel(error: BaseException) -> str | None:
+    """For an error raised on Apple's GPU by an op that has no MPS kernel, one line saying which
+    op and the two ways on; None for any other error."""
+    text = str(error)
+    if "MPS" not in text or not isinstance(error, (NotImplementedError, RuntimeError)):
         return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ValueError("amp='fp16' needs a CUDA device; on the CPU use 'bf16' or 'off'")
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
+    op = text.split("'")[1] if text.count("'") >= 2 else "an operator"
+    return (
+        f"{op} has no kernel on Apple's GPU (mps) in torch {torch.__version__}: run with "
+        f"--device cpu, or set {MPS_FALLBACK}=1 to run just that op on the CPU (PyTorch's "
+        "documented fallback, slower)"
+    )
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

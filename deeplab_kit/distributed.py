@@ -55,6 +55,21 @@ def is_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def rank() -> int:
+    """This process's rank (0 without DDP)."""
+    return dist.get_rank() if is_active() else 0
+
+
+def from_main(value):
+    """Rank 0's `value` (any picklable object), the same in every process; `value` itself
+    without DDP."""
+    if not is_active():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def mean(value: torch.Tensor) -> torch.Tensor:
     """The mean of a tensor over all processes (the tensor itself without DDP)."""
     if not is_active():

@@ -20,6 +20,7 @@ index) in deeplab_kit.data, and dropout draws from a generator keyed by (seed, e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -33,7 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from deeplab_kit import distributed
+from deeplab_kit import distributed, fastpath
 from deeplab_kit.checkpoint import (
     BEST,
     CheckpointError,
@@ -49,9 +50,10 @@ from deeplab_kit.checkpoint import (
 from deeplab_kit.config import RunConfig
 from deeplab_kit.device import determinism
 from deeplab_kit.evaluate import scored_as, validate
+from deeplab_kit.files import ensure_writable, write_json
 from deeplab_kit.loader import make_loaders
 from deeplab_kit.model import build_model, load_torchvision_weights
-from deeplab_kit.runs import ensure_writable, metrics_dict, read_metrics, write_history, write_json
+from deeplab_kit.runs import metrics_dict, read_metrics, write_history
 from deeplab_kit.schedule import (
     check_resumed_epochs,
     epoch_lr,
@@ -59,8 +61,7 @@ from deeplab_kit.schedule import (
     make_scheduler,
     warn_about_schedule,
 )
-from deeplab_kit.step import keyed_randomness, make_train_step
-from deeplab_kit.voc import IGNORE_INDEX
+from deeplab_kit.step import Criterion, TrainStep, keyed_randomness, probe_batch
 
 
 class TrainingDiverged(RuntimeError):
@@ -173,8 +174,8 @@ class _Parts:
     val_loader: object
     optimizer: torch.optim.Optimizer
     scheduler: object
-    step: object  # make_train_step's step(images, targets) -> loss
-    criterion: nn.Module
+    step: TrainStep
+    criterion: Criterion
     per_epoch: int  # optimiser steps per epoch
 
 
@@ -205,7 +206,7 @@ class _Session:
         allow, is refused before anything is trained."""
         warn_about_schedule(config)
         resumed = _latest_checkpoint(out_dir, config)
-        model, net = _placed_model(config, context, pretrained=resumed is None)
+        net = _placed_model(config, context, pretrained=resumed is None)
         train_loader, val_loader = make_loaders(config, context, train_set, val_set)
         per_epoch = _steps_per_epoch(config, context, train_loader)
         change = None
@@ -214,12 +215,18 @@ class _Session:
                                           resumed[0]["iteration"], per_epoch, extend)  # fmt: skip
         optimizer = make_optimizer(net, config)
         scheduler = make_scheduler(optimizer, config, per_epoch)
-        criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-        step = make_train_step(
-            model, optimizer, device=context.device, amp=config.amp,
-            channels_last=config.channels_last, criterion=criterion,
-            accumulation=config.accumulation, aux_weight=config.aux_weight,
+        criterion = Criterion(config.aux_weight)
+        step = TrainStep(
+            net, optimizer, device=context.device, amp=config.amp,
+            channels_last=config.channels_last, path=_resumed_path(resumed, config, context),
+            criterion=criterion, accumulation=config.accumulation,
         )  # fmt: skip
+        batch = probe_batch(config.batch_size, config.image_size, config.num_classes)
+        _say(context, progress, step.resolve(*batch).line())
+        model = net
+        if context.distributed:  # wrapped once the memory format is set: DDP keeps its strides
+            device_ids = [context.device.index] if context.device.type == "cuda" else None
+            model = step.model = DistributedDataParallel(net, device_ids=device_ids)
         state = _Progress()
         if resumed is not None:
             state = _restore(resumed[0], net, optimizer, scheduler, step.scaler)
@@ -305,7 +312,7 @@ class _Session:
         and write history.csv and metrics.json."""
         config, state = self.config, self.state
         evaluation = validate(self.net, self.val_loader, device=self.context.device, config=config,
-                              criterion=self.criterion)  # fmt: skip
+                              path=self.step.path, criterion=self.criterion.cross_entropy)  # fmt: skip
         val_loss, miou = evaluation.loss, evaluation.scores["miou"]
         if not math.isfinite(val_loss):
             error = FloatingPointError(f"the validation loss is {val_loss}")
@@ -315,6 +322,7 @@ class _Session:
             "train_loss": state.loss_sum / self.used, "val_loss": val_loss, "miou": miou,
             "lr": epoch_lr(self.scheduler, state.epoch, self.per_epoch),
             "seconds": time.monotonic() - self.epoch_started, "epochs": config.epochs,
+            "path": str(self.step.path),
         }  # fmt: skip
         state.history.append(row)
         state.epoch, state.batch, state.loss_sum, state.seconds = state.epoch + 1, 0, 0.0, 0.0
@@ -323,7 +331,8 @@ class _Session:
         state.best_miou = max(miou, state.best_miou)
         self.save("epoch")
         self.result.metrics = metrics_dict(
-            evaluation.confusion, epoch=state.epoch, split=config.val_split, **scored_as(config)
+            evaluation.confusion, epoch=state.epoch, split=config.val_split, **scored_as(config),
+            path=str(self.step.path),
         )
         if self.context.is_main:
             self._write_epoch_files(improved, miou)
@@ -362,6 +371,7 @@ class _Session:
                         "session": state.session, "best_miou": state.best_miou,
                         "partial": {"loss_sum": state.loss_sum, "seconds": state.seconds},
                         "rng": rng_state(), "config": self.config.to_dict(),
+                        "path": dataclasses.asdict(self.step.path),
                         "history": state.history, "reason": reason,
                     },
                     path,
@@ -394,11 +404,12 @@ class _Session:
                  f"{state.epoch}, batch {state.batch}; run the same command again to resume")  # fmt: skip
         elif tuple(config.eval_scales) != (1.0,) or config.eval_flip:
             evaluation = validate(self.net, self.val_loader, device=self.context.device,
-                                  config=config, scales=config.eval_scales,
+                                  config=config, path=self.step.path, scales=config.eval_scales,
                                   flip=config.eval_flip)  # fmt: skip
             result.metrics = metrics_dict(
                 evaluation.confusion, epoch=state.epoch, split=config.val_split,
                 **scored_as(config, config.eval_scales, config.eval_flip),
+                path=str(self.step.path),
             )  # fmt: skip
             if self.context.is_main:
                 write_json(self.out_dir / "metrics.json", result.metrics)
@@ -418,24 +429,25 @@ def _latest_checkpoint(out_dir: Path, config: RunConfig):
     return resumed
 
 
-def _placed_model(config: RunConfig, context, *, pretrained: bool):
-    """(the model to train, the plain module): on the device, channels_last if asked, SyncBN
-    and DDP under torchrun."""
-    device = context.device
+def _placed_model(config: RunConfig, context, *, pretrained: bool) -> nn.Module:
+    """The model on its device (SyncBN under torchrun if asked); the train step chooses its
+    memory format, and DDP wraps it after that."""
     model = build_run_model(config, pretrained=pretrained)
     if context.distributed and config.sync_bn:
-        if device.type != "cuda":
+        if context.device.type != "cuda":
             raise ValueError("sync_bn needs GPUs: torch's SyncBatchNorm does not run on the CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = model  # the plain module (DDP wraps it below)
-    if context.distributed:
-        model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    return model, net
+    return model.to(context.device)
+
+
+def _resumed_path(resumed, config: RunConfig, context) -> fastpath.Path | None:
+    """The path a resumed run started with (so its sessions compute alike), unless the config
+    now asks for another; None for a new run (the train step chooses)."""
+    saved = resumed[0].get("path") if resumed is not None else None
+    if not saved:
+        return None
+    path = fastpath.Path(**saved)
+    return path if fastpath.allowed(path, context.device, config.amp, config.channels_last) else None
 
 
 def _steps_per_epoch(config: RunConfig, context, train_loader) -> int:

@@ -20,6 +20,7 @@ probabilities over scales (and over the horizontally flipped input when `flip=Tr
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,8 +35,10 @@ from torch.utils.data import Dataset, IterableDataset, RandomSampler
 if TYPE_CHECKING:
     from deeplab_kit.config import RunConfig
 
-from deeplab_kit import distributed
-from deeplab_kit.device import amp_dtype, autocast, resolve_device
+from tqdm.auto import tqdm
+
+from deeplab_kit import distributed, fastpath
+from deeplab_kit.device import autocast, resolve_device
 from deeplab_kit.metrics import ConfusionMatrix
 from deeplab_kit.transforms import model_input, transforms_for
 from deeplab_kit.voc import IGNORE_INDEX, save_mask
@@ -47,6 +50,7 @@ PROTOCOLS = ("original", "resized")
 class EvalResult:
     confusion: ConfusionMatrix
     loss: float | None  # criterion averaged over valid pixels; None without a criterion
+    choice: fastpath.Choice | None = None  # the path it ran in (None: no batch at all)
 
     @property
     def scores(self) -> dict:
@@ -62,7 +66,8 @@ def evaluate(
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
     amp: str = "auto",
-    channels_last: bool = True,
+    channels_last: bool | str = "auto",
+    path: fastpath.Path | None = None,
     criterion: Callable | None = None,
     export_dir: str | Path | None = None,
     ignore_index: int = IGNORE_INDEX,
@@ -78,11 +83,14 @@ def evaluate(
 
     Args:
         model: returns {"out": (N, C, H, W)} at the input size. Moved to `device` (and to
-            channels_last when asked), put in eval mode, and returned to its previous mode after.
-        device: where to compute ("auto", "cpu", "cuda", a torch.device).
+            channels_last when that is the path), put in eval mode, and returned to its
+            previous mode after.
+        device: where to compute ("auto", "cpu", "cuda", "mps", a torch.device).
         scales: input scales; probabilities are averaged at the input resolution.
         flip: also average over the horizontally flipped input.
-        amp: "auto", "bf16", "fp16" or "off" (see deeplab_kit.device.amp_dtype).
+        amp, channels_last: "auto" (the fastest path that keeps accuracy, timed at the first
+            batch's shape and remembered, see deeplab_kit.fastpath) or explicit settings;
+            `path` fixes both (training validates in its own path).
         criterion: e.g. nn.CrossEntropyLoss(ignore_index=255), mean-reduced. With one scale and no
             flip it sees the logits; otherwise the log of the averaged probabilities (so
             cross-entropy becomes the log-loss of the averaged prediction). Batch values are
@@ -96,8 +104,6 @@ def evaluate(
     not all-reduce `result.confusion` again).
     """
     device = resolve_device(device)
-    dtype = amp_dtype(device, amp)
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
     confusion = ConfusionMatrix(num_classes, ignore_index, device=device)
     sample_ids = _sample_ids(loader) if export_dir is not None else None
     if export_dir is not None:
@@ -106,20 +112,19 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     valid_sum = torch.zeros((), dtype=torch.int64, device=device)
 
-    batches = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(loader, desc="evaluate", leave=False)
-
+    batches = tqdm(loader, desc="evaluate", leave=False) if progress else loader
     was_training = model.training
-    model.to(device, memory_format=memory_format).eval()
+    choice = fastpath.Choice(path, "given") if path else None
+    model.to(device).eval()
     try:
         with torch.inference_mode():
             for images, masks in batches:
                 for x, targets in _groups(images, masks):
-                    x = model_input(x, device, memory_format)  # (n, 3, H, W)
-                    scores = _predict(model, x, scales, flip, dtype)  # (n, C, H, W) float32
+                    if choice is None:  # the first batch's shape decides the path
+                        choice = eval_path(model, device, amp, channels_last, tuple(x.shape))
+                    x = model_input(x, device, choice.path.memory_format)  # (n, 3, H, W)
+                    model.to(memory_format=choice.path.memory_format)
+                    scores = _predict(model, x, scales, flip, choice.path.dtype)  # (n, C, H, W)
                     for logits, target, seen in _at_target_size(scores, targets, x, device):
                         pred = logits.argmax(1)  # (m, h, w)
                         confusion.update(pred, target)
@@ -141,7 +146,34 @@ def evaluate(
             dist.all_reduce(totals)
             loss_sum, valid_sum = totals
         loss = float(loss_sum / valid_sum) if valid_sum > 0 else float("nan")
-    return EvalResult(confusion=confusion, loss=loss)
+    return EvalResult(confusion=confusion, loss=loss, choice=choice)
+
+
+def eval_path(model, device: torch.device, amp: str, channels_last, shape) -> fastpath.Choice:
+    """The evaluation path for `model` at input `shape`: given, CUDA's rule, or timed (a few
+    forward passes of a copy in each candidate path, the logits checked against fp32's)."""
+    if device.type == "cuda":
+        return fastpath.Choice(fastpath.cuda_rule(device, amp, channels_last), "rule")
+    paths = fastpath.candidates(device, amp, channels_last)
+    if len(paths) == 1:
+        return fastpath.Choice(paths[0], "given")
+    key = fastpath.cache_key(device, mode="eval", shape=list(shape),
+                             model=getattr(model, "config", type(model).__name__))  # fmt: skip
+    images = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+    def run(path: fastpath.Path) -> tuple[float, torch.Tensor]:
+        copied = copy.deepcopy(model).eval().to(device, memory_format=path.memory_format)
+        x = images.to(device).contiguous(memory_format=path.memory_format)
+        outputs = []
+
+        def forward() -> None:
+            with torch.inference_mode(), autocast(device, path.dtype):
+                outputs.append(copied(x)["out"].float())
+
+        return fastpath.median_seconds(forward, device), outputs[0].cpu()
+
+    about = {"mode": "eval", "shape": list(shape), "model": getattr(model, "config", {})}
+    return fastpath.choose(key, paths, run, tolerance=fastpath.EVAL_AGREEMENT, about=about)
 
 
 def predict(
@@ -260,13 +292,14 @@ def scored_as(config: RunConfig, scales=(1.0,), flip: bool = False) -> dict:
     }
 
 
-def validate(net, loader, *, device, config: RunConfig, criterion=None, scales=(1.0,), flip=False):
-    """Evaluate on the validation loader; under DDP each process scores its shard and
-    `evaluate` pools the counts and the loss over all of them."""
+def validate(net, loader, *, device, config: RunConfig, path, criterion=None, scales=(1.0,),
+             flip=False):  # fmt: skip
+    """Evaluate on the validation loader in the training's `path`; under DDP each process
+    scores its shard and `evaluate` pools the counts and the loss over all of them."""
     distributed.broadcast_buffers(net)  # every shard scored with rank 0's BN statistics
     return evaluate(
         net, loader, device=device, num_classes=config.num_classes, scales=tuple(scales), flip=flip,
-        amp=config.amp, channels_last=config.channels_last, criterion=criterion,
+        path=path, criterion=criterion,
     )  # fmt: skip
 
 
@@ -340,6 +373,7 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     device: str | torch.device = "auto",
     amp: str = "auto",
+    channels_last: bool | str = "auto",
     num_workers: int = 0,
     out_dir: str | Path | None = None,
     export_dir: str | Path | None = None,
@@ -364,8 +398,9 @@ def evaluate_checkpoint(
     from deeplab_kit.checkpoint import load_checkpoint, model_from_state
     from deeplab_kit.config import RunConfig
     from deeplab_kit.data import VOCDataset
+    from deeplab_kit.files import ensure_writable, write_json
     from deeplab_kit.loader import make_loader
-    from deeplab_kit.runs import ensure_writable, metrics_dict, write_json, write_tables
+    from deeplab_kit.runs import metrics_dict, write_tables
     from deeplab_kit.transforms import eval_collate, transforms_for, uint8_where_exact
 
     if protocol not in PROTOCOLS:
@@ -391,13 +426,13 @@ def evaluate_checkpoint(
                          num_workers=num_workers, collate_fn=eval_collate)  # fmt: skip
     result = evaluate(
         model, loader, device=device, num_classes=config.num_classes, scales=tuple(scales),
-        flip=flip, amp=amp, channels_last=config.channels_last, progress=progress,
+        flip=flip, amp=amp, channels_last=channels_last, progress=progress,
         export_dir=export_dir,
     )  # fmt: skip
     metrics = metrics_dict(
         result.confusion, protocol=protocol, output_stride=model.config["output_stride"],
         scales=[float(s) for s in scales], flip=bool(flip), batch_size=batch_size,
-        checkpoint=str(path), split=split,
+        checkpoint=str(path), split=split, path=str(result.choice.path) if result.choice else None,
     )  # fmt: skip
     if out_dir is not None:
         out_dir = Path(out_dir)

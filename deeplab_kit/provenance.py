@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from deeplab_kit import machine
+
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -27,33 +29,6 @@ def now() -> str:
 def command_line() -> str:
     """How this process was started, as a user would type it."""
     return "python -m deeplab_kit " + shlex.join(sys.argv[1:])
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(device: torch.device | str = "cpu") -> dict:
-    """CPU model, cores, torch's threads, and the GPU when `device` is one."""
-    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads()}
-    device = torch.device(device)
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def describe_machine(info: dict) -> str:
-    """One line of a `machine()` dict."""
-    text = f"{info.get('cpu', '?')}, {info.get('cores', '?')} cores, {info.get('threads', '?')} threads"
-    return f"{info['gpu']}; {text}" if info.get("gpu") else text
 
 
 # Stored results are made one after another, each replacing its own folder here: they are
@@ -97,7 +72,7 @@ def start(command: str | None = None, device: torch.device | str = "cpu") -> dic
         "command": command or command_line(),
         "commit": commit,
         "clean": clean,
-        "machine": machine(device),
+        "machine": machine.fingerprint(device),
         **versions(),
         "python": platform.python_version(),
         "started": now(),
@@ -115,12 +90,13 @@ def finish(record: dict, earlier_seconds: float = 0.0) -> dict:
     return record
 
 
-def same_machine(record: dict) -> bool:
-    """Whether this machine has the CPU model and the torch version a record was made with."""
-    return (
-        record.get("machine", {}).get("cpu") == cpu_name()
-        and record.get("torch") == torch.__version__
-    )
+def same_kernels(record: dict) -> tuple[bool, str]:
+    """Whether this machine computes as the one a record was made on, bit for bit: the same
+    kernel-selecting fingerprint (`machine.same_kernels`) and the same torch version; and why."""
+    same, why = machine.same_kernels(record.get("machine", {}), machine.fingerprint())
+    if same and record.get("torch") != torch.__version__:
+        return False, f"{why}, but torch {torch.__version__} here, {record.get('torch')} stored"
+    return same, why + (f", torch {torch.__version__}" if same else "")
 
 
 def describe(record: dict) -> str:
@@ -131,7 +107,7 @@ def describe(record: dict) -> str:
     return "\n".join([
         f"command:  {record.get('command', '?')}",
         f"code:     commit {commit}{state}",
-        f"machine:  {describe_machine(record.get('machine', {}))}; torch {record.get('torch', '?')}",
+        f"machine:  {machine.describe(record.get('machine', {}))}; torch {record.get('torch', '?')}",
         f"took:     {record.get('seconds', 0) / 60:.0f} min"
         + (f" in {sittings} sittings" if sittings > 1 else "")
         + f", finished {record.get('ended', '?')}",

@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeplab_kit import provenance
+from deeplab_kit import fastpath, machine, provenance
 from deeplab_kit.ablation import run_folder
-from deeplab_kit.runs import write_json
+from deeplab_kit.files import write_json
 
 WORK = Path("runs") / "results"  # under the checkout
 PROVENANCE = "provenance.json"
@@ -287,8 +287,10 @@ SCORES = ("miou", "pixel_accuracy", "erf r50 (px)", "erf r90 (px)")
 
 def retrain_first_epoch(folder: Path, *, progress: bool = False) -> list[str]:
     """Retrain the first epoch of the ablation run `RETRAIN_RUN` and compare it with the stored
-    history: [] when it matches, else the problems. Bit-exact on the provenance's machine and
-    torch version (with its thread count), within RETRAIN_TOLERANCE elsewhere; it says which."""
+    history: [] when it matches, else the problems. It retrains in the stored run's own path
+    (precision and memory format) with the provenance's thread count; bit for bit where this
+    machine runs the same kernels (`provenance.same_kernels`: fingerprint and torch version),
+    within RETRAIN_TOLERANCE elsewhere; it says which and why."""
     import torch
 
     from deeplab_kit.ablation import ABLATION_DATA
@@ -300,8 +302,11 @@ def retrain_first_epoch(folder: Path, *, progress: bool = False) -> list[str]:
     run = run_folder(folder, setting, int(seed))
     record = _read_provenance(folder)
     stored = pd.read_csv(run / "history.csv").iloc[0]
-    config = RunConfig.from_dict(_read_json(run / "config.json")).replace(session_epochs=1)
-    exact = provenance.same_machine(record)
+    path = fastpath.Path.parse(stored["path"])
+    config = RunConfig.from_dict(_read_json(run / "config.json")).replace(
+        session_epochs=1, amp=path.amp, channels_last=path.channels_last
+    )
+    exact, why = provenance.same_kernels(record)
     threads = torch.get_num_threads()
     with _inside(checkout()), tempfile.TemporaryDirectory() as tmp:
         make_synthetic_voc(ABLATION_DATA_ROOT, **ABLATION_DATA)
@@ -310,11 +315,7 @@ def retrain_first_epoch(folder: Path, *, progress: bool = False) -> list[str]:
             again = train(config, Path(tmp) / "run", progress=progress).history[0]
         finally:
             torch.set_num_threads(threads)
-    how = "bit-exact (same CPU model and torch version)" if exact else (
-        f"within {RETRAIN_TOLERANCE} (this machine: {provenance.cpu_name()}, torch "
-        f"{torch.__version__}; stored: {record.get('machine', {}).get('cpu')}, torch "
-        f"{record.get('torch')})"
-    )  # fmt: skip
+    how = f"bit-exact ({why})" if exact else f"within {RETRAIN_TOLERANCE} ({why})"
     problems = []
     for key, tolerance in RETRAIN_TOLERANCE.items():
         old, new = float(stored[key]), float(again[key])
@@ -323,7 +324,7 @@ def retrain_first_epoch(folder: Path, *, progress: bool = False) -> list[str]:
         )  # fmt: skip
         if not ok:
             problems.append(f"{run.name}: retrained epoch 1 {key} {new!r}, stored {old!r} ({how})")
-    print(f"retrained epoch 1 of {setting} seed {seed}: "
+    print(f"retrained epoch 1 of the ablation's {setting} seed {seed} in {path}: "
           + ("matches, " if not problems else "DIFFERS, ") + how)  # fmt: skip
     return problems
 
@@ -490,7 +491,7 @@ def listing() -> pd.DataFrame:
         rows.append({
             "result": name, "what": result.about, "command": record.get("command", "(not stored)"),
             "commit": commit[:10] + ("" if record.get("clean", True) else " (modified)"),
-            "machine": provenance.describe_machine(record["machine"]) if record else "",
+            "machine": machine.describe(record["machine"]) if record else "",
             "torch": record.get("torch", ""), "ended": record.get("ended", ""),
             "minutes": round(record["seconds"] / 60, 1) if record else np.nan,
         })  # fmt: skip

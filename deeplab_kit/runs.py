@@ -1,13 +1,12 @@
 """The files of a run folder: history.csv, metrics.json and the metrics tables.
 
     history.csv    one row per epoch: epoch, session, train_loss, val_loss, miou, lr, seconds,
-                   epochs (the run's planned length then)
+                   epochs (the run's planned length then), path (precision and memory format)
     metrics.json   the last evaluation: every score of ConfusionMatrix.compute() ("miou" in
                    0..1), "confusion_matrix" (C x C counts, rows = truth) and what was scored
     metrics.md / metrics.csv   the report's Table 1 scores; per_class.csv   per-class scores
 
-Every file the kit writes goes through `atomic_write` (a temporary file, fsync, rename), so a
-reader never sees half a file and a failed write leaves the previous one.
+They are written through `deeplab_kit.files.atomic_write`, so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -15,77 +14,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
-import numpy as np
 import torch
 
+from deeplab_kit.files import plain, write_text
 from deeplab_kit.metrics import ConfusionMatrix, named_scores, per_class_table, report_table
 
 # "epochs" is the run's planned length when the epoch ran (it changes when a run is extended);
-# histories written before it existed lack it.
-HISTORY_COLUMNS = (
-    "epoch", "session", "train_loss", "val_loss", "miou", "lr", "seconds", "epochs",
-)  # fmt: skip
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
-    """Write `path` through `write(file)` so that a reader, a crash or a full disk never leaves
-    half a file: a temporary file in the same folder, flushed and fsync'd, renamed over `path`,
-    then the folder fsync'd (so the rename itself lasts). On failure the old file stays and an
-    OSError names `path` and the reason."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise OSError(f"{path}: could not be written ({error.strerror or error})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
-    return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # folders cannot be opened on some systems (Windows); the rename stands
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write(path, lambda file: file.write(text.encode()))
-
-
-def ensure_writable(folder: str | os.PathLike) -> Path:
-    """Make sure the kit can write into `folder` before any work is done there: created if
-    absent, not a file, writable. Raises an OSError naming the folder and the reason."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"{folder}: is a file, not a folder to write into")
-    probe = folder / f".write-test-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise OSError(f"{folder}: cannot write there ({error.strerror or error})") from None
-    return folder
+# "path" the precision and memory format the epoch ran in (deeplab_kit.fastpath). Histories
+# written before a column existed lack it.
+HISTORY_COLUMNS = ("epoch", "session", "train_loss", "val_loss", "miou", "lr", "seconds", "epochs", "path")
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -100,10 +39,6 @@ def metrics_dict(confusion: ConfusionMatrix, **extra) -> dict:
     """What metrics.json holds: every score ("miou" in 0..1), the confusion matrix, `extra`."""
     matrix = confusion.matrix.cpu().tolist()
     return plain({**named_scores(confusion.compute()), "confusion_matrix": matrix, **extra})
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_confusion(metrics: dict) -> ConfusionMatrix:
@@ -146,21 +81,3 @@ def markdown_table(frame) -> str:
 def read_metrics(out_dir: Path) -> dict | None:
     path = out_dir / "metrics.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def plain(value):
-    """Plain JSON data: tensors, arrays and tuples become lists, numpy numbers Python ones,
-    NaN null."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return plain(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

@@ -1,17 +1,21 @@
-"""The training step: one optimisation step on the fast path, its randomness keyed.
+"""The loss and the training step: one optimisation step on the fastest path, randomness keyed.
 
-    step = make_train_step(model, optimizer, device="cuda", accumulation=2)
-    loss = step(images, targets)             # forward, backward, (every 2 calls) an update
+    criterion = Criterion(aux_weight=0.5)          # cross-entropy (void ignored) + aux weight
+    step = TrainStep(model, optimizer, device="cpu", criterion=criterion, accumulation=2)
+    loss = step(images, targets)    # forward, backward, (every 2 calls) an optimiser update
+    step.choice.line()              # the path it took and why (see deeplab_kit.fastpath)
 
-Fast path: channels_last, autocast (bf16 where the device has it, fp16 with a GradScaler on older
-GPUs), cudnn.benchmark on CUDA; uint8 batches normalised on the device. `keyed_randomness` gives
-the step's dropout a generator seeded by (seed, epoch, batch), so a resumed run draws the same
-masks.
+The path (precision and memory format) is given, or with "auto" chosen at the first call by
+timing a few steps of a copy of the model at that batch's shape in each candidate path
+(`deeplab_kit.fastpath`). uint8 batches are normalised on the device. `keyed_randomness` gives
+the step's dropout a generator seeded by (seed, epoch, batch, rank), so a resumed run draws the
+same masks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from contextlib import contextmanager
 
 import numpy as np
@@ -19,81 +23,184 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from deeplab_kit import distributed
-from deeplab_kit.device import amp_dtype, autocast, resolve_device
+from deeplab_kit import distributed, fastpath
+from deeplab_kit.device import autocast, resolve_device
+from deeplab_kit.fastpath import Choice, Path
 from deeplab_kit.transforms import model_input
 from deeplab_kit.voc import IGNORE_INDEX
 
+PROBE_STEPS = 3  # the losses compared by the accuracy guard: the first steps of each path
 
-def make_train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    device: str | torch.device,
-    amp: str = "auto",
-    channels_last: bool = True,
-    criterion: nn.Module | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    accumulation: int = 1,
-    aux_weight: float = 0.5,
-):
-    """`step(images, targets) -> loss`: forward, backward and (every `accumulation` calls) an
-    optimiser step, on the fast path.
 
-    - channels_last: the model and the inputs in NHWC, which convolutions run faster in.
-    - amp: "auto" autocasts to bf16 where the device has it, to fp16 on older GPUs (with a
-      GradScaler, made here unless `scaler` is given), and not at all elsewhere.
-    - criterion: cross-entropy ignoring VOC's void label (255) unless given; with an aux head
-      the loss is out + aux_weight * aux (config.aux_weight: 0.5 in torchvision's reference).
-    - On CUDA it turns on cudnn.benchmark (fastest kernels for fixed input sizes).
-    - uint8 images (0..255, as `make_loaders` gives for fixed-size presets) are normalised on the
-      device with ImageNet's statistics; float images are taken as already normalised.
+class Criterion(nn.Module):
+    """The training loss: cross-entropy over the labelled pixels (VOC's void, 255, ignored), plus
+    `aux_weight` times the same loss of the auxiliary head when the model has one (torchvision's
+    reference training weighs it 0.5). Computed in fp32 whatever the forward pass ran in."""
 
-    The returned loss is detached and, under DDP, the mean over processes. A NaN or infinite
-    loss raises FloatingPointError before anything is updated.
+    def __init__(self, aux_weight: float = 0.5, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        self.aux_weight = aux_weight
+        self.cross_entropy = nn.CrossEntropyLoss(ignore_index=ignore_index)
+
+    def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        loss = self.cross_entropy(outputs["out"].float(), targets)  # (N, C, H, W) vs (N, H, W)
+        if "aux" in outputs:
+            loss = loss + self.aux_weight * self.cross_entropy(outputs["aux"].float(), targets)
+        return loss
+
+
+class TrainStep:
+    """`step(images, targets) -> loss`: forward, backward and, every `accumulation` calls, an
+    optimiser update. The returned loss is detached and, under DDP, the mean over processes; a
+    NaN or infinite loss raises FloatingPointError before anything is updated.
+
+    Args:
+        amp, channels_last: "auto" (timed at the first call, see `deeplab_kit.fastpath`) or an
+            explicit setting; `path` instead fixes both (a resumed run passes its own).
+        criterion: a `Criterion` unless given.
+        scaler: a GradScaler, made here for fp16 (CUDA only) unless given.
     """
-    device = resolve_device(device)
-    dtype = amp_dtype(device, amp)
-    if scaler is None:
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    if criterion is None:
-        criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    if not isinstance(model, DistributedDataParallel):  # a DDP model is placed before wrapping
-        model.to(device, memory_format=memory_format)  # in place: the optimizer's tensors stay
-    if device.type == "cuda" and not torch.backends.cudnn.deterministic:
-        torch.backends.cudnn.benchmark = True
-    calls = 0
 
-    def step(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        nonlocal calls
-        images = model_input(images, device, memory_format)  # (N, 3, H, W)
-        targets = targets.to(device, non_blocking=True)  # (N, H, W)
-        last = (calls + 1) % accumulation == 0
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        device: str | torch.device,
+        amp: str = "auto",
+        channels_last: bool | str = "auto",
+        path: Path | None = None,
+        criterion: nn.Module | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        accumulation: int = 1,
+    ) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.device = resolve_device(device)
+        self.criterion = criterion if criterion is not None else Criterion()
+        self.accumulation = accumulation
+        self.calls = 0
+        self.choice: Choice | None = None
+        self.scaler = scaler
+        if path:
+            self.paths = [path]
+        elif self.device.type == "cuda":
+            self.paths = [fastpath.cuda_rule(self.device, amp, channels_last)]
+        else:
+            self.paths = fastpath.candidates(self.device, amp, channels_last)
+        if len(self.paths) == 1:
+            how = "rule" if self.device.type == "cuda" and not path and amp == "auto" else "given"
+            self._take(Choice(self.paths[0], how))
+        if self.device.type == "cuda" and not torch.backends.cudnn.deterministic:
+            torch.backends.cudnn.benchmark = True
+
+    @property
+    def path(self) -> Path | None:
+        return self.choice.path if self.choice else None
+
+    def resolve(self, images: torch.Tensor, targets: torch.Tensor) -> Choice:
+        """Choose the path now, timing the candidates on this batch when needed (the first call
+        does it with its own batch)."""
+        if self.choice is None:
+            self._take(self._probe(images, targets))
+        return self.choice
+
+    def _take(self, choice: Choice) -> None:
+        self.choice = choice
+        if self.scaler is None:  # loss scaling for fp16 only (bf16 has fp32's range)
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=choice.path.amp == "fp16")
+        if not isinstance(self.model, DistributedDataParallel):  # DDP's module is placed first
+            # in place: the optimizer's tensors stay the same objects
+            self.model.to(self.device, memory_format=choice.path.memory_format)
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.choice is None:
+            self.resolve(images, targets)
+        path = self.choice.path
+        images = model_input(images, self.device, path.memory_format)  # (N, 3, H, W)
+        targets = targets.to(self.device, non_blocking=True)  # (N, H, W)
+        last = (self.calls + 1) % self.accumulation == 0
         # Under DDP, gradients are averaged across processes only on the last accumulated batch.
-        ddp_accumulating = isinstance(model, DistributedDataParallel) and not last
-        with model.no_sync() if ddp_accumulating else contextlib.nullcontext():
-            with autocast(device, dtype):
-                outputs = model(images)
-            loss = criterion(outputs["out"].float(), targets)  # the loss in fp32
-            if "aux" in outputs:
-                loss = loss + aux_weight * criterion(outputs["aux"].float(), targets)
-            observed = distributed.mean(loss.detach())  # every process sees the same value
+        accumulating = isinstance(self.model, DistributedDataParallel) and not last
+        with self.model.no_sync() if accumulating else contextlib.nullcontext():
+            with autocast(self.device, path.dtype):
+                outputs = self.model(images)
+            loss = self.criterion(outputs, targets)
+            observed = loss.detach()
+            if isinstance(self.model, DistributedDataParallel):
+                observed = distributed.mean(observed)  # every process sees the same value
             if not torch.isfinite(observed):
                 raise FloatingPointError(f"the loss is {observed.item()}")
-            scaler.scale(loss / accumulation).backward()
-        calls += 1
+            self.scaler.scale(loss / self.accumulation).backward()
+        self.calls += 1
         if last:
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
         return observed
 
-    step.scaler = scaler
-    return step
+    # --- choosing the path ---------------------------------------------------------------
+
+    def _probe(self, images: torch.Tensor, targets: torch.Tensor) -> Choice:
+        """Time a few steps of a copy of the model on this batch in each candidate path (rank 0
+        under DDP, which then tells the others)."""
+        net = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        shape = list(images.shape)
+        model = getattr(net, "config", type(net).__name__)
+        key = fastpath.cache_key(self.device, mode="train", shape=shape, model=model,
+                                 optimizer=type(self.optimizer).__name__)  # fmt: skip
+        choice = None
+        if distributed.rank() == 0:
+            with torch.random.fork_rng(devices=[]):
+                run = _train_probe(net, self.optimizer, self.criterion, self.device, images,
+                                   targets)  # fmt: skip
+                choice = fastpath.choose(key, self.paths, run,
+                                         about={"mode": "train", "shape": shape, "model": model})
+        return distributed.from_main(choice)
 
 
-# --- building the pieces of a run ----------------------------------------------------------
+def probe_batch(batch_size: int, size: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch of a run's shape, to choose its path before the first real batch: uint8
+    images (N, 3, size, size) and labels (N, size, size) below `num_classes`."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8,
+                           generator=generator)  # fmt: skip
+    return images, torch.randint(0, num_classes, (batch_size, size, size), generator=generator)
+
+
+def _train_probe(net, optimizer, criterion, device, images, targets):
+    """`run(path) -> (seconds per step, the first steps' losses)` for `fastpath.choose`: a copy
+    of the model and of the optimizer (same groups and settings) trains on `images, targets`,
+    every path from the same weights with the same dropout masks."""
+
+    def run(path: Path) -> tuple[float, torch.Tensor]:
+        copied = copy.deepcopy(net).train()
+        step = TrainStep(copied, _same_optimizer(optimizer, net, copied), device=device,
+                         path=path, criterion=criterion)  # fmt: skip
+        losses: list[torch.Tensor] = []
+
+        def one_step() -> None:
+            torch.manual_seed(len(losses))  # the same dropout masks in every path
+            losses.append(step(images, targets))
+
+        seconds = fastpath.median_seconds(one_step, device)
+        return seconds, torch.stack(losses[:PROBE_STEPS]).float().cpu()
+
+    return run
+
+
+def _same_optimizer(optimizer, original: nn.Module, copied: nn.Module):
+    """A fresh optimizer of `optimizer`'s class over `copied`'s parameters, group by group."""
+    position = {id(p): k for k, p in enumerate(original.parameters())}
+    params = list(copied.parameters())
+    groups = [
+        {**{k: v for k, v in group.items() if k != "params"},
+         "params": [params[position[id(p)]] for p in group["params"]]}
+        for group in optimizer.param_groups
+    ]  # fmt: skip
+    return type(optimizer)(groups)  # every group carries all its settings
+
+
+# --- randomness --------------------------------------------------------------------------
 
 
 @contextmanager

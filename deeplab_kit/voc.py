@@ -40,7 +40,7 @@ def save_mask(labels, path) -> None:
     of its evaluation server), written atomically (`runs.atomic_write`)."""
     from PIL import Image
 
-    from deeplab_kit.runs import atomic_write
+    from deeplab_kit.files import atomic_write
 
     image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))  # mode "L"
     image.putpalette(VOC_PALETTE.tobytes())  # -> mode "P", same indices

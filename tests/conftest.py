@@ -14,3 +14,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def path_cache(tmp_path_factory):
+    """The fast-path choices of this test session go to a folder of its own, not the user's
+    cache: every session starts without them (and times what it needs once)."""
+    folder = tmp_path_factory.mktemp("fast-paths")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEEPLAB_KIT_CACHE_DIR", str(folder))
+        yield folder

@@ -19,7 +19,7 @@ from deeplab_kit.cli import main
 from deeplab_kit.config import RunConfig
 from deeplab_kit.engine import build_run_model
 from deeplab_kit.schedule import make_optimizer
-from deeplab_kit.step import make_train_step
+from deeplab_kit.step import TrainStep
 from deeplab_kit.synthetic import make_synthetic_voc
 
 # 4 generated 32-px images in batches of 2 (2 steps); at output stride 8 the map is 4 x 4, where
@@ -74,7 +74,7 @@ def _outputs_after_steps(config, rates, images, targets, steps=2):
     """The scores of the ablation model with `rates` after a few training steps on one batch."""
     config = config.replace(atrous_rates=rates)
     model = build_run_model(config, pretrained=False)
-    step = make_train_step(model, make_optimizer(model, config), device="cpu", amp="off",
+    step = TrainStep(model, make_optimizer(model, config), device="cpu", amp="off",
                            channels_last=False)  # fmt: skip
     for _ in range(steps):
         step(images, targets)

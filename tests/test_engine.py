@@ -23,7 +23,7 @@ from deeplab_kit.engine import TrainingDiverged, build_run_model, train
 from deeplab_kit.loader import make_loaders
 from deeplab_kit.model import build_model
 from deeplab_kit.schedule import make_scheduler
-from deeplab_kit.step import make_train_step
+from deeplab_kit.step import TrainStep
 from deeplab_kit.transforms import normalize
 from deeplab_kit.viz import read_history
 
@@ -102,7 +102,7 @@ def test_train_step_adds_the_aux_loss_at_torchvisions_weight():
         outputs = model(images)
         expected = criterion(outputs["out"], targets) + 0.5 * criterion(outputs["aux"], targets)
     before = [p.detach().clone() for p in model.parameters()]
-    step = make_train_step(
+    step = TrainStep(
         model,
         torch.optim.SGD(model.parameters(), lr=0.1),
         device="cpu",
@@ -115,6 +115,29 @@ def test_train_step_adds_the_aux_loss_at_torchvisions_weight():
         loss = step(images, targets)
     torch.testing.assert_close(loss, expected.detach())
     assert any(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
+
+
+def test_the_train_step_times_its_paths_on_a_copy_and_leaves_the_run_as_it_was():
+    torch.manual_seed(0)
+    model = build_model(**TINY_MODEL)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    targets = torch.randint(0, 3, (2, 32, 32))
+    rng = torch.get_rng_state()
+    step = TrainStep(model, optimizer, device="cpu")  # amp and channels_last "auto"
+    choice = step.resolve(images, targets)
+    assert choice.how in ("measured", "cached") and choice.path in step.paths
+    assert {str(p) for p in step.paths} == set(choice.seconds) | set(choice.excluded)
+    assert torch.equal(torch.get_rng_state(), rng)  # the probe drew from its own generator
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not optimizer.state  # the probe trained copies
+    layout = torch.channels_last if choice.path.channels_last else torch.contiguous_format
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=layout)
+    step(images, targets)
+    assert not torch.equal(before["classifier.4.weight"], model.state_dict()["classifier.4.weight"])
+    again = TrainStep(build_model(**TINY_MODEL), torch.optim.Adam(model.parameters()), device="cpu")
+    assert again.resolve(images, targets).how == "cached"
 
 
 def test_the_aux_head_learns_at_its_own_rate():
@@ -146,10 +169,10 @@ def test_accumulation_steps_every_k_batches_with_the_big_batch_gradient():
     torch.manual_seed(0)
     big, small = Pixelwise(), Pixelwise()
     small.load_state_dict(big.state_dict())
-    step_big = make_train_step(
+    step_big = TrainStep(
         big, torch.optim.SGD(big.parameters(), lr=0.5), device="cpu", amp="off"
     )
-    step_small = make_train_step(
+    step_small = TrainStep(
         small, torch.optim.SGD(small.parameters(), lr=0.5), device="cpu", amp="off", accumulation=2
     )
     initial = small.conv.weight.detach().clone()
@@ -168,7 +191,7 @@ def test_a_uint8_batch_is_normalised_on_the_device_exactly_as_the_loader_would()
     from_uint8, from_float = Pixelwise(), Pixelwise()
     from_float.load_state_dict(from_uint8.state_dict())
     losses = [
-        make_train_step(model, torch.optim.SGD(model.parameters(), lr=0.5), device="cpu")(
+        TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.5), device="cpu")(
             batch, targets
         )
         for model, batch in ((from_uint8, images), (from_float, normalize(images)))
@@ -198,7 +221,7 @@ def test_fixed_size_presets_load_uint8_and_padding_presets_load_floats(synthetic
 def test_a_nan_loss_raises_before_any_update():
     model = Pixelwise()
     before = model.conv.weight.detach().clone()
-    step = make_train_step(model, torch.optim.SGD(model.parameters(), lr=0.5), device="cpu")
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.5), device="cpu")
     with pytest.raises(FloatingPointError, match="nan"):
         step(torch.full((2, 3, 8, 8), float("nan")), torch.zeros(2, 8, 8, dtype=torch.int64))
     assert torch.equal(model.conv.weight, before) and model.conv.weight.grad is None
@@ -477,21 +500,14 @@ def test_a_failed_write_keeps_the_newest_good_checkpoint_and_says_so(tmp_path, m
 def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
     from deeplab_kit import engine
 
-    real = engine.make_train_step
-
-    def poisoning(model, *args, **kwargs):
-        step = real(model, *args, **kwargs)
-
-        def poisoned(images, targets):
-            loss = step(images, targets)
+    class Poisoning(engine.TrainStep):
+        def __call__(self, images, targets):
+            loss = super().__call__(images, targets)
             with torch.no_grad():
-                next(model.parameters())[0] = float("nan")
+                next(self.model.parameters())[0] = float("nan")
             return loss  # a finite loss: only the weights tell
 
-        poisoned.scaler = step.scaler
-        return poisoned
-
-    monkeypatch.setattr(engine, "make_train_step", poisoning)
+    monkeypatch.setattr(engine, "TrainStep", Poisoning)
     stepwise = RunConfig(**{**TINY_RUN, "checkpoint_every": 1})  # a checkpoint after each step
     with pytest.raises(TrainingDiverged, match="weight backbone.conv1.weight is NaN"):
         train(stepwise, tmp_path, progress=False, **DATA)

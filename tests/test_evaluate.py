@@ -8,8 +8,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from deeplab_kit.device import amp_dtype
 from deeplab_kit.evaluate import evaluate
+from deeplab_kit.fastpath import Path
 from deeplab_kit.transforms import normalize
 from deeplab_kit.voc import VOC_PALETTE
 
@@ -275,17 +275,17 @@ def test_runs_in_eval_and_inference_mode_and_restores_the_mode(was_training):
     assert model.seen[0]["inference_mode"] is True
 
 
-@pytest.mark.parametrize("amp,channels_last", [("auto", True), ("off", False)])
+@pytest.mark.parametrize("amp,channels_last", [("bf16", True), ("off", False)])
 def test_autocast_and_memory_format_follow_the_arguments(amp, channels_last):
     model = CoordModel()
     x = torch.randn(2, 3, 4, 8)
     batch = [(x, torch.zeros(2, 4, 8, dtype=torch.long))]
-    evaluate(model, batch, device=CPU, num_classes=3, amp=amp, channels_last=channels_last)
-    dtype = amp_dtype(CPU, amp)
-    assert model.seen[0]["autocast"] is (dtype is not None)
-    if dtype is not None:
-        assert model.seen[0]["autocast_dtype"] == dtype
+    result = evaluate(model, batch, device=CPU, num_classes=3, amp=amp, channels_last=channels_last)
+    assert model.seen[0]["autocast"] is (amp == "bf16")
+    if amp == "bf16":
+        assert model.seen[0]["autocast_dtype"] == torch.bfloat16
     assert model.seen[0]["channels_last"] is channels_last
+    assert result.choice.path == Path(amp, channels_last) and result.choice.how == "given"
 
 
 def test_uint8_batches_score_as_their_normalised_floats():

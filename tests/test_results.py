@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from deeplab_kit import provenance, results
+from deeplab_kit import machine, provenance, results
 from deeplab_kit.ablation import read_ablation, run_folder
 from deeplab_kit.cli import main
 from deeplab_kit.config import RECIPES
@@ -97,12 +97,25 @@ def test_a_configuration_the_code_would_not_run_is_stale(copy_of, monkeypatch):
 
 
 def test_retraining_the_first_epoch_matches_the_stored_history(capsys):
-    """Bit for bit where the CPU model and torch version are the provenance's, within the
-    stated tolerance elsewhere; it says which."""
+    """Bit for bit where the kernels (the machine's fingerprint) and torch version are the
+    provenance's, within the stated tolerance elsewhere; it says which."""
     record = json.loads((results.store("ablation") / "provenance.json").read_text())
     assert results.retrain_first_epoch(results.store("ablation")) == []
     said = capsys.readouterr().out
-    assert ("bit-exact" in said) == provenance.same_machine(record)
+    assert ("bit-exact" in said) == provenance.same_kernels(record)[0]
+
+
+def test_a_machine_with_the_same_model_name_but_other_flags_retrains_within_the_tolerance(
+    capsys, monkeypatch
+):
+    record = json.loads((results.store("ablation") / "provenance.json").read_text())
+    other = {**record["machine"], "isa": ["avx512f", "avx2"]}  # as stored, but no AMX or BF16
+    monkeypatch.setattr(machine, "fingerprint", lambda device="cpu": other)
+    same, why = provenance.same_kernels(record)
+    assert not same and why.startswith("same model name, other instruction sets")
+    assert results.retrain_first_epoch(results.store("ablation")) == []
+    said = capsys.readouterr().out
+    assert "matches, within" in said and "same model name, other instruction sets" in said
 
 
 def test_results_command(capsys):
