@@ -35,8 +35,9 @@ def main() -> None:
     def run(argv):
         return lambda: subprocess.run(argv, cwd=ROOT, capture_output=True, check=True)
 
-    medians = interleaved_medians({name: run(argv) for name, argv in COMMANDS.items()},
-                                  repeats=args.repeats)  # fmt: skip
+    medians = interleaved_medians(
+        {name: run(argv) for name, argv in COMMANDS.items()}, repeats=args.repeats
+    )
     torch_time = medians['python -c "import torch"']
     print("| command | median seconds | import torch / this |")
     print("|---|---|---|")

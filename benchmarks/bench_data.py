@@ -30,55 +30,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
 from benchmarks.common import print_header  # noqa: E402
-from deeplab_kit.data import VOCDataset  # noqa: E402
-from deeplab_kit.loader import make_loader  # noqa: E402
-from deeplab_kit.transforms import (
+from deeplab_kit.data.loader import make_loader  # noqa: E402
+from deeplab_kit.data.synthetic import make_voc_like_tree  # noqa: E402
+from deeplab_kit.data.transforms import (
     make_transforms,  # noqa: E402
     uint8_where_exact,  # noqa: E402
 )
-from deeplab_kit.voc import VOC_PALETTE  # noqa: E402
-
-VOC_LIKE_SIZES = ((500, 375), (375, 500), (500, 333), (500, 400), (486, 500))  # width, height
-
-
-def make_tree(root: Path, count: int, seed: int = 0) -> Path:
-    """A VOC 2012-format tree with `count` samples in split "train"."""
-    rng = np.random.default_rng(seed)
-    voc = root / "VOCdevkit" / "VOC2012"
-    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / folder).mkdir(parents=True, exist_ok=True)
-    ids = [f"2012_{i:06d}" for i in range(count)]
-    for i, sample_id in enumerate(ids):
-        width, height = VOC_LIKE_SIZES[i % len(VOC_LIKE_SIZES)]
-        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-        # A smooth background (gradients and waves), objects as ellipses with a void border.
-        phase = rng.uniform(0, 6.28, size=3)
-        image = np.stack(
-            [
-                127 + 80 * np.sin(x / rng.uniform(20, 90) + y / rng.uniform(20, 90) + p)
-                for p in phase
-            ],
-            axis=-1,
-        )
-        labels = np.zeros((height, width), dtype=np.uint8)
-        for _ in range(int(rng.integers(1, 4))):
-            cy, cx = rng.uniform(0.2, 0.8) * height, rng.uniform(0.2, 0.8) * width
-            ry, rx = rng.uniform(0.1, 0.3) * height, rng.uniform(0.1, 0.3) * width
-            inside = ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2
-            labels[inside <= 1.1] = 255
-            labels[inside <= 1.0] = rng.integers(1, 21)
-            image[inside <= 1.0] = (
-                rng.uniform(0, 255, size=3) + 20 * np.sin(x / 7)[inside <= 1.0, None]
-            )
-        image += rng.normal(0, 16, size=image.shape)  # photo-like texture: JPEGs near VOC's ~100 KB
-        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(
-            voc / "JPEGImages" / f"{sample_id}.jpg", quality=90
-        )
-        mask = Image.fromarray(labels)
-        mask.putpalette(VOC_PALETTE.tobytes())
-        mask.save(voc / "SegmentationClass" / f"{sample_id}.png")
-    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(ids) + "\n")
-    return root
+from deeplab_kit.data.voc import VOCDataset  # noqa: E402
 
 
 def epoch_rate(dataset: VOCDataset, epoch: int, batch_size: int, workers: int) -> float:
@@ -119,7 +77,7 @@ def main() -> None:
     output = "uint8 images" if not preset.normalize else "float32 images"
     with tempfile.TemporaryDirectory() as temp:
         start = time.perf_counter()
-        root = make_tree(Path(temp) / "voc", args.images)
+        root = make_voc_like_tree(Path(temp) / "voc", {"train": args.images})
         jpeg_kb = np.mean([p.stat().st_size for p in root.rglob("*.jpg")]) / 1024
         print(
             f"# data: {args.images} JPEG+PNG pairs at VOC-like sizes (mean JPEG {jpeg_kb:.0f} KB), "

@@ -22,12 +22,20 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from benchmarks.common import interleaved_medians, print_header  # noqa: E402
+from deeplab_kit.data.transforms import eval_collate, pad_collate  # noqa: E402
 from deeplab_kit.evaluate import evaluate  # noqa: E402
 from deeplab_kit.model import build_model  # noqa: E402
-from deeplab_kit.transforms import eval_collate, pad_collate  # noqa: E402
 
-SIZES = [(375, 500), (500, 375), (333, 500), (500, 333), (375, 500), (480, 360), (400, 500),
-         (281, 500)]  # fmt: skip
+SIZES = [
+    (375, 500),
+    (500, 375),
+    (333, 500),
+    (500, 333),
+    (375, 500),
+    (480, 360),
+    (400, 500),
+    (281, 500),
+]
 
 
 def main() -> None:
@@ -35,11 +43,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
-    print_header("bench_eval_batching: per-image evaluation vs padded batches",
-                 f"{len(SIZES)} images of VOC's sizes, DeepLabv3-ResNet50 OS16, batch {args.batch}")  # fmt: skip
+    print_header(
+        "bench_eval_batching: per-image evaluation vs padded batches",
+        f"{len(SIZES)} images of VOC's sizes, DeepLabv3-ResNet50 OS16, batch {args.batch}",
+    )
     generator = torch.Generator().manual_seed(0)
-    samples = [(torch.randn(3, h, w, generator=generator), torch.randint(0, 21, (h, w), generator=generator))
-               for h, w in SIZES]  # fmt: skip
+    samples = [
+        (
+            torch.randn(3, h, w, generator=generator),
+            torch.randint(0, 21, (h, w), generator=generator),
+        )
+        for h, w in SIZES
+    ]
     torch.manual_seed(0)
     model = build_model(num_classes=21).eval()
 
@@ -48,9 +63,12 @@ def main() -> None:
         return evaluate(model, loader, device="cpu", num_classes=21).confusion.matrix
 
     medians = interleaved_medians(
-        {"per image": lambda: run(eval_collate, args.batch),
-         "padded": lambda: run(pad_collate, args.batch)}, repeats=args.repeats,
-    )  # fmt: skip
+        {
+            "per image": lambda: run(eval_collate, args.batch),
+            "padded": lambda: run(pad_collate, args.batch),
+        },
+        repeats=args.repeats,
+    )
     print("| way | median seconds per pass | padded / this |")
     print("|---|---|---|")
     for name, seconds in medians.items():

@@ -11,7 +11,7 @@ with the same batch, input size, Adam (lr 1e-4) and cross-entropy ignoring 255.
 - train, kit <path>: `step.TrainStep` fixed to each candidate path (fp32 or bf16 autocast,
   contiguous or channels_last), with the kit's optimizer (`schedule.make_optimizer`).
 - train, kit default: `step.TrainStep` with its defaults, amp and channels_last "auto": the path
-  the kit times and picks on this machine (`deeplab_kit.fastpath`; the choice is made before
+  the kit times and picks on this machine (`deeplab_kit.training.fastpath`; the choice is made before
   the timed rounds, and printed).
 - eval, plain: `torch.no_grad`, fp32, forward, argmax, a bincount confusion matrix.
 - eval, kit: `evaluate.evaluate(model, batches, device=...)` with its defaults (inference mode,
@@ -36,13 +36,13 @@ from torchvision.models.segmentation import deeplabv3_resnet50
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from benchmarks.common import interleaved_medians, print_header  # noqa: E402
-from deeplab_kit import fastpath  # noqa: E402
-from deeplab_kit.config import RunConfig  # noqa: E402
-from deeplab_kit.device import resolve_device  # noqa: E402
 from deeplab_kit.evaluate import evaluate  # noqa: E402
 from deeplab_kit.model import from_preset  # noqa: E402
-from deeplab_kit.schedule import make_optimizer  # noqa: E402
-from deeplab_kit.step import TrainStep  # noqa: E402
+from deeplab_kit.training import fastpath  # noqa: E402
+from deeplab_kit.training.config import RunConfig  # noqa: E402
+from deeplab_kit.training.device import resolve_device  # noqa: E402
+from deeplab_kit.training.schedule import make_optimizer  # noqa: E402
+from deeplab_kit.training.step import TrainStep  # noqa: E402
 
 NUM_CLASSES, IGNORE = 21, 255
 
@@ -183,8 +183,10 @@ def main() -> None:
         if name != "plain":
             report(f"train, {name}", {"plain": seconds["plain"], "kit": seconds[name]}, args.batch)
     fastest = min(seconds[name] for name in steps if name.startswith("kit "))
-    print(f"kit default: {seconds['kit default'] / fastest - 1:+.1%} against the fastest kit "
-          f"path; {seconds['plain'] / seconds['kit default']:.2f}x the plain step")
+    print(
+        f"kit default: {seconds['kit default'] / fastest - 1:+.1%} against the fastest kit "
+        f"path; {seconds['plain'] / seconds['kit default']:.2f}x the plain step"
+    )
 
     batches = [make_batch(args.batch, args.size, seed=i) for i in range(args.eval_batches)]
     seconds = interleaved_medians(eval_passes(device, batches), args.repeats)
@@ -193,8 +195,18 @@ def main() -> None:
     if not args.skip_memory:
         peaks = {}
         for side in ("plain", "kit"):
-            command = [sys.executable, __file__, "--memory-child", side, "--batch", str(args.batch),
-                       "--size", str(args.size), "--device", str(device)]  # fmt: skip
+            command = [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                side,
+                "--batch",
+                str(args.batch),
+                "--size",
+                str(args.size),
+                "--device",
+                str(device),
+            ]
             peaks[side] = json.loads(
                 subprocess.run(command, capture_output=True, text=True, check=True).stdout
             )

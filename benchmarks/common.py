@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from deeplab_kit import machine
+from deeplab_kit.training import machine
 
 
 def print_header(title: str, *extra: str, versions: dict[str, str] | None = None) -> None:
@@ -23,8 +23,12 @@ def print_header(title: str, *extra: str, versions: dict[str, str] | None = None
     print(f"# kernels: ATen {machine.cpu_capability()}, oneDNN {machine.onednn_version()}")
     if torch.cuda.is_available():
         print(f"# gpu: {torch.cuda.get_device_name()}")
-    software = {"python": platform.python_version(), "torch": torch.__version__,
-                "torchvision": torchvision.__version__, **(versions or {})}  # fmt: skip
+    software = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        **(versions or {}),
+    }
     print("# " + ", ".join(f"{name} {version}" for name, version in software.items()))
     for line in extra:
         print(f"# {line}")

@@ -33,16 +33,16 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
 from benchmarks.common import print_header  # noqa: E402
-from deeplab_kit.device import amp_dtype, autocast  # noqa: E402
-from deeplab_kit.model import build_model  # noqa: E402
-from deeplab_kit.synthetic import make_synthetic_voc  # noqa: E402
-from deeplab_kit.voc import (  # noqa: E402
+from deeplab_kit.data.classes import (  # noqa: E402
     IGNORE_INDEX,
     IMAGENET_MEAN,
     IMAGENET_STD,
     NUM_CLASSES,
     VOC_CLASSES,
 )
+from deeplab_kit.data.synthetic import make_synthetic_voc  # noqa: E402
+from deeplab_kit.model import build_model  # noqa: E402
+from deeplab_kit.training.device import amp_dtype, autocast  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,8 +64,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw")
     p.add_argument("--lr", type=float, default=6e-3, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--schedule", choices=["onecycle", "poly", "cosine", "constant"],
-                   default="onecycle")  # fmt: skip
+    p.add_argument(
+        "--schedule", choices=["onecycle", "poly", "cosine", "constant"], default="onecycle"
+    )
     p.add_argument("--warmup", type=float, default=0.1, help="onecycle: fraction rising")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=16)
@@ -148,15 +149,22 @@ def main() -> None:
     root = make_synthetic_voc(args.data, args.train, args.val, args.size, args.seed)
     train_x, train_y = load_split(root, "train")
     val_x, val_y = load_split(root, "val")
-    print(f"data: {len(train_x)} train, {len(val_x)} val at {args.size}px "
-          f"in {time.perf_counter() - start:.1f} s")  # fmt: skip
+    print(
+        f"data: {len(train_x)} train, {len(val_x)} val at {args.size}px "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
 
     torch.manual_seed(args.seed)
     model = build_model(
-        backbone=args.backbone, backbone_width=args.width, output_stride=args.output_stride,
-        atrous_rates=args.rates, aspp_channels=args.aspp_channels, decoder=args.decoder,
-        image_pooling=not args.no_image_pooling, aspp_dropout=args.aspp_dropout,
-    )  # fmt: skip
+        backbone=args.backbone,
+        backbone_width=args.width,
+        output_stride=args.output_stride,
+        atrous_rates=args.rates,
+        aspp_channels=args.aspp_channels,
+        decoder=args.decoder,
+        image_pooling=not args.no_image_pooling,
+        aspp_dropout=args.aspp_dropout,
+    )
     model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     if args.optimizer == "sgd":
@@ -168,19 +176,27 @@ def main() -> None:
         optimizer = kind(model.parameters(), args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = len(train_x) // args.batch  # drop_last: every batch the same shape
     schedule = make_schedule(optimizer, args.schedule, steps_per_epoch * args.epochs, args.warmup)
-    print(f"model: {args.backbone} width {args.width} OS{args.output_stride} rates {args.rates} "
-          f"aspp {args.aspp_channels} decoder {args.decoder}, {params / 1e6:.1f}M parameters; "
-          f"{args.optimizer} lr {args.lr} {args.schedule}, batch {args.batch}, "
-          f"{args.epochs} epochs of {steps_per_epoch} steps, amp {dtype}")  # fmt: skip
+    print(
+        f"model: {args.backbone} width {args.width} OS{args.output_stride} rates {args.rates} "
+        f"aspp {args.aspp_channels} decoder {args.decoder}, {params / 1e6:.1f}M parameters; "
+        f"{args.optimizer} lr {args.lr} {args.schedule}, batch {args.batch}, "
+        f"{args.epochs} epochs of {steps_per_epoch} steps, amp {dtype}"
+    )
 
     train_seconds = 0.0
     for epoch in range(args.epochs):
         model.train()
         tic = time.perf_counter()
-        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(
-            args.seed * 100_003 + epoch))  # fmt: skip
-        flips = torch.rand(len(train_x), generator=torch.Generator().manual_seed(
-            args.seed * 100_003 + epoch + 50_000)) < 0.5  # fmt: skip
+        order = torch.randperm(
+            len(train_x), generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+        )
+        flips = (
+            torch.rand(
+                len(train_x),
+                generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch + 50_000),
+            )
+            < 0.5
+        )
         losses = []
         for step in range(steps_per_epoch):
             index = order[step * args.batch : (step + 1) * args.batch]
@@ -201,18 +217,25 @@ def main() -> None:
         confusion = evaluate(model, val_x, val_y, dtype, args.batch)
         score = miou(confusion)
         fit = miou(evaluate(model, train_x[: len(val_x)], train_y[: len(val_x)], dtype, args.batch))
-        print(f"epoch {epoch + 1:3d}  loss {np.mean(losses):.3f}  train mIoU {fit:.3f}  "
-              f"val mIoU {score:.3f}  "
-              f"train {train_seconds:6.1f} s  eval {time.perf_counter() - tic:4.1f} s  "
-              f"total {time.perf_counter() - start:6.1f} s", flush=True)  # fmt: skip
+        print(
+            f"epoch {epoch + 1:3d}  loss {np.mean(losses):.3f}  train mIoU {fit:.3f}  "
+            f"val mIoU {score:.3f}  "
+            f"train {train_seconds:6.1f} s  eval {time.perf_counter() - tic:4.1f} s  "
+            f"total {time.perf_counter() - start:6.1f} s",
+            flush=True,
+        )
         if args.budget and train_seconds > args.budget:
             print(f"budget of {args.budget:.0f} s reached")
             break
     if args.save:
         torch.save({"model": model.state_dict(), "confusion": confusion}, args.save)
     ious = class_iou(confusion)
-    print("val IoU per class: " + ", ".join(
-        f"{name} {iou:.2f}" for name, iou in zip(VOC_CLASSES, ious.tolist(), strict=True)))  # fmt: skip
+    print(
+        "val IoU per class: "
+        + ", ".join(
+            f"{name} {iou:.2f}" for name, iou in zip(VOC_CLASSES, ious.tolist(), strict=True)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,18 @@
 """The dilated ResNet under DeepLabv3: torchvision's ResNet with its later strides traded for
-dilation (output stride 8, 16 or 32), optional multi-grid rates in layer4, optional cascaded
-copies of block4 (the paper's block5..block7), narrow widths for CPUs, ImageNet weights.
+dilation (output stride 8, 16 or 32), optional multi-grid rates, optional cascaded copies of
+block4 (the paper's block5..block7, for its "going deeper" experiment, where the output stride
+can go up to 256), narrow widths for CPUs, ImageNet weights.
 
     features = build_backbone("resnet50", output_stride=16, multi_grid=(1, 2, 4))
     features(images)    # {"low": layer1, "aux": layer3, "out": the last stage}
+    stage_plan("resnet50", 16, None, 3)   # every block's (stride, dilation), layer1..layer7
+
+The rule (the paper's Section 3.1): going down the stages, every stage strides by 2 (the
+original ResNet) until the output stride is reached; from there on a stage keeps its
+resolution and dilates instead, each at twice the previous stage's rate. Layers 2-4 follow
+torchvision's `replace_stride_with_dilation` (the first block of a dilated stage keeps the
+previous rate), so torchvision's weights behave as trained; in the cascaded copies every block
+takes its stage's rate, times its multi-grid unit rate.
 """
 
 from __future__ import annotations
@@ -26,9 +35,54 @@ IMAGENET_WEIGHTS = {
     "resnet50": tv_resnet.ResNet50_Weights.IMAGENET1K_V1,
     "resnet101": tv_resnet.ResNet101_Weights.IMAGENET1K_V1,
 }
-# Which of layer2..layer4 trade their stride for dilation, per output stride (torchvision's flag).
-STRIDE_TO_DILATION = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
-MAX_EXTRA_BLOCKS = 3
+MAX_EXTRA_BLOCKS = 3  # block5..block7
+STEM_STRIDE = 4  # conv1 and the max pool
+
+
+def output_strides(extra_blocks: int = 0) -> tuple[int, ...]:
+    """The output strides a backbone with `extra_blocks` cascaded blocks can have: 8 up to
+    32 x 2^extra_blocks (256 with block7: no atrous convolution at all)."""
+    return tuple(2**k for k in range(3, 6 + extra_blocks))
+
+
+def check_output_stride(output_stride: int, extra_blocks: int = 0) -> None:
+    reachable = output_strides(extra_blocks)
+    if output_stride not in reachable:
+        deepest = f"block{4 + extra_blocks}"
+        raise ValueError(
+            f"output_stride {output_stride!r} cannot be reached with {deepest} "
+            f"(extra_blocks={extra_blocks}): choose one of {list(reachable)}"
+            + ("; 64 and more need cascaded blocks (extra_blocks)" if output_stride > 32 else "")
+        )
+
+
+def stage_plan(
+    backbone: str, output_stride: int, multi_grid: Sequence[int] | None, extra_blocks: int
+) -> list[tuple[str, list[tuple[int, int]]]]:
+    """(stage name, [(stride, dilation) of each block's 3x3 conv]) for layer1..layer(4 + extra).
+
+    Multi-grid (unit rates, one per block of block4) multiplies the stage rate of layer4 and
+    of every cascaded block, block by block.
+    """
+    check_output_stride(output_stride, extra_blocks)
+    counts = (*BACKBONE_BLOCKS[backbone], *(BACKBONE_BLOCKS[backbone][3],) * extra_blocks)
+    plan = [("layer1", [(1, 1)] * counts[0])]
+    stride, rate = STEM_STRIDE, 1
+    for index, count in enumerate(counts[1:], start=2):
+        previous = rate
+        if stride < output_stride:  # this stage still strides
+            stride *= 2
+            blocks = [(2, rate)] + [(1, rate)] * (count - 1)
+        else:  # it keeps the resolution and dilates, at twice the previous stage's rate
+            rate *= 2
+            first = previous if index <= 4 else rate  # torchvision's rule in layer2..layer4
+            blocks = [(1, first)] + [(1, rate)] * (count - 1)
+        if index >= 4 and multi_grid is not None:
+            blocks = [
+                (step, rate * unit) for (step, _), unit in zip(blocks, multi_grid, strict=True)
+            ]
+        plan.append((f"layer{index}", blocks))
+    return plan
 
 
 class Backbone(nn.Module):
@@ -67,19 +121,24 @@ class Backbone(nn.Module):
         low = self.layer1(x)  # (N, 256, H/4, W/4)
         x = self.layer2(low)  # (N, 512, H/8, W/8)
         aux = self.layer3(x)  # (N, 1024, H/8 or H/16, ...)
-        x = self.layer4(aux)  # (N, 2048, H/OS, W/OS)
+        x = self.layer4(aux)  # (N, 2048, H/OS, W/OS) without cascaded blocks
         for index in range(5, 5 + self.num_extra_layers):
-            x = getattr(self, f"layer{index}")(x)  # cascaded blocks keep the resolution
+            x = getattr(self, f"layer{index}")(x)  # block5..: (N, 2048, H/OS, W/OS) at the end
         return {"low": low, "aux": aux, "out": x}
 
 
 def build_backbone(
-    backbone: str, output_stride: int, multi_grid: Sequence[int] | None, extra_blocks: int,
-    width: int, pretrained: bool | str | Path,
-) -> Backbone:  # fmt: skip
+    backbone: str,
+    output_stride: int,
+    multi_grid: Sequence[int] | None,
+    extra_blocks: int,
+    width: int,
+    pretrained: bool | str | Path,
+) -> Backbone:
     """The backbone `build_model` describes (its arguments of the same names, checked there)."""
     blocks = BACKBONE_BLOCKS[backbone]
-    dilate = STRIDE_TO_DILATION[output_stride]
+    plan = stage_plan(backbone, output_stride, multi_grid, extra_blocks)
+    dilate = [units[0][0] == 1 for _, units in plan[1:4]]  # layer2..layer4 that do not stride
     resnet = tv_resnet.ResNet(
         tv_resnet.Bottleneck, list(blocks), replace_stride_with_dilation=dilate
     )
@@ -87,16 +146,10 @@ def build_backbone(
         _make_narrow(resnet, width, blocks, dilate)
     if pretrained is not False:
         _load_backbone_weights(resnet, backbone, pretrained)
-
-    layer4_rate = 32 // output_stride  # layer4's dilation once its stride is removed
-    if multi_grid is not None:
-        for block, unit_rate in zip(resnet.layer4, multi_grid, strict=True):
-            _set_dilation(block, layer4_rate * unit_rate)
-    unit_rates = multi_grid or (1,) * blocks[3]
-    extra = [
-        _extra_layer(blocks[3], unit_rates, layer4_rate * 2**k, width)
-        for k in range(1, extra_blocks + 1)
-    ]
+    if multi_grid is not None:  # layer4's rates as the plan has them
+        for block, (_, rate) in zip(resnet.layer4, plan[3][1], strict=True):
+            _set_dilation(block, rate)
+    extra = [_extra_layer(units, width) for _, units in plan[4:]]
     return Backbone(resnet, extra)
 
 
@@ -116,15 +169,23 @@ def _init_like_resnet(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _extra_layer(
-    num_blocks: int, unit_rates: Sequence[int], stage_rate: int, width: int
-) -> nn.Sequential:
-    """One cascaded copy of block4 (same channels in and out, no stride), dilated 3x3 convs."""
+def _extra_layer(units: Sequence[tuple[int, int]], width: int) -> nn.Sequential:
+    """One cascaded copy of block4 (the same channels in and out): bottlenecks with the plan's
+    (stride, dilation); a striding first block gets a 1x1 stride-2 shortcut, as in ResNet."""
     channels = 8 * width * tv_resnet.Bottleneck.expansion  # 2048 at width 64
-    blocks = [
-        tv_resnet.Bottleneck(channels, 8 * width, dilation=stage_rate * unit_rates[i])
-        for i in range(num_blocks)
-    ]
+    blocks = []
+    for stride, dilation in units:
+        shortcut = None
+        if stride != 1:
+            shortcut = nn.Sequential(
+                nn.Conv2d(channels, channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(channels),
+            )
+        blocks.append(
+            tv_resnet.Bottleneck(
+                channels, 8 * width, stride=stride, downsample=shortcut, dilation=dilation
+            )
+        )
     layer = nn.Sequential(*blocks)
     _init_like_resnet(layer)
     return layer

@@ -18,8 +18,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with errors in one line that name the close matches and point to --help."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {_short(message)}{_suggestion(message, self)}; "
-                     f"see {self.prog} --help\n")  # fmt: skip
+        self.exit(
+            2,
+            f"{self.prog}: error: {_short(message)}{_suggestion(message, self)}; "
+            f"see {self.prog} --help\n",
+        )
 
 
 def _suggestion(message: str, parser: argparse.ArgumentParser) -> str:
@@ -32,8 +35,12 @@ def _suggestion(message: str, parser: argparse.ArgumentParser) -> str:
         if not unknown:
             return ""
         typed = unknown[1]
-        known = [option for each in _parsers(parser) for action in each._actions
-                 for option in action.option_strings]  # fmt: skip
+        known = [
+            option
+            for each in _parsers(parser)
+            for action in each._actions
+            for option in action.option_strings
+        ]
     close = difflib.get_close_matches(typed, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -58,15 +65,23 @@ def main(argv: list[str] | None = None) -> int:
         description="DeepLabv3 on PASCAL VOC 2012: data, training in sessions, evaluation, demo.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_synth, _add_download, _add_train, _add_evaluate, _add_ablation,
-                _add_results, _add_recipes):  # fmt: skip
+    for add in (
+        _add_demo,
+        _add_synth,
+        _add_download,
+        _add_train,
+        _add_evaluate,
+        _add_ablation,
+        _add_results,
+        _add_recipes,
+    ):
         add(commands)
     args = parser.parse_args(argv)
     warnings.formatwarning = _warning_line
     try:
         return int(args.run(args) or 0)
     except NotImplementedError as error:  # an op without a kernel on Apple's GPU, say
-        from deeplab_kit.device import mps_missing_kernel
+        from deeplab_kit.training.device import mps_missing_kernel
 
         if mps_missing_kernel(error) is None:
             raise
@@ -89,7 +104,7 @@ def _one_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.filename:
         return f"{error.filename}: {error.strerror or error}"
     if "MPS" in str(error):  # (imports torch only then: most errors come before it loads)
-        from deeplab_kit.device import mps_missing_kernel
+        from deeplab_kit.training.device import mps_missing_kernel
 
         return mps_missing_kernel(error) or str(error)
     return str(error)
@@ -99,7 +114,8 @@ def _one_line(error: BaseException) -> str:
 
 
 def _add_demo(commands) -> None:
-    from deeplab_kit.config import add_arguments
+    from deeplab_kit.data.synthetic import DEFAULT_ROOT
+    from deeplab_kit.training.config import add_arguments
 
     parser = commands.add_parser(
         "demo",
@@ -112,8 +128,8 @@ def _add_demo(commands) -> None:
     parser.add_argument(
         "--data",
         dest="data_root",
-        default="data/synthetic",
-        help="synthetic dataset folder, made if absent (default: data/synthetic)",
+        default=DEFAULT_ROOT,
+        help=f"synthetic dataset folder, made if absent (default: {DEFAULT_ROOT})",
     )
     parser.add_argument("--train", type=int, dest="num_train", help="training images to generate")
     parser.add_argument("--val", type=int, dest="num_val", help="validation images to generate")
@@ -122,8 +138,8 @@ def _add_demo(commands) -> None:
     add_arguments(parser, exclude=("data_root",))
 
     def run(args) -> int:
-        from deeplab_kit.config import RunConfig, overrides_from_arguments
-        from deeplab_kit.demo import run_demo
+        from deeplab_kit.course.demo import run_demo
+        from deeplab_kit.training.config import RunConfig, overrides_from_arguments
 
         config = RunConfig.from_recipe("demo", **overrides_from_arguments(args))
         data = {
@@ -155,7 +171,7 @@ def _add_synth(commands) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="K", help="random seed")
 
     def run(args) -> None:
-        from deeplab_kit.synthetic import make_synthetic_voc
+        from deeplab_kit.data.synthetic import make_synthetic_voc
 
         root = make_synthetic_voc(args.out, args.train, args.val, args.size, args.seed)
         print(
@@ -181,7 +197,7 @@ def _add_download(commands) -> None:
     parser.add_argument("--root", default="data", help="folder to download into (default: data)")
 
     def run(args) -> None:
-        from deeplab_kit.download import download
+        from deeplab_kit.data.download import download
 
         print(f"{args.dataset}: ready in {download(args.dataset, args.root)}")
 
@@ -192,7 +208,7 @@ def _add_download(commands) -> None:
 
 
 def _add_train(commands) -> None:
-    from deeplab_kit.config import RECIPES, add_arguments
+    from deeplab_kit.training.config import RECIPES, add_arguments
 
     parser = commands.add_parser(
         "train",
@@ -211,16 +227,17 @@ def _add_train(commands) -> None:
         help="starting values (default: report; `python -m deeplab_kit recipes` shows them)",
     )
     parser.add_argument(
-        "--extend", action="store_true",
+        "--extend",
+        action="store_true",
         help="resuming a poly or cosine run with another --epochs: stretch its schedule over "
         "the new length (without it, such a change is refused)",
-    )  # fmt: skip
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_arguments(parser)
 
     def run(args) -> int:
-        from deeplab_kit.config import RunConfig, overrides_from_arguments
-        from deeplab_kit.engine import train
+        from deeplab_kit.training.config import RunConfig, overrides_from_arguments
+        from deeplab_kit.training.loop import train
 
         config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
         train(config, args.out, progress=not args.quiet, extend=args.extend)
@@ -233,7 +250,7 @@ def _add_train(commands) -> None:
 
 
 def _add_evaluate(commands) -> None:
-    from deeplab_kit.config import parse_value
+    from deeplab_kit.training.config import parse_value
 
     parser = commands.add_parser(
         "evaluate",
@@ -248,15 +265,20 @@ def _add_evaluate(commands) -> None:
     parser.add_argument("--out", help="write metrics.json and the metrics tables here")
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument(
-        "--protocol", default="original", choices=("original", "resized"),
+        "--protocol",
+        default="original",
+        choices=("original", "resized"),
         help="original: each image's own size and mask (default); resized: the masks resized "
         "as the validation preset resizes them",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--output-stride", type=int, choices=(8, 16, 32), metavar="N",
+        "--output-stride",
+        type=int,
+        choices=(8, 16, 32),
+        metavar="N",
         help="evaluate at this output stride (the paper: train at 16, evaluate at 8); dilations "
         "and ASPP rates scale with it",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--scales",
         type=lambda text: parse_value("eval_scales", text),
@@ -268,13 +290,18 @@ def _add_evaluate(commands) -> None:
         "--flip", action="store_true", help="also average horizontally flipped inputs"
     )
     parser.add_argument(
-        "--export-dir", metavar="DIR",
+        "--export-dir",
+        metavar="DIR",
         help="write one VOC palette PNG per image id at its original size (the evaluation "
         "server's format)",
-    )  # fmt: skip
+    )
     parser.add_argument("--batch-size", type=int, help="default: the run's")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    parser.add_argument(
+        "--amp",
+        choices=("auto", "bf16", "fp16", "off"),
+        help="precision (default: the path the run trained in; auto: the fastest, timed here)",
+    )
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -284,15 +311,24 @@ def _add_evaluate(commands) -> None:
 def _evaluate(args) -> int:
     from deeplab_kit.evaluate import evaluate_checkpoint
     from deeplab_kit.metrics import report_table
-    from deeplab_kit.runs import markdown_table
+    from deeplab_kit.training.run_files import markdown_table
 
     metrics = evaluate_checkpoint(
-        args.checkpoint, args.data, split=args.split, protocol=args.protocol,
-        output_stride=args.output_stride, scales=args.scales, flip=args.flip,
-        batch_size=args.batch_size, device=args.device, amp=args.amp,
-        num_workers=args.num_workers, out_dir=args.out, export_dir=args.export_dir,
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        protocol=args.protocol,
+        output_stride=args.output_stride,
+        scales=args.scales,
+        flip=args.flip,
+        batch_size=args.batch_size,
+        device=args.device,
+        amp=args.amp,
+        num_workers=args.num_workers,
+        out_dir=args.out,
+        export_dir=args.export_dir,
         progress=not args.quiet,
-    )  # fmt: skip
+    )
     print(
         f"{metrics['split']}, protocol {metrics['protocol']}, output stride "
         f"{metrics['output_stride']}, scales {metrics['scales']}, flip {metrics['flip']}"
@@ -307,7 +343,7 @@ def _evaluate(args) -> int:
 
 
 def _add_ablation(commands) -> None:
-    from deeplab_kit.config import RECIPES, add_arguments
+    from deeplab_kit.training.config import RECIPES, add_arguments
 
     parser = commands.add_parser(
         "ablation",
@@ -322,9 +358,11 @@ def _add_ablation(commands) -> None:
     )
     parser.add_argument("--out", required=True, help="folder for the runs and the table")
     parser.add_argument(
-        "--recipe", default="ablation", choices=sorted(RECIPES),
+        "--recipe",
+        default="ablation",
+        choices=sorted(RECIPES),
         help="starting values (default: ablation)",
-    )  # fmt: skip
+    )
     parser.add_argument("--only", nargs="+", metavar="LABEL", help="run only these of the settings")
     parser.add_argument(
         "--add",
@@ -340,9 +378,12 @@ def _add_ablation(commands) -> None:
         help="seeds to run each setting with (default: 0)",
     )
     parser.add_argument(
-        "--erf-images", type=int, default=0, metavar="N",
+        "--erf-images",
+        type=int,
+        default=0,
+        metavar="N",
         help="measure each model's effective receptive field on N validation images",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--prune", action="store_true", help="delete each run's checkpoints once finished"
     )
@@ -353,9 +394,9 @@ def _add_ablation(commands) -> None:
 
 
 def _ablation(args) -> int:
-    from deeplab_kit import provenance
-    from deeplab_kit.ablation import ABLATION_DATA, SETTINGS, run_ablation
-    from deeplab_kit.config import RunConfig, overrides_from_arguments
+    from deeplab_kit.course import provenance
+    from deeplab_kit.course.ablation import ABLATION_DATA, SETTINGS, run_ablation
+    from deeplab_kit.training.config import RunConfig, overrides_from_arguments
 
     settings = dict(SETTINGS)
     if args.only:
@@ -375,16 +416,21 @@ def _ablation(args) -> int:
         raise ValueError(f"--seeds {args.seeds!r}: expected K,K,... (integers)") from None
     config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
     if config.data_root is None and args.recipe == "ablation":
-        from deeplab_kit.synthetic import make_synthetic_voc
+        from deeplab_kit.data.synthetic import make_synthetic_voc
 
         config = config.replace(data_root="data/synthetic-ablation")
         make_synthetic_voc(config.data_root, **ABLATION_DATA)
     record = provenance.start(device=config.device if config.device != "auto" else "cpu")
     table = run_ablation(
-        settings, config, args.out, seeds=seeds, erf_images=args.erf_images,
-        progress=not args.quiet, keep_checkpoints=not args.prune,
+        settings,
+        config,
+        args.out,
+        seeds=seeds,
+        erf_images=args.erf_images,
+        progress=not args.quiet,
+        keep_checkpoints=not args.prune,
         provenance=provenance.finish(record),
-    )  # fmt: skip
+    )
     print(table.drop(columns=["valid per branch", "finished"]).to_string(index=False))
     return 0
 
@@ -409,7 +455,7 @@ def _add_results(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(args) -> int:
-        from deeplab_kit import results
+        from deeplab_kit.course import results
 
         if args.action == "list":
             print(results.listing().to_string())
@@ -421,8 +467,9 @@ def _add_results(commands) -> None:
             folder = results.make(args.name, command=command, progress=not args.quiet)
             print(f"stored in {folder}")
             return 0
-        problems = results.verify([args.name] if args.name else None,
-                                  retrain=not args.no_retrain, progress=not args.quiet)  # fmt: skip
+        problems = results.verify(
+            [args.name] if args.name else None, retrain=not args.no_retrain, progress=not args.quiet
+        )
         for problem in problems:
             print(f"mismatch: {problem}", file=sys.stderr)
         print("stored results hold" if not problems else f"{len(problems)} mismatch(es)")
@@ -444,7 +491,7 @@ def _add_recipes(commands) -> None:
     parser.add_argument("--all", action="store_true", help="also the fields all recipes share")
 
     def run(args) -> int:
-        from deeplab_kit.config import recipes_table
+        from deeplab_kit.training.config import recipes_table
 
         print(recipes_table(differing_only=not args.all))
         return 0

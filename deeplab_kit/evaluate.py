@@ -33,15 +33,28 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, IterableDataset, RandomSampler
 
 if TYPE_CHECKING:
-    from deeplab_kit.config import RunConfig
+    from deeplab_kit.training.config import RunConfig
 
 from tqdm.auto import tqdm
 
-from deeplab_kit import distributed, fastpath
-from deeplab_kit.device import autocast, resolve_device
+from deeplab_kit.backbone import output_strides
+from deeplab_kit.data.classes import IGNORE_INDEX, save_mask
+from deeplab_kit.data.loader import make_loader
+from deeplab_kit.data.transforms import eval_collate, model_input, transforms_for, uint8_where_exact
+from deeplab_kit.data.voc import VOCDataset
+from deeplab_kit.files import ensure_writable, write_json
 from deeplab_kit.metrics import ConfusionMatrix
-from deeplab_kit.transforms import model_input, transforms_for
-from deeplab_kit.voc import IGNORE_INDEX, save_mask
+from deeplab_kit.model import build_model
+from deeplab_kit.training import distributed, fastpath
+from deeplab_kit.training.checkpoint import (
+    BEST,
+    find_checkpoints,
+    load_checkpoint,
+    model_from_state,
+)
+from deeplab_kit.training.config import RunConfig
+from deeplab_kit.training.device import autocast, resolve_device
+from deeplab_kit.training.run_files import metrics_dict, read_confusion, write_tables
 
 PROTOCOLS = ("original", "resized")
 
@@ -89,7 +102,7 @@ def evaluate(
         scales: input scales; probabilities are averaged at the input resolution.
         flip: also average over the horizontally flipped input.
         amp, channels_last: "auto" (the fastest path that keeps accuracy, timed at the first
-            batch's shape and remembered, see deeplab_kit.fastpath) or explicit settings;
+            batch's shape and remembered, see deeplab_kit.training.fastpath) or explicit settings;
             `path` fixes both (training validates in its own path).
         criterion: e.g. nn.CrossEntropyLoss(ignore_index=255), mean-reduced. With one scale and no
             flip it sees the logits; otherwise the log of the averaged probabilities (so
@@ -157,8 +170,9 @@ def eval_path(model, device: torch.device, amp: str, channels_last, shape) -> fa
     paths = fastpath.candidates(device, amp, channels_last)
     if len(paths) == 1:
         return fastpath.Choice(paths[0], "given")
-    key = fastpath.cache_key(device, mode="eval", shape=list(shape),
-                             model=getattr(model, "config", type(model).__name__))  # fmt: skip
+    key = fastpath.cache_key(
+        device, mode="eval", shape=list(shape), model=getattr(model, "config", type(model).__name__)
+    )
     images = torch.randn(shape, generator=torch.Generator().manual_seed(0))
 
     def run(path: fastpath.Path) -> tuple[float, torch.Tensor]:
@@ -292,15 +306,22 @@ def scored_as(config: RunConfig, scales=(1.0,), flip: bool = False) -> dict:
     }
 
 
-def validate(net, loader, *, device, config: RunConfig, path, criterion=None, scales=(1.0,),
-             flip=False):  # fmt: skip
+def validate(
+    net, loader, *, device, config: RunConfig, path, criterion=None, scales=(1.0,), flip=False
+):
     """Evaluate on the validation loader in the training's `path`; under DDP each process
     scores its shard and `evaluate` pools the counts and the loss over all of them."""
     distributed.broadcast_buffers(net)  # every shard scored with rank 0's BN statistics
     return evaluate(
-        net, loader, device=device, num_classes=config.num_classes, scales=tuple(scales), flip=flip,
-        path=path, criterion=criterion,
-    )  # fmt: skip
+        net,
+        loader,
+        device=device,
+        num_classes=config.num_classes,
+        scales=tuple(scales),
+        flip=flip,
+        path=path,
+        criterion=criterion,
+    )
 
 
 def at_output_stride(model, output_stride: int):
@@ -308,19 +329,19 @@ def at_output_stride(model, output_stride: int):
     the strides of the later stages become dilations (or back), and the ASPP rates scale by
     old / new output stride ((6, 12, 18) at 16 become (12, 24, 36) at 8); multi-grid is kept.
     Returns a new model in the old one's mode; the parameters are copied, not shared."""
-    from deeplab_kit.backbone import STRIDE_TO_DILATION
-    from deeplab_kit.model import build_model
 
     config = dict(model.config)
     factor = config["output_stride"] / output_stride
     rates = tuple(rate * factor for rate in config["atrous_rates"])
-    if output_stride not in STRIDE_TO_DILATION or any(r != int(r) or r < 1 for r in rates):
+    reachable = output_strides(config.get("extra_blocks", 0))
+    if output_stride not in reachable or any(r != int(r) or r < 1 for r in rates):
         raise ValueError(
             f"cannot move a model at output stride {config['output_stride']} with rates "
             f"{config['atrous_rates']} to output stride {output_stride}: the rates would be {rates}"
         )
-    moved = build_model(**{**config, "output_stride": output_stride,
-                           "atrous_rates": tuple(int(r) for r in rates)})  # fmt: skip
+    moved = build_model(
+        **{**config, "output_stride": output_stride, "atrous_rates": tuple(int(r) for r in rates)}
+    )
     moved.load_state_dict(model.state_dict())
     return moved.train(model.training)
 
@@ -347,7 +368,6 @@ class OriginalMasks(Dataset):
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file as given, or for a run folder its newest checkpoint (best.pt if none)."""
-    from deeplab_kit.checkpoint import BEST, find_checkpoints
 
     path = Path(path)
     if path.is_file():
@@ -372,8 +392,8 @@ def evaluate_checkpoint(
     flip: bool = False,
     batch_size: int | None = None,
     device: str | torch.device = "auto",
-    amp: str = "auto",
-    channels_last: bool | str = "auto",
+    amp: str | None = None,
+    channels_last: bool | str | None = None,
     num_workers: int = 0,
     out_dir: str | Path | None = None,
     export_dir: str | Path | None = None,
@@ -386,28 +406,25 @@ def evaluate_checkpoint(
             mask) or "resized" (against the mask as the validation preset resizes it).
         output_stride: evaluate at another output stride than the model was trained with (the
             paper trains at 16 and evaluates at 8): stage dilations and ASPP rates are scaled
-            to match (`model.at_output_stride`); None keeps the model's.
+            to match (`at_output_stride` below); None keeps the model's.
         export_dir: write one VOC palette PNG per image id, at the image's original size (the
             evaluation server's format); needs protocol "original".
+        amp, channels_last: None (both): the path the run trained and validated in, so that a
+            checkpoint scores as its run did; "auto" times the candidates here; or explicit.
 
     Returns the metrics.json dict: the scores ("miou" in 0..1), "confusion_matrix" (C x C
     counts, rows = truth) and how they were made (protocol, output_stride, scales, flip,
     batch_size, checkpoint, split). With `out_dir`, writes metrics.json and the tables
     (metrics.md, metrics.csv, per_class.csv) there.
     """
-    from deeplab_kit.checkpoint import load_checkpoint, model_from_state
-    from deeplab_kit.config import RunConfig
-    from deeplab_kit.data import VOCDataset
-    from deeplab_kit.files import ensure_writable, write_json
-    from deeplab_kit.loader import make_loader
-    from deeplab_kit.runs import metrics_dict, write_tables
-    from deeplab_kit.transforms import eval_collate, transforms_for, uint8_where_exact
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if export_dir is not None and protocol != "original":
-        raise ValueError("exporting for the VOC server needs --protocol original (its PNGs are "
-                         "at each image's original size)")  # fmt: skip
+        raise ValueError(
+            "exporting for the VOC server needs --protocol original (its PNGs are "
+            "at each image's original size)"
+        )
     for folder in (out_dir, export_dir):  # a folder that cannot be written fails before the work
         if folder is not None:
             ensure_writable(folder)
@@ -422,18 +439,43 @@ def evaluate_checkpoint(
     if protocol == "original" and preset.size is not None:  # the preset resizes the masks
         dataset = OriginalMasks(dataset)
     batch_size = batch_size or config.eval_batch_size or config.batch_size
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, drop_last=False,
-                         num_workers=num_workers, collate_fn=eval_collate)  # fmt: skip
+    loader = make_loader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=num_workers,
+        collate_fn=eval_collate,
+    )
+    saved = state.get("path") if amp is None and channels_last is None else None
+    if saved and not fastpath.allowed(
+        fastpath.Path(**saved), resolve_device(device), "auto", "auto"
+    ):
+        saved = None  # trained where that path exists (fp16 on a GPU), scored where it does not
     result = evaluate(
-        model, loader, device=device, num_classes=config.num_classes, scales=tuple(scales),
-        flip=flip, amp=amp, channels_last=channels_last, progress=progress,
+        model,
+        loader,
+        device=device,
+        num_classes=config.num_classes,
+        scales=tuple(scales),
+        flip=flip,
+        amp=amp or "auto",
+        channels_last="auto" if channels_last is None else channels_last,
+        path=fastpath.Path(**saved) if saved else None,
+        progress=progress,
         export_dir=export_dir,
-    )  # fmt: skip
+    )
     metrics = metrics_dict(
-        result.confusion, protocol=protocol, output_stride=model.config["output_stride"],
-        scales=[float(s) for s in scales], flip=bool(flip), batch_size=batch_size,
-        checkpoint=str(path), split=split, path=str(result.choice.path) if result.choice else None,
-    )  # fmt: skip
+        result.confusion,
+        protocol=protocol,
+        output_stride=model.config["output_stride"],
+        scales=[float(s) for s in scales],
+        flip=bool(flip),
+        batch_size=batch_size,
+        checkpoint=str(path),
+        split=split,
+        path=str(result.choice.path) if result.choice else None,
+    )
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -459,12 +501,20 @@ def inference_table(checkpoint, data_root, *, settings=INFERENCE_SETTINGS, **opt
 
     rows = []
     for name, output_stride, scales, flip in settings:
-        metrics = evaluate_checkpoint(checkpoint, data_root, output_stride=output_stride,
-                                      scales=scales, flip=flip, **options)  # fmt: skip
-        rows.append({"inference": name, "output stride": output_stride,
-                     "scales": ", ".join(f"{s:g}" for s in scales), "flip": flip,
-                     "protocol": metrics["protocol"], "mIoU (%)": 100 * metrics["miou"],
-                     "pixel accuracy (%)": 100 * metrics["pixel_accuracy"]})  # fmt: skip
+        metrics = evaluate_checkpoint(
+            checkpoint, data_root, output_stride=output_stride, scales=scales, flip=flip, **options
+        )
+        rows.append(
+            {
+                "inference": name,
+                "output stride": output_stride,
+                "scales": ", ".join(f"{s:g}" for s in scales),
+                "flip": flip,
+                "protocol": metrics["protocol"],
+                "mIoU (%)": 100 * metrics["miou"],
+                "pixel accuracy (%)": 100 * metrics["pixel_accuracy"],
+            }
+        )
     return pd.DataFrame(rows).set_index("inference")
 
 
@@ -474,16 +524,15 @@ def evaluate_runs(
     """{name: ConfusionMatrix on the val split} for each run folder that holds a trained model,
     scored under `protocol` (`evaluate_checkpoint`); a run without one is left out with a
     message."""
-    from deeplab_kit.checkpoint import find_checkpoints
-    from deeplab_kit.runs import read_confusion
 
     scores = {}
     for name, run in runs.items():
         if not find_checkpoints(Path(run) / "checkpoints"):
             print(f"{name}: no trained model in {Path(run).name}; left out")
             continue
-        metrics = evaluate_checkpoint(run, data_root, device=device, protocol=protocol,
-                                      progress=False)  # fmt: skip
+        metrics = evaluate_checkpoint(
+            run, data_root, device=device, protocol=protocol, progress=False
+        )
         scores[name] = read_confusion(metrics)
     return scores
 
@@ -496,7 +545,12 @@ def protocol_table(checkpoint, data_root, **options):
     rows = []
     for protocol in PROTOCOLS:
         metrics = evaluate_checkpoint(checkpoint, data_root, protocol=protocol, **options)
-        rows.append({"protocol": protocol, "mIoU (%)": 100 * metrics["miou"],
-                     "pixel accuracy (%)": 100 * metrics["pixel_accuracy"],
-                     "pixels scored": sum(map(sum, metrics["confusion_matrix"]))})  # fmt: skip
+        rows.append(
+            {
+                "protocol": protocol,
+                "mIoU (%)": 100 * metrics["miou"],
+                "pixel accuracy (%)": 100 * metrics["pixel_accuracy"],
+                "pixels scored": sum(map(sum, metrics["confusion_matrix"])),
+            }
+        )
     return pd.DataFrame(rows).set_index("protocol")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import torch
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
@@ -77,14 +76,12 @@ def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-
-
 def plain(value):
     """Plain JSON data: tensors, arrays and tuples become lists, numpy numbers Python ones,
-    NaN null."""
+    NaN null. (This module imports no torch: the torch-free configuration reaches it.)"""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (torch.Tensor, np.ndarray)):
+    if isinstance(value, np.ndarray) or type(value).__name__ == "Tensor":  # torch's, unimported
         return plain(value.tolist())
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]

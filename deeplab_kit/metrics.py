@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 import torch.distributed as dist
 
-from deeplab_kit.voc import IGNORE_INDEX, VOC_CLASSES
-
-if TYPE_CHECKING:
-    import pandas as pd
+from deeplab_kit.data.classes import IGNORE_INDEX, VOC_CLASSES
 
 
 class ConfusionMatrix:
@@ -311,8 +308,6 @@ def class_names(num_classes: int) -> list[str]:
 def per_class_table(cm: ConfusionMatrix, names: list[str] | None = None) -> pd.DataFrame:
     """One row per class: IoU, precision, recall, F1 (0..1; NaN for a class absent from truth
     and prediction) and pixel counts."""
-    import pandas as pd  # imported here: counting pixels needs no pandas
-
     names = names or class_names(cm.num_classes)
     s = _class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
     present = (s["tp"] + s["fp"] + s["fn"]) > 0
@@ -339,26 +334,19 @@ AVERAGES = ("micro", "macro", "weighted")
 
 
 def report_table(
-    models: Mapping[str, ConfusionMatrix | Mapping],
-    *,
-    average: str = "weighted",
-    quoted: bool = False,
+    models: Mapping[str, ConfusionMatrix | Mapping], *, average: str = "weighted"
 ) -> pd.DataFrame:
     """The report's Table 1 for our models: rows Precision, Recall, F1 score, mIoU; a column each.
 
     `models` maps a name to a ConfusionMatrix or to its `compute()` dict. `average` picks the
-    precision/recall/F1 convention: "micro", "macro" or "weighted". The report does not say which
-    it used, but its numbers narrow it down: micro gives P = R = F1 (= pixel accuracy), yet its F1
-    lies below both; macro P and R near 0.99 would force mIoU >= P + R - 1 = 0.98 (per class,
-    IoU >= P + R - 1), yet its mIoU is 55%. Weighted averages (scikit-learn's
-    average="weighted", where recall is pixel accuracy) fit, hence the default.
-    Units, as the report prints them and as the "unit" column says: precision, recall and F1 in
-    0..1, mIoU in percent. The rows name their averaging ("Precision (weighted)"); mIoU is always
-    the macro mean. `quoted=True` adds the report's own values as columns "<model> (quoted)"
-    (their averaging is the report's, unstated; weighted fits them).
+    precision/recall/F1 convention: "micro", "macro" or "weighted" (scikit-learn's names). The
+    report does not say which it used; weighted is the default here because with it recall is
+    pixel accuracy, the number a pixel-level "recall near 0.99" most likely is. (No convention
+    reproduces the report's Table 1 from one confusion matrix: see `miou_loss_bound` and
+    `deeplab_kit.course.quoted.table1_bound`.) Units, as the report prints them and as the
+    "unit" column says: precision, recall and F1 in 0..1, mIoU in percent. The rows name their
+    averaging ("Precision (weighted)"); mIoU is always the macro mean.
     """
-    import pandas as pd  # imported here: counting pixels needs no pandas
-
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
     columns = {"unit": ["0..1", "0..1", "0..1", "%"]}
@@ -371,12 +359,21 @@ def report_table(
             scores[f"f1_{average}"],
             100.0 * scores["miou"],
         ]
-    if quoted:
-        from deeplab_kit.reference import REPORT_TABLE1
-
-        for name, values in REPORT_TABLE1.items():
-            columns[f"{name} (quoted)"] = [values[row] for row in TABLE1_ROWS]
     return pd.DataFrame(columns, index=pd.Index(table1_rows(average), name="score"))
+
+
+def miou_loss_bound(pixel_error: float, smallest_share: float, num_classes: int) -> float:
+    """The most mIoU can fall short of 1 given the pixel error rate E of one confusion matrix
+    and the smallest class's share m of the pixels: 1 - mIoU <= 2 E / (C m).
+
+    Per class, 1 - IoU = (FP + FN) / (TP + FP + FN) <= (FP + FN) / (true pixels of the class),
+    and every wrong pixel is one FN (of its true class) and one FP (of the predicted one), so
+    the FP + FN summed over classes is 2 E N; dividing each class by at least m N and averaging
+    over the C classes gives the bound. Read backwards: a reported pixel accuracy and mIoU need
+    every class to cover at most m <= 2 E / (C (1 - mIoU)) of the pixels."""
+    if not 0 < smallest_share <= 1 or num_classes < 1:
+        raise ValueError("smallest_share must be in (0, 1] and num_classes at least 1")
+    return min(1.0, 2.0 * pixel_error / (num_classes * smallest_share))
 
 
 def table1_rows(average: str = "weighted") -> list[str]:
@@ -391,8 +388,6 @@ def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFram
     accuracy; background's share of the pixels; background IoU against the mean IoU over the
     object classes; and what each averaging convention gives for precision, recall and F1.
     """
-    import pandas as pd  # imported here: counting pixels needs no pandas
-
     scores = cm.compute()
     stats = _class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
     present = (stats["tp"] + stats["fp"] + stats["fn"]) > 0

@@ -22,12 +22,13 @@ from torchvision.models import resnet as tv_resnet
 from deeplab_kit.backbone import (
     BACKBONE_BLOCKS,
     MAX_EXTRA_BLOCKS,
-    STRIDE_TO_DILATION,
     Backbone,
     build_backbone,
+    check_output_stride,
     download_state_dict,
     read_state_dict,
 )
+from deeplab_kit.training.config import MODEL_PRESETS
 
 # --- ASPP ------------------------------------------------------------------------------------
 
@@ -90,6 +91,10 @@ class ASPP(nn.Module):
         if image_pooling:
             branches.append(ASPPPooling(in_channels, out_channels))
         self.convs = nn.ModuleList(branches)
+        self.rates = tuple(atrous_rates)  # one 3x3 branch per rate, in order
+        self.image_pooling = image_pooling
+        self.out_channels = out_channels
+        self.dropout = dropout  # the rate of the projection's dropout
         self.project = nn.Sequential(
             nn.Conv2d(len(branches) * out_channels, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
@@ -104,8 +109,13 @@ class ASPP(nn.Module):
 # --- heads -----------------------------------------------------------------------------------
 
 
+# Every head takes the backbone's features ({"low", "aux", "out"}) and returns class scores at
+# the output stride; `aspp` is its ASPP module (None for the cascaded model's plain head).
+
+
 class DeepLabHead(nn.Sequential):
-    """DeepLabv3's classifier: ASPP, a 3x3 conv, BN, ReLU, and a 1x1 conv to class scores."""
+    """DeepLabv3's classifier: ASPP, a 3x3 conv, BN, ReLU, and a 1x1 conv to class scores.
+    (A Sequential, so its parameter names are torchvision's: classifier.0 is ASPP.)"""
 
     def __init__(
         self,
@@ -123,6 +133,13 @@ class DeepLabHead(nn.Sequential):
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, num_classes, 1),
         )
+
+    @property
+    def aspp(self) -> ASPP:
+        return self[0]
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return super().forward(features["out"])  # (N, classes, H/OS, W/OS)
 
 
 class DeepLabV3PlusHead(nn.Module):
@@ -156,11 +173,29 @@ class DeepLabV3PlusHead(nn.Module):
         )
         self.classify = nn.Conv2d(channels, num_classes, 1)
 
-    def forward(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        x = self.aspp(x)  # (N, 256, H/OS, W/OS)
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        low = features["low"]
+        x = self.aspp(features["out"])  # (N, 256, H/OS, W/OS)
         x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
         x = torch.cat([x, self.low_level(low)], dim=1)  # (N, 256 + 48, H/4, W/4)
-        return self.classify(self.fuse(x))
+        return self.classify(self.fuse(x))  # (N, classes, H/4, W/4)
+
+
+class PlainHead(nn.Module):
+    """The cascaded model's classifier (the paper's "going deeper" experiment, Tables 1-2, has
+    no ASPP): a 1x1 convolution turns the last block's features into class scores at the
+    output stride; the model then upsamples them bilinearly to the input size, as the paper
+    upsamples its final logits. The paper does not spell this layer out; a 1x1 convolution is
+    the least a classifier can be (DeepLab v1/v2 end the same way)."""
+
+    aspp = None
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.classify = nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.classify(features["out"])  # (N, classes, H/OS, W/OS)
 
 
 class FCNHead(nn.Sequential):
@@ -215,10 +250,7 @@ class DeepLabV3(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         size = x.shape[-2:]
         features = self.backbone(x)
-        if isinstance(self.classifier, DeepLabV3PlusHead):
-            logits = self.classifier(features["out"], features["low"])
-        else:
-            logits = self.classifier(features["out"])  # (N, classes, H/OS, W/OS)
+        logits = self.classifier(features)  # (N, classes, H/OS or H/4, ...)
         result = {"out": F.interpolate(logits, size=size, mode="bilinear", align_corners=False)}
         if self.aux_classifier is not None:
             aux = self.aux_classifier(features["aux"])
@@ -229,7 +261,7 @@ class DeepLabV3(nn.Module):
 # --- building --------------------------------------------------------------------------------
 
 
-def _as_rates(
+def check_rates(
     name: str, values, *, allow_none: bool, allow_empty: bool = False
 ) -> tuple[int, ...] | None:
     if values is None and allow_none:
@@ -247,14 +279,18 @@ def _as_rates(
 
 
 def _check_arguments(
-    backbone, output_stride, num_classes, backbone_width, pretrained_backbone, aspp_dropout,
-    aspp_channels, extra_blocks,
-) -> None:  # fmt: skip
+    backbone,
+    output_stride,
+    num_classes,
+    backbone_width,
+    pretrained_backbone,
+    aspp_dropout,
+    aspp_channels,
+    extra_blocks,
+) -> None:
     """`build_model`'s scalar arguments, each refused with its name and value when wrong."""
     if backbone not in BACKBONE_BLOCKS:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONE_BLOCKS)}")
-    if output_stride not in STRIDE_TO_DILATION:
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not isinstance(backbone_width, int) or backbone_width < 1:
@@ -271,6 +307,7 @@ def _check_arguments(
         raise ValueError(
             f"extra_blocks must be 0..{MAX_EXTRA_BLOCKS} (block5..block7), got {extra_blocks!r}"
         )
+    check_output_stride(output_stride, extra_blocks)
 
 
 def build_model(
@@ -281,6 +318,7 @@ def build_model(
     atrous_rates: Sequence[int] = (6, 12, 18),
     multi_grid: Sequence[int] | None = None,
     extra_blocks: int = 0,
+    aspp: bool = True,
     image_pooling: bool = True,
     aux_loss: bool = False,
     decoder: bool = False,
@@ -295,16 +333,21 @@ def build_model(
     Args:
         num_classes: classes to score, background included (21 for PASCAL VOC).
         backbone: "resnet50", "resnet101", or "resnet26" (bottleneck stages (2, 2, 2, 2), for CPUs).
-        output_stride: input size / feature size, 8, 16 or 32. Below 32, layer4 (and at 8 also
-            layer3) trades its stride for dilation, as torchvision does: the first block of a
-            dilated stage keeps the previous stage's rate (at OS8 layer4's rates are 2, 4, 4).
+        output_stride: input size / feature size: 8, 16 or 32, and with cascaded blocks up to
+            32 x 2^extra_blocks (256 with block7). Stages stride until it is reached and dilate
+            after, each at twice the previous rate (`backbone.stage_plan`); in layer2..layer4
+            the first block of a dilated stage keeps the previous stage's rate, as torchvision
+            has it (at OS8 layer4's rates are 2, 4, 4).
         atrous_rates: one 3x3 ASPP branch per rate; () leaves ASPP its 1x1 branch (and image
             pooling), the control of the rate ablation.
         multi_grid: None keeps torchvision's dilations (its pretrained weights behave as trained);
             a tuple gives layer4's blocks the paper's rates: stage rate x unit rate, e.g. (1, 2, 4)
             gives (2, 4, 8) at OS16 and (4, 8, 16) at OS8. It needs one unit rate per layer4 block.
-        extra_blocks: 0..3 cascaded copies of block4 (the paper's block5..block7), each at twice
-            the previous block's rate, for the paper's "going deeper" experiment.
+        extra_blocks: 0..3 cascaded copies of block4 (the paper's block5..block7), for the
+            paper's "going deeper" experiment: each strides like the ResNet's stages until the
+            output stride is reached, and dilates at twice the previous rate after.
+        aspp: False gives the cascaded model of the paper's Tables 1-2: no ASPP, a 1x1
+            convolution on the last block (`PlainHead`); the ASPP arguments are then unused.
         image_pooling: keep ASPP's image-level branch.
         aux_loss: add torchvision's FCN auxiliary head on layer3 (output key "aux").
         decoder: use the DeepLabv3+ decoder (layer1 features at stride 4) as the classifier.
@@ -321,10 +364,20 @@ def build_model(
     Returns:
         A `DeepLabV3` whose forward returns {"out": (N, num_classes, H, W)} at the input size.
     """
-    _check_arguments(backbone, output_stride, num_classes, backbone_width, pretrained_backbone,
-                     aspp_dropout, aspp_channels, extra_blocks)  # fmt: skip
-    atrous_rates = _as_rates("atrous_rates", atrous_rates, allow_none=False, allow_empty=True)
-    multi_grid = _as_rates("multi_grid", multi_grid, allow_none=True)
+    _check_arguments(
+        backbone,
+        output_stride,
+        num_classes,
+        backbone_width,
+        pretrained_backbone,
+        aspp_dropout,
+        aspp_channels,
+        extra_blocks,
+    )
+    atrous_rates = check_rates("atrous_rates", atrous_rates, allow_none=False, allow_empty=True)
+    if not aspp and decoder:
+        raise ValueError("decoder=True needs ASPP: the DeepLabv3+ decoder joins ASPP's features")
+    multi_grid = check_rates("multi_grid", multi_grid, allow_none=True)
     blocks = BACKBONE_BLOCKS[backbone]
     if multi_grid is not None and len(multi_grid) != blocks[3]:
         raise ValueError(
@@ -332,10 +385,13 @@ def build_model(
             f"got {multi_grid}"
         )
 
-    features = build_backbone(backbone, output_stride, multi_grid, extra_blocks, backbone_width,
-                              pretrained_backbone)  # fmt: skip
+    features = build_backbone(
+        backbone, output_stride, multi_grid, extra_blocks, backbone_width, pretrained_backbone
+    )
     in_channels = 8 * backbone_width * tv_resnet.Bottleneck.expansion  # 2048 at width 64
-    if decoder:
+    if not aspp:
+        classifier = PlainHead(in_channels, num_classes)
+    elif decoder:
         classifier = DeepLabV3PlusHead(
             in_channels,
             backbone_width * tv_resnet.Bottleneck.expansion,  # layer1's output: 256 at width 64
@@ -352,12 +408,21 @@ def build_model(
     aux_classifier = FCNHead(in_channels // 2, num_classes) if aux_loss else None
 
     config = dict(
-        num_classes=num_classes, backbone=backbone, output_stride=output_stride,
-        atrous_rates=atrous_rates, multi_grid=multi_grid, extra_blocks=extra_blocks,
-        image_pooling=image_pooling, aux_loss=aux_loss, decoder=decoder,
-        aspp_channels=aspp_channels, backbone_width=backbone_width, aspp_dropout=aspp_dropout,
+        num_classes=num_classes,
+        backbone=backbone,
+        output_stride=output_stride,
+        atrous_rates=atrous_rates,
+        multi_grid=multi_grid,
+        extra_blocks=extra_blocks,
+        aspp=aspp,
+        image_pooling=image_pooling,
+        aux_loss=aux_loss,
+        decoder=decoder,
+        aspp_channels=aspp_channels,
+        backbone_width=backbone_width,
+        aspp_dropout=aspp_dropout,
         freeze_backbone=freeze_backbone,
-    )  # fmt: skip
+    )
     return DeepLabV3(
         features,
         classifier,
@@ -368,13 +433,12 @@ def build_model(
 
 
 def from_preset(name: str, **overrides) -> DeepLabV3:
-    """`build_model` with a named configuration of `deeplab_kit.config.PRESETS` ("report",
+    """`build_model` with a named configuration of `deeplab_kit.training.config.MODEL_PRESETS` ("report",
     "paper", "paper-os8", "torchvision")."""
-    from deeplab_kit.config import PRESETS
 
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return build_model(**{**PRESETS[name], **overrides})
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
+    return build_model(**{**MODEL_PRESETS[name], **overrides})
 
 
 # --- torchvision weights ---------------------------------------------------------------------
@@ -444,28 +508,29 @@ def _last_conv_prefixes(model: DeepLabV3) -> tuple[str, ...]:
 # --- inspection ------------------------------------------------------------------------------
 
 
-def aspp_of(model: DeepLabV3) -> ASPP:
-    """The model's ASPP module, whichever head holds it."""
-    if isinstance(model.classifier, DeepLabV3PlusHead):
-        return model.classifier.aspp
-    return model.classifier[0]
+def aspp_of(model: DeepLabV3) -> ASPP | None:
+    """The model's ASPP module, whichever head holds it (None for the cascaded model)."""
+    return model.classifier.aspp
 
 
-def aspp_rates(aspp: ASPP) -> tuple[int, ...]:
+def aspp_rates(aspp: ASPP | None) -> tuple[int, ...]:
     """The rates of an ASPP module's 3x3 branches, read from their convolutions."""
+    if aspp is None:
+        return ()
     return tuple(branch[0].dilation[0] for branch in aspp.convs if isinstance(branch, ASPPConv))
 
 
 def describe(model: DeepLabV3) -> dict:
-    """What the model is, read from its modules: size, output stride, dilations and ASPP rates."""
+    """What the model is, read from its modules: size, output stride, every stage's strides and
+    dilations, and ASPP's rates (none for the cascaded model)."""
     backbone = model.backbone
     stride = backbone.conv1.stride[0] * backbone.maxpool.stride  # the stem: 4
-    dilations = {}
+    strides, dilations = {}, {}
     for name, stage in backbone.stages():
-        stride *= stage[0].conv2.stride[0]
+        strides[name] = tuple(block.conv2.stride[0] for block in stage)
         dilations[name] = tuple(block.conv2.dilation[0] for block in stage)
-    head = aspp_of(model)
-    rates = aspp_rates(head)
+        stride *= strides[name][0]
+    aspp = aspp_of(model)
     return {
         "backbone": model.config.get("backbone"),
         "backbone_width": backbone.conv1.out_channels,
@@ -473,11 +538,13 @@ def describe(model: DeepLabV3) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "output_stride": stride,
+        "strides": strides,
         "dilations": dilations,
-        "atrous_rates": rates,
-        "image_pooling": any(isinstance(b, ASPPPooling) for b in head.convs),
-        "aspp_channels": head.project[0].out_channels,
-        "aspp_dropout": head.project[3].p,
+        "aspp": aspp is not None,
+        "atrous_rates": aspp_rates(aspp),
+        "image_pooling": aspp is not None and any(isinstance(b, ASPPPooling) for b in aspp.convs),
+        "aspp_channels": aspp.out_channels if aspp is not None else None,
+        "aspp_dropout": aspp.dropout if aspp is not None else None,
         "aux_head": model.aux_classifier is not None,
         "decoder": isinstance(model.classifier, DeepLabV3PlusHead),
         "frozen_backbone": model.freeze_backbone,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from deeplab_kit.data.synthetic import make_synthetic_voc
+
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -24,3 +26,12 @@ def path_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DEEPLAB_KIT_CACHE_DIR", str(folder))
         yield folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A tiny generated VOC tree on disk (4 training and 2 validation images of 32 pixels), for
+    the tests that run the real data path."""
+    return make_synthetic_voc(
+        tmp_path_factory.mktemp("synthetic"), num_train=4, num_val=2, size=32, seed=0
+    )

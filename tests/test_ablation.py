@@ -6,36 +6,41 @@ import pandas as pd
 import pytest
 import torch
 
-from deeplab_kit import ablation
-from deeplab_kit.ablation import (
+from deeplab_kit.cli import main
+from deeplab_kit.course import ablation
+from deeplab_kit.course.ablation import (
     SETTINGS,
     equivalent_settings,
     paired_differences,
     read_ablation,
     run_ablation,
     summarize,
-)  # fmt: skip
-from deeplab_kit.cli import main
-from deeplab_kit.config import RunConfig
-from deeplab_kit.engine import build_run_model
-from deeplab_kit.schedule import make_optimizer
-from deeplab_kit.step import TrainStep
-from deeplab_kit.synthetic import make_synthetic_voc
+)
+from deeplab_kit.training.config import RunConfig
+from deeplab_kit.training.loop import build_run_model
+from deeplab_kit.training.schedule import make_optimizer
+from deeplab_kit.training.step import TrainStep
 
 # 4 generated 32-px images in batches of 2 (2 steps); at output stride 8 the map is 4 x 4, where
 # every rate from 4 up reads only the centre: "report" and "OS8 rates" are one network there.
 TINY = dict(
-    backbone_width=8, aspp_channels=8, image_size=32, batch_size=2, eval_batch_size=2,
-    epochs=1, amp="off", device="cpu",
-)  # fmt: skip
+    backbone_width=8,
+    aspp_channels=8,
+    image_size=32,
+    batch_size=2,
+    eval_batch_size=2,
+    epochs=1,
+    amp="off",
+    device="cpu",
+)
 FEW = {"1x1 only": (), "fitted": (1, 2, 3), "report": (8, 12, 16), "OS8 rates": (12, 24, 36)}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic_voc(tmp_path_factory.mktemp("voc"), num_train=4, num_val=2, size=32)
+def data(synthetic_root):
+    return synthetic_root
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +53,14 @@ def two_seeds(base, tmp_path_factory):
     """FEW run with seeds 0 and 1, checkpoints pruned (shared by the tests that read it)."""
     out = tmp_path_factory.mktemp("ablation")
     table = run_ablation(
-        FEW, base, out, seeds=(0, 1), erf_images=2, keep_checkpoints=False,
+        FEW,
+        base,
+        out,
+        seeds=(0, 1),
+        erf_images=2,
+        keep_checkpoints=False,
         provenance={"command": "test"},
-    )  # fmt: skip
+    )
     return out, table
 
 
@@ -74,8 +84,9 @@ def _outputs_after_steps(config, rates, images, targets, steps=2):
     """The scores of the ablation model with `rates` after a few training steps on one batch."""
     config = config.replace(atrous_rates=rates)
     model = build_run_model(config, pretrained=False)
-    step = TrainStep(model, make_optimizer(model, config), device="cpu", amp="off",
-                           channels_last=False)  # fmt: skip
+    step = TrainStep(
+        model, make_optimizer(model, config), device="cpu", amp="off", channels_last=False
+    )
     for _ in range(steps):
         step(images, targets)
     model.eval()
@@ -91,8 +102,10 @@ def test_settings_train_to_the_same_network_exactly_when_the_geometry_says_so():
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(2, 3, 128, 128, generator=generator)
     targets = torch.randint(0, 21, (2, 128, 128), generator=generator)
-    outputs = {label: _outputs_after_steps(config, rates, images, targets)
-               for label, rates in SETTINGS.items()}  # fmt: skip
+    outputs = {
+        label: _outputs_after_steps(config, rates, images, targets)
+        for label, rates in SETTINGS.items()
+    }
     twins = equivalent_settings(SETTINGS, 128, 8)
     labels = list(SETTINGS)
     for i, a in enumerate(labels):
@@ -150,14 +163,14 @@ def test_finished_runs_are_not_trained_again(two_seeds, base, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("deeplab_kit.engine.train", no_training)
+    monkeypatch.setattr("deeplab_kit.training.loop.train", no_training)
     again = run_ablation(FEW, base, out, seeds=(0, 1), keep_checkpoints=False)
     assert again["miou"].tolist() == table["miou"].tolist()
     assert again["erf r90 (px)"].tolist() == table["erf r90 (px)"].tolist()
 
 
 def test_a_pruned_run_is_not_reused_for_another_configuration(two_seeds, base):
-    from deeplab_kit.checkpoint import CheckpointError
+    from deeplab_kit.training.checkpoint import CheckpointError
 
     out, table = two_seeds
     with pytest.raises(CheckpointError, match="lr: checkpoint 0.006, requested 0.001"):
@@ -180,15 +193,31 @@ def test_bad_settings_are_refused(base, tmp_path):
 
 
 def _table(scores: dict) -> pd.DataFrame:
-    rows = [{"setting": label, "rates": (1,), "seed": seed, "feature map": "16x16",
-             "valid weights": 1.0, "same network as": None, "miou": value}
-            for label, values in scores.items() for seed, value in enumerate(values)]  # fmt: skip
+    rows = [
+        {
+            "setting": label,
+            "rates": (1,),
+            "seed": seed,
+            "feature map": "16x16",
+            "valid weights": 1.0,
+            "same network as": None,
+            "miou": value,
+        }
+        for label, values in scores.items()
+        for seed, value in enumerate(values)
+    ]
     return pd.DataFrame(rows)
 
 
 def test_summary_and_paired_differences_over_seeds():
-    table = _table({"report": [0.40, 0.30, 0.35], "better": [0.50, 0.41, 0.44],
-                    "noisy": [0.50, 0.20, 0.36], "same": [0.40, 0.30, 0.35]})  # fmt: skip
+    table = _table(
+        {
+            "report": [0.40, 0.30, 0.35],
+            "better": [0.50, 0.41, 0.44],
+            "noisy": [0.50, 0.20, 0.36],
+            "same": [0.40, 0.30, 0.35],
+        }
+    )
     summary = summarize(table)
     assert summary.loc["report", "mean"] == pytest.approx(0.35)
     assert summary.loc["report", "sd"] == pytest.approx(0.05)
@@ -222,8 +251,23 @@ def test_summary_and_paired_differences_over_seeds():
 def test_command_line(data, tmp_path, capsys):
     options = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     out = tmp_path / "cli"
-    code = main(["ablation", "--out", str(out), "--data", str(data), "--only", "report",
-                 "--add", "fitted=1,1,2", "--seeds", "0,3", "--quiet", *options])  # fmt: skip
+    code = main(
+        [
+            "ablation",
+            "--out",
+            str(out),
+            "--data",
+            str(data),
+            "--only",
+            "report",
+            "--add",
+            "fitted=1,1,2",
+            "--seeds",
+            "0,3",
+            "--quiet",
+            *options,
+        ]
+    )
     assert code == 0
     table, produced = read_ablation(out)
     assert table["setting"].tolist() == ["report", "report", "fitted", "fitted"]

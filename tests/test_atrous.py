@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from deeplab_kit.atrous import (
+from deeplab_kit.course.atrous import (
     aspp_table,
     atrous_conv_by_phases,
     dilate_kernel,
@@ -241,8 +241,12 @@ def test_receptive_field_bounds_the_empirical_one(one_thread):
     )
     model(x)
     centre = outputs["backbone"].shape[-2] // 2
-    for name, rf in [("backbone", field.backbone), ("1x1", field.branches["1x1"]),
-                     ("rate 1", field.branches["rate 1"]), ("rate 3", field.branches["rate 3"])]:  # fmt: skip
+    for name, rf in [
+        ("backbone", field.backbone),
+        ("1x1", field.branches["1x1"]),
+        ("rate 1", field.branches["rate 1"]),
+        ("rate 3", field.branches["rate 3"]),
+    ]:
         rows = _row_extent(outputs[name][0, :, centre, 1].sum(), x)
         half = (rf - 1) // 2
         expected = (max(centre * stride - half, 0), min(centre * stride + half, height - 1))

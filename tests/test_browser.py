@@ -31,13 +31,23 @@ CHROMIUM = Path(os.environ.get("DEEPLAB_KIT_CHROMIUM", "/usr/bin/chromium"))
 EXPLORER = "notebooks/02_aspp_atrous_rates.ipynb"
 REPORT = "notebooks/04_report.ipynb"
 SCREENSHOT = ROOT / "notebooks" / "results" / "rate_explorer.png"
-FALLBACKS = ("Loading widget", "Error displaying widget", "AtrousRateExplorer(",
-             "PredictionBrowser(")  # fmt: skip
+FALLBACKS = (
+    "Loading widget",
+    "Error displaying widget",
+    "AtrousRateExplorer(",
+    "PredictionBrowser(",
+)
 # Chromium as the machine's closed network wants it: no background connections, no sandbox
 # (root in a container), no GPU.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 STEP_TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.browser
@@ -72,30 +82,45 @@ class JupyterLab:
             labconfig.mkdir(parents=True)
             pages = {"disabledExtensions": {name: True for name in disabled}}
             (labconfig / "page_config.json").write_text(json.dumps(pages))
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(folder / "config"),
-               "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),
-               "JUPYTERLAB_SETTINGS_DIR": str(settings),
-               "JUPYTERLAB_WORKSPACES_DIR": str(folder / "workspaces"),
-               "DEEPLAB_KIT_PROFILE": "quick", "MPLBACKEND": "Agg"}  # fmt: skip
-        command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-                   f"--port={self.port}", f"--IdentityProvider.token={self.token}",
-                   f"--ServerApp.root_dir={ROOT}", "--ServerApp.port_retries=0",
-                   "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-                   "jupyterlab.NeverCheckForUpdate",
-                   "--LabApp.expose_app_in_browser=True"]  # window.jupyterapp: run cells  # fmt: skip
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(folder / "config"),
+            "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(folder / "workspaces"),
+            "DEEPLAB_KIT_PROFILE": "quick",
+            "MPLBACKEND": "Agg",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={ROOT}",
+            "--ServerApp.port_retries=0",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.expose_app_in_browser=True",
+        ]  # window.jupyterapp: run cells
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             command.append("--allow-root")
         self.log = open(folder / "jupyter.log", "w")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         self._wait_until_up(folder / "jupyter.log")
 
     def api(self, path: str, method: str = "GET", body: dict | None = None):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            f"{self.url}/api/{path}", data=data, method=method,
+            f"{self.url}/api/{path}",
+            data=data,
+            method=method,
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )  # fmt: skip
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             text = response.read()
         return json.loads(text) if text else None
@@ -136,7 +161,7 @@ def _write_settings(settings: Path) -> None:
         "@jupyterlab/apputils-extension/notification": {
             "fetchNews": "false",
             "checkForUpdates": False,
-        },  # fmt: skip
+        },
     }
     for name, values in plugins.items():
         path = settings / f"{name}.jupyterlab-settings"
@@ -156,8 +181,9 @@ def lab(tmp_path_factory):
 def browser(lab):
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                          args=CHROMIUM_ARGS)  # fmt: skip
+        chromium = driver.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         yield chromium
         chromium.close()
 
@@ -219,14 +245,18 @@ def run_through(page, text: str):
     index = page.evaluate(SELECT_CELL, text)
     assert index >= 0, f"no cell containing {text!r}"
     # Stored outputs and counts go first (unsaved: autosave is off), so a count is a new one.
-    for command in ("notebook:clear-all-cell-outputs", "notebook:run-all-above",
-                    "notebook:run-cell"):  # fmt: skip
+    for command in (
+        "notebook:clear-all-cell-outputs",
+        "notebook:run-all-above",
+        "notebook:run-cell",
+    ):
         page.evaluate("command => window.jupyterapp.commands.execute(command)", command)
     cell = page.locator(".jp-Notebook .jp-Cell[data-kit-test='target']")
     page.wait_for_function(
-        "el => /\\[\\d+\\]/.test(el.textContent)", arg=cell.locator(".jp-InputPrompt").element_handle(),
+        "el => /\\[\\d+\\]/.test(el.textContent)",
+        arg=cell.locator(".jp-InputPrompt").element_handle(),
         timeout=4 * STEP_TIMEOUT_MS,
-    )  # fmt: skip
+    )
     return cell
 
 
@@ -298,8 +328,9 @@ def test_arrow_right_moves_a_rate_and_redraws_figure_and_table(explorer):
     wait_for_change(lambda: readouts(explorer)[0], "6", "the first rate's readout")
     assert readouts(explorer) == ["7", "12", "18"]
     wait_for_change(lambda: image_bytes(explorer), before_image, "the figure")
-    table = wait_for_change(lambda: explorer.locator("table").inner_text(), before_table,
-                            "the table")  # fmt: skip
+    table = wait_for_change(
+        lambda: explorer.locator("table").inner_text(), before_table, "the table"
+    )
     assert "rate 7" in table and "112" in table  # 7 x 16 px between taps
 
 
@@ -368,8 +399,7 @@ def screenshot(path: Path = SCREENSHOT) -> Path:
         lab = JupyterLab(Path(folder))
         try:
             with sync_playwright() as driver:
-                chromium = driver.chromium.launch(executable_path=str(CHROMIUM),
-                                                  args=CHROMIUM_ARGS)  # fmt: skip
+                chromium = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
                 page = chromium.new_page(viewport={"width": 1400, "height": 1100})
                 page.set_default_timeout(STEP_TIMEOUT_MS)
                 open_fresh(page, lab, EXPLORER)

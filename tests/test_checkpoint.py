@@ -4,7 +4,8 @@ import pathlib
 import pytest
 import torch
 
-from deeplab_kit.checkpoint import (
+from deeplab_kit.model import build_model
+from deeplab_kit.training.checkpoint import (
     BEST,
     CheckpointError,
     check_config,
@@ -16,8 +17,7 @@ from deeplab_kit.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from deeplab_kit.config import RunConfig
-from deeplab_kit.model import build_model
+from deeplab_kit.training.config import RunConfig
 
 TINY = dict(backbone="resnet26", backbone_width=16, aspp_channels=16, num_classes=3)
 
@@ -25,10 +25,17 @@ TINY = dict(backbone="resnet26", backbone_width=16, aspp_channels=16, num_classe
 def resumable(epoch: int, batch: int = 0, **extra) -> dict:
     """A small checkpoint with every key a resume needs."""
     return {
-        "model": {"w": torch.full((3,), float(epoch))}, "optimizer": {}, "scheduler": {},
-        "epoch": epoch, "batch": batch, "iteration": 0, "rng": {}, "history": [],
-        "config": RunConfig(**TINY).to_dict(), **extra,
-    }  # fmt: skip
+        "model": {"w": torch.full((3,), float(epoch))},
+        "optimizer": {},
+        "scheduler": {},
+        "epoch": epoch,
+        "batch": batch,
+        "iteration": 0,
+        "rng": {},
+        "history": [],
+        "config": RunConfig(**TINY).to_dict(),
+        **extra,
+    }
 
 
 class RunsCode:
@@ -57,8 +64,13 @@ def test_newest_is_by_training_progress_and_pruning_keeps_last_k(tmp_path):
         save_checkpoint(resumable(epoch, batch), tmp_path / checkpoint_name(epoch, batch))
     save_checkpoint({"model": {}, "config": {}}, tmp_path / BEST)
     names = [p.name for p in find_checkpoints(tmp_path)]
-    assert names == ["epoch-0010.pt", "epoch-0002-batch-000012.pt", "epoch-0002-batch-000005.pt",
-                     "epoch-0002.pt", "epoch-0001.pt"]  # fmt: skip
+    assert names == [
+        "epoch-0010.pt",
+        "epoch-0002-batch-000012.pt",
+        "epoch-0002-batch-000005.pt",
+        "epoch-0002.pt",
+        "epoch-0001.pt",
+    ]
     (tmp_path / ".epoch-0011.pt.tmp-999999").write_bytes(b"half written")  # a killed writer's
     prune_checkpoints(tmp_path, keep_last=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [

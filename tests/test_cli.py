@@ -6,23 +6,16 @@ import json
 import pytest
 
 from deeplab_kit.cli import _add_train, main
-from deeplab_kit.viz import read_history
+from deeplab_kit.course.figures import read_history
 
 # A model and data small enough for seconds on a CPU.
-TINY = ["--backbone", "resnet26", "--backbone-width", "16", "--aspp-channels", "16", "--atrous-rates", "1,2",
-        "--image-size", "32", "--batch-size", "2", "--device", "cpu", "--quiet"]  # fmt: skip
+TINY = (
+    "--backbone resnet26 --backbone-width 16 --aspp-channels 16 --atrous-rates 1,2 "
+    "--image-size 32 --batch-size 2 --device cpu --quiet"
+).split()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    from deeplab_kit.synthetic import make_synthetic_voc
-
-    return make_synthetic_voc(
-        tmp_path_factory.mktemp("synthetic"), num_train=8, num_val=4, size=32, seed=0
-    )
 
 
 def parse_train(argv):
@@ -32,14 +25,36 @@ def parse_train(argv):
 
 
 def test_train_options_come_from_the_config_fields():
-    from deeplab_kit.config import RunConfig, overrides_from_arguments
+    from deeplab_kit.training.config import RunConfig, overrides_from_arguments
 
-    args = parse_train(["--out", "run", "--recipe", "paper", "--atrous-rates", "8,12,16",
-                        "--lr", "1e-3", "--eval-flip", "--channels-last", "false",
-                        "--session-minutes", "none", "--data", "data/VOC"])  # fmt: skip
+    args = parse_train(
+        [
+            "--out",
+            "run",
+            "--recipe",
+            "paper",
+            "--atrous-rates",
+            "8,12,16",
+            "--lr",
+            "1e-3",
+            "--eval-flip",
+            "--channels-last",
+            "false",
+            "--session-minutes",
+            "none",
+            "--data",
+            "data/VOC",
+        ]
+    )
     overrides = overrides_from_arguments(args)
-    assert overrides == {"atrous_rates": (8, 12, 16), "lr": 1e-3, "eval_flip": True,
-                         "channels_last": False, "session_minutes": None, "data_root": "data/VOC"}  # fmt: skip
+    assert overrides == {
+        "atrous_rates": (8, 12, 16),
+        "lr": 1e-3,
+        "eval_flip": True,
+        "channels_last": False,
+        "session_minutes": None,
+        "data_root": "data/VOC",
+    }
     config = RunConfig.from_recipe(args.recipe, **overrides)
     assert config.multi_grid == (1, 2, 4) and config.atrous_rates == (
         8,
@@ -56,8 +71,20 @@ def test_bad_values_are_refused_by_the_parser(capsys):
 
 def test_train_then_evaluate(synthetic_root, tmp_path, capsys):
     run = tmp_path / "run"
-    argv = ["train", "--recipe", "demo", "--data", str(synthetic_root), "--out", str(run),
-            "--epochs", "2", "--session-epochs", "1", *TINY]  # fmt: skip
+    argv = [
+        "train",
+        "--recipe",
+        "demo",
+        "--data",
+        str(synthetic_root),
+        "--out",
+        str(run),
+        "--epochs",
+        "2",
+        "--session-epochs",
+        "1",
+        *TINY,
+    ]
     assert main(argv) == 0
     assert [r["session"] for r in read_history(run / "history.csv").to_dict("records")] == [1]
     assert main(argv) == 0  # the same command resumes
@@ -85,9 +112,23 @@ def test_train_then_evaluate(synthetic_root, tmp_path, capsys):
 
     # the paper's inference on the OS16 run: OS8, multi-scale, flips, and the server's PNGs
     server = tmp_path / "server"
-    argv = ["evaluate", "--data", str(synthetic_root), "--checkpoint", str(run), "--output-stride",
-            "8", "--scales", "0.5,1,1.5", "--flip", "--export-dir", str(server),
-            "--out", str(scored), "--quiet"]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--data",
+        str(synthetic_root),
+        "--checkpoint",
+        str(run),
+        "--output-stride",
+        "8",
+        "--scales",
+        "0.5,1,1.5",
+        "--flip",
+        "--export-dir",
+        str(server),
+        "--out",
+        str(scored),
+        "--quiet",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "protocol original, output stride 8, scales [0.5, 1.0, 1.5], flip True" in out
@@ -126,8 +167,22 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
 
 def test_demo_writes_the_run_folder(tmp_path):
     data, out = tmp_path / "synthetic", tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--data", str(data), "--train", "8", "--val", "4",
-            "--size", "32", "--epochs", "1", *TINY]  # fmt: skip
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        "--train",
+        "8",
+        "--val",
+        "4",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        *TINY,
+    ]
     assert main(argv) == 0
     assert (data / "VOCdevkit" / "VOC2012").is_dir()  # generated, as it was absent
     metrics = json.loads((out / "metrics.json").read_text())
@@ -143,10 +198,24 @@ def test_demo_writes_the_run_folder(tmp_path):
 def test_an_unusable_out_fails_at_once_in_one_line(synthetic_root, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    for out, reason in [(blocker, "is a file, not a folder"),
-                        (blocker / "run", "cannot write there (Not a directory)")]:  # fmt: skip
-        code = main(["train", "--recipe", "demo", "--data", str(synthetic_root), "--out", str(out),
-                     "--epochs", "1", *TINY])  # fmt: skip
+    for out, reason in [
+        (blocker, "is a file, not a folder"),
+        (blocker / "run", "cannot write there (Not a directory)"),
+    ]:
+        code = main(
+            [
+                "train",
+                "--recipe",
+                "demo",
+                "--data",
+                str(synthetic_root),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                *TINY,
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 2 and reason in err and str(out) in err
         assert err.count("\n") == 1 and "Traceback" not in err
@@ -162,9 +231,11 @@ def test_a_corrupt_checkpoint_is_named_without_unsafe_advice(synthetic_root, tmp
 
 
 def test_typos_get_one_line_with_the_close_match(capsys):
-    for argv, hint in [(["train", "--recipe", "reprot", "--out", "x"], "did you mean 'report'?"),
-                       (["trian"], "did you mean 'train'?"),
-                       (["train", "--out", "x", "--lrr", "3"], "did you mean '--lr'?")]:  # fmt: skip
+    for argv, hint in [
+        (["train", "--recipe", "reprot", "--out", "x"], "did you mean 'report'?"),
+        (["trian"], "did you mean 'train'?"),
+        (["train", "--out", "x", "--lrr", "3"], "did you mean '--lr'?"),
+    ]:
         with pytest.raises(SystemExit) as exited:
             main(argv)
         err = capsys.readouterr().err
@@ -178,9 +249,11 @@ def test_help_and_recipes_answer_without_importing_torch():
     import subprocess
     import sys
 
-    probe = ("import sys; from deeplab_kit.cli import main\n"
-             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-             "main(['recipes']); print('torch' in sys.modules)")  # fmt: skip
+    probe = (
+        "import sys; from deeplab_kit.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "main(['recipes']); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("False")
     assert "ablation" in out.stdout and "atrous_rates" in out.stdout  # the recipes, side by side

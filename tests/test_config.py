@@ -3,8 +3,15 @@ import json
 
 import pytest
 
-from deeplab_kit.config import MODEL_FIELDS, PRESETS, RECIPES, RunConfig, field_names, parse_value
 from deeplab_kit.model import build_model
+from deeplab_kit.training.config import (
+    MODEL_FIELDS,
+    MODEL_PRESETS,
+    RECIPES,
+    RunConfig,
+    field_names,
+    parse_value,
+)
 
 
 def test_model_fields_mirror_build_model():
@@ -51,8 +58,8 @@ def test_paper_and_pretrained_recipes():
     pretrained = RunConfig.from_recipe("pretrained")
     assert pretrained.pretrained_weights == "COCO_WITH_VOC_LABELS_V1" and pretrained.freeze_backbone
     # the model presets are reused, not repeated
-    assert pretrained.output_stride == PRESETS["torchvision"]["output_stride"]
-    assert pretrained.atrous_rates == PRESETS["torchvision"]["atrous_rates"]
+    assert pretrained.output_stride == MODEL_PRESETS["torchvision"]["output_stride"]
+    assert pretrained.atrous_rates == MODEL_PRESETS["torchvision"]["atrous_rates"]
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

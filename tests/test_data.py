@@ -1,4 +1,4 @@
-"""Tests of deeplab_kit.data: VOC-format trees are generated here; nothing touches the network."""
+"""Tests of deeplab_kit.data.voc: VOC-format trees are generated here; nothing touches the network."""
 
 from __future__ import annotations
 
@@ -16,55 +16,18 @@ from scipy.io import savemat
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from deeplab_kit.data import VOCDataset
-from deeplab_kit.loader import KeyedSampler, SampleKey, make_loader
-from deeplab_kit.transforms import make_transforms
-from deeplab_kit.voc import IMAGENET_MEAN, IMAGENET_STD, VOC_PALETTE
+from deeplab_kit.data.classes import VOC_PALETTE, save_mask
+from deeplab_kit.data.loader import KeyedSampler, SampleKey, make_loader
+from deeplab_kit.data.synthetic import draw_voc_like_sample, make_voc_like_tree
+from deeplab_kit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, make_transforms
+from deeplab_kit.data.voc import VOCDataset
 
 # --- a VOC-format tree, written by the tests -------------------------------------------------
 
 
-def _draw_sample(rng: np.random.Generator, width: int, height: int):
-    """A noisy RGB image and its labels: background plus a few rectangles, each with a 1-pixel
-    void (255) border as VOC draws around objects."""
-    labels = np.zeros((height, width), dtype=np.uint8)
-    for _ in range(3):
-        cls = int(rng.integers(1, 21))
-        h, w = (
-            int(rng.integers(height // 4, height // 2)),
-            int(rng.integers(width // 4, width // 2)),
-        )
-        top, left = int(rng.integers(1, height - h - 1)), int(rng.integers(1, width - w - 1))
-        labels[top - 1 : top + h + 1, left - 1 : left + w + 1] = 255
-        labels[top : top + h, left : left + w] = cls
-    colours = rng.integers(0, 256, size=(256, 3), dtype=np.uint8)
-    image = colours[labels] + rng.integers(0, 30, size=(height, width, 3), dtype=np.uint8)
-    return image, labels
-
-
-def save_mask(labels: np.ndarray, path) -> None:
-    """A palette PNG with VOC's colours, as VOC's SegmentationClass files."""
-    mask = Image.fromarray(labels)
-    mask.putpalette(VOC_PALETTE.tobytes())
-    mask.save(path, format="PNG")
-
-
-def make_voc_tree(
-    root: Path, splits: dict[str, int], *, seed: int = 0, sizes=((48, 36), (40, 52))
-) -> Path:
-    """root/VOCdevkit/VOC2012 with JPEG images, palette PNG masks and one list file per split."""
-    rng = np.random.default_rng(seed)
-    voc = root / "VOCdevkit" / "VOC2012"
-    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / folder).mkdir(parents=True, exist_ok=True)
-    for split, count in splits.items():
-        ids = [f"2012_{split}_{i:04d}" for i in range(count)]
-        for i, sample_id in enumerate(ids):
-            image, labels = _draw_sample(rng, *sizes[i % len(sizes)])
-            Image.fromarray(image).save(voc / "JPEGImages" / f"{sample_id}.jpg", quality=90)
-            save_mask(labels, voc / "SegmentationClass" / f"{sample_id}.png")
-        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    return root
+def make_voc_tree(root: Path, splits: dict[str, int], *, seed: int = 0, sizes=((48, 36), (40, 52))):
+    """A small VOC-format tree (images of two odd sizes) for the data tests."""
+    return make_voc_like_tree(root, splits, sizes=sizes, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -363,7 +326,9 @@ def test_cache_is_reused_and_rebuilt_when_a_source_or_the_size_changes(tmp_path)
     # A changed mask: the manifest no longer matches, the cache is rebuilt with the new labels.
     labels = np.full((36, 48), 7, dtype=np.uint8)
     buffer = io.BytesIO()
-    save_mask(labels, buffer)
+    mask = Image.fromarray(labels)
+    mask.putpalette(VOC_PALETTE.tobytes())
+    mask.save(buffer, format="PNG")
     _rewrite_file(first.mask_paths[0], buffer.getvalue())
     rebuilt = VOCDataset(root, "train", make_transforms("report", size=16), cache_dir=cache_dir)
     assert images_file.stat().st_mtime_ns != built
@@ -513,7 +478,7 @@ def _write_sbd(sbd: Path, ids_train: list[str], ids_val: list[str], seed: int = 
     (sbd / "img").mkdir()
     labels_of = {}
     for sample_id in ids_train + ids_val:
-        image, labels = _draw_sample(rng, 40, 30)
+        image, labels = draw_voc_like_sample(rng, 40, 30)
         labels[labels == 255] = 0  # SBD has no void border
         savemat(sbd / "cls" / f"{sample_id}.mat", {"GTcls": {"Segmentation": labels}})
         Image.fromarray(image).save(sbd / "img" / f"{sample_id}.jpg")

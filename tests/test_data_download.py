@@ -13,7 +13,7 @@ from torchvision.datasets import SBDataset
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 
 from deeplab_kit.cli import main
-from deeplab_kit.download import DownloadError, download_sbd, download_voc
+from deeplab_kit.data.download import DownloadError, download_sbd, download_voc
 
 
 @pytest.fixture(autouse=True)

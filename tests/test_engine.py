@@ -16,16 +16,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from deeplab_kit.checkpoint import CheckpointError, find_checkpoints, load_checkpoint
-from deeplab_kit.config import PRESETS, RunConfig
-from deeplab_kit.distributed import Context
-from deeplab_kit.engine import TrainingDiverged, build_run_model, train
-from deeplab_kit.loader import make_loaders
+from deeplab_kit.course.figures import read_history
+from deeplab_kit.data.loader import make_loaders
+from deeplab_kit.data.transforms import normalize
 from deeplab_kit.model import build_model
-from deeplab_kit.schedule import make_scheduler
-from deeplab_kit.step import TrainStep
-from deeplab_kit.transforms import normalize
-from deeplab_kit.viz import read_history
+from deeplab_kit.training import loop
+from deeplab_kit.training.checkpoint import CheckpointError, find_checkpoints, load_checkpoint
+from deeplab_kit.training.config import MODEL_PRESETS, RunConfig
+from deeplab_kit.training.distributed import Context
+from deeplab_kit.training.loop import TrainingDiverged, build_run_model, train
+from deeplab_kit.training.schedule import make_scheduler
+from deeplab_kit.training.step import TrainStep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = dict(
@@ -63,16 +64,6 @@ DATA = dict(train_set=Squares(4), val_set=Squares(2, offset=1))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    """A tiny generated VOC tree on disk, for the tests that run the real data path."""
-    from deeplab_kit.synthetic import make_synthetic_voc
-
-    return make_synthetic_voc(
-        tmp_path_factory.mktemp("synthetic"), num_train=4, num_val=2, size=32, seed=0
-    )
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +132,7 @@ def test_the_train_step_times_its_paths_on_a_copy_and_leaves_the_run_as_it_was()
 
 
 def test_the_aux_head_learns_at_its_own_rate():
-    from deeplab_kit.schedule import make_optimizer
+    from deeplab_kit.training.schedule import make_optimizer
 
     model = build_model(**TINY_MODEL, aux_loss=True)
     config = RunConfig(**{**TINY_RUN, "aux_loss": True, "lr": 0.01, "aux_lr_factor": 10.0})
@@ -169,9 +160,7 @@ def test_accumulation_steps_every_k_batches_with_the_big_batch_gradient():
     torch.manual_seed(0)
     big, small = Pixelwise(), Pixelwise()
     small.load_state_dict(big.state_dict())
-    step_big = TrainStep(
-        big, torch.optim.SGD(big.parameters(), lr=0.5), device="cpu", amp="off"
-    )
+    step_big = TrainStep(big, torch.optim.SGD(big.parameters(), lr=0.5), device="cpu", amp="off")
     step_small = TrainStep(
         small, torch.optim.SGD(small.parameters(), lr=0.5), device="cpu", amp="off", accumulation=2
     )
@@ -191,9 +180,7 @@ def test_a_uint8_batch_is_normalised_on_the_device_exactly_as_the_loader_would()
     from_uint8, from_float = Pixelwise(), Pixelwise()
     from_float.load_state_dict(from_uint8.state_dict())
     losses = [
-        TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.5), device="cpu")(
-            batch, targets
-        )
+        TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.5), device="cpu")(batch, targets)
         for model, batch in ((from_uint8, images), (from_float, normalize(images)))
     ]
     assert torch.equal(losses[0], losses[1])
@@ -206,9 +193,11 @@ def test_fixed_size_presets_load_uint8_and_padding_presets_load_floats(synthetic
     dtypes = {}
     for train_preset, val_preset in (("report", "report"), ("paper-train", "paper-eval")):
         config = RunConfig(
-            **TINY_RUN, data_root=str(synthetic_root), train_transforms=train_preset,
+            **TINY_RUN,
+            data_root=str(synthetic_root),
+            train_transforms=train_preset,
             val_transforms=val_preset,
-        )  # fmt: skip
+        )
         for loader in make_loaders(config, context):
             images, masks = next(iter(loader))
             dtypes[loader.dataset.transforms.name] = (images.dtype, masks.dtype)
@@ -344,8 +333,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 CHILD = """
 import json, sys, torch
 torch.set_num_threads(1)
-from deeplab_kit.config import RunConfig
-from deeplab_kit.engine import train
+from deeplab_kit.training.config import RunConfig
+from deeplab_kit.training.loop import train
 train(RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)
 """
 
@@ -358,9 +347,10 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_same_weights(synthetic_root, tmp
 
     out = tmp_path / "killed"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, json.dumps(config.to_dict()), str(out)], cwd=ROOT,
+        [sys.executable, "-c", CHILD, json.dumps(config.to_dict()), str(out)],
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 120
         while not find_checkpoints(out / "checkpoints") and time.monotonic() < deadline:
@@ -388,7 +378,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_same_weights(synthetic_root, tmp
 
 def test_pretrained_recipe_loads_torchvision_weights_with_a_new_classifier(tmp_path):
     torch.manual_seed(1)
-    source = build_model(**PRESETS["torchvision"])  # torchvision's layout, with the aux head
+    source = build_model(**MODEL_PRESETS["torchvision"])  # torchvision's layout, with the aux head
     torch.save(source.state_dict(), tmp_path / "deeplabv3_resnet50_coco.pth")
     config = RunConfig.from_recipe(
         "pretrained", pretrained_weights=str(tmp_path / "deeplabv3_resnet50_coco.pth")
@@ -427,18 +417,50 @@ def test_pretrained_recipe_offline_fails_with_the_clear_message(monkeypatch):
 def test_ddp_two_processes_train_and_resume(synthetic_root, tmp_path):
     def torchrun(out, *options):
         command = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            "-m", "deeplab_kit", "train", "--recipe", "demo", "--data", str(synthetic_root),
-            "--out", str(out), "--epochs", "2", "--quiet", "--backbone", "resnet26",
-            "--backbone-width", "16", "--aspp-channels", "16", "--atrous-rates", "1,2",
-            "--image-size", "32", "--batch-size", "2", "--device", "cpu", *options,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "deeplab_kit",
+            "train",
+            "--recipe",
+            "demo",
+            "--data",
+            str(synthetic_root),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--quiet",
+            "--backbone",
+            "resnet26",
+            "--backbone-width",
+            "16",
+            "--aspp-channels",
+            "16",
+            "--atrous-rates",
+            "1,2",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            *options,
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         # its own process group, so that a hang is cleaned up with torchrun's workers too
         launcher = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
-        )  # fmt: skip
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             output, _ = launcher.communicate(timeout=300)
         except subprocess.TimeoutExpired:
@@ -465,7 +487,7 @@ def test_an_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch
     def no_data(*args, **kwargs):
         raise AssertionError("data was loaded before the output folder was checked")
 
-    monkeypatch.setattr("deeplab_kit.engine.make_loaders", no_data)
+    monkeypatch.setattr("deeplab_kit.training.loop.make_loaders", no_data)
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(NotADirectoryError, match=r"file: is a file, not a folder"):
@@ -475,7 +497,7 @@ def test_an_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch
 
 
 def test_a_failed_write_keeps_the_newest_good_checkpoint_and_says_so(tmp_path, monkeypatch):
-    import deeplab_kit.checkpoint as checkpoint_module
+    import deeplab_kit.training.checkpoint as checkpoint_module
 
     real_save = torch.save
 
@@ -492,22 +514,21 @@ def test_a_failed_write_keeps_the_newest_good_checkpoint_and_says_so(tmp_path, m
     assert "epoch-0001.pt, is kept" in message and "\n" not in message
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "best.pt", "epoch-0001.pt",
-    ]  # fmt: skip
+        "best.pt",
+        "epoch-0001.pt",
+    ]
     assert load_checkpoint(tmp_path / "checkpoints" / "epoch-0001.pt")["epoch"] == 1
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
-    from deeplab_kit import engine
-
-    class Poisoning(engine.TrainStep):
+    class Poisoning(TrainStep):
         def __call__(self, images, targets):
             loss = super().__call__(images, targets)
             with torch.no_grad():
                 next(self.model.parameters())[0] = float("nan")
             return loss  # a finite loss: only the weights tell
 
-    monkeypatch.setattr(engine, "TrainStep", Poisoning)
+    monkeypatch.setattr(loop, "TrainStep", Poisoning)
     stepwise = RunConfig(**{**TINY_RUN, "checkpoint_every": 1})  # a checkpoint after each step
     with pytest.raises(TrainingDiverged, match="weight backbone.conv1.weight is NaN"):
         train(stepwise, tmp_path, progress=False, **DATA)
@@ -540,8 +561,15 @@ def test_silent_oddities_are_said(tmp_path, synthetic_root):
     late = RunConfig(**{**TINY_RUN, "epochs": 1, "schedule": "step", "lr_steps": (100,)})
     with pytest.warns(UserWarning, match=r"lr_steps \[100\] lie at or past the run's last epoch"):
         train(late, tmp_path / "late", progress=False, **DATA)
-    same = RunConfig(**{**TINY_RUN, "epochs": 1, "data_root": str(synthetic_root),
-                        "val_split": "train", "num_classes": 21})  # fmt: skip
+    same = RunConfig(
+        **{
+            **TINY_RUN,
+            "epochs": 1,
+            "data_root": str(synthetic_root),
+            "val_split": "train",
+            "num_classes": 21,
+        }
+    )
     with pytest.warns(UserWarning, match="4 of the 4 validation images are also training"):
         train(same, tmp_path / "same", progress=False)
     small = RunConfig(**{**TINY_RUN, "batch_size": 8})

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from deeplab_kit.atrous import sampling_positions
-from deeplab_kit.erf import erf_radius, erf_table, gradient_map
+from deeplab_kit.course.atrous import sampling_positions
+from deeplab_kit.course.erf import erf_radius, erf_table, gradient_map
 
 
 @pytest.mark.parametrize("rate", [1, 2, 5])
@@ -29,8 +29,12 @@ def test_a_dilated_3x3_convolution_looks_exactly_at_its_taps(rate):
 
 def test_the_gradient_of_one_image_does_not_depend_on_the_others():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                          nn.Conv2d(4, 2, 3, padding=2, dilation=2))  # fmt: skip
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 2, 3, padding=2, dilation=2),
+    )
     model.train()  # gradient_map switches to eval (running statistics) and back
     images = torch.randn(3, 3, 15, 15)
     alone = gradient_map(model, images[:1])

@@ -8,10 +8,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from deeplab_kit.data.classes import VOC_PALETTE
+from deeplab_kit.data.transforms import normalize
 from deeplab_kit.evaluate import evaluate
-from deeplab_kit.fastpath import Path
-from deeplab_kit.transforms import normalize
-from deeplab_kit.voc import VOC_PALETTE
+from deeplab_kit.training.fastpath import Path
 
 CPU = torch.device("cpu")
 
@@ -331,14 +331,24 @@ def varied_voc(tmp_path_factory):
 def os16_checkpoint(varied_voc, tmp_path_factory):
     """A small DeepLabv3 (image pooling on) trained one epoch at output stride 16 on 32-px
     resized images: its checkpoint."""
-    from deeplab_kit.config import RunConfig
-    from deeplab_kit.engine import train
+    from deeplab_kit.training.config import RunConfig
+    from deeplab_kit.training.loop import train
 
     config = RunConfig.from_recipe(
-        "ablation", data_root=str(varied_voc), output_stride=16, atrous_rates=(1, 2, 3),
-        backbone_width=8, aspp_channels=8, image_size=32, batch_size=2, eval_batch_size=2,
-        epochs=1, device="cpu", amp="off", lr=1e-2,
-    )  # fmt: skip
+        "ablation",
+        data_root=str(varied_voc),
+        output_stride=16,
+        atrous_rates=(1, 2, 3),
+        backbone_width=8,
+        aspp_channels=8,
+        image_size=32,
+        batch_size=2,
+        eval_batch_size=2,
+        epochs=1,
+        device="cpu",
+        amp="off",
+        lr=1e-2,
+    )
     out = tmp_path_factory.mktemp("os16")
     train(config, out, progress=False)
     return out / "checkpoints" / "epoch-0001.pt"
@@ -360,14 +370,15 @@ class PooledModel(LocalModel):
 def test_a_prediction_does_not_depend_on_the_other_images_of_its_batch(scales, flip):
     """With image pooling, padding would change an image's prediction; the evaluation collate
     never pads, so each image scores as it does alone, at one scale or several with flips."""
-    from deeplab_kit.transforms import eval_collate
+    from deeplab_kit.data.transforms import eval_collate
 
     ds = ToyVOC([(24, 24), (40, 56), (32, 48)], noise=0.8)
     model = PooledModel()
 
     def matrix(loader):
-        return evaluate(model, loader, device=CPU, num_classes=3, scales=scales, flip=flip,
-                        amp="off").confusion.matrix  # fmt: skip
+        return evaluate(
+            model, loader, device=CPU, num_classes=3, scales=scales, flip=flip, amp="off"
+        ).confusion.matrix
 
     alone = matrix(DataLoader(ds, batch_size=1))
     together = matrix(DataLoader(ds, batch_size=3, collate_fn=eval_collate))
@@ -379,9 +390,9 @@ def test_a_prediction_does_not_depend_on_the_other_images_of_its_batch(scales, f
 def test_original_protocol_counts_exactly_the_labelled_pixels_of_the_original_masks(
     varied_voc, os16_checkpoint
 ):
-    from deeplab_kit.data import VOCDataset
+    from deeplab_kit.data.transforms import make_transforms
+    from deeplab_kit.data.voc import VOCDataset
     from deeplab_kit.evaluate import evaluate_checkpoint
-    from deeplab_kit.transforms import make_transforms
 
     raw = VOCDataset(varied_voc, split="val", transforms=None)
     labelled = sum(int((raw.read_raw(i)[1] != 255).sum()) for i in range(len(raw)))
@@ -403,7 +414,7 @@ def test_the_batch_size_does_not_change_the_scores(varied_voc, os16_checkpoint, 
     one, four = (
         evaluate_checkpoint(
             os16_checkpoint, varied_voc, protocol=protocol, batch_size=size, progress=False
-        )  # fmt: skip
+        )
         for size in (1, 4)
     )
     assert one["confusion_matrix"] == four["confusion_matrix"]
@@ -413,13 +424,19 @@ def test_the_batch_size_does_not_change_the_scores(varied_voc, os16_checkpoint, 
 def test_an_os16_checkpoint_evaluates_at_os8_and_exports_for_the_server(
     varied_voc, os16_checkpoint, tmp_path
 ):
-    from deeplab_kit.data import VOCDataset
+    from deeplab_kit.data.voc import VOCDataset
     from deeplab_kit.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
-        os16_checkpoint, varied_voc, output_stride=8, scales=(0.75, 1.0), flip=True,
-        export_dir=tmp_path / "server", out_dir=tmp_path / "eval", progress=False,
-    )  # fmt: skip
+        os16_checkpoint,
+        varied_voc,
+        output_stride=8,
+        scales=(0.75, 1.0),
+        flip=True,
+        export_dir=tmp_path / "server",
+        out_dir=tmp_path / "eval",
+        progress=False,
+    )
     assert (metrics["output_stride"], metrics["scales"], metrics["flip"]) == (8, [0.75, 1.0], True)
     stored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert stored["output_stride"] == 8 and stored["protocol"] == "original"

@@ -4,9 +4,9 @@ device "auto" picks."""
 import pytest
 import torch
 
-from deeplab_kit import device as device_module
-from deeplab_kit import fastpath, machine
-from deeplab_kit.fastpath import Path
+from deeplab_kit.training import device as device_module
+from deeplab_kit.training import fastpath, machine
+from deeplab_kit.training.fastpath import Path
 
 CPU = torch.device("cpu")
 FP32, FP32_CL = Path("off", False), Path("off", True)
@@ -70,8 +70,9 @@ def test_the_choice_is_timed_again_for_another_machine_torch_shape_or_model(monk
 def test_a_bf16_path_that_loses_accuracy_is_left_out():
     drifting = {BF16_CL: LOSSES * 1.05}  # 5% off fp32's losses
     fast_bf16 = {FP32: 4.4, FP32_CL: 3.9, BF16: 2.5, BF16_CL: 1.9}
-    choice = fastpath.choose(key(guard=1), [FP32, FP32_CL, BF16, BF16_CL],
-                             Timings(fast_bf16, drifting))  # fmt: skip
+    choice = fastpath.choose(
+        key(guard=1), [FP32, FP32_CL, BF16, BF16_CL], Timings(fast_bf16, drifting)
+    )
     assert choice.path == BF16  # the fastest path that keeps accuracy
     assert "differs from fp32 by 5.00%" in choice.excluded["bf16 autocast + channels_last"]
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deeplab_kit import machine
+from deeplab_kit.training import machine
 
 XEON_AMX = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -64,8 +64,9 @@ def test_same_model_name_other_instruction_sets_is_not_the_same_machine(cpuinfo)
     assert why.startswith("same model name, other instruction sets")
     assert "amx_bf16" in why
     assert machine.same_kernels(amx, dict(amx)) == (
-        True, "same CPU model, instruction sets, kernels and GPU"
-    )  # fmt: skip
+        True,
+        "same CPU model, instruction sets, kernels and GPU",
+    )
     assert machine.kind_of(no_amx) == "Intel; no AMX; AVX512-BF16"
 
 

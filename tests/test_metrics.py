@@ -7,15 +7,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from deeplab_kit.data.classes import VOC_CLASSES
 from deeplab_kit.metrics import (
     ConfusionMatrix,
     explain_micro_macro,
+    miou_loss_bound,
     named_scores,
     per_class_table,
     report_table,
 )
-from deeplab_kit.reference import REPORT_TABLE1
-from deeplab_kit.voc import VOC_CLASSES
 
 
 def scores_of(pred, target, num_classes, **kwargs):
@@ -32,8 +32,15 @@ def test_perfect_prediction_scores_one_and_ignores_void():
     cm = ConfusionMatrix(3).update(pred, target)
     assert torch.equal(cm.matrix, torch.diag(torch.tensor([2, 2, 2])))
     s = cm.compute()
-    for key in ("pixel_accuracy", "mean_accuracy", "miou", "fw_iou", "precision_macro",
-                "recall_macro", "f1_macro"):  # fmt: skip
+    for key in (
+        "pixel_accuracy",
+        "mean_accuracy",
+        "miou",
+        "fw_iou",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+    ):
         assert s[key] == 1.0, key
     assert s["iou"] == [1.0, 1.0, 1.0]
 
@@ -293,17 +300,18 @@ def test_report_table_rows_units_and_conventions():
     pred, target = random_case(6, 8)
     cm = ConfusionMatrix(8).update(pred, target)
     s = cm.compute()
-    table = report_table({"ours": cm, "as dict": s}, average="weighted", quoted=True)
+    table = report_table({"ours": cm, "as dict": s}, average="weighted")
     assert list(table.index) == [
-        "Precision (weighted)", "Recall (weighted)", "F1 score (weighted)", "mIoU (macro)",
-    ]  # fmt: skip
+        "Precision (weighted)",
+        "Recall (weighted)",
+        "F1 score (weighted)",
+        "mIoU (macro)",
+    ]
     assert table.loc["mIoU (macro)", "unit"] == "%"
     assert table.loc["mIoU (macro)", "ours"] == pytest.approx(100 * s["miou"])
     assert table["ours"].tolist() == table["as dict"].tolist()
     assert table.loc["Precision (weighted)", "ours"] == pytest.approx(s["precision_weighted"])
-    for name in REPORT_TABLE1:
-        assert f"{name} (quoted)" in table.columns
-    assert not any("quoted" in c for c in report_table({"ours": cm}).columns)
+    assert list(table.columns) == ["unit", "ours", "as dict"]
     micro = report_table({"ours": cm}, average="micro")["ours"]
     assert micro["Precision (micro)"] == pytest.approx(micro["Recall (micro)"])
     assert micro["Precision (micro)"] == pytest.approx(micro["F1 score (micro)"])
@@ -404,3 +412,36 @@ def test_every_average_is_named_and_the_short_names_repeat_the_macro_ones():
     named = named_scores(s)
     assert not {"precision", "recall", "f1"} & set(named)
     assert named["precision_macro"] == s["precision"]
+
+
+def test_the_miou_bound_holds_on_confusion_matrices_built_by_hand():
+    """1 - mIoU <= 2 E / (C m): E the pixel error rate, m the smallest class's pixel share."""
+    # 100 pixels: 90 background, 6 and 4 object pixels; 2 wrong (background read as objects)
+    cm = ConfusionMatrix.from_matrix(torch.tensor([[88, 1, 1], [0, 6, 0], [0, 0, 4]]))
+    s = cm.compute()
+    assert s["pixel_accuracy"] == pytest.approx(0.98)
+    bound = miou_loss_bound(0.02, 0.04, 3)
+    assert bound == pytest.approx(2 * 0.02 / (3 * 0.04))
+    assert 1 - s["miou"] <= bound
+    # the worst case: every wrong pixel taken from the smallest class, a wrong label of its own
+    worst = ConfusionMatrix.from_matrix(torch.tensor([[90, 0, 0], [0, 6, 0], [0, 2, 2]]))
+    assert 1 - worst.compute()["miou"] <= miou_loss_bound(0.02, 0.04, 3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        matrix = torch.randint(0, 50, (5, 5), generator=generator)
+        matrix += torch.diag(torch.randint(1, 2000, (5,), generator=generator))
+        cm = ConfusionMatrix.from_matrix(matrix)
+        total = matrix.sum().item()
+        error = 1 - matrix.diag().sum().item() / total
+        smallest = matrix.sum(1).min().item() / total
+        assert 1 - cm.compute()["miou"] <= miou_loss_bound(error, smallest, 5) + 1e-12
+
+
+def test_the_report_s_table1_cannot_come_from_one_confusion_matrix_of_voc():
+    from deeplab_kit.course.quoted import table1_bound
+
+    bound = table1_bound()
+    share = bound["largest smallest-class share (%)"]
+    # Pretrained: recall 0.99873 and mIoU 64.6% need every class below 0.034% of the pixels
+    assert share["Pretrained (quoted)"] == pytest.approx(0.0342, abs=5e-4)
+    assert share["MyModel (quoted)"] == pytest.approx(0.24, abs=0.01)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import urllib.error
 
 import pytest
 import torch
+from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights, deeplabv3_resnet50
 
+from deeplab_kit.course.atrous import receptive_field, receptive_field_from_config
 from deeplab_kit.model import build_model, describe, from_preset, load_torchvision_weights
 
 
@@ -266,7 +269,12 @@ def test_config_rebuilds_the_same_architecture():
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(output_stride=12), "output_stride must be 8, 16 or 32"),
+        (
+            dict(output_stride=12),
+            r"output_stride 12 cannot be reached .* choose one of \[8, 16, 32\]",
+        ),
+        (dict(output_stride=256, extra_blocks=0), "256 cannot be reached with block4"),
+        (dict(aspp=False, decoder=True), "decoder=True needs ASPP"),
         (dict(atrous_rates=(6, 0)), "atrous_rates must be a sequence of positive integers"),
         (dict(atrous_rates=(6.5,)), "atrous_rates must be a sequence of positive integers"),
         (dict(backbone="vgg16"), "unknown backbone 'vgg16'"),
@@ -342,3 +350,49 @@ def test_torchvisions_weights_at_os16_moved_to_os8_match_torchvision(torchvision
     with torch.no_grad():
         expected, got = reference(x), os8(x)
     torch.testing.assert_close(got["out"], expected["out"], atol=1e-4, rtol=0)
+
+
+# --- the paper's cascaded model: going deeper with atrous convolution -----------------------
+
+CASCADE = dict(backbone="resnet26", backbone_width=8, aspp=False, num_classes=5)
+
+
+@pytest.mark.parametrize("blocks", [4, 5, 6, 7])
+def test_every_reachable_output_stride_gives_the_paper_s_strides_and_rates(blocks):
+    """Stages stride until the output stride is reached, then dilate at rates doubling block by
+    block (the paper's Table 1: block7 at output stride 256 has no atrous convolution)."""
+    extra = blocks - 4
+    for output_stride in (8, 16, 32, 64, 128, 256):
+        if output_stride > 32 * 2**extra:
+            with pytest.raises(ValueError, match=f"block{blocks}"):
+                build_model(**CASCADE, extra_blocks=extra, output_stride=output_stride)
+            continue
+        model = build_model(**CASCADE, extra_blocks=extra, output_stride=output_stride).eval()
+        info = describe(model)
+        assert info["output_stride"] == output_stride and not info["aspp"]
+        with torch.no_grad():
+            features = model.backbone(torch.zeros(2, 3, 160, 160))["out"]
+            scores = model(torch.zeros(2, 3, 160, 160))["out"]
+        side = -(-160 // output_stride)  # ceil
+        assert features.shape[-2:] == (side, side)
+        assert scores.shape == (2, 5, 160, 160)  # upsampled to the input
+        stages = [f"layer{i}" for i in range(2, blocks + 1)]
+        striding = [name for name in stages if info["strides"][name][0] == 2]
+        assert len(striding) == int(math.log2(output_stride)) - 2  # the stem gives 4
+        assert striding == stages[: len(striding)]  # striding first, then dilating
+        rate = 1
+        for name in stages[len(striding) :]:
+            rate *= 2
+            last = info["dilations"][name][-1]
+            assert last == rate, (output_stride, name)
+        if output_stride == 32 * 2**extra:
+            assert max(max(d) for d in info["dilations"].values()) == 1  # no atrous at all
+        assert receptive_field(model).backbone == receptive_field_from_config(model.config).backbone
+
+
+def test_the_cascaded_model_s_classifier_is_one_1x1_conv_on_the_last_block():
+    model = build_model(**CASCADE, extra_blocks=3, output_stride=16)
+    convs = [m for m in model.classifier.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 and convs[0].kernel_size == (1, 1)
+    assert convs[0].in_channels == 8 * 8 * 4 and convs[0].out_channels == 5
+    assert describe(model)["atrous_rates"] == () and model.classifier.aspp is None

@@ -7,10 +7,11 @@ import shutil
 import pandas as pd
 import pytest
 
-from deeplab_kit import machine, provenance, results
-from deeplab_kit.ablation import read_ablation, run_folder
 from deeplab_kit.cli import main
-from deeplab_kit.config import RECIPES
+from deeplab_kit.course import provenance, results
+from deeplab_kit.course.ablation import read_ablation, run_folder
+from deeplab_kit.training import machine
+from deeplab_kit.training.config import RECIPES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_kit import shapes
 from deeplab_kit.cli import main
-from deeplab_kit.synthetic import make_synthetic_voc
-from deeplab_kit.voc import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, VOC_PALETTE
+from deeplab_kit.data import synthetic_shapes
+from deeplab_kit.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, VOC_PALETTE
+from deeplab_kit.data.synthetic import make_synthetic_voc
 
 
 def voc_dir(root):
@@ -125,9 +125,14 @@ def test_refuses_to_overwrite_a_voc_tree_it_did_not_write(tmp_path):
 
 @pytest.mark.parametrize(
     "arguments, name",
-    [(dict(num_train=0), "num_train"), (dict(num_val=-1), "num_val"), (dict(size=16), "size"),
-     (dict(seed=-3), "seed"), (dict(size=64.0), "size")],
-)  # fmt: skip
+    [
+        (dict(num_train=0), "num_train"),
+        (dict(num_val=-1), "num_val"),
+        (dict(size=16), "size"),
+        (dict(seed=-3), "seed"),
+        (dict(size=64.0), "size"),
+    ],
+)
 def test_bad_arguments_are_named(tmp_path, arguments, name):
     with pytest.raises(ValueError, match=name):
         make_synthetic_voc(tmp_path, **arguments)
@@ -135,15 +140,30 @@ def test_bad_arguments_are_named(tmp_path, arguments, name):
 
 def test_documented_shape_table_covers_every_class():
     rows = [
-        line for line in shapes.__doc__.splitlines() if line.startswith("|") and "|" in line[1:]
+        line
+        for line in synthetic_shapes.__doc__.splitlines()
+        if line.startswith("|") and "|" in line[1:]
     ]
     documented = {cells.split("|")[2].strip() for cells in rows[2:]}
-    assert documented == set(VOC_CLASSES[1:]) == set(shapes.SHAPES)
+    assert documented == set(VOC_CLASSES[1:]) == set(synthetic_shapes.SHAPES)
 
 
 def test_cli_synth_writes_the_tree(tmp_path, capsys):
-    code = main(["synth", "--out", str(tmp_path), "--train", "3", "--val", "2", "--size", "40",
-                 "--seed", "1"])  # fmt: skip
+    code = main(
+        [
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--train",
+            "3",
+            "--val",
+            "2",
+            "--size",
+            "40",
+            "--seed",
+            "1",
+        ]
+    )
     assert code == 0
     assert len(read_split(tmp_path, "train")[0]) == 3
     assert read_split(tmp_path, "val")[1].shape == (2, 40, 40)
@@ -211,7 +231,7 @@ def test_the_colour_classifier_does_solve_a_dataset_coloured_by_class(default_ro
 
 
 def test_silhouettes_are_distinct_and_fill_their_frame():
-    drawn = {name: shapes.silhouette(name, size=48) for name in VOC_CLASSES[1:]}
+    drawn = {name: synthetic_shapes.silhouette(name, size=48) for name in VOC_CLASSES[1:]}
     for name, shape in drawn.items():
         assert shape.shape == (48, 48) and 0.1 < (shape > 0).mean() < 0.8, name
     names = list(drawn)
@@ -222,4 +242,4 @@ def test_silhouettes_are_distinct_and_fill_their_frame():
             ).sum()
             assert overlap < 0.8, (a, b)
     with pytest.raises(ValueError, match="unknown class"):
-        shapes.silhouette("unicorn")
+        synthetic_shapes.silhouette("unicorn")

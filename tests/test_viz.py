@@ -14,9 +14,10 @@ import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from deeplab_kit import atrous_viz, viz  # noqa: E402
-from deeplab_kit.atrous import sampling_positions, valid_share  # noqa: E402
-from deeplab_kit.voc import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, VOC_PALETTE  # noqa: E402
+from deeplab_kit.course import atrous_figures, figures  # noqa: E402
+from deeplab_kit.course.atrous import sampling_positions, valid_share  # noqa: E402
+from deeplab_kit.data.classes import VOC_CLASSES, VOC_PALETTE  # noqa: E402
+from deeplab_kit.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
 def _masks(n, size=12, seed=0):
@@ -55,7 +56,7 @@ def _bands(ax):
 
 def test_color_mask_pixels_are_palette_colours_and_void_is_voids_colour():
     mask = _masks(1)[0]
-    colours = viz.color_mask(mask)
+    colours = figures.color_mask(mask)
     assert colours.shape == (12, 12, 3) and colours.dtype == np.uint8
     for i, j in itertools.product(range(12), repeat=2):
         assert tuple(colours[i, j]) == tuple(VOC_PALETTE[mask[i, j]])
@@ -65,11 +66,11 @@ def test_color_mask_pixels_are_palette_colours_and_void_is_voids_colour():
 
 def test_color_mask_refuses_non_labels():
     with pytest.raises(ValueError, match="0..255"):
-        viz.color_mask(np.array([[0, 300]]))
+        figures.color_mask(np.array([[0, 300]]))
     with pytest.raises(ValueError, match="non-integer"):
-        viz.color_mask(np.array([[0.5, 1.0]]))
+        figures.color_mask(np.array([[0.5, 1.0]]))
     with pytest.raises(ValueError, match=r"\(H, W\)"):
-        viz.color_mask(np.zeros((2, 3, 3), dtype=np.int64))
+        figures.color_mask(np.zeros((2, 3, 3), dtype=np.int64))
 
 
 def test_denormalize_inverts_the_normalisation():
@@ -77,15 +78,19 @@ def test_denormalize_inverts_the_normalisation():
     normalised = (rgb - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[
         :, None, None
     ]
-    np.testing.assert_allclose(viz.denormalize(normalised), rgb.permute(1, 2, 0).numpy(), atol=1e-6)
-    np.testing.assert_allclose(viz.as_rgb(np.full((2, 2, 3), 255, np.uint8)), np.ones((2, 2, 3)))
+    np.testing.assert_allclose(
+        figures.denormalize(normalised), rgb.permute(1, 2, 0).numpy(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        figures.as_rgb(np.full((2, 2, 3), 255, np.uint8)), np.ones((2, 2, 3))
+    )
 
 
 def test_overlay_blends_labelled_pixels_only():
     image = np.full((4, 4, 3), 0.5)
     mask = np.zeros((4, 4), dtype=np.int64)
     mask[1, 2], mask[3, 3] = 15, 255
-    blended = viz.overlay(image, mask, alpha=0.25)
+    blended = figures.overlay(image, mask, alpha=0.25)
     assert np.array_equal(blended[mask == 0], image[mask == 0])
     np.testing.assert_allclose(blended[1, 2], 0.75 * 0.5 + 0.25 * VOC_PALETTE[15] / 255)
     np.testing.assert_allclose(blended[3, 3], 0.75 * 0.5 + 0.25 * VOC_PALETTE[255] / 255)
@@ -94,13 +99,15 @@ def test_overlay_blends_labelled_pixels_only():
 def test_prediction_grid_shows_image_truth_and_each_models_prediction():
     images = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     truths, mine, theirs = _masks(2, seed=1), _masks(2, seed=2), _masks(2, seed=3)
-    fig = viz.plot_predictions(images, truths, {"MyModel": mine, "Pretrained": theirs})
+    fig = figures.plot_predictions(images, truths, {"MyModel": mine, "Pretrained": theirs})
     axes = np.array(fig.axes).reshape(2, 4)
     assert [ax.get_title() for ax in axes[0]] == ["image", "ground truth", "MyModel", "Pretrained"]
     for row in range(2):
-        np.testing.assert_allclose(axes[row, 0].images[0].get_array(), viz.denormalize(images[row]))
-        assert np.array_equal(axes[row, 1].images[0].get_array(), viz.color_mask(truths[row]))
-        assert np.array_equal(axes[row, 3].images[0].get_array(), viz.color_mask(theirs[row]))
+        np.testing.assert_allclose(
+            axes[row, 0].images[0].get_array(), figures.denormalize(images[row])
+        )
+        assert np.array_equal(axes[row, 1].images[0].get_array(), figures.color_mask(truths[row]))
+        assert np.array_equal(axes[row, 3].images[0].get_array(), figures.color_mask(theirs[row]))
     legend = {t.get_text() for t in fig.legends[0].get_texts()}
     present = torch.cat([truths, mine, theirs]).unique().tolist()
     assert legend == {"void" if c == 255 else VOC_CLASSES[c] for c in present}
@@ -108,16 +115,16 @@ def test_prediction_grid_shows_image_truth_and_each_models_prediction():
 
 def test_prediction_grid_can_draw_masks_over_their_images():
     images, truths = torch.randn(2, 3, 12, 12), _masks(2)
-    axes = viz.plot_predictions(images, truths, alpha=0.4, legend=False).axes
+    axes = figures.plot_predictions(images, truths, alpha=0.4, legend=False).axes
     assert [ax.get_title() for ax in axes[:2]] == ["image", "ground truth"] and len(axes) == 4
     np.testing.assert_allclose(
-        axes[3].images[0].get_array(), viz.overlay(images[1], truths[1], 0.4)
+        axes[3].images[0].get_array(), figures.overlay(images[1], truths[1], 0.4)
     )
 
 
 def test_prediction_grid_refuses_mismatched_counts():
     with pytest.raises(ValueError, match="2 images but 1 masks"):
-        viz.plot_predictions(torch.zeros(2, 3, 4, 4), _masks(2, 4), [_masks(1, 4)[0]])
+        figures.plot_predictions(torch.zeros(2, 3, 4, 4), _masks(2, 4), [_masks(1, 4)[0]])
 
 
 # --- history ------------------------------------------------------------------------------------
@@ -125,7 +132,7 @@ def test_prediction_grid_refuses_mismatched_counts():
 
 def test_session_bands_cover_exactly_the_epochs_of_each_session():
     history = _history()
-    fig = viz.plot_history(history)
+    fig = figures.plot_history(history)
     bands = _bands(fig.axes[0])
     assert set(bands) == {"session-1", "session-2", "session-3"}
     for session, rows in history.groupby("session"):
@@ -139,7 +146,7 @@ def test_session_bands_cover_exactly_the_epochs_of_each_session():
 def test_the_loss_curve_is_one_continuous_line_over_sessions():
     history = _history()
     history.loc[history["epoch"] % 2 == 1, "val_loss"] = np.nan  # evaluated every other epoch
-    fig = viz.plot_history(history)
+    fig = figures.plot_history(history)
     train, val = fig.axes[0].get_lines()[:2]
     assert train.get_xdata().tolist() == history["epoch"].tolist()
     assert val.get_xdata().tolist() == [2, 4, 6, 8]
@@ -147,32 +154,32 @@ def test_the_loss_curve_is_one_continuous_line_over_sessions():
 
 def test_a_rerun_epoch_belongs_to_the_later_session():
     history = pd.concat([_history((1, 1, 1)), _history((2, 2, 2)).assign(epoch=[3, 4, 5])])
-    spans = viz.session_spans(history)
+    spans = figures.session_spans(history)
     assert spans[["session", "first_epoch", "last_epoch"]].values.tolist() == [[1, 1, 2], [2, 3, 5]]
 
 
 def test_learning_rate_jumps_are_marked_and_smooth_schedules_are_not():
     lrs = [1e-3] * 5 + [1e-4] * 3
     history = _history(lrs=lrs)
-    changes = viz.lr_changes(history)
+    changes = figures.lr_changes(history)
     assert changes.values.tolist() == [[6, 1e-3, 1e-4]]
-    fig = viz.plot_history(history)
+    fig = figures.plot_history(history)
     marks = [line for line in fig.axes[0].get_lines() if line.get_gid() == "lr-change"]
     assert [m.get_xdata()[0] for m in marks] == [5.5]
     assert any("x0.1" in t.get_text() for t in fig.axes[0].texts)
     poly = 1e-2 * (1 - np.arange(8) / 10) ** 0.9  # a poly schedule: small steps every epoch
-    assert viz.lr_changes(_history(lrs=poly)).empty
+    assert figures.lr_changes(_history(lrs=poly)).empty
 
 
 def test_history_is_read_from_a_csv_or_a_run_folder(tmp_path):
     _history().to_csv(tmp_path / "history.csv", index=False)
-    assert viz.read_history(tmp_path)["epoch"].tolist() == list(range(1, 9))
-    assert isinstance(viz.plot_history(tmp_path / "history.csv"), Figure)
+    assert figures.read_history(tmp_path)["epoch"].tolist() == list(range(1, 9))
+    assert isinstance(figures.plot_history(tmp_path / "history.csv"), Figure)
     with pytest.raises(FileNotFoundError, match="nowhere.csv"):
-        viz.read_history(tmp_path / "nowhere.csv")
+        figures.read_history(tmp_path / "nowhere.csv")
     _history().drop(columns="session").to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match=r"bad.csv: missing column\(s\) \['session'\]"):
-        viz.read_history(tmp_path / "bad.csv")
+        figures.read_history(tmp_path / "bad.csv")
 
 
 # --- scores -------------------------------------------------------------------------------------
@@ -181,38 +188,40 @@ def test_history_is_read_from_a_csv_or_a_run_folder(tmp_path):
 def test_confusion_heat_map_is_row_normalised():
     counts = np.arange(16).reshape(4, 4)
     counts[2] = 0  # a class absent from the truth
-    fig = viz.plot_confusion(SimpleNamespace(matrix=torch.as_tensor(counts)), ["a", "b", "c", "d"])
+    fig = figures.plot_confusion(
+        SimpleNamespace(matrix=torch.as_tensor(counts)), ["a", "b", "c", "d"]
+    )
     data = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
     np.testing.assert_allclose(data[[0, 1, 3]].sum(axis=1), 1.0)
     np.testing.assert_allclose(data[1], counts[1] / counts[1].sum())
     assert np.isnan(data[2]).all()
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b", "c", "d"]
-    raw = viz.plot_confusion(counts, normalize=False).axes[0].images[0].get_array()
+    raw = figures.plot_confusion(counts, normalize=False).axes[0].images[0].get_array()
     assert np.array_equal(raw, counts)
     with pytest.raises(ValueError, match="4 classes"):
-        viz.plot_confusion(counts, VOC_CLASSES)
+        figures.plot_confusion(counts, VOC_CLASSES)
 
 
 def test_class_iou_bars_show_each_class_and_the_mean():
     iou = np.linspace(0.1, 0.9, 21)
     iou[4] = np.nan  # absent from truth and prediction
-    fig = viz.plot_class_iou(torch.as_tensor(iou))
+    fig = figures.plot_class_iou(torch.as_tensor(iou))
     ax = fig.axes[0]
     widths = [bar.get_width() for bar in ax.containers[0]]
     np.testing.assert_allclose(widths, np.nan_to_num(100 * iou))
     assert [t.get_text() for t in ax.texts] == ["absent"]
     mean_line = [line for line in ax.get_lines() if line.get_linestyle() == "--"][0]
     assert mean_line.get_xdata()[0] == pytest.approx(100 * np.nanmean(iou))
-    two = viz.plot_class_iou({"MyModel": iou, "Pretrained": np.full(21, 0.5)})
+    two = figures.plot_class_iou({"MyModel": iou, "Pretrained": np.full(21, 0.5)})
     assert [c.get_label() for c in two.axes[0].containers] == ["MyModel", "Pretrained"]
     with pytest.raises(ValueError, match="0..1"):
-        viz.plot_class_iou(np.full(21, 54.8))
+        figures.plot_class_iou(np.full(21, 54.8))
 
 
 def test_ablation_draws_quoted_numbers_hatched_beside_measured_ones():
     measured = {"(1, 1, 1)": 30.0, "(6, 12, 18)": 41.5}
     quoted = {"(6, 12, 18)": 77.21, "(12, 24, 36) OS8": 78.51}
-    ax = atrous_viz.plot_ablation(measured, quoted).axes[0]
+    ax = atrous_figures.plot_ablation(measured, quoted).axes[0]
     bars = {c.get_label(): list(c) for c in ax.containers}
     assert [b.get_height() for b in bars["measured"]] == [30.0, 41.5]
     assert [b.get_height() for b in bars["quoted"]] == [77.21, 78.51]
@@ -224,17 +233,17 @@ def test_ablation_draws_quoted_numbers_hatched_beside_measured_ones():
     assert centre(bars["quoted"][1]) == pytest.approx(2)
     assert [t.get_text() for t in ax.get_xticklabels()] == [*measured, "(12, 24, 36) OS8"]
     with pytest.raises(ValueError, match="percent"):
-        atrous_viz.plot_ablation({"a": 120.0})
+        atrous_figures.plot_ablation({"a": 120.0})
 
 
 def test_class_frequency_bars_are_pixel_shares_in_class_colours():
-    from deeplab_kit.data import class_statistics
+    from deeplab_kit.data.voc import class_statistics
 
     masks = _masks(3, size=16)
     counts = class_statistics(masks)["pixels"].to_numpy()[:21]  # void (the last row) left out
     labels = masks[masks != 255]
     assert counts.tolist() == [int((labels == c).sum()) for c in range(21)]
-    bars = viz.plot_class_frequency(counts).axes[0].patches
+    bars = figures.plot_class_frequency(counts).axes[0].patches
     np.testing.assert_allclose([b.get_height() for b in bars], 100 * counts / counts.sum())
     np.testing.assert_allclose(bars[15].get_facecolor()[:3], VOC_PALETTE[15] / 255)
 
@@ -249,7 +258,7 @@ def _offsets(ax, gid):
 
 def test_sampling_figure_draws_each_branchs_taps_inside_filled_outside_hollow():
     size, center = (9, 11), (4, 5)
-    ax = atrous_viz.plot_atrous_sampling(size, (2, 5), center).axes[0]
+    ax = atrous_figures.plot_atrous_sampling(size, (2, 5), center).axes[0]
     for rate in (2, 5):
         taps = sampling_positions(center, rate)
         inside = {(c, r) for r, c in taps if 0 <= r < 9 and 0 <= c < 11}
@@ -258,7 +267,7 @@ def test_sampling_figure_draws_each_branchs_taps_inside_filled_outside_hollow():
         assert _offsets(ax, f"rate-{rate}-outside") == outside
     # rate 5 reaches past the 9 rows but not the 11 columns: only the middle row stays inside
     assert {row for _, row in _offsets(ax, "rate-5-inside")} == {4}
-    square = atrous_viz.plot_atrous_sampling(9, (5,)).axes[
+    square = atrous_figures.plot_atrous_sampling(9, (5,)).axes[
         0
     ]  # centred at (4, 4): the centre tap only
     assert _offsets(square, "rate-5-inside") == {(4, 4)}
@@ -267,7 +276,7 @@ def test_sampling_figure_draws_each_branchs_taps_inside_filled_outside_hollow():
 
 
 def test_valid_share_curve_is_atrous_valid_share():
-    ax = atrous_viz.plot_valid_share(33, (6, 12, 18), max_rate=40).axes[0]
+    ax = atrous_figures.plot_valid_share(33, (6, 12, 18), max_rate=40).axes[0]
     (curve,) = [line for line in ax.get_lines() if line.get_gid() == "valid-share"]
     assert curve.get_xdata().tolist() == list(range(1, 41))
     np.testing.assert_allclose(curve.get_ydata(), [valid_share(33, r) for r in range(1, 41)])
@@ -277,22 +286,22 @@ def test_figures_show_once_as_png_in_a_notebook_and_stay_out_of_pyplot():
     from IPython.core.formatters import DisplayFormatter
 
     before = plt.get_fignums()
-    figures = [
-        atrous_viz.plot_atrous_explorer((6, 12, 18), 16, 129),
-        atrous_viz.plot_taps_on_image(torch.zeros(3, 64, 64), (1, 2), output_stride=8),
-        viz.plot_history(_history()),
+    shown = [
+        atrous_figures.plot_atrous_explorer((6, 12, 18), 16, 129),
+        atrous_figures.plot_taps_on_image(torch.zeros(3, 64, 64), (1, 2), output_stride=8),
+        figures.plot_history(_history()),
     ]
-    for fig in figures:  # what Jupyter does with a cell's value, with or without %matplotlib
+    for fig in shown:  # what Jupyter does with a cell's value, with or without %matplotlib
         data, _ = DisplayFormatter().format(fig)
         assert data["image/png"].startswith(b"\x89PNG")
-    assert len(figures[0].axes) == 2
+    assert len(shown[0].axes) == 2
     assert plt.get_fignums() == before
 
 
 def _scheduled_history(**config):
     """The history's lr column of a real schedule: each epoch's mean learning rate."""
-    from deeplab_kit.config import RunConfig
-    from deeplab_kit.schedule import epoch_lr, make_scheduler
+    from deeplab_kit.training.config import RunConfig
+    from deeplab_kit.training.schedule import epoch_lr, make_scheduler
 
     config = RunConfig(**{"epochs": 10, "lr": 0.006, **config})
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
@@ -302,16 +311,20 @@ def _scheduled_history(**config):
 
 @pytest.mark.parametrize(
     "schedule",
-    [dict(schedule="cosine", warmup_epochs=1), dict(schedule="poly", warmup_epochs=1),
-     dict(schedule="poly"), dict(schedule="cosine", epochs=8, warmup_epochs=2)],
-)  # fmt: skip
+    [
+        dict(schedule="cosine", warmup_epochs=1),
+        dict(schedule="poly", warmup_epochs=1),
+        dict(schedule="poly"),
+        dict(schedule="cosine", epochs=8, warmup_epochs=2),
+    ],
+)
 def test_smooth_schedules_have_no_lr_steps(schedule):
-    assert viz.lr_changes(_scheduled_history(**schedule)).empty
+    assert figures.lr_changes(_scheduled_history(**schedule)).empty
 
 
 def test_a_scheduled_step_is_marked():
     history = _scheduled_history(schedule="step", lr_steps=(4,), epochs=8)
-    assert viz.lr_changes(history)["epoch"].tolist() == [5]
+    assert figures.lr_changes(history)["epoch"].tolist() == [5]
 
 
 def test_the_iou_plot_mean_line_is_the_miou():
@@ -321,7 +334,7 @@ def test_the_iou_plot_mean_line_is_the_miou():
         torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 0, 0, 1, 1, 2])
     )
     scores = cm.compute()  # class 3 absent from truth and prediction
-    ax = viz.plot_class_iou(scores["iou"], ["a", "b", "c", "d"]).axes[0]
+    ax = figures.plot_class_iou(scores["iou"], ["a", "b", "c", "d"]).axes[0]
     mean_line = [line for line in ax.get_lines() if line.get_linestyle() == "--"][0]
     assert mean_line.get_xdata()[0] == pytest.approx(100 * scores["miou"])
     assert [t.get_text() for t in ax.texts] == ["absent"]
@@ -329,10 +342,11 @@ def test_the_iou_plot_mean_line_is_the_miou():
 
 def test_ablation_bars_carry_their_spread_and_seeds():
     measured = {"a (1,)": 40.0, "b (2,)": 45.0}
-    ax = atrous_viz.plot_ablation(
-        measured, spread={"a (1,)": 2.0, "b (2,)": 1.0},
+    ax = atrous_figures.plot_ablation(
+        measured,
+        spread={"a (1,)": 2.0, "b (2,)": 1.0},
         points={"a (1,)": [38.0, 40.0, 42.0], "b (2,)": [44.0, 45.0, 46.0]},
-    ).axes[0]  # fmt: skip
+    ).axes[0]
     dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
     assert sorted(y for line in dots for y in line.get_ydata()) == [38, 40, 42, 44, 45, 46]
     error_bars = [c for c in ax.containers if hasattr(c, "has_yerr") and c.has_yerr]
@@ -344,7 +358,7 @@ def test_ablation_bars_carry_their_spread_and_seeds():
 def test_erf_panels_mark_the_radii():
     grad = np.zeros((33, 33))
     grad[16, 16], grad[16, 26] = 1.0, 1.0
-    fig = atrous_viz.plot_erf({"x": grad, "y": grad}, theoretical={"x": 21, "y": 99}, columns=3)
+    fig = atrous_figures.plot_erf({"x": grad, "y": grad}, theoretical={"x": 21, "y": 99}, columns=3)
     first = fig.axes[0]
     circles = [p for p in first.patches if type(p).__name__ == "Circle"]
     assert [c.get_radius() for c in circles] == [0.0, 10.0]
@@ -355,7 +369,7 @@ def test_erf_panels_mark_the_radii():
 
 def test_taps_a_few_pixels_apart_get_a_magnified_inset():
     image = np.zeros((513, 513, 3), dtype=np.uint8)
-    ax = atrous_viz.plot_taps_on_image(image, rates=(1, 8, 24)).axes[0]
+    ax = atrous_figures.plot_taps_on_image(image, rates=(1, 8, 24)).axes[0]
     insets = [child for child in ax.child_axes if child.get_gid() == "zoom"]
     assert len(insets) == 1
     # rates 1 and 8 span 3 and 17 of 513 pixels: magnified; rate 24 shows in the main axes
@@ -363,12 +377,12 @@ def test_taps_a_few_pixels_apart_get_a_magnified_inset():
     assert insets[0].get_title() == "zoom: rate 1, 8"
     low, high = insets[0].get_xlim()
     assert high - low < 20  # a few pixels around the centre
-    plain = atrous_viz.plot_taps_on_image(image, rates=(16, 24)).axes[0]
+    plain = atrous_figures.plot_taps_on_image(image, rates=(16, 24)).axes[0]
     assert not plain.child_axes
 
 
 def test_a_flat_miou_is_drawn_flat_from_zero():
     history = _history()
     history["miou"] = 0.035 + 0.0005 * (history["epoch"] % 2)  # noise around 0.035
-    miou_ax = viz.plot_history(history).axes[1]
+    miou_ax = figures.plot_history(history).axes[1]
     assert miou_ax.get_ylim() == (0.0, pytest.approx(0.1))

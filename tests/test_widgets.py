@@ -10,10 +10,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from deeplab_kit.atrous import aspp_table, feature_size, valid_share  # noqa: E402
+from deeplab_kit.course.atrous import aspp_table, feature_size, valid_share  # noqa: E402
+from deeplab_kit.course.figures import color_mask  # noqa: E402
+from deeplab_kit.course.widgets import atrous_rate_explorer, prediction_browser  # noqa: E402
 from deeplab_kit.evaluate import predict  # noqa: E402
-from deeplab_kit.viz import color_mask  # noqa: E402
-from deeplab_kit.widgets import atrous_rate_explorer, prediction_browser  # noqa: E402
 
 
 def _legend(fig):

@@ -1,0 +1,375 @@
+"""Figures of atrous convolution, ASPP and the rate ablation: where a dilated kernel's taps
+land (on an image, on a feature map), how much of each ASPP branch still reads the map, the
+rate explorer's figure, the ablation's bars and the effective receptive fields.
+
+Each function returns a `figures.KitFigure`, which Jupyter and Colab show as a PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Rectangle
+
+from deeplab_kit.course.atrous import (
+    Size,
+    feature_size,
+    sampling_positions,
+    taps_inside,
+    valid_share,
+    valid_tap_counts,
+)
+from deeplab_kit.course.erf import erf_radius
+from deeplab_kit.course.figures import KitFigure, as_rgb, figure_and_axes
+from deeplab_kit.model import check_rates
+
+QUOTED_STYLE = dict(facecolor="white", edgecolor="0.35", hatch="///")
+BRANCH_MARKERS = ("o", "s", "D", "^", "v", "P")
+# 12 levels read like contours, and keep the notebook's PNGs small.
+ERF_COLOURS = matplotlib.colormaps["magma"].resampled(12)
+
+
+def _rate_list(rates) -> list[int]:
+    """One rate or several, checked as `build_model` checks them."""
+    return list(check_rates("rates", [rates] if np.isscalar(rates) else rates, allow_none=False))
+
+
+def _draw_taps(ax: Axes, center, rates, size: tuple[int, int], scale: int = 1) -> None:
+    """Each rate's 9 taps around `center` (map units, times `scale` for pixels): filled inside the
+    map of `size`, hollow and crossed outside; a dashed square marks each kernel's extent."""
+    for k, rate in enumerate(rates):
+        colour, marker = f"C{k}", BRANCH_MARKERS[k % len(BRANCH_MARKERS)]
+        taps = sampling_positions(center, rate)  # (9, 2) rows, columns
+        inside = taps_inside(taps, size)
+        xy = taps[:, ::-1] * scale  # (x, y) = (column, row)
+        label = f"rate {rate}: {inside.sum()}/9 inside"
+        ax.scatter(
+            *xy[inside].T,
+            s=60,
+            marker=marker,
+            color=colour,
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+            label=label,
+            gid=f"rate-{rate}-inside",
+        )
+        ax.scatter(
+            *xy[~inside].T,
+            s=60,
+            marker=marker,
+            facecolors="none",
+            edgecolors=colour,
+            linewidths=1.2,
+            zorder=3,
+            gid=f"rate-{rate}-outside",
+        )
+        ax.scatter(*xy[~inside].T, s=25, marker="x", color=colour, linewidths=1, zorder=3)
+        corner = (np.asarray(center)[::-1] - rate - 0.5) * scale
+        ax.add_patch(
+            Rectangle(
+                corner,
+                (2 * rate + 1) * scale,
+                (2 * rate + 1) * scale,
+                fill=False,
+                edgecolor=colour,
+                linestyle="--",
+                linewidth=0.8,
+            )
+        )
+
+
+def plot_atrous_sampling(size: Size, rates, center=None, *, ax: Axes | None = None) -> Figure:
+    """Where each ASPP branch's 3x3 kernel reads a feature map of `size`, for a kernel centred at
+    `center` (row, column; default the map's centre). Taps inside the map are filled; taps in the
+    zero padding are hollow and crossed: with a rate near the map's size only the centre remains.
+    """
+    h, w = (size, size) if np.isscalar(size) else tuple(size)
+    rates = _rate_list(rates)
+    center = ((h - 1) // 2, (w - 1) // 2) if center is None else tuple(center)
+    fig, ax = figure_and_axes(ax, (5.5, 5.5))
+    ax.add_patch(
+        Rectangle(
+            (-0.5, -0.5), w, h, facecolor="0.93", edgecolor="0.2", zorder=0, gid="feature-map"
+        )
+    )
+    if max(h, w) <= 80:  # one line per cell while they stay visible
+        ax.vlines(np.arange(w + 1) - 0.5, -0.5, h - 0.5, color="white", linewidth=0.5, zorder=1)
+        ax.hlines(np.arange(h + 1) - 0.5, -0.5, w - 0.5, color="white", linewidth=0.5, zorder=1)
+    _draw_taps(ax, center, rates, (h, w))
+    reach = max(rates) + 2  # room for the outermost markers
+    ax.set_xlim(min(-1, center[1] - reach), max(w, center[1] + reach))
+    ax.set_ylim(max(h, center[0] + reach), min(-1, center[0] - reach))  # rows grow downwards
+    ax.set_aspect("equal")
+    ax.set_xlabel("column")
+    ax.set_ylabel("row")
+    ax.set_title(f"{h}x{w} feature map, kernels centred at {center}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    return fig
+
+
+def plot_taps_on_image(
+    image, rates, output_stride: int = 1, center=None, *, ax: Axes | None = None
+) -> Figure:
+    """A 3x3 kernel's taps drawn on the image: at `output_stride` 1 they are `rate` pixels apart;
+    on a feature map of stride s (the grid drawn) they are rate x s input pixels apart.
+    `center` is a position on that map (row, column), by default its centre."""
+    rgb = as_rgb(image)
+    h, w = rgb.shape[:2]
+    fh, fw = feature_size((h, w), output_stride) if output_stride > 1 else (h, w)
+    center = ((fh - 1) // 2, (fw - 1) // 2) if center is None else tuple(center)
+    fig, ax = figure_and_axes(ax, (5.5, 5.5))
+    ax.imshow(rgb)
+    if output_stride > 1:  # the feature map's cells, each one output position
+        grid = dict(color="white", linewidth=0.4, alpha=0.6)
+        ax.vlines(np.arange(fw + 1) * output_stride - 0.5, -0.5, h - 0.5, **grid)
+        ax.hlines(np.arange(fh + 1) * output_stride - 0.5, -0.5, w - 0.5, **grid)
+    rates = _rate_list(rates)
+    _draw_taps(ax, center, rates, (fh, fw), scale=output_stride)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_title(f"taps on the image, output stride {output_stride}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    small = [r for r in rates if (2 * r + 1) * output_stride < 0.05 * max(h, w)]
+    if small:  # kernels a few pixels wide vanish under the markers: show them magnified
+        _zoom_on_taps(ax, rgb, center, rates, small, (fh, fw), output_stride)
+    return fig
+
+
+def _zoom_on_taps(ax: Axes, rgb, center, rates, small, size, scale: int) -> None:
+    """An inset magnifying the image around `center`, where the `small` kernels' taps are
+    drawn apart (in the colours and markers they have in the main axes)."""
+    inset = ax.inset_axes([0.02, 0.02, 0.34, 0.34], gid="zoom")
+    reach = (max(small) + 1.5) * scale
+    cy, cx = (np.asarray(center) * scale).tolist()
+    inset.imshow(rgb)
+    keep = [rate if rate in small else None for rate in rates]  # same colour per position
+    for k, rate in enumerate(keep):
+        if rate is None:
+            continue
+        taps = sampling_positions(center, rate)[:, ::-1] * scale  # (x, y)
+        inside = taps_inside(sampling_positions(center, rate), size)
+        inset.scatter(
+            *taps[inside].T,
+            s=40,
+            marker=BRANCH_MARKERS[k % len(BRANCH_MARKERS)],
+            color=f"C{k}",
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+        )
+    inset.set_xlim(cx - reach, cx + reach)
+    inset.set_ylim(cy + reach, cy - reach)
+    inset.set_xticks([])
+    inset.set_yticks([])
+    inset.set_title(f"zoom: rate {', '.join(map(str, small))}", fontsize="x-small")
+    ax.indicate_inset_zoom(inset, edgecolor="white")
+
+
+def plot_valid_share(
+    size: Size, rates=(), *, max_rate: int | None = None, ax: Axes | None = None
+) -> Figure:
+    """The share of a 3x3 kernel's weights that read the map (not its padding), averaged over the
+    positions of a `size` map, against the rate; the paper's Figure 4 curves (positions with all
+    9 or only 1 valid weight) dashed; `rates` marked. It falls to 1/9 as the rate reaches the
+    map's size: the kernel becomes a 1x1 on the centre, the reason for image-level pooling."""
+    h, w = (size, size) if np.isscalar(size) else tuple(size)
+    rates = _rate_list(rates)
+    max_rate = max_rate or max([max(h, w) + max(h, w) // 4, *rates]) + 1
+    r = np.arange(1, max_rate + 1)
+    fig, ax = figure_and_axes(ax, (6, 4))
+    ax.plot(
+        r,
+        [valid_share((h, w), x) for x in r],
+        color="0.1",
+        label="mean share of valid weights",
+        gid="valid-share",
+    )
+    histograms = [valid_tap_counts((h, w), x) for x in r]
+    ax.plot(
+        r,
+        [c.get(9, 0.0) for c in histograms],
+        color="0.5",
+        linestyle="--",
+        label="positions with 9 valid",
+    )
+    ax.plot(
+        r,
+        [c.get(1, 0.0) for c in histograms],
+        color="0.5",
+        linestyle=":",
+        label="positions with 1 valid",
+    )
+    ax.axhline(1 / 9, color="0.6", linewidth=0.8)
+    ax.text(
+        max_rate,
+        1 / 9,
+        "centre tap only (1/9)",
+        ha="right",
+        va="bottom",
+        fontsize="small",
+        color="0.4",
+    )
+    ax.axvline(max(h, w), color="0.6", linewidth=0.8, linestyle="-.")
+    for k, rate in enumerate(rates):
+        ax.plot(
+            rate,
+            valid_share((h, w), rate),
+            marker=BRANCH_MARKERS[k % len(BRANCH_MARKERS)],
+            color=f"C{k}",
+            markeredgecolor="black",
+            linestyle="none",
+            label=f"rate {rate}",
+        )
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("atrous rate")
+    ax.set_ylabel("share")
+    ax.set_title(f"valid weights of a 3x3 kernel on a {h}x{w} map")
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def plot_atrous_explorer(
+    rates=(6, 12, 18), output_stride: int = 16, input_size: Size = 513, center=None
+) -> Figure:
+    """The rate explorer's figure for one setting: the branches' taps on the feature map (left)
+    and the valid-weight share against the rate (right). `atrous.aspp_table` gives its numbers."""
+    size = feature_size(input_size, output_stride)
+    fig = KitFigure(figsize=(12, 5), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1.1, 1])
+    plot_atrous_sampling(size, rates, center, ax=left)
+    plot_valid_share(size, rates, ax=right)
+    fig.suptitle(
+        f"input {input_size}, output stride {output_stride}: ASPP rates {tuple(_rate_list(rates))}"
+    )
+    return fig
+
+
+# --- the rate ablation ----------------------------------------------------------------------
+
+
+def plot_ablation(
+    measured: Mapping[str, float],
+    quoted: Mapping[str, float] | None = None,
+    *,
+    spread: Mapping[str, float] | None = None,
+    points: Mapping[str, Sequence[float]] | None = None,
+    ylabel: str = "mIoU (%)",
+    ax: Axes | None = None,
+) -> Figure:
+    """mIoU per atrous-rate setting: the kit's measured bars, and numbers quoted from the paper or
+    the report drawn distinctly (hatched, white, labelled "quoted"), beside the measured bar of
+    the same setting when there is one. Values are percentages (0..100).
+
+    `spread` ({setting: standard deviation}) draws error bars on the measured bars, and `points`
+    ({setting: values}) each seed's value as a dot, so the spread behind a mean is visible.
+    """
+    quoted = dict(quoted or {})
+    for kind, values in (("measured", measured), ("quoted", quoted)):
+        for setting, value in values.items():
+            if not 0 <= value <= 100:
+                raise ValueError(
+                    f"{kind} value for {setting!r} is {value}; give mIoU in percent (0..100)"
+                )
+    settings = list(measured) + [s for s in quoted if s not in measured]
+    fig, ax = figure_and_axes(ax, (1.3 * len(settings) + 3, 4))
+    width = 0.38
+    for kind, values in (("measured", measured), ("quoted", quoted)):
+        x, heights = [], []
+        for i, setting in enumerate(settings):
+            if setting in values:
+                both = setting in measured and setting in quoted
+                x.append(i + (width / 2 if kind == "quoted" else -width / 2) * both)
+                heights.append(values[setting])
+        if not x:
+            continue
+        style = QUOTED_STYLE if kind == "quoted" else dict(color="C0", edgecolor="0.2")
+        errors = None
+        if kind == "measured" and spread:
+            errors = [spread.get(s, 0.0) for s in settings if s in values]
+        bars = ax.bar(x, heights, width=width, label=kind, yerr=errors, capsize=4, **style)
+        ax.bar_label(
+            bars, fmt="%.1f", fontsize="small", padding=2, label_type="center" if errors else "edge"
+        )
+        if kind == "measured" and points:
+            for xi, setting in zip(x, [s for s in settings if s in values], strict=True):
+                ys = list(points.get(setting, ()))
+                ax.plot(
+                    [xi] * len(ys),
+                    ys,
+                    "o",
+                    color="0.15",
+                    markersize=3,
+                    label="one seed" if xi == x[0] else None,
+                )
+    ax.set_xticks(range(len(settings)), settings, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    tops = [*measured.values(), *quoted.values(), 1]
+    tops += [v for values in (points or {}).values() for v in values]
+    tops += [measured[s] + e for s, e in (spread or {}).items() if s in measured]
+    ax.set_ylim(0, max(tops) * 1.12)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside, not over
+    return fig
+
+
+def plot_erf(
+    maps: Mapping[str, np.ndarray],
+    *,
+    theoretical: Mapping[str, float] | None = None,
+    masses: Sequence[float] = (0.5, 0.9),
+    columns: int = 4,
+) -> Figure:
+    """Effective receptive fields side by side (`deeplab_kit.course.erf`): each map's gradient
+    magnitude (square root, so the tails show), circles holding `masses` of it, and the
+    theoretical field as a dashed square where it fits in the image."""
+
+    rows = -(-len(maps) // columns)
+    fig = KitFigure(figsize=(3.0 * columns, 3.1 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    styles = ("-", "--", ":")
+    for ax, (name, grad) in zip(axes, maps.items(), strict=False):
+        grad = np.asarray(grad, dtype=np.float64)
+        h, w = grad.shape
+        ax.imshow(
+            np.sqrt(grad / grad.max()),
+            cmap=ERF_COLOURS,
+            interpolation="nearest",
+            extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+        )
+        for mass, style in zip(masses, styles, strict=False):
+            radius = erf_radius(grad, mass)
+            ax.add_patch(
+                Circle(
+                    (w // 2, h // 2),
+                    radius,
+                    fill=False,
+                    color="cyan",
+                    ls=style,
+                    label=f"{mass:.0%} of the gradient: r = {radius:.0f} px",
+                )
+            )
+        field = (theoretical or {}).get(name)
+        if field and field < max(h, w):
+            half = field / 2
+            ax.add_patch(
+                Rectangle(
+                    (w // 2 - half, h // 2 - half),
+                    field,
+                    field,
+                    fill=False,
+                    color="white",
+                    ls="--",
+                    lw=1,
+                )
+            )
+        ax.set_title(name, fontsize="small")
+        ax.legend(loc="lower center", fontsize="x-small", framealpha=0.7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(maps) :]:
+        ax.set_axis_off()
+    return fig

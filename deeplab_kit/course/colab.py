@@ -1,0 +1,189 @@
+"""Where the kit runs: a repository checkout, or Google Colab with Google Drive; and the
+repository's one address, from which Colab installs the kit and its notebooks' badges link.
+
+    checkout()            # the checkout the notebook runs in (None in Colab)
+    home()                # where data/ and runs/ go
+    mount_drive()         # in Colab: the kit's folder on Google Drive
+    check_repository_links(readme)   # badges and install cells that disagree with REPOSITORY
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+# The one place the repository's address is written (notebooks' install cells and README's
+# Colab badges repeat it; `check_repository_links` and tests/test_notebook.py keep them equal).
+REPOSITORY = "https://github.com/deeplab-kit/deeplab-kit"
+BRANCH = "main"
+NOTEBOOKS = (
+    "01_data.ipynb",
+    "02_aspp_atrous_rates.ipynb",
+    "03_training_sessions.ipynb",
+    "04_report.ipynb",
+)
+
+COLAB_MODULE = "google.colab"
+DRIVE_MOUNT = Path("/content/drive")  # where Colab mounts Google Drive
+DRIVE_FOLDER = "deeplab-kit"  # run folders go to MyDrive/deeplab-kit/runs
+
+
+def in_colab() -> bool:
+    """Whether this runs in Google Colab (its module is imported in every Colab kernel)."""
+    return COLAB_MODULE in sys.modules
+
+
+def drive_folder() -> Path | None:
+    """The kit's folder on Google Drive when Drive is mounted in Colab, else None."""
+    my_drive = DRIVE_MOUNT / "MyDrive"
+    if in_colab() and my_drive.is_dir():
+        return my_drive / DRIVE_FOLDER
+    return None
+
+
+def mount_drive() -> Path | None:
+    """Mount Google Drive in Colab (Colab asks for permission) and return the kit's folder on
+    it; outside Colab, or if mounting fails, None (run folders then stay on the local disk)."""
+    if not in_colab():
+        return None
+    if drive_folder() is None:
+        try:
+            from google.colab import drive
+
+            drive.mount(str(DRIVE_MOUNT))
+        except Exception as error:  # a refused permission must not stop the notebook
+            print(f"Google Drive not mounted ({error}); run folders stay on this machine.")
+    return drive_folder()
+
+
+def _checkout_at_or_above(folder: Path) -> Path | None:
+    for candidate in (folder, *folder.parents):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "deeplab_kit").is_dir():
+            return candidate
+    return None
+
+
+def checkout(*, required: bool = False) -> Path | None:
+    """The repository checkout the notebook runs in (found from the working directory, where
+    Jupyter starts a notebook's kernel, or from the kit's own files in an editable install);
+    None in Colab, where the kit is pip-installed without its notebooks (with `required`, a
+    FileNotFoundError that says to clone the repository)."""
+    package = Path(__file__).resolve().parents[1]  # deeplab_kit/
+    found = _checkout_at_or_above(Path.cwd().resolve()) or _checkout_at_or_above(package.parent)
+    if found is None and required:
+        raise FileNotFoundError(
+            "stored results live in the repository's notebooks/results/: run this from a "
+            "checkout of the repository (git clone), not from a pip-installed kit"
+        )
+    return found
+
+
+def home(environ: Mapping[str, str] | None = None) -> Path:
+    """The folder under which data/ and runs/ go: $DEEPLAB_KIT_HOME, else the repository
+    checkout the notebook runs in (from the working directory), else the working directory
+    (/content in Colab)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("DEEPLAB_KIT_HOME"):
+        return Path(environ["DEEPLAB_KIT_HOME"]).expanduser().resolve()
+    here = Path.cwd().resolve()
+    return _checkout_at_or_above(here) or here
+
+
+# --- the repository's address ------------------------------------------------------------
+
+
+def _owner_repo(address: str = REPOSITORY) -> str:
+    match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)(\.git)?/?", address)
+    if not match:
+        raise ValueError(f"{address!r} is not a https://github.com/OWNER/REPO address")
+    return match[1]
+
+
+def raw_url(address: str = REPOSITORY, branch: str = BRANCH) -> str:
+    return f"https://raw.githubusercontent.com/{_owner_repo(address)}/{branch}"
+
+
+def colab_url(notebook: str, address: str = REPOSITORY, branch: str = BRANCH) -> str:
+    """The link that opens notebooks/<notebook> of the repository in Colab."""
+    path = f"{_owner_repo(address)}/blob/{branch}/notebooks/{notebook}"
+    return f"https://colab.research.google.com/github/{path}"
+
+
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+NOTEBOOK_TOPICS = {
+    "01_data.ipynb": "VOC 2012 or the generated set, the 21 classes, class imbalance, "
+    "preprocessing, the cache",
+    "02_aspp_atrous_rates.ipynb": "atrous convolution and ASPP with sliders; the rate ablation",
+    "03_training_sessions.ipynb": "training in sessions that resume, one loss curve, the lr step",
+    "04_report.ipynb": "the report's Table 1, per-class IoU, confusion, predictions, micro vs macro",
+}
+
+
+def badge_table() -> str:
+    """README's notebook table: one row per notebook with its "Open in Colab" badge."""
+    lines = ["| notebook | what it covers | |", "|---|---|---|"]
+    for name in NOTEBOOKS:
+        badge = f"[![Open In Colab]({COLAB_BADGE})]({colab_url(name)})"
+        lines.append(f"| [{name}](notebooks/{name}) | {NOTEBOOK_TOPICS[name]} | {badge} |")
+    return "\n".join(lines) + "\n"
+
+
+_INSTALL = re.compile(r"git\+(https://github\.com/[\w.-]+/[\w.-]+?)(?:\.git)?[\"'@\s]")
+_COLAB_LINK = re.compile(
+    r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/([\w.-]+)/(\S+?\.ipynb)"
+)
+
+
+def install_address(notebook: str | os.PathLike) -> str | None:
+    """The address a notebook's first code cell pip-installs the kit from (None if none)."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    code = next((c for c in cells if c["cell_type"] == "code"), None)
+    if code is None:
+        return None
+    source = "".join(code["source"])
+    if f'"{COLAB_MODULE}" in sys.modules' not in source:
+        return None
+    match = _INSTALL.search(source + "\n")
+    return match[1] if match else None
+
+
+def check_repository_links(
+    readme: str | None = None, notebooks_dir: str | os.PathLike | None = None
+) -> list[str]:
+    """Everything that disagrees with `REPOSITORY`: notebooks whose first cell does not install
+    the kit from it only in Colab, and README "Open in Colab" links (if `readme`, its text, is
+    given) that point elsewhere or at a missing notebook. An empty list: all agree."""
+    if notebooks_dir is None:
+        found = checkout()
+        notebooks_dir = (found or Path.cwd()) / "notebooks"
+    notebooks_dir = Path(notebooks_dir)
+    problems = []
+    for name in NOTEBOOKS:
+        path = notebooks_dir / name
+        if not path.is_file():
+            problems.append(f"{path}: notebook missing")
+            continue
+        address = install_address(path)
+        if address is None:
+            problems.append(f"{path}: first code cell does not pip-install git+<address> in Colab")
+        elif address.rstrip("/") != REPOSITORY:
+            problems.append(f"{path}: installs from {address}, not {REPOSITORY}")
+    if readme is not None:
+        links = _COLAB_LINK.findall(readme)
+        for owner_repo, branch, target in links:
+            if owner_repo != _owner_repo() or branch != BRANCH:
+                problems.append(
+                    f"README: Colab link to {owner_repo}@{branch}, not {_owner_repo()}@{BRANCH}"
+                )
+            if not (notebooks_dir.parent / target).is_file():
+                problems.append(f"README: Colab link to {target}, which does not exist")
+        linked = {Path(target).name for _, _, target in links}
+        if links:
+            problems += [
+                f"README: no Colab badge for {name}" for name in NOTEBOOKS if name not in linked
+            ]
+    return problems

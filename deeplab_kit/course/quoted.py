@@ -1,0 +1,136 @@
+"""Numbers quoted from the report, the paper and torchvision, with their sources: shown beside
+the kit's own results, always labelled as quoted, never as measured.
+
+    QUOTED_MIOU                      # mIoU from the paper, the report and torchvision
+    REPORT_TABLE1                    # the report's Table 1 as it printed it
+    table1({"mine": confusion})      # the report's Table 1 with our models beside the quoted
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from deeplab_kit.metrics import TABLE1_ROWS, report_table
+
+# Numbers from the report and the paper, each with its source (the last column); shown only as
+# quoted reference rows, never as results of the kit.
+QUOTED_MIOU = pd.DataFrame(
+    [
+        (
+            "paper",
+            "paper",
+            "ResNet-101, OS16, multi-grid (1, 2, 4), ASPP + image pooling",
+            (6, 12, 18),
+            77.21,
+            "VOC 2012 val",
+            "Chen et al. 2017, as quoted by public sources",
+        ),
+        (
+            "report",
+            "report",
+            "the report's simplified ResNet-50 DeepLabv3, OS16, 256x256",
+            (8, 12, 16),
+            54.81695735,
+            "VOC 2012 val",
+            "the report's Table 1 (MyModel)",
+        ),
+        (
+            "report",
+            None,
+            "torchvision's DeepLabv3-ResNet50 (COCO weights), frozen backbone",
+            (12, 24, 36),
+            64.648292905,
+            "VOC 2012 val",
+            "the report's Table 1 (Pretrained)",
+        ),
+        (
+            "torchvision",
+            None,
+            "deeplabv3_resnet50 COCO_WITH_VOC_LABELS_V1, OS8",
+            (12, 24, 36),
+            66.4,
+            "COCO val2017, the 20 VOC classes (not VOC val)",
+            "torchvision's model documentation",
+        ),
+    ],
+    columns=["source", "setting", "model", "rates", "mIoU (%)", "measured on", "quoted from"],
+)
+"""Quoted mIoU numbers; "setting" names the ablation setting (deeplab_kit.course.ablation.SETTINGS)
+whose rates and data (VOC val) they share, where one does."""
+
+
+# The report's own Table 1 ("Table 1. Metrics vs Model"), as printed there: precision, recall
+# and F1 in 0..1 (averaging not stated), mIoU in percent.
+REPORT_TABLE1 = {
+    "MyModel": {
+        "Precision": 0.988730084,
+        "Recall": 0.988600127,
+        "F1 score": 0.982932866,
+        "mIoU": 54.81695735,
+    },
+    "Pretrained": {
+        "Precision": 0.9993286684,
+        "Recall": 0.9987300842,
+        "F1 score": 0.9984642873,
+        "mIoU": 64.648292905,
+    },
+}
+
+
+def quoted_bars(quoted: pd.DataFrame = QUOTED_MIOU) -> dict[str, float]:
+    """The quoted mIoU (%) of the rows that match an ablation setting, keyed as
+    `ablation.percent` keys the measured ones ("paper (6, 12, 18)"), for `atrous_figures.plot_ablation`."""
+    rows = quoted.dropna(subset=["setting"])
+    return {
+        f"{row['setting']} {tuple(row['rates'])}": float(row["mIoU (%)"])
+        for _, row in rows.iterrows()
+    }
+
+
+def table1(models: Mapping, protocols: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The report's Table 1 for `models` ({name: ConfusionMatrix or scores}), beside the
+    report's own numbers and the paper's mIoU, both as columns marked "(quoted)". Precision,
+    recall and F1 are weighted averages (recall is then pixel accuracy; the report's own
+    averaging is unstated, and `table1_bound` shows that no averaging of one confusion matrix
+    gives its numbers); the paper reports no precision, recall or F1. `protocols` ({name:
+    "original" or "resized"}) adds each measured column's protocol to its name; the quoted
+    columns say theirs (the report's is unstated, most likely resized 256 x 256 masks; the
+    paper's is original)."""
+    table = report_table(models)
+    for name, values in REPORT_TABLE1.items():
+        table[f"{name} (quoted)"] = [values[row] for row in TABLE1_ROWS]
+    paper = QUOTED_MIOU.loc[QUOTED_MIOU["source"] == "paper", "mIoU (%)"].item()
+    table["paper ResNet-101 (quoted)"] = [np.nan, np.nan, np.nan, paper]
+    names = {name: f"{name} [{protocol}]" for name, protocol in (protocols or {}).items()}
+    names.update(
+        {
+            "MyModel (quoted)": "MyModel (quoted) [report: unstated, likely resized]",
+            "Pretrained (quoted)": "Pretrained (quoted) [report: unstated, likely resized]",
+            "paper ResNet-101 (quoted)": "paper ResNet-101 (quoted) [original]",
+        }
+    )
+    return table.rename(columns=names)
+
+
+def table1_bound(num_classes: int = 21) -> pd.DataFrame:
+    """What the report's Table 1 would need of VOC val if its numbers came from one confusion
+    matrix: taking its recall as pixel accuracy (weighted recall is; micro recall too), the
+    pixel error E = 1 - recall, and `metrics.miou_loss_bound` read backwards, the largest share
+    of the pixels any class could have for its mIoU: m <= 2 E / (C (1 - mIoU))."""
+    rows = []
+    for name, values in REPORT_TABLE1.items():
+        error = 1.0 - values["Recall"]
+        loss = 1.0 - values["mIoU"] / 100.0
+        rows.append(
+            {
+                "model": f"{name} (quoted)",
+                "recall = pixel accuracy": values["Recall"],
+                "pixel error E": error,
+                "mIoU (%)": values["mIoU"],
+                "largest smallest-class share (%)": 100.0 * 2.0 * error / (num_classes * loss),
+            }
+        )
+    return pd.DataFrame(rows).set_index("model")
