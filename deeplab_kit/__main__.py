@@ -1,3 +1,6 @@
+"""`python -m deeplab_kit ...`: the command line (deeplab_kit.cli)."""
+
 from deeplab_kit.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a worker process imports it again
+    raise SystemExit(main())

@@ -17,6 +17,7 @@ takes its stage's rate, times its multi-grid unit rate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -39,33 +40,42 @@ MAX_EXTRA_BLOCKS = 3  # block5..block7
 STEM_STRIDE = 4  # conv1 and the max pool
 
 
-def output_strides(extra_blocks: int = 0) -> tuple[int, ...]:
-    """The output strides a backbone with `extra_blocks` cascaded blocks can have: 8 up to
-    32 x 2^extra_blocks (256 with block7: no atrous convolution at all)."""
-    return tuple(2**k for k in range(3, 6 + extra_blocks))
+def output_strides(extra_blocks: int = 0, stages: int = 4) -> tuple[int, ...]:
+    """The output strides a backbone can have: 8 up to 32 x 2^extra_blocks (256 with block7:
+    no atrous convolution at all); a backbone cut after layer `stages` (2 or 3) stops at
+    2^(stages + 1) (8 after layer2)."""
+    deepest = 2 ** (stages + 1 + extra_blocks)
+    return tuple(2**k for k in range(3, int(math.log2(deepest)) + 1))
 
 
-def check_output_stride(output_stride: int, extra_blocks: int = 0) -> None:
-    reachable = output_strides(extra_blocks)
+def check_output_stride(output_stride: int, extra_blocks: int = 0, stages: int = 4) -> None:
+    reachable = output_strides(extra_blocks, stages)
     if output_stride not in reachable:
-        deepest = f"block{4 + extra_blocks}"
+        deepest = f"layer{stages}" if stages < 4 else f"block{4 + extra_blocks}"
         raise ValueError(
             f"output_stride {output_stride!r} cannot be reached with {deepest} "
-            f"(extra_blocks={extra_blocks}): choose one of {list(reachable)}"
+            f"(extra_blocks={extra_blocks}, backbone_stages={stages}): choose one of "
+            f"{list(reachable)}"
             + ("; 64 and more need cascaded blocks (extra_blocks)" if output_stride > 32 else "")
         )
 
 
 def stage_plan(
-    backbone: str, output_stride: int, multi_grid: Sequence[int] | None, extra_blocks: int
+    backbone: str,
+    output_stride: int,
+    multi_grid: Sequence[int] | None,
+    extra_blocks: int,
+    stages: int = 4,
 ) -> list[tuple[str, list[tuple[int, int]]]]:
-    """(stage name, [(stride, dilation) of each block's 3x3 conv]) for layer1..layer(4 + extra).
+    """(stage name, [(stride, dilation) of each block's 3x3 conv]) for layer1..layer(4 + extra),
+    or layer1..layer`stages` for a backbone cut short (a small receptive field).
 
     Multi-grid (unit rates, one per block of block4) multiplies the stage rate of layer4 and
     of every cascaded block, block by block.
     """
-    check_output_stride(output_stride, extra_blocks)
+    check_output_stride(output_stride, extra_blocks, stages)
     counts = (*BACKBONE_BLOCKS[backbone], *(BACKBONE_BLOCKS[backbone][3],) * extra_blocks)
+    counts = counts[:stages] if stages < 4 else counts
     plan = [("layer1", [(1, 1)] * counts[0])]
     stride, rate = STEM_STRIDE, 1
     for index, count in enumerate(counts[1:], start=2):
@@ -92,7 +102,9 @@ class Backbone(nn.Module):
     cascaded blocks (the paper's block5..block7) are `layer5`, `layer6`, `layer7`.
     """
 
-    def __init__(self, resnet: tv_resnet.ResNet, extra_layers: Sequence[nn.Module] = ()) -> None:
+    def __init__(
+        self, resnet: tv_resnet.ResNet, extra_layers: Sequence[nn.Module] = (), stages: int = 4
+    ) -> None:
         super().__init__()
         self.conv1, self.bn1, self.relu, self.maxpool = (
             resnet.conv1,
@@ -100,31 +112,31 @@ class Backbone(nn.Module):
             resnet.relu,
             resnet.maxpool,
         )
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            resnet.layer1,
-            resnet.layer2,
-            resnet.layer3,
-            resnet.layer4,
-        )
-        self.num_extra_layers = len(extra_layers)
+        for index in range(1, stages + 1):  # a backbone cut short keeps layer1..layer`stages`
+            self.add_module(f"layer{index}", getattr(resnet, f"layer{index}"))
         for index, layer in enumerate(extra_layers, start=5):
             self.add_module(f"layer{index}", layer)
+        self.num_stages = stages + len(extra_layers)
+        last = self.stages()[-1][1][-1]
+        self.out_channels = last.conv3.out_channels  # 2048 at width 64 (with layer4)
 
     def stages(self) -> list[tuple[str, nn.Sequential]]:
         """(name, stage) for layer1, layer2, ... in order."""
-        return [
-            (f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, 5 + self.num_extra_layers)
-        ]
+        return [(f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, self.num_stages + 1)]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
-        low = self.layer1(x)  # (N, 256, H/4, W/4)
-        x = self.layer2(low)  # (N, 512, H/8, W/8)
-        aux = self.layer3(x)  # (N, 1024, H/8 or H/16, ...)
-        x = self.layer4(aux)  # (N, 2048, H/OS, W/OS) without cascaded blocks
-        for index in range(5, 5 + self.num_extra_layers):
-            x = getattr(self, f"layer{index}")(x)  # block5..: (N, 2048, H/OS, W/OS) at the end
-        return {"low": low, "aux": aux, "out": x}
+        features = {}
+        for name, stage in self.stages():
+            # layer1 (N, 256, H/4, W/4), layer2 (N, 512, H/8, W/8), layer3 (N, 1024, H/8 or
+            # H/16), layer4 (N, 2048, H/OS, W/OS); cascaded blocks keep 2048 channels
+            x = stage(x)
+            if name == "layer1":
+                features["low"] = x  # the decoder's input
+            elif name == "layer3":
+                features["aux"] = x  # the aux head's input
+        features["out"] = x
+        return features
 
 
 def build_backbone(
@@ -134,10 +146,14 @@ def build_backbone(
     extra_blocks: int,
     width: int,
     pretrained: bool | str | Path,
+    stages: int = 4,
 ) -> Backbone:
-    """The backbone `build_model` describes (its arguments of the same names, checked there)."""
+    """The backbone `build_model` describes (its arguments of the same names, checked there).
+    A backbone cut short is built whole and loses its later stages (the weights of the stages
+    it keeps are as the whole one's)."""
     blocks = BACKBONE_BLOCKS[backbone]
-    plan = stage_plan(backbone, output_stride, multi_grid, extra_blocks)
+    plan = stage_plan(backbone, output_stride, multi_grid, extra_blocks, stages)
+    plan = plan if stages == 4 else stage_plan(backbone, output_stride, None, 0)
     dilate = [units[0][0] == 1 for _, units in plan[1:4]]  # layer2..layer4 that do not stride
     resnet = tv_resnet.ResNet(
         tv_resnet.Bottleneck, list(blocks), replace_stride_with_dilation=dilate
@@ -150,7 +166,7 @@ def build_backbone(
         for block, (_, rate) in zip(resnet.layer4, plan[3][1], strict=True):
             _set_dilation(block, rate)
     extra = [_extra_layer(units, width) for _, units in plan[4:]]
-    return Backbone(resnet, extra)
+    return Backbone(resnet, extra, stages)
 
 
 def _set_dilation(block: tv_resnet.Bottleneck, rate: int) -> None:

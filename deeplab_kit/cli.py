@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         _add_train,
         _add_evaluate,
         _add_ablation,
+        _add_going_deeper,
         _add_results,
         _add_recipes,
     ):
@@ -347,36 +348,16 @@ def _add_ablation(commands) -> None:
 
     parser = commands.add_parser(
         "ablation",
-        help="train one model per set of ASPP rates and seed, and tabulate mIoU",
-        description="The atrous-rate ablation of notebook 02: the recipe's model trained once per "
-        "setting and seed (1x1 only (), no atrous (1,1,1), fitted to 16x16 (3,6,9), paper "
-        "(6,12,18), report (8,12,16), report variant (12,16,24), OS8 rates (12,24,36)), one run "
-        "folder each under --out, and the table in --out/ablation.csv and ablation.json. A "
-        "setting that builds the same network as an earlier one at this geometry is not trained "
-        "twice. Run again with the same --out to resume. The stored ablation is made by "
-        "`python -m deeplab_kit results make ablation`.",
+        help="the ASPP rate ablation: 2 backbones x 6 ASPP settings, one model per seed",
+        description="The ablation of notebook 02: the recipe's model on two backbones (dilated; "
+        "small field: cut after layer2) x six ASPP settings (control: the 1x1 branch alone; no "
+        "atrous (1,1,1); paper (6,12,18); report (8,12,16); report variant (12,16,24); report "
+        "+ pooling), trained once per seed, one run folder each under --out, and the table in "
+        "--out/ablation.csv and ablation.json. Run again with the same --out to resume. The "
+        "stored ablation (with its learning-rate sweep) is made by `python -m deeplab_kit "
+        "results make ablation`.",
     )
-    parser.add_argument("--out", required=True, help="folder for the runs and the table")
-    parser.add_argument(
-        "--recipe",
-        default="ablation",
-        choices=sorted(RECIPES),
-        help="starting values (default: ablation)",
-    )
-    parser.add_argument("--only", nargs="+", metavar="LABEL", help="run only these of the settings")
-    parser.add_argument(
-        "--add",
-        nargs="+",
-        default=[],
-        metavar="LABEL=R,R,R",
-        help='more settings, e.g. --add "fitted=1,2,3"',
-    )
-    parser.add_argument(
-        "--seeds",
-        default="0",
-        metavar="K,K,...",
-        help="seeds to run each setting with (default: 0)",
-    )
+    _experiment_options(parser, RECIPES, "ablation")
     parser.add_argument(
         "--erf-images",
         type=int,
@@ -384,54 +365,99 @@ def _add_ablation(commands) -> None:
         metavar="N",
         help="measure each model's effective receptive field on N validation images",
     )
+    add_arguments(parser, exclude=("atrous_rates", "image_pooling", "backbone_stages", "seed"))
+    parser.set_defaults(run=_ablation)
+
+
+def _add_going_deeper(commands) -> None:
+    from deeplab_kit.training.config import RECIPES, add_arguments
+
+    parser = commands.add_parser(
+        "going-deeper",
+        help="the paper's going-deeper experiment: block7 at output stride 8..256, blocks 4..7",
+        description="The paper's Tables 1-2 at the recipe's scale: the cascaded model (no ASPP) "
+        "with block7 at output stride 8, 16, 32, 64, 128 and 256, and with blocks 4, 5, 6 and 7 "
+        "at output stride 16 (block7 at 16 trained once), once per seed, one run folder each "
+        "under --out, the table in --out/going-deeper.csv. Run again with the same --out to "
+        "resume. The stored result is made by `python -m deeplab_kit results make going-deeper`.",
+    )
+    _experiment_options(parser, RECIPES, "going-deeper")
+    add_arguments(parser, exclude=("extra_blocks", "output_stride", "aspp", "seed"))
+    parser.set_defaults(run=_going_deeper)
+
+
+def _experiment_options(parser, recipes, default: str) -> None:
+    parser.add_argument("--out", required=True, help="folder for the runs and the table")
+    parser.add_argument(
+        "--recipe",
+        default=default,
+        choices=sorted(recipes),
+        help=f"starting values (default: {default})",
+    )
+    parser.add_argument(
+        "--seeds",
+        default="0",
+        metavar="K,K,...",
+        help="seeds to run each setting with (default: 0)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at once (default: 1)")
     parser.add_argument(
         "--prune", action="store_true", help="delete each run's checkpoints once finished"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_arguments(parser, exclude=("atrous_rates", "seed"))
-
-    parser.set_defaults(run=_ablation)
 
 
-def _ablation(args) -> int:
-    from deeplab_kit.course import provenance
-    from deeplab_kit.course.ablation import ABLATION_DATA, SETTINGS, run_ablation
+def _experiment_config(args, synthetic_data: dict, folder: str):
+    """The run configuration and the seeds an experiment command asked for; without --data,
+    the experiment's generated dataset (made if absent)."""
+    from deeplab_kit.data.synthetic import DEFAULT_ROOT, make_synthetic_voc
     from deeplab_kit.training.config import RunConfig, overrides_from_arguments
 
-    settings = dict(SETTINGS)
-    if args.only:
-        unknown = sorted(set(args.only) - set(SETTINGS))
-        if unknown:
-            raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(SETTINGS)}")
-        settings = {label: SETTINGS[label] for label in args.only}
-    for item in args.add:
-        label, _, rates = item.partition("=")
-        try:
-            settings[label.strip()] = tuple(int(r) for r in rates.split(",") if r.strip())
-        except ValueError:
-            raise ValueError(f"--add {item!r}: expected LABEL=R,R,R (integers)") from None
     try:
         seeds = [int(k) for k in args.seeds.split(",")]
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: expected K,K,... (integers)") from None
     config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
-    if config.data_root is None and args.recipe == "ablation":
-        from deeplab_kit.data.synthetic import make_synthetic_voc
+    if config.data_root is None:
+        config = config.replace(data_root=f"{DEFAULT_ROOT}-{folder}")
+        make_synthetic_voc(config.data_root, **synthetic_data)
+    return config, seeds
 
-        config = config.replace(data_root="data/synthetic-ablation")
-        make_synthetic_voc(config.data_root, **ABLATION_DATA)
-    record = provenance.start(device=config.device if config.device != "auto" else "cpu")
+
+def _ablation(args) -> int:
+    from deeplab_kit.course.ablation import ABLATION_DATA, run_ablation
+
+    config, seeds = _experiment_config(args, ABLATION_DATA, "ablation")
     table = run_ablation(
-        settings,
         config,
         args.out,
         seeds=seeds,
         erf_images=args.erf_images,
         progress=not args.quiet,
         keep_checkpoints=not args.prune,
-        provenance=provenance.finish(record),
+        workers=args.workers,
     )
-    print(table.drop(columns=["valid per branch", "finished"]).to_string(index=False))
+    shown = ["backbone", "setting", "seed", "miou", "interior miou", "same network as"]
+    print(table[shown].to_string(index=False))
+    return 0
+
+
+def _going_deeper(args) -> int:
+    from deeplab_kit.course.going_deeper import GOING_DEEPER_DATA, run_going_deeper
+    from deeplab_kit.files import write_text
+
+    config, seeds = _experiment_config(args, GOING_DEEPER_DATA, "going-deeper")
+    table = run_going_deeper(
+        config,
+        args.out,
+        seeds=seeds,
+        progress=not args.quiet,
+        keep_checkpoints=not args.prune,
+        workers=args.workers,
+    )
+    write_text(f"{args.out}/going-deeper.csv", table.to_csv(index=False))
+    shown = ["experiment", "setting", "seed", "feature map", "miou"]
+    print(table[shown].to_string(index=False))
     return 0
 
 

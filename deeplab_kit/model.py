@@ -307,7 +307,6 @@ def _check_arguments(
         raise ValueError(
             f"extra_blocks must be 0..{MAX_EXTRA_BLOCKS} (block5..block7), got {extra_blocks!r}"
         )
-    check_output_stride(output_stride, extra_blocks)
 
 
 def build_model(
@@ -318,6 +317,7 @@ def build_model(
     atrous_rates: Sequence[int] = (6, 12, 18),
     multi_grid: Sequence[int] | None = None,
     extra_blocks: int = 0,
+    backbone_stages: int = 4,
     aspp: bool = True,
     image_pooling: bool = True,
     aux_loss: bool = False,
@@ -346,6 +346,9 @@ def build_model(
         extra_blocks: 0..3 cascaded copies of block4 (the paper's block5..block7), for the
             paper's "going deeper" experiment: each strides like the ResNet's stages until the
             output stride is reached, and dilates at twice the previous rate after.
+        backbone_stages: 4 keeps every ResNet stage; 3 or 2 cut the backbone after layer3 or
+            layer2 (output stride 8 after layer2): a backbone with a small receptive field, so
+            that the context has to come from ASPP (the rate ablation's small-field arm).
         aspp: False gives the cascaded model of the paper's Tables 1-2: no ASPP, a 1x1
             convolution on the last block (`PlainHead`); the ASPP arguments are then unused.
         image_pooling: keep ASPP's image-level branch.
@@ -374,6 +377,13 @@ def build_model(
         aspp_channels,
         extra_blocks,
     )
+    if backbone_stages not in (2, 3, 4):
+        raise ValueError(f"backbone_stages must be 2, 3 or 4, got {backbone_stages!r}")
+    if backbone_stages < 4 and (extra_blocks or multi_grid is not None):
+        raise ValueError("a backbone cut short has no layer4: extra_blocks and multi_grid need it")
+    if backbone_stages < 3 and aux_loss:
+        raise ValueError("aux_loss needs layer3, which backbone_stages=2 cuts off")
+    check_output_stride(output_stride, extra_blocks, backbone_stages)
     atrous_rates = check_rates("atrous_rates", atrous_rates, allow_none=False, allow_empty=True)
     if not aspp and decoder:
         raise ValueError("decoder=True needs ASPP: the DeepLabv3+ decoder joins ASPP's features")
@@ -386,9 +396,15 @@ def build_model(
         )
 
     features = build_backbone(
-        backbone, output_stride, multi_grid, extra_blocks, backbone_width, pretrained_backbone
+        backbone,
+        output_stride,
+        multi_grid,
+        extra_blocks,
+        backbone_width,
+        pretrained_backbone,
+        backbone_stages,
     )
-    in_channels = 8 * backbone_width * tv_resnet.Bottleneck.expansion  # 2048 at width 64
+    in_channels = features.out_channels  # 2048 at width 64 (512 after layer2)
     if not aspp:
         classifier = PlainHead(in_channels, num_classes)
     elif decoder:
@@ -405,7 +421,8 @@ def build_model(
         classifier = DeepLabHead(
             in_channels, num_classes, atrous_rates, aspp_channels, image_pooling, aspp_dropout
         )
-    aux_classifier = FCNHead(in_channels // 2, num_classes) if aux_loss else None
+    layer3_channels = 4 * backbone_width * tv_resnet.Bottleneck.expansion  # 1024 at width 64
+    aux_classifier = FCNHead(layer3_channels, num_classes) if aux_loss else None
 
     config = dict(
         num_classes=num_classes,
@@ -414,6 +431,7 @@ def build_model(
         atrous_rates=atrous_rates,
         multi_grid=multi_grid,
         extra_blocks=extra_blocks,
+        backbone_stages=backbone_stages,
         aspp=aspp,
         image_pooling=image_pooling,
         aux_loss=aux_loss,

@@ -314,7 +314,11 @@ def receptive_field_from_config(config: Mapping | None = None, **overrides) -> R
     rf, stride = _grow(rf, stride, 3, 2, 1)  # max pool
     stages, strides = {"stem": rf}, {"stem": stride}
     plan = stage_plan(
-        config["backbone"], config["output_stride"], config["multi_grid"], config["extra_blocks"]
+        config["backbone"],
+        config["output_stride"],
+        config["multi_grid"],
+        config["extra_blocks"],
+        config["backbone_stages"],
     )
     for name, blocks in plan:
         for step, dilation in blocks:

@@ -11,14 +11,15 @@ commit and whether the tree was clean, the machine, torch and torchvision, and w
 make resumes), and replaces the stored folder only once everything is done.
 
 The notebooks read stored files through `stored(relative)` (fetched from the repository in
-Colab, where the kit is installed without them) and the ablation through `stored_ablation()`.
+Colab, where the kit is installed without them), the experiments through `stored_ablation()`
+and `stored_going_deeper()`.
 
 `verify` checks each stored result against itself and against the current code: the scores
 recomputed from the stored confusion matrices, each history's last row against its scores,
 tables against their run files, the stored configuration against the one the code would run
-(else the result is stale), and it retrains the first epoch of one ablation run to compare
-with the stored history: bit for bit on the machine and torch version of the provenance,
-within `RETRAIN_TOLERANCE` elsewhere.
+(else the result is stale), and it retrains the first epoch of one run of each experiment to
+compare with the stored history: bit for bit where this machine runs the provenance's kernels
+with its torch version, within `RETRAIN_TOLERANCE` elsewhere.
 """
 
 from __future__ import annotations
@@ -37,25 +38,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from deeplab_kit.course import provenance
-from deeplab_kit.course.ablation import (
-    ABLATION_DATA,
-    ERF_IMAGES,
-    SEEDS,
-    SETTINGS,
-    average_erf,
-    equivalent_settings,
-    erf_radii,
-    read_ablation,
-    run_ablation,
-    run_folder,
-    setting_folder,
-)
+from deeplab_kit.course import ablation, going_deeper, provenance
+from deeplab_kit.course.atrous import feature_size
 from deeplab_kit.course.colab import checkout, in_colab, raw_url
 from deeplab_kit.course.demo import DEMO_DATA, run_demo
+from deeplab_kit.course.experiments import run_folder, setting_folder, threads_per_worker
 from deeplab_kit.data.synthetic import DEFAULT_ROOT, GENERATOR_VERSION, make_synthetic_voc
-from deeplab_kit.files import write_json
+from deeplab_kit.files import plain, write_json, write_text
 from deeplab_kit.training import fastpath, machine
 from deeplab_kit.training.config import RunConfig
 from deeplab_kit.training.loop import train
@@ -77,7 +68,9 @@ PROVENANCE_KEYS = (
 # How far a retrained first epoch may be from the stored one on another CPU or torch version
 # (bf16 kernels round differently across CPUs): relative, on the losses; absolute, on mIoU.
 RETRAIN_TOLERANCE = {"train_loss": 0.02, "val_loss": 0.05, "miou": 0.02}
-RETRAIN_RUN = ("report", 0)  # the ablation run whose first epoch `verify` retrains
+# The run whose first epoch `verify` retrains, per stored result: (its folder under the stored
+# result, the generated dataset's folder and arguments); filled in below.
+RETRAIN: dict[str, tuple[str, str, dict]] = {}
 
 
 @dataclass(frozen=True)
@@ -126,18 +119,27 @@ def read_stored_json(relative: str) -> dict:
 
 
 def stored_ablation() -> tuple[pd.DataFrame, dict, dict[str, np.ndarray]]:
-    """The stored atrous-rate ablation: its table, its provenance and, for each trained setting,
-    its effective receptive field (the seeds' gradient maps, each scaled to sum 1, averaged)."""
-
-    table, record = read_ablation(stored("ablation/ablation.json"))
-    maps = {
-        label: average_erf(
+    """The stored ablation: its table, its provenance and, for each trained backbone and
+    setting, its effective receptive field (the seeds' gradient maps, each scaled to sum 1,
+    averaged), keyed "backbone / setting"."""
+    table, record = ablation.read_ablation(stored("ablation/ablation.json"))
+    trained = table[table["same network as"].isna()]
+    maps = {}
+    for (backbone, setting), group in trained.groupby(["backbone", "setting"], sort=False):
+        label = ablation.run_label(backbone, setting)
+        paths = [
             stored(f"ablation/{setting_folder(label)}/seed-{seed}/erf.npy")
-            for seed in record["seeds"]
-        )
-        for label in table.loc[table["same network as"].isna(), "setting"].unique()
-    }
+            for seed in group["seed"]
+        ]
+        maps[label] = ablation.average_erf(paths)
     return table, record, maps
+
+
+def stored_going_deeper() -> tuple[pd.DataFrame, dict]:
+    """The stored going-deeper experiment: its table and its provenance."""
+    record = read_stored_json("going-deeper/going-deeper.json")
+    table = pd.DataFrame(record["rows"], columns=list(going_deeper.COLUMNS))
+    return table, {k: v for k, v in record.items() if k != "rows"}
 
 
 @contextlib.contextmanager
@@ -178,10 +180,12 @@ def _dataset(name: str) -> dict:
     """The generated dataset a stored result is made on: make_synthetic_voc's arguments and the
     generator's version."""
 
-    return {
-        **{"demo": DEMO_DATA, "ablation": ABLATION_DATA}[name],
-        "generator version": GENERATOR_VERSION,
+    data = {
+        "demo": DEMO_DATA,
+        "ablation": ablation.ABLATION_DATA,
+        "going-deeper": going_deeper.GOING_DEEPER_DATA,
     }
+    return plain({**data[name], "generator version": GENERATOR_VERSION})
 
 
 def _make_demo(work: Path, progress: bool) -> dict:
@@ -200,118 +204,233 @@ def _check_demo(folder: Path) -> list[str]:
     return problems
 
 
-# --- the ablation -------------------------------------------------------------------------
+# --- the two experiments ------------------------------------------------------------------
 
 ABLATION_DATA_ROOT = f"{DEFAULT_ROOT}-ablation"
-RUN_FILES = ("history.csv", "metrics.json", "config.json", "erf.npy")
+GOING_DEEPER_DATA_ROOT = f"{DEFAULT_ROOT}-going-deeper"
+RUN_FILES = ("history.csv", "metrics.json", "config.json")
+# The experiments train two runs at a time, each in its own process with half the cores as torch
+# threads: on a 2-core CPU, two one-thread runs of these small models do about 1.25 times the
+# work of one two-thread run (measured on the ablation's and going-deeper's models).
+WORKERS = 2
 
 
-def ablation_config():
-    """The base configuration `results make ablation` runs (and `verify` expects)."""
-
-    return RunConfig.from_recipe(
+def ablation_config(lr: float | None = None) -> RunConfig:
+    """The base configuration of `results make ablation` (and what `verify` expects), at the
+    learning rate its sweep chose (the recipe's own without one)."""
+    config = RunConfig.from_recipe(
         "ablation", data_root=ABLATION_DATA_ROOT, cache_dir=f"{ABLATION_DATA_ROOT}/cache"
+    )
+    return config if lr is None else config.replace(lr=lr)
+
+
+def going_deeper_config() -> RunConfig:
+    """The base configuration of `results make going-deeper` (and what `verify` expects)."""
+    return RunConfig.from_recipe(
+        "going-deeper",
+        data_root=GOING_DEEPER_DATA_ROOT,
+        cache_dir=f"{GOING_DEEPER_DATA_ROOT}/cache",
     )
 
 
 def _make_ablation(work: Path, progress: bool) -> dict:
-
-    make_synthetic_voc(ABLATION_DATA_ROOT, **ABLATION_DATA)
-    table = run_ablation(
-        SETTINGS,
-        ablation_config(),
+    make_synthetic_voc(ABLATION_DATA_ROOT, **ablation.ABLATION_DATA)
+    sweep = ablation.sweep_lr(ablation_config(), work / "sweep", progress=progress, workers=WORKERS)
+    lr = ablation.chosen_lr(sweep)
+    table = ablation.run_ablation(
+        ablation_config(lr),
         work,
-        seeds=SEEDS,
-        erf_images=ERF_IMAGES,
+        seeds=ablation.SEEDS,
+        erf_images=ablation.ERF_IMAGES,
         progress=progress,
         keep_checkpoints=False,
+        sweep=sweep,
+        workers=WORKERS,
     )
     files = {"ablation.json": work / "ablation.json", "ablation.csv": work / "ablation.csv"}
-    for row in table[table["same network as"].isna()].itertuples():
-        run = run_folder(work, row.setting, int(row.seed))
-        files.update({f"{run.relative_to(work)}/{name}": run / name for name in RUN_FILES})
+    for run in sorted((work / "sweep").glob("*/seed-0")):
+        files.update(_run_files(work, run, RUN_FILES))
+    for row in table[table["same network as"].isna()].to_dict("records"):
+        run = ablation.run_folder_of(work, row)
+        files.update(_run_files(work, run, (*RUN_FILES, "interior.json", "erf.npy")))
     return files
 
 
-def _check_ablation(folder: Path) -> list[str]:
+def _make_going_deeper(work: Path, progress: bool) -> dict:
+    make_synthetic_voc(GOING_DEEPER_DATA_ROOT, **going_deeper.GOING_DEEPER_DATA)
+    table = going_deeper.run_going_deeper(
+        going_deeper_config(),
+        work,
+        seeds=going_deeper.SEEDS,
+        progress=progress,
+        keep_checkpoints=False,
+        workers=WORKERS,
+    )
+    record = {
+        "config": going_deeper_config().to_dict(),
+        "settings": going_deeper.SETTINGS,
+        "seeds": list(going_deeper.SEEDS),
+        "rows": table.to_dict("records"),
+    }
+    write_json(work / "going-deeper.json", plain(record))
+    write_text(work / "going-deeper.csv", table.to_csv(index=False))
+    files = {name: work / name for name in ("going-deeper.json", "going-deeper.csv")}
+    for row in table.drop_duplicates(["setting", "seed"]).to_dict("records"):
+        run = run_folder(work, row["setting"], int(row["seed"]))
+        names = (*RUN_FILES, "predictions.png") if row["seed"] == 0 else RUN_FILES
+        files.update(_run_files(work, run, names))
+    return files
 
+
+def _run_files(work: Path, run: Path, names) -> dict:
+    return {
+        f"{run.relative_to(work)}/{name}": run / name for name in names if (run / name).is_file()
+    }
+
+
+def _check_ablation(folder: Path) -> list[str]:
     try:
-        table, record = read_ablation(folder)
+        table, record = ablation.read_ablation(folder)
     except (FileNotFoundError, ValueError) as error:
         return [str(error)]
-    problems = []
-    base = ablation_config()
-    if record.get("config") != base.to_dict():
-        problems.append(_stale("ablation.json", record.get("config", {}), base.to_dict()))
-    expected = [(label, seed) for label in SETTINGS for seed in SEEDS]
-    if list(zip(table["setting"], table["seed"], strict=True)) != expected:
-        problems.append(
-            "ablation.json: its rows are not the current settings x seeds "
-            f"({len(SETTINGS)} settings, seeds {list(SEEDS)}): stale"
-        )
-    twins = equivalent_settings(SETTINGS, base.image_size, base.output_stride)
-    csv = folder / "ablation.csv"
-    if not csv.is_file() or csv.read_text() != table.to_csv(index=False):
-        problems.append("ablation.csv: missing or not ablation.json's rows")
-    problems += [
-        f"ablation.json: {key} is not the provenance's"
-        for key in PROVENANCE_KEYS
-        if record.get(key) != _read_provenance(folder).get(key)
+    sweep = pd.DataFrame(record.get("lr sweep") or [])
+    problems = _check_sweep(folder, sweep)
+    lr = ablation.chosen_lr(sweep) if len(sweep) else None
+    base = ablation_config(lr)
+    problems += _check_experiment(folder, "ablation", table, record, base)
+    expected = [
+        (backbone, setting, seed)
+        for backbone in ablation.BACKBONES
+        for setting in ablation.SETTINGS
+        for seed in ablation.SEEDS
     ]
-    rows = table.to_dict("records")
-    by_key = {(row["setting"], row["seed"]): row for row in rows}
-    for row in rows:
-        problems += _check_ablation_row(folder, row, by_key, twins.get(row["setting"]), base)
+    if list(zip(table["backbone"], table["setting"], table["seed"], strict=True)) != expected:
+        problems.append(
+            "ablation.json: its rows are not the current backbones x settings x seeds: stale"
+        )
+        return problems
+    configs = ablation.configs(base)
+    twins = ablation.equivalent_settings(configs)
+    by_key = {(r["backbone"], r["setting"], r["seed"]): r for r in table.to_dict("records")}
+    for row in table.to_dict("records"):
+        label = ablation.run_label(row["backbone"], row["setting"])
+        where = f"ablation.json, {label} seed {row['seed']}"
+        if row["feature map"] != "16x16":
+            problems.append(f"{where}: ASPP saw a {row['feature map']} map, not the report's 16x16")
+        twin = twins.get(label)
+        if row["same network as"] != twin:
+            problems.append(
+                f"{where}: 'same network as' is {row['same network as']!r}, the geometry says {twin!r}"
+            )
+        if twin is not None:
+            backbone, setting = twin.split(" / ")
+            other = by_key.get((backbone, setting, row["seed"]), {})
+            if [row[k] for k in ABLATION_SCORES] != [other.get(k) for k in ABLATION_SCORES]:
+                problems.append(f"{where}: its scores differ from {twin}'s, the same network")
+            continue
+        run = ablation.run_folder_of(folder, row)
+        config = configs[label].replace(seed=int(row["seed"]))
+        problems += _check_row_run(where, run, row, config)
+        interior = _read_json(run / "interior.json")
+        if "confusion_matrix" not in interior:
+            problems.append(f"{run}/interior.json: missing or without a confusion matrix")
+        elif metrics_dict(read_confusion(interior))["miou"] != row["interior miou"]:
+            problems.append(
+                f"{where}: interior miou {row['interior miou']!r} is not its interior.json's"
+            )
+        radii = ablation.erf_radii(run)
+        if any(not math.isclose(radii[k], row[k]) for k in radii):
+            problems.append(
+                f"{where}: ERF radii {[row[k] for k in radii]} but its erf.npy gives {list(radii.values())}"
+            )
     return problems
 
 
-def _check_ablation_row(folder: Path, row: dict, by_key: dict, twin: str | None, base) -> list:
+ABLATION_SCORES = ("miou", "interior miou", "pixel_accuracy", "erf r50 (px)", "erf r90 (px)")
 
-    where = f"ablation.json, {row['setting']} seed {row['seed']}"
+
+def _check_sweep(folder: Path, sweep: pd.DataFrame) -> list[str]:
+    """The stored learning-rate sweep: each run's score from its own files, and its choice."""
+    if sweep.empty:
+        return ["ablation.json: no learning-rate sweep stored"]
     problems = []
-    if row["feature map"] != "16x16":
-        problems.append(f"{where}: ASPP saw a {row['feature map']} map, not the report's 16x16")
-    if row["same network as"] != twin:
-        problems.append(
-            f"{where}: 'same network as' is {row['same network as']!r}, the geometry says {twin!r}"
-        )
-    if twin is not None:
-        other = by_key.get((twin, row["seed"]), {})
-        if [row[k] for k in SCORES] != [other.get(k) for k in SCORES]:
-            problems.append(f"{where}: its scores differ from {twin}'s, the same network")
+    for row in sweep.to_dict("records"):
+        run = run_folder(folder / "sweep", f"lr {row['lr']:g} {row['backbone']}", 0)
+        problems += _check_run(run)
+        if _read_json(run / "metrics.json").get("miou") != row["miou"]:
+            problems.append(
+                f"ablation.json: the sweep's mIoU at lr {row['lr']:g} ({row['backbone']}) is not its run's"
+            )
+    return problems
+
+
+def _check_going_deeper(folder: Path) -> list[str]:
+    record = _read_json(folder / "going-deeper.json")
+    if "rows" not in record:
+        return [f"{folder / 'going-deeper.json'}: missing or without rows"]
+    table = pd.DataFrame(record["rows"], columns=list(going_deeper.COLUMNS))
+    base = going_deeper_config()
+    problems = _check_experiment(folder, "going-deeper", table, record, base)
+    expected = going_deeper.going_deeper_table(
+        [{"setting": s, "seed": k} for s in going_deeper.SETTINGS for k in going_deeper.SEEDS]
+    )
+    keys = ["experiment", "setting", "seed"]
+    if table[keys].values.tolist() != expected[keys].values.tolist():
+        problems.append("going-deeper.json: its rows are not the current settings x seeds: stale")
         return problems
-    run = run_folder(folder, row["setting"], int(row["seed"]))
-    problems += _check_run(run)
+    for row in table.to_dict("records"):
+        where = f"going-deeper.json, {row['experiment']}: {row['setting']} seed {row['seed']}"
+        overrides = going_deeper.SETTINGS[row["setting"]]
+        side = feature_size(base.image_size, overrides["output_stride"])
+        if row["feature map"] != f"{side}x{side}":
+            problems.append(
+                f"{where}: feature map {row['feature map']}, the geometry says {side}x{side}"
+            )
+        run = run_folder(folder, row["setting"], int(row["seed"]))
+        config = base.replace(**overrides, seed=int(row["seed"]))
+        problems += _check_row_run(where, run, row, config)
+    return problems
+
+
+def _check_experiment(
+    folder: Path, name: str, table: pd.DataFrame, record: dict, base: RunConfig
+) -> list[str]:
+    """What both experiments' tables share: the configuration the current code would run, the
+    CSV equal to the JSON's rows, the provenance at the JSON's top level."""
+    problems = []
+    if record.get("config") != base.to_dict():
+        problems.append(_stale(f"{name}.json", record.get("config", {}), base.to_dict()))
+    csv = folder / f"{name}.csv"
+    if not csv.is_file() or csv.read_text() != table.to_csv(index=False):
+        problems.append(f"{name}.csv: missing or not {name}.json's rows")
+    problems += [
+        f"{name}.json: {key} is not the provenance's"
+        for key in PROVENANCE_KEYS
+        if record.get(key) != _read_provenance(folder).get(key)
+    ]
+    return problems
+
+
+def _check_row_run(where: str, run: Path, row: dict, config: RunConfig) -> list[str]:
+    """A table row against its run folder: scores recomputed, history, configuration."""
+    problems = _check_run(run)
     metrics = _read_json(run / "metrics.json")
     problems += [
         f"{where}: {key} {row[key]!r} but its metrics.json says {metrics.get(key)!r}"
         for key in ("miou", "pixel_accuracy")
         if metrics.get(key) != row[key]
     ]
-    config = base.replace(atrous_rates=SETTINGS[row["setting"]], seed=int(row["seed"]))
-    problems += _check_config(run / "config.json", config.to_dict())
-    radii = erf_radii(run)
-    if any(not math.isclose(radii[k], row[k]) for k in radii):
-        problems.append(
-            f"{where}: ERF radii {[row[k] for k in radii]} but its erf.npy gives "
-            f"{list(radii.values())}"
-        )
-    return problems
+    return problems + _check_config(run / "config.json", config.to_dict())
 
 
-SCORES = ("miou", "pixel_accuracy", "erf r50 (px)", "erf r90 (px)")
-
-
-def retrain_first_epoch(folder: Path, *, progress: bool = False) -> list[str]:
-    """Retrain the first epoch of the ablation run `RETRAIN_RUN` and compare it with the stored
-    history: [] when it matches, else the problems. It retrains in the stored run's own path
-    (precision and memory format) with the provenance's thread count; bit for bit where this
-    machine runs the same kernels (`provenance.same_kernels`: fingerprint and torch version),
-    within RETRAIN_TOLERANCE elsewhere; it says which and why."""
-    import torch
-
-    setting, seed = RETRAIN_RUN
-    run = run_folder(folder, setting, int(seed))
+def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> list[str]:
+    """Retrain the first epoch of the stored result's `RETRAIN` run and compare it with its
+    stored history: [] when it matches, else the problems. It retrains in the stored run's own
+    path (precision and memory format) with the provenance's thread count; bit for bit where
+    this machine runs the same kernels (`provenance.same_kernels`: fingerprint and torch
+    version), within RETRAIN_TOLERANCE elsewhere; it says which and why."""
+    relative, data_root, data = RETRAIN[name]
+    run = folder / relative
     record = _read_provenance(folder)
     stored = pd.read_csv(run / "history.csv").iloc[0]
     path = fastpath.Path.parse(stored["path"])
@@ -321,8 +440,9 @@ def retrain_first_epoch(folder: Path, *, progress: bool = False) -> list[str]:
     exact, why = provenance.same_kernels(record)
     threads = torch.get_num_threads()
     with _inside(checkout(required=True)), tempfile.TemporaryDirectory() as tmp:
-        make_synthetic_voc(ABLATION_DATA_ROOT, **ABLATION_DATA)
-        torch.set_num_threads(record.get("machine", {}).get("threads") or threads)
+        make_synthetic_voc(data_root, **data)
+        runs_threads = record.get("threads per run") or record.get("machine", {}).get("threads")
+        torch.set_num_threads(runs_threads or threads)
         try:
             again = train(config, Path(tmp) / "run", progress=progress).history[0]
         finally:
@@ -331,18 +451,13 @@ def retrain_first_epoch(folder: Path, *, progress: bool = False) -> list[str]:
     problems = []
     for key, tolerance in RETRAIN_TOLERANCE.items():
         old, new = float(stored[key]), float(again[key])
-        ok = (
-            old == new
-            if exact
-            else (abs(new - old) <= tolerance * (abs(old) if key != "miou" else 1.0))
-        )
-        if not ok:
-            problems.append(f"{run.name}: retrained epoch 1 {key} {new!r}, stored {old!r} ({how})")
-    print(
-        f"retrained epoch 1 of the ablation's {setting} seed {seed} in {path}: "
-        + ("matches, " if not problems else "DIFFERS, ")
-        + how
-    )
+        scale = abs(old) if key != "miou" else 1.0
+        if not (old == new if exact else abs(new - old) <= tolerance * scale):
+            problems.append(
+                f"{name}: {relative}: retrained epoch 1 {key} {new!r}, stored {old!r} ({how})"
+            )
+    verdict = "matches" if not problems else "DIFFERS"
+    print(f"{name}: retrained epoch 1 of the stored run {relative} in {path}: {verdict}, {how}")
     return problems
 
 
@@ -420,14 +535,35 @@ RESULTS = {
         _check_demo,
         lambda: _dataset("demo"),
     ),
+    "going-deeper": StoredResult(
+        "going-deeper",
+        "going deeper with atrous convolution: block7 at output stride 8..256, blocks 4..7 at 16",
+        _make_going_deeper,
+        _check_going_deeper,
+        lambda: _dataset("going-deeper"),
+    ),
     "ablation": StoredResult(
         "ablation",
-        "the atrous-rate ablation: 7 rate settings x 3 seeds on a 16x16 ASPP map",
+        "the ASPP rate ablation: 2 backbones x 6 ASPP settings x 5 seeds on a 16x16 map",
         _make_ablation,
         _check_ablation,
         lambda: _dataset("ablation"),
     ),
 }
+RETRAIN.update(
+    {
+        "ablation": (
+            f"{setting_folder(ablation.run_label('small field', 'report'))}/seed-0",
+            ABLATION_DATA_ROOT,
+            ablation.ABLATION_DATA,
+        ),
+        "going-deeper": (
+            f"{setting_folder(going_deeper.label(4, 16))}/seed-0",
+            GOING_DEEPER_DATA_ROOT,
+            going_deeper.GOING_DEEPER_DATA,
+        ),
+    }
+)
 
 
 def _result(name: str) -> StoredResult:
@@ -444,6 +580,8 @@ def make(name: str, *, command: str | None = None, progress: bool = True) -> Pat
     work = root / WORK / name
     record = provenance.start(command or f"deeplab_kit.course.results.make({name!r})")
     record["data"] = result.data()
+    if name in RETRAIN:  # the experiments' runs train in workers (see WORKERS)
+        record.update(workers=WORKERS, **{"threads per run": threads_per_worker(WORKERS)})
     sessions = _read_json(work / "sessions.json")
     with _inside(root):
         try:
@@ -475,9 +613,9 @@ def _replace_store(name: str, files: dict[str, Path], record: dict) -> Path:
     for relative, source in files.items():
         (fresh / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, fresh / relative)
-    if (fresh / "ablation.json").is_file():  # the table carries its provenance at its top level
-        table = json.loads((fresh / "ablation.json").read_text())
-        write_json(fresh / "ablation.json", {**record, **table, **record})
+    table = fresh / f"{name}.json"
+    if table.is_file():  # an experiment's table carries its provenance at its top level
+        write_json(table, {**record, **json.loads(table.read_text()), **record})
     write_json(fresh / PROVENANCE, record)
     old = target.with_name(f".{name}.old")
     shutil.rmtree(old, ignore_errors=True)
@@ -507,8 +645,8 @@ def verify(names=None, *, retrain: bool = True, progress: bool = False) -> list[
                 _stale(str(folder / PROVENANCE), record.get("data") or {}, RESULTS[name].data())
             )
         problems += RESULTS[name].check(folder)
-        if name == "ablation" and retrain and not problems:
-            problems += retrain_first_epoch(folder, progress=progress)
+        if name in RETRAIN and retrain and not problems:
+            problems += retrain_first_epoch(name, folder, progress=progress)
     return problems
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -174,10 +175,10 @@ def _split_key(split: str) -> int:
     return SPLITS.index(split)
 
 
-def _class_stream(seed: int, split: str, total: int) -> list[int]:
-    """Object classes in turn from shuffled rounds of 1..20: every class appears equally often."""
+def _class_stream(seed: int, split: str, total: int, classes: Sequence[int]) -> list[int]:
+    """Object classes in turn from shuffled rounds of `classes`: each appears equally often."""
     rng = np.random.default_rng([seed, _split_key(split), 1_000_000])
-    rounds = [rng.permutation(np.arange(1, len(VOC_CLASSES))) for _ in range(total // 20 + 1)]
+    rounds = [rng.permutation(np.asarray(classes)) for _ in range(total // len(classes) + 1)]
     return [int(c) for c in np.concatenate(rounds)[:total]]
 
 
@@ -194,9 +195,17 @@ def _ids(split: str, count: int) -> list[str]:
 
 
 def make_synthetic_voc(
-    root: str | Path, num_train: int = 200, num_val: int = 50, size: int = 128, seed: int = 0
+    root: str | Path,
+    num_train: int = 200,
+    num_val: int = 50,
+    size: int = 128,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
 ) -> Path:
     """Write a synthetic VOC 2012 tree under `root` (see the module docstring); return `root`.
+
+    `classes` (VOC label numbers, 1..20) draws the objects from those classes only (None: all
+    20), for experiments whose question is not recognition but, say, resolution.
 
     `root/VOCdevkit/VOC2012` gets `JPEGImages/<id>.jpg`, `SegmentationClass/<id>.png` and
     `ImageSets/Segmentation/{train,val}.txt`, plus a manifest of the arguments. Calling again
@@ -214,6 +223,10 @@ def make_synthetic_voc(
             raise ValueError(
                 f"make_synthetic_voc: {name} must be an integer >= {low}, got {value!r}"
             )
+    if classes is not None:
+        classes = sorted({int(c) for c in classes})
+        if not classes or not all(1 <= c < len(VOC_CLASSES) for c in classes):
+            raise ValueError(f"make_synthetic_voc: classes must be labels 1..20, got {classes!r}")
     root = Path(root)
     voc = root / "VOCdevkit" / "VOC2012"
     manifest_path = voc / MANIFEST_NAME
@@ -225,6 +238,8 @@ def make_synthetic_voc(
         "size": int(size),
         "seed": int(seed),
     }
+    if classes is not None:
+        wanted["classes"] = classes
     counts = {"train": int(num_train), "val": int(num_val)}
 
     old = _read_manifest(manifest_path, voc)
@@ -239,14 +254,15 @@ def make_synthetic_voc(
     for folder in (images, masks, split_dir):
         folder.mkdir(parents=True, exist_ok=True)
     palette = VOC_PALETTE.tobytes()
+    pool = classes or range(1, len(VOC_CLASSES))
     for split, count in counts.items():
         per_image = [_objects_per_image(seed, split, i) for i in range(count)]
-        stream = _class_stream(seed, split, sum(per_image))
+        stream = _class_stream(seed, split, sum(per_image), pool)
         start = 0
         for index, image_id in enumerate(_ids(split, count)):
-            classes = stream[start : start + per_image[index]]
+            drawn = stream[start : start + per_image[index]]
             start += per_image[index]
-            image, labels = render(_image_rng(seed, split, index), size, classes)
+            image, labels = render(_image_rng(seed, split, index), size, drawn)
             Image.fromarray(image).save(images / f"{image_id}.jpg", quality=JPEG_QUALITY)
             mask = Image.fromarray(labels)
             mask.putpalette(palette)  # "L" becomes "P" with VOC's colours

@@ -73,6 +73,10 @@ class RunConfig:
         "layer4 unit rates, e.g. 1,2,4 (none: torchvision's dilations)", default=None
     )
     extra_blocks: int = _help("cascaded copies of block4 (0..3: block5..block7)", default=0)
+    backbone_stages: int = _help(
+        "ResNet stages kept: 4 (all), or 3 or 2 for a backbone with a small receptive field",
+        default=4,
+    )
     aspp: bool = _help("ASPP head (false: the cascaded model's 1x1 classifier)", default=True)
     image_pooling: bool = _help("ASPP's image-level branch", default=True)
     aux_loss: bool = _help("FCN auxiliary head on layer3 (loss weight aux_weight)", default=False)
@@ -152,6 +156,10 @@ class RunConfig:
         "also checkpoint every S optimiser steps (0: epoch ends only)", default=0
     )
     keep_last: int = _help("checkpoints kept besides best.pt", default=2)
+    tensorboard: bool = _help(
+        "also write TensorBoard curves and a prediction image under the run folder",
+        default=False,
+    )
 
     # --- reproducibility and speed ----------------------------------------------------------
     seed: int = _help(
@@ -337,6 +345,7 @@ MODEL_FIELDS = (
     "atrous_rates",
     "multi_grid",
     "extra_blocks",
+    "backbone_stages",
     "aspp",
     "image_pooling",
     "aux_loss",
@@ -460,17 +469,32 @@ RECIPES: dict[str, dict] = {
     # learned the generated shapes fastest in benchmarks/synthetic_learnability.py); no ASPP
     # dropout for a short run.
     "demo": _DEMO,
-    # The atrous-rate ablation (deeplab_kit.course.ablation): ASPP on the report's own 16 x 16 map
+    # The ASPP rate ablation (deeplab_kit.course.ablation): ASPP on the report's own 16 x 16 map
     # (128-pixel generated images at output stride 8, as 256-pixel images at OS16), with ASPP
-    # as the only path to the scores (no decoder), on the demo's quarter-width resnet26;
-    # 8 epochs of 2,000 images take about 4 minutes a run on 2 CPU cores.
+    # as the only path to the scores (no decoder), on the demo's quarter-width resnet26 (the
+    # "dilated" arm; the "small field" arm cuts it after layer2). 16 epochs, so that the last
+    # two are the cosine schedule's tail; the learning rate is the stored sweep's choice.
     "ablation": {
         **_DEMO,
         "output_stride": 8,
         "atrous_rates": (8, 12, 16),
+        "image_pooling": False,
         "decoder": False,
         "image_size": 128,
-        "epochs": 8,
+        "epochs": 16,
+    },
+    # The paper's going-deeper experiment (deeplab_kit.course.going_deeper): the quarter-width
+    # resnet26 with its three cascaded copies of block4 (block5..block7) and no ASPP (a 1x1
+    # classifier, `aspp=False`), at output stride 16 unless a setting says otherwise; 136-pixel
+    # images, where output strides 8..256 give maps of 17, 9, 5, 3, 2 and 1 pixels.
+    "going-deeper": {
+        **_DEMO,
+        "decoder": False,
+        "aspp": False,
+        "extra_blocks": 3,
+        "output_stride": 16,
+        "image_size": 136,
+        "epochs": 16,
     },
 }
 

@@ -1,0 +1,357 @@
+"""What the stored experiments share: one model trained per setting and seed, all else equal, in
+its own run folder; and the statistics over seeds that say which differences the seeds resolve.
+
+    rows = run_grid({"block7 OS8": config8, ...}, seeds=(0, 1, 2), out_dir="runs/gd",
+                    measure=lambda label, config, run, outcome: {...})
+    summarize(table)                                  # mean, sd, min, max per setting
+    tests = paired_tests(table, all_pairs(["a", "b", "c"]))   # Holm-corrected paired t-tests
+    print(describe_tests(tests))                      # one sentence per pair
+
+Each (setting, seed) trains in out_dir/<setting>/seed-<k>/, resumable like any run. With
+`keep_checkpoints=False` a finished run's checkpoints are deleted (its history.csv,
+metrics.json and config.json stay) and a later call reuses its row untrained, after checking
+that its configuration is the one asked for.
+
+The statistics: for each pair of settings, the differences seed by seed (the same seed gives
+the same data order, so the pair shares its noise), a two-sided paired t-test, and Holm's
+step-down correction over all the pairs of the table (the family). A difference is "resolved"
+when its Holm-adjusted p is below 1 - level. Otherwise the table says the smallest mean
+difference these seeds could have resolved: t(1 - alpha / 2m, n - 1) * sd / sqrt(n), with the
+pair's own spread sd, n seeds and m pairs (Holm's first, strictest step; so a conservative
+figure).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from deeplab_kit.files import write_json
+from deeplab_kit.model import describe
+from deeplab_kit.training.checkpoint import check_config, find_checkpoints
+from deeplab_kit.training.config import RunConfig
+from deeplab_kit.training.loop import build_run_model, train
+from deeplab_kit.training.run_files import read_metrics
+
+RUN_FILES = ("history.csv", "metrics.json", "config.json")
+
+
+def setting_folder(label: str) -> str:
+    """A folder name for a setting label: "report variant" -> "report-variant"."""
+    slug = re.sub(r"[^\w.]+", "-", label.strip().lower()).strip("-")
+    if not slug:
+        raise ValueError(f"setting label {label!r} gives an empty folder name")
+    return slug
+
+
+def run_folder(out_dir, label: str, seed: int) -> Path:
+    return Path(out_dir) / setting_folder(label) / f"seed-{seed}"
+
+
+@dataclass
+class Outcome:
+    """One trained (or reused) run: its model (the architecture, with trained weights unless
+    reused), history rows, last scores, whether all its epochs are done, whether it was reused."""
+
+    model: object
+    history: list[dict]
+    metrics: dict | None
+    finished: bool
+    reused: bool
+
+
+def train_or_reuse(
+    config: RunConfig,
+    run: Path,
+    *,
+    progress: bool = False,
+    train_set=None,
+    val_set=None,
+    keep_checkpoints: bool = True,
+) -> Outcome:
+    """Train the run folder `run` to the end of `config` (resuming), or reuse a finished one
+    whose checkpoints were deleted (its configuration checked first)."""
+    if _finished_without_checkpoints(run, config):
+        check_config(json.loads((run / "config.json").read_text()), config.to_dict(), run)
+        history = pd.read_csv(run / "history.csv").to_dict("records")
+        model = build_run_model(config, pretrained=False)
+        return Outcome(model, history, read_metrics(run), True, True)
+    result = train(config, run, progress=progress, train_set=train_set, val_set=val_set)
+    if result.finished:  # the config is kept to check a later reuse
+        write_json(run / "config.json", config.to_dict())
+    outcome = Outcome(result.model, result.history, result.metrics, result.finished, False)
+    if result.finished and not keep_checkpoints:
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    return outcome
+
+
+def _finished_without_checkpoints(run: Path, config: RunConfig) -> bool:
+    if find_checkpoints(run / "checkpoints") or not (run / "metrics.json").is_file():
+        return False
+    if not (run / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{run}: a finished run without checkpoints or config.json; its configuration "
+            "cannot be checked, so use a new output folder"
+        )
+    history = pd.read_csv(run / "history.csv") if (run / "history.csv").is_file() else None
+    return history is not None and len(history) >= config.epochs
+
+
+def run_grid(
+    settings: Mapping[str, RunConfig],
+    out_dir,
+    *,
+    seeds: Sequence[int],
+    measure: Callable[[str, RunConfig, Path, Outcome], dict] | None = None,
+    same_as: Mapping[str, str] | None = None,
+    progress: bool = False,
+    keep_checkpoints: bool = True,
+    train_set=None,
+    val_set=None,
+    workers: int = 1,
+) -> list[dict]:
+    """Train each setting's config once per seed (its `seed` replaced) and return one row per
+    (setting, seed), in settings order: the setting, the seed, what `measure` adds, the scores,
+    epochs, training seconds, the path it trained in and whether it finished.
+
+    `same_as` ({label: earlier label}) marks settings that build the same network as an earlier
+    one: they are not trained again; their rows carry the twin's scores and name it.
+
+    `workers` > 1 trains that many runs at once, each in its own process with an equal share of
+    the cores as torch threads (`threads_per_worker`): on a 2-core CPU two one-thread runs of
+    these small models do about 1.25 times the work of one two-thread run. Each run's numbers
+    depend on its thread count, never on what ran beside it; `measure` must then be picklable
+    (a module-level function or a dataclass), and the datasets come from the configs.
+    """
+    if not settings:
+        raise ValueError("no settings to run")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    folders = [setting_folder(label) for label in settings]
+    if len(set(folders)) != len(folders):
+        raise ValueError(f"setting labels must give distinct folder names, got {folders}")
+    same_as = dict(same_as or {})
+    jobs = [
+        (label, settings[label].replace(seed=int(seed)), run_folder(out_dir, label, seed))
+        for seed in seeds
+        for label in settings
+        if label not in same_as
+    ]
+    done: dict[tuple[str, int], dict] = {}
+    if workers <= 1:
+        for label, config, run in jobs:
+            done[label, config.seed] = _train_one(
+                label, config, run, measure, progress, keep_checkpoints, train_set, val_set
+            )
+    else:
+        if train_set is not None or val_set is not None:
+            raise ValueError("workers > 1 read the data from the configs: give no datasets")
+        context = multiprocessing.get_context("spawn")  # a fresh torch in every worker
+        threads = threads_per_worker(workers)
+        pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
+        )
+        with pool:
+            futures = {}
+            for label, config, run in jobs:
+                job = (label, config, run, measure, False, keep_checkpoints)
+                futures[pool.submit(_train_one, *job)] = (label, config.seed)
+            for future in as_completed(futures):
+                done[futures[future]] = row = future.result()
+                if progress:
+                    seconds, miou = row["train seconds"], row["miou"]
+                    print(f"{row['setting']} seed {row['seed']}: mIoU {miou:.4f} ({seconds:.0f} s)")
+    rows = {}
+    for seed in seeds:
+        for label in settings:
+            if label in same_as:
+                twin = rows[same_as[label], seed]
+                rows[label, seed] = {**twin, "setting": label, "same network as": same_as[label]}
+            else:
+                rows[label, seed] = done[label, seed]
+    return [rows[label, seed] for label in settings for seed in seeds]
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _train_one(
+    label, config, run, measure, progress, keep_checkpoints, train_set=None, val_set=None
+) -> dict:
+    outcome = train_or_reuse(
+        config,
+        run,
+        progress=progress,
+        train_set=train_set,
+        val_set=val_set,
+        keep_checkpoints=keep_checkpoints,
+    )
+    return _row(label, config, run, outcome, measure)
+
+
+def _row(label, config, run, outcome: Outcome, measure) -> dict:
+    metrics = outcome.metrics or {}
+    history = outcome.history
+    return {
+        "setting": label,
+        "seed": config.seed,
+        **(measure(label, config, run, outcome) if measure else {}),
+        "same network as": None,
+        "miou": metrics.get("miou"),
+        "pixel_accuracy": metrics.get("pixel_accuracy"),
+        "epochs": len(history),
+        "train seconds": round(sum(float(row["seconds"]) for row in history), 1),
+        "path": str(history[-1].get("path")) if history else None,
+        "finished": outcome.finished,
+    }
+
+
+def architecture(outcome: Outcome) -> dict:
+    """What the trained network really is (`model.describe`), for a row."""
+    return describe(outcome.model)
+
+
+# --- convergence ----------------------------------------------------------------------------
+
+
+def last_gain(history: pd.DataFrame | list[dict], epochs: int = 2, column: str = "miou") -> float:
+    """What the run gained over its last `epochs` epochs: the convergence check (a converged run
+    gains little)."""
+    values = pd.DataFrame(history)[column].tolist()
+    if len(values) <= epochs:
+        return float("nan")
+    return float(values[-1] - values[-1 - epochs])
+
+
+# --- statistics over seeds ------------------------------------------------------------------
+
+
+def summarize(table: pd.DataFrame, column: str = "miou", by: str = "setting") -> pd.DataFrame:
+    """One row per setting (in table order): seeds, mean, standard deviation (n - 1), min, max."""
+    scores = table.groupby(by, sort=False)[column]
+    return pd.DataFrame(
+        {
+            "seeds": scores.size(),
+            "mean": scores.mean(),
+            "sd": scores.std(ddof=1),
+            "min": scores.min(),
+            "max": scores.max(),
+        }
+    )
+
+
+def all_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
+    return list(itertools.combinations(labels, 2))
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (1979): sort ascending, multiply the k-th smallest by
+    (m - k + 1), carry the running maximum, cap at 1. NaN stays NaN and is not counted."""
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = len(valid)
+    running = 0.0
+    for k, index in enumerate(valid[np.argsort(p[valid], kind="stable")]):
+        running = max(running, min(1.0, (m - k) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def paired_tests(
+    table: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    column: str = "miou",
+    level: float = 0.95,
+    by: str = "setting",
+) -> pd.DataFrame:
+    """One row per pair (a, b): a minus b seed by seed; on how many seeds a is higher, the mean
+    and sd of the differences, the paired t, its p, Holm's adjusted p over all `pairs`, the
+    verdict ("resolved", "not resolved", or "same" when every difference is exactly 0: the same
+    network), and the smallest mean difference these seeds could have resolved."""
+    wide = table.pivot_table(index="seed", columns=by, values=column, aggfunc="first")
+    alpha, m = 1.0 - level, len(pairs)
+    rows = []
+    for a, b in pairs:
+        diff = (wide[a] - wide[b]).dropna()
+        n, mean = len(diff), float(diff.mean())
+        sd = float(diff.std(ddof=1)) if n > 1 else float("nan")
+        if n < 2 or (diff == 0).all():
+            t, p = float("nan"), float("nan")
+        elif sd == 0:
+            t, p = float("inf") * np.sign(mean), 0.0
+        else:
+            t = mean / (sd / np.sqrt(n))
+            p = float(2 * stats.t.sf(abs(t), df=n - 1))
+        quantile = stats.t.ppf(1 - alpha / (2 * m), df=n - 1) if n > 1 else float("nan")
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "seeds": n,
+                "a higher on": int((diff > 0).sum()),
+                "mean difference": mean,
+                "sd": sd,
+                "t": t,
+                "p": p,
+                "smallest resolvable": float(quantile * sd / np.sqrt(n)) if n > 1 else sd,
+            }
+        )
+    result = pd.DataFrame(rows)
+    result["p (Holm)"] = holm(result["p"].to_numpy())
+
+    def verdict(row) -> str:
+        if row["sd"] == 0 and row["mean difference"] == 0:
+            return "same"
+        return "resolved" if row["p (Holm)"] < alpha else "not resolved"
+
+    result["verdict"] = result.apply(verdict, axis=1)
+    return result.set_index(["a", "b"])
+
+
+def describe_tests(tests: pd.DataFrame, unit: float = 100.0, what: str = "points of mIoU") -> str:
+    """`paired_tests` in sentences, one per pair, claiming nothing beyond the numbers."""
+    lines = []
+    family = len(tests)
+    for (a, b), row in tests.iterrows():
+        if row["verdict"] == "same":
+            lines.append(f"{a} vs {b}: the same network; no difference to resolve.")
+            continue
+        spread = (
+            f"higher on {row['a higher on']} of {row['seeds']} seeds, sd {unit * row['sd']:.1f}, "
+            f"p = {row['p']:.3g}, Holm over {family} pairs {row['p (Holm)']:.3g}"
+        )
+        change = f"{unit * row['mean difference']:+.1f} {what}"
+        if row["verdict"] == "resolved":
+            lines.append(f"{a} vs {b}: {change} ({spread}): resolved.")
+        else:
+            lines.append(
+                f"{a} vs {b}: {change} ({spread}): not resolved; these seeds resolve "
+                f"differences of {unit * row['smallest resolvable']:.1f} or more."
+            )
+    return "\n".join(lines)
+
+
+RUN_COLUMNS = (
+    "same network as",
+    "miou",
+    "pixel_accuracy",
+    "epochs",
+    "train seconds",
+    "path",
+    "finished",
+)
