@@ -15,48 +15,50 @@ import warnings
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with errors in one line that name the close matches and point to --help."""
+    """argparse, with errors in one line from the command's own parser: what was wrong, the
+    close match among its own options or choices, and its own --help."""
+
+    argv: list[str] = []  # the command line being parsed (set by `main`)
 
     def error(self, message: str):
-        self.exit(
-            2,
-            f"{self.prog}: error: {_short(message)}{_suggestion(message, self)}; "
-            f"see {self.prog} --help\n",
-        )
+        self.exit(2, f"{self.prog}: error: {_explain(message, self)}; see {self.prog} --help\n")
 
 
-def _suggestion(message: str, parser: argparse.ArgumentParser) -> str:
-    """ " (did you mean 'report'?)" for a mistyped choice or option, else ""."""
+def _explain(message: str, parser: argparse.ArgumentParser) -> str:
+    """argparse's message, completed: a mistyped option or choice gets its close match; a
+    missing required option names the near miss that was typed instead; short choice lists
+    stay in the message."""
     choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
     if choice:
-        typed, known = choice[1], re.findall(r"'([^']*)'", choice[2])
-    else:
-        unknown = re.search(r"unrecognized arguments: (--[\w-]+)", message)
-        if not unknown:
-            return ""
-        typed = unknown[1]
-        known = [
-            option
-            for each in _parsers(parser)
-            for action in each._actions
-            for option in action.option_strings
-        ]
-    close = difflib.get_close_matches(typed, known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+        known = re.findall(r"'([^']*)'", choice[2]) or [c.strip() for c in choice[2].split(",")]
+        hint = _close(choice[1], known)
+        if len(known) > 8:  # the commands' list is long: the close match says enough
+            message = re.sub(r" \(choose from .*\)", "", message)
+        return message + hint
+    options = [option for action in parser._actions for option in action.option_strings]
+    unknown = re.search(r"unrecognized arguments: (--[\w-]+)", message)
+    if unknown:
+        return message + _close(unknown[1], options)
+    if "the following arguments are required" in message:
+        typed = [arg.split("=")[0] for arg in _Parser.argv if arg.startswith("--")]
+        strays = [arg for arg in typed if arg not in options]
+        hints = [f"{stray} is not an option{_close(stray, options)}" for stray in strays]
+        return "; ".join([message, *hints])
+    return message
 
 
-def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """A parser and its commands' parsers (an unknown option is reported by the top one)."""
-    found = [parser]
+def _close(typed: str, known: list[str]) -> str:
+    """ " (did you mean '--checkpoint'?)" when one of `known` is close to `typed`, else ""."""
+    words = {k.lstrip("-"): k for k in known}
+    close = difflib.get_close_matches(typed.lstrip("-"), list(words), n=1, cutoff=0.75)
+    return f" (did you mean {words[close[0]]!r}?)" if close else ""
+
+
+def _command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            found += list(action.choices.values())
-    return found
-
-
-def _short(message: str) -> str:
-    """argparse's invalid-choice message without the list of every choice."""
-    return re.sub(r" \(choose from .*\)", "", message)
+            return dict(action.choices)
+    return {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,20 +66,26 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m deeplab_kit",
         description="DeepLabv3 on PASCAL VOC 2012: data, training in sessions, evaluation, demo.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     for add in (
         _add_demo,
         _add_synth,
         _add_download,
         _add_train,
         _add_evaluate,
+        _add_predict,
         _add_ablation,
         _add_going_deeper,
         _add_results,
         _add_recipes,
     ):
         add(commands)
-    args = parser.parse_args(argv)
+    _Parser.argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # an option the command does not have: its own parser says so, with its --help
+        _command_parsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     warnings.formatwarning = _warning_line
     try:
         return int(args.run(args) or 0)
@@ -251,7 +259,6 @@ def _add_train(commands) -> None:
 
 
 def _add_evaluate(commands) -> None:
-    from deeplab_kit.training.config import parse_value
 
     parser = commands.add_parser(
         "evaluate",
@@ -282,7 +289,7 @@ def _add_evaluate(commands) -> None:
     )
     parser.add_argument(
         "--scales",
-        type=lambda text: parse_value("eval_scales", text),
+        type=_scales,
         default=(1.0,),
         metavar="X,X,...",
         help="input scales whose scores are averaged, e.g. 0.5,0.75,1,1.25,1.5,1.75",
@@ -307,6 +314,19 @@ def _add_evaluate(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     parser.set_defaults(run=_evaluate)
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    """--scales "0.5,1,1.5": positive numbers, or the kit's own one-line error."""
+    from deeplab_kit.training.config import parse_value
+
+    try:
+        scales = parse_value("eval_scales", text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not scales or any(scale <= 0 for scale in scales):
+        raise argparse.ArgumentTypeError(f"every scale must be a positive number, got {text!r}")
+    return scales
 
 
 def _evaluate(args) -> int:
@@ -348,11 +368,11 @@ def _add_ablation(commands) -> None:
 
     parser = commands.add_parser(
         "ablation",
-        help="the ASPP rate ablation: 2 backbones x 6 ASPP settings, one model per seed",
+        help="the ASPP rate ablation: 2 backbones x 5 ASPP settings, one model per seed",
         description="The ablation of notebook 02: the recipe's model on two backbones (dilated; "
-        "small field: cut after layer2) x six ASPP settings (control: the 1x1 branch alone; no "
-        "atrous (1,1,1); paper (6,12,18); report (8,12,16); report variant (12,16,24); report "
-        "+ pooling), trained once per seed, one run folder each under --out, and the table in "
+        "small field: cut after layer2) x five ASPP settings (control: the 1x1 branch alone; no "
+        "atrous (1,1,1); paper (6,12,18); report (8,12,16); report variant (12,16,24)), "
+        "trained once per seed, one run folder each under --out, and the table in "
         "--out/ablation.csv and ablation.json. Run again with the same --out to resume. The "
         "stored ablation (with its learning-rate sweep) is made by `python -m deeplab_kit "
         "results make ablation`.",
@@ -461,6 +481,45 @@ def _going_deeper(args) -> int:
     return 0
 
 
+# --- predict -------------------------------------------------------------------------------
+
+
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="segment your own photos with a trained run or torchvision's pretrained model",
+        description="For each image (files, or the images of folders): OUT/<name>.png, the "
+        "predicted classes at the image's own size as a palette PNG with VOC's colours, and "
+        "OUT/<name>-overlay.png (photo | prediction over it | the classes found). A file that is "
+        "not an image is named in one line and the others are still written; the exit status "
+        "is 1 when any failed.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("--checkpoint", metavar="RUN_OR_FILE", help="a run folder or a .pt file")
+    parser.add_argument(
+        "--weights",
+        metavar="torchvision|FILE",
+        help="torchvision's DeepLabv3-ResNet50 with VOC labels instead of a run ('torchvision' "
+        "downloads it; or a saved state dict)",
+    )
+    parser.add_argument("--out", required=True, help="folder for the PNGs")
+    parser.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), ...")
+
+    def run(args) -> int:
+        from deeplab_kit.predict import load_predictor, predict_files
+
+        if (args.checkpoint is None) == (args.weights is None):
+            raise ValueError("give one of --checkpoint RUN_OR_FILE and --weights torchvision")
+        model, size = load_predictor(args.checkpoint, weights=args.weights)
+        report = predict_files(model, size, args.inputs, args.out, device=args.device)
+        for path, reason in report.failed:
+            print(f"error: {path}: {reason}; skipped", file=sys.stderr)
+        print(f"{len(report.written)} prediction(s) in {args.out}")
+        return 1 if report.failed else 0
+
+    parser.set_defaults(run=run)
+
+
 # --- results -------------------------------------------------------------------------------
 
 
@@ -474,7 +533,9 @@ def _add_results(commands) -> None:
         "epoch); exits 1 on any mismatch.",
     )
     parser.add_argument("action", choices=("list", "make", "verify"))
-    parser.add_argument("name", nargs="?", help="a stored result (make: required)")
+    parser.add_argument(
+        "name", nargs="?", help="a stored result (make: required; list: its details)"
+    )
     parser.add_argument(
         "--no-retrain", action="store_true", help="verify: skip retraining an epoch"
     )
@@ -484,7 +545,11 @@ def _add_results(commands) -> None:
         from deeplab_kit.course import results
 
         if args.action == "list":
-            print(results.listing().to_string())
+            if args.name:
+                print(results.details(args.name))
+            else:
+                print(results.listing().to_string())
+                print("details: python -m deeplab_kit results list NAME")
             return 0
         if args.action == "make":
             if not args.name:
@@ -493,9 +558,7 @@ def _add_results(commands) -> None:
             folder = results.make(args.name, command=command, progress=not args.quiet)
             print(f"stored in {folder}")
             return 0
-        problems = results.verify(
-            [args.name] if args.name else None, retrain=not args.no_retrain, progress=not args.quiet
-        )
+        problems = results.verify([args.name] if args.name else None, retrain=not args.no_retrain)
         for problem in problems:
             print(f"mismatch: {problem}", file=sys.stderr)
         print("stored results hold" if not problems else f"{len(problems)} mismatch(es)")

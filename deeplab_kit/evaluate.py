@@ -20,6 +20,7 @@ probabilities over scales (and over the horizontally flipped input when `flip=Tr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -54,6 +55,7 @@ from deeplab_kit.training.checkpoint import (
 )
 from deeplab_kit.training.config import RunConfig
 from deeplab_kit.training.device import autocast, resolve_device
+from deeplab_kit.training.lock import RunLock
 from deeplab_kit.training.run_files import metrics_dict, read_confusion, write_tables
 
 PROTOCOLS = ("original", "resized")
@@ -136,7 +138,8 @@ def evaluate(
                     if choice is None:  # the first batch's shape decides the path
                         choice = eval_path(model, device, amp, channels_last, tuple(x.shape))
                     x = model_input(x, device, choice.path.memory_format)  # (n, 3, H, W)
-                    model.to(memory_format=choice.path.memory_format)
+                    with torch.inference_mode(False):  # weights stay ordinary tensors (autograd)
+                        model.to(memory_format=choice.path.memory_format)
                     scores = _predict(model, x, scales, flip, choice.path.dtype)  # (n, C, H, W)
                     for logits, target, seen in _at_target_size(scores, targets, x, device):
                         pred = logits.argmax(1)  # (m, h, w)
@@ -428,6 +431,46 @@ def evaluate_checkpoint(
     for folder in (out_dir, export_dir):  # a folder that cannot be written fails before the work
         if folder is not None:
             ensure_writable(folder)
+    # one writer per folder: another evaluation (or a training run) writing there is refused
+    with RunLock(out_dir) if out_dir is not None else contextlib.nullcontext():
+        return _evaluate_checkpoint(
+            checkpoint,
+            data_root,
+            split=split,
+            protocol=protocol,
+            output_stride=output_stride,
+            scales=scales,
+            flip=flip,
+            batch_size=batch_size,
+            device=device,
+            amp=amp,
+            channels_last=channels_last,
+            num_workers=num_workers,
+            out_dir=out_dir,
+            export_dir=export_dir,
+            progress=progress,
+        )
+
+
+def _evaluate_checkpoint(
+    checkpoint,
+    data_root,
+    *,
+    split,
+    protocol,
+    output_stride,
+    scales,
+    flip,
+    batch_size,
+    device,
+    amp,
+    channels_last,
+    num_workers,
+    out_dir,
+    export_dir,
+    progress,
+) -> dict:
+    """`evaluate_checkpoint`'s work, once its output folder is held."""
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
     config = RunConfig.from_dict(state["config"])

@@ -1,28 +1,22 @@
-"""The atrous-rate ablation: its geometry, its twins, its statistics, on tiny budgets."""
+"""The ASPP rate ablation on two backbones: its geometry, its twins, its interior pixels, its
+learning-rate sweep and its runs, on tiny budgets."""
 
-import json
-
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from deeplab_kit.cli import main
 from deeplab_kit.course import ablation
-from deeplab_kit.course.ablation import (
-    SETTINGS,
-    equivalent_settings,
-    paired_differences,
-    read_ablation,
-    run_ablation,
-    summarize,
-)
+from deeplab_kit.course.atrous import receptive_field, receptive_field_from_config
+from deeplab_kit.model import build_model, describe
 from deeplab_kit.training.config import RunConfig
 from deeplab_kit.training.loop import build_run_model
 from deeplab_kit.training.schedule import make_optimizer
 from deeplab_kit.training.step import TrainStep
 
-# 4 generated 32-px images in batches of 2 (2 steps); at output stride 8 the map is 4 x 4, where
-# every rate from 4 up reads only the centre: "report" and "OS8 rates" are one network there.
+# 4 generated 32-px images in batches of 2; at output stride 8 the map is 4 x 4, where every
+# rate from 4 up reads only the centre: the paper's, the report's and its variant are one network.
 TINY = dict(
     backbone_width=8,
     aspp_channels=8,
@@ -31,250 +25,163 @@ TINY = dict(
     eval_batch_size=2,
     epochs=1,
     amp="off",
+    channels_last=False,
     device="cpu",
 )
-FEW = {"1x1 only": (), "fitted": (1, 2, 3), "report": (8, 12, 16), "OS8 rates": (12, 24, 36)}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def data(synthetic_root):
-    return synthetic_root
+def base(synthetic_root):
+    return RunConfig.from_recipe("ablation", data_root=str(synthetic_root), **TINY)
 
 
 @pytest.fixture(scope="module")
-def base(data):
-    return RunConfig.from_recipe("ablation", data_root=str(data), **TINY)
-
-
-@pytest.fixture(scope="module")
-def two_seeds(base, tmp_path_factory):
-    """FEW run with seeds 0 and 1, checkpoints pruned (shared by the tests that read it)."""
+def grid(base, tmp_path_factory):
+    """Both backbones x five settings x seeds 0 and 1, checkpoints pruned."""
     out = tmp_path_factory.mktemp("ablation")
-    table = run_ablation(
-        FEW,
-        base,
-        out,
-        seeds=(0, 1),
-        erf_images=2,
-        keep_checkpoints=False,
-        provenance={"command": "test"},
-    )
+    table = ablation.run_ablation(base, out, seeds=(0, 1), erf_images=2, keep_checkpoints=False)
     return out, table
 
 
 # --- geometry --------------------------------------------------------------------------------
 
 
-def test_the_stored_geometry_is_the_reports_16x16_map():
-    config = RunConfig.from_recipe("ablation")
-    geometry = ablation.rate_geometry(config.image_size, config.output_stride, (8, 12, 16))
-    assert geometry["feature map"] == "16x16"  # the report's: 256 px at output stride 16
-    assert geometry["valid per branch"] == "44% / 25% / 11%"  # rate 16: the centre tap alone
-    assert not config.decoder  # ASPP is the only path to the scores
-    # On 16 x 16 only the report's variant and the OS8 rates coincide: 16, 24 and 36 read the
-    # centre alone, and both keep rate 12 in their first branch.
-    assert equivalent_settings(SETTINGS, config.image_size, config.output_stride) == {
-        "OS8 rates": "report variant"
-    }
-
-
-def _outputs_after_steps(config, rates, images, targets, steps=2):
-    """The scores of the ablation model with `rates` after a few training steps on one batch."""
-    config = config.replace(atrous_rates=rates)
-    model = build_run_model(config, pretrained=False)
-    step = TrainStep(
-        model, make_optimizer(model, config), device="cpu", amp="off", channels_last=False
+def test_both_backbones_give_aspp_the_report_s_16x16_map():
+    geometry = ablation.geometry_table(RunConfig.from_recipe("ablation")).set_index(
+        ["backbone", "setting"]
     )
-    for _ in range(steps):
-        step(images, targets)
-    model.eval()
+    assert (geometry["feature map"] == "16x16").all()
+    assert geometry["same network as"].isna().all()  # on 16 x 16 no two settings coincide
+    assert geometry.loc[("small field", "control"), "backbone field (px)"] == 51
+    assert geometry.loc[("dilated", "control"), "backbone field (px)"] == 195
+    assert geometry.loc[("dilated", "report"), "valid per branch"] == "44% / 25% / 11%"
+
+
+def test_the_small_field_backbone_has_its_stated_strides_dilations_and_field():
+    config = RunConfig.from_recipe("ablation").replace(**ablation.BACKBONES["small field"])
+    model = build_model(**config.model_kwargs())
+    info = describe(model)
+    assert list(info["strides"]) == ["layer1", "layer2"]  # cut after layer2
+    assert info["strides"] == {"layer1": (1, 1), "layer2": (2, 1)}
+    assert info["dilations"] == {"layer1": (1, 1), "layer2": (1, 1)}
+    assert info["output_stride"] == 8
+    assert receptive_field(model).backbone == 51
+    assert receptive_field_from_config(model.config).backbone == 51
     with torch.no_grad():
-        return model(images)["out"]
+        assert model.backbone(torch.zeros(1, 3, 128, 128))["out"].shape[-2:] == (16, 16)
 
 
 def test_settings_train_to_the_same_network_exactly_when_the_geometry_says_so():
-    """At the stored geometry (128 px, output stride 8) on a narrow backbone: after a few steps
-    on one batch, two settings give the same scores if and only if they are declared twins.
-    (The same up to rounding: convolutions at different dilations sum in different orders.)"""
-    config = RunConfig.from_recipe("ablation", backbone_width=8, aspp_channels=8, amp="off")
+    """On a 4 x 4 map (32 px at output stride 8): after a few steps on one batch, two settings
+    give the same scores if and only if they are declared twins (up to the rounding of sums
+    in other orders)."""
+    config = RunConfig.from_recipe("ablation", **TINY)
+    settings = ablation.configs(config)
+    twins = ablation.equivalent_settings(settings)
+    assert twins["dilated / report"] == "dilated / paper"
+    assert "dilated / no atrous" not in twins and "dilated / control" not in twins
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(2, 3, 128, 128, generator=generator)
-    targets = torch.randint(0, 21, (2, 128, 128), generator=generator)
-    outputs = {
-        label: _outputs_after_steps(config, rates, images, targets)
-        for label, rates in SETTINGS.items()
-    }
-    twins = equivalent_settings(SETTINGS, 128, 8)
-    labels = list(SETTINGS)
+    images = torch.randn(2, 3, 32, 32, generator=generator)
+    targets = torch.randint(0, 21, (2, 32, 32), generator=generator)
+    outputs = {}
+    for label, c in settings.items():
+        if not label.startswith("dilated"):
+            continue
+        model = build_run_model(c, pretrained=False)
+        optimizer = make_optimizer(model, c)
+        step = TrainStep(model, optimizer, device="cpu", amp="off", channels_last=False)
+        for _ in range(2):
+            step(images, targets)
+        with torch.no_grad():
+            outputs[label] = model.eval()(images)["out"]
+    labels = list(outputs)
     for i, a in enumerate(labels):
         for b in labels[i + 1 :]:
             gap = (outputs[a] - outputs[b]).abs().max().item()
-            if twins.get(b) == a or twins.get(a) == b:
-                assert gap < 1e-4, (a, b, gap)
-            else:
-                assert gap > 1e-2, (a, b, gap)
+            same = twins.get(b) == a or twins.get(a) == b or twins.get(a, a) == twins.get(b, b)
+            assert (gap < 1e-4) == same, (a, b, gap)
+
+
+# --- interior pixels -------------------------------------------------------------------------
+
+
+def test_interior_pixels_lie_far_from_every_outline():
+    mask = np.zeros((20, 20), dtype=np.uint8)
+    mask[2:18, 2:18] = 7  # a 16 x 16 object
+    mask[2:18, 2] = 255  # a void band on its left edge
+    inner = ablation.interior(mask, 4)
+    rows, cols = np.nonzero(inner)
+    # 4 px from the object's outline inside it, from the background's edge outside it
+    assert inner[10, 10] and not inner[10, 5] and not inner[1, 1]
+    assert (mask[inner] != 255).all()
+    assert set(np.unique(mask[inner])) == {7}  # the background strip is too thin
+    assert rows.min() == 6 and rows.max() == 13 and cols.min() == 7 and cols.max() == 13
 
 
 # --- running it ------------------------------------------------------------------------------
 
 
-def test_one_row_per_setting_and_seed_with_the_models_real_rates(two_seeds):
-    out, table = two_seeds
-    assert list(zip(table["setting"], table["seed"], strict=True)) == [
-        (label, seed) for label in FEW for seed in (0, 1)
-    ]
-    assert table["model rates"].tolist() == [rates for rates in FEW.values() for _ in (0, 1)]
+def test_one_row_per_backbone_setting_and_seed(grid):
+    out, table = grid
+    expected = [(b, s, k) for b in ablation.BACKBONES for s in ablation.SETTINGS for k in (0, 1)]
+    assert list(zip(table["backbone"], table["setting"], table["seed"], strict=True)) == expected
     assert (table["feature map"] == "4x4").all()
+    assert table["miou"].between(0, 1).all() and table["interior miou"].between(0, 1).all()
     assert table["epochs"].eq(1).all() and table["finished"].all()
-    assert table["miou"].between(0, 1).all()
-    assert (table["erf r50 (px)"] <= table["erf r90 (px)"]).all()
+    trained = table[table["same network as"].isna()]
+    assert (trained["erf r50 (px)"] <= trained["erf r90 (px)"]).all()
+    for row in trained.to_dict("records"):
+        run = ablation.run_folder_of(out, row)
+        assert (run / "interior.json").is_file() and (run / "erf.npy").is_file()
+        assert not (run / "checkpoints").exists()  # pruned
 
 
-def test_a_twin_is_not_trained_again_and_carries_its_twins_scores(two_seeds):
-    out, table = two_seeds
-    twin = table[table["setting"] == "OS8 rates"].reset_index(drop=True)
-    report = table[table["setting"] == "report"].reset_index(drop=True)
-    assert twin["same network as"].eq("report").all()
-    assert twin["miou"].tolist() == report["miou"].tolist()
-    assert not (out / "os8-rates").exists()
-    assert table.loc[table["setting"] != "OS8 rates", "same network as"].isna().all()
+def test_a_twin_is_not_trained_again_and_carries_its_twin_s_scores(grid):
+    out, table = grid
+    twin = table[(table["backbone"] == "dilated") & (table["setting"] == "report")]
+    paper = table[(table["backbone"] == "dilated") & (table["setting"] == "paper")]
+    assert twin["same network as"].eq("dilated / paper").all()
+    assert twin["miou"].tolist() == paper["miou"].tolist()
+    assert not (out / "dilated-report").exists()
 
 
-def test_results_are_written_and_read_back(two_seeds):
-    out, table = two_seeds
-    stored, produced = read_ablation(out)
-    pd.testing.assert_frame_equal(stored, table, check_dtype=False)
-    assert produced["command"] == "test" and produced["seeds"] == [0, 1]
-    assert produced["config"]["atrous_rates"] == [8, 12, 16]
-    for label in ("1x1 only", "fitted", "report"):
-        for seed in (0, 1):
-            run = ablation.run_folder(out, label, seed)
-            for name in ("history.csv", "metrics.json", "config.json", "erf.npy"):
-                assert (run / name).is_file(), run / name
-            assert not (run / "checkpoints").exists()
-            assert json.loads((run / "config.json").read_text())["seed"] == seed
+def test_results_are_written_and_read_back_and_reused(grid, base, monkeypatch):
+    out, table = grid
+    read, record = ablation.read_ablation(out)
+    pd.testing.assert_frame_equal(read, table)
+    assert record["seeds"] == [0, 1] and record["backbones"] == ablation.BACKBONES
+    from deeplab_kit.course import experiments
+
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("retrained"))
+    again = ablation.run_ablation(base, out, seeds=(0, 1), erf_images=2, keep_checkpoints=False)
+    pd.testing.assert_frame_equal(again, table)
 
 
-def test_finished_runs_are_not_trained_again(two_seeds, base, monkeypatch):
-    out, table = two_seeds
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished run was trained again")
-
-    monkeypatch.setattr("deeplab_kit.training.loop.train", no_training)
-    again = run_ablation(FEW, base, out, seeds=(0, 1), keep_checkpoints=False)
-    assert again["miou"].tolist() == table["miou"].tolist()
-    assert again["erf r90 (px)"].tolist() == table["erf r90 (px)"].tolist()
+def test_the_statistics_cover_the_family(grid):
+    _, table = grid
+    tests = ablation.tests(table)
+    assert len(tests) == 10 + 10 + 5 == len(ablation.pairs())
+    assert tests.loc[("dilated / paper", "dilated / report"), "verdict"] == "same"
 
 
-def test_a_pruned_run_is_not_reused_for_another_configuration(two_seeds, base):
-    from deeplab_kit.training.checkpoint import CheckpointError
-
-    out, table = two_seeds
-    with pytest.raises(CheckpointError, match="lr: checkpoint 0.006, requested 0.001"):
-        run_ablation({"report": FEW["report"]}, base.replace(lr=1e-3), out)
-
-
-def test_bad_settings_are_refused(base, tmp_path):
-    with pytest.raises(ValueError, match="no settings"):
-        run_ablation({}, base, tmp_path)
-    with pytest.raises(ValueError, match="distinct folder names"):
-        run_ablation({"a b": (1, 1, 1), "a-b": (2, 2, 2)}, base, tmp_path)
-    with pytest.raises(ValueError, match="seeds must be distinct"):
-        run_ablation(FEW, base, tmp_path, seeds=(0, 0))
-    with pytest.raises(ValueError, match="not an ablation.json"):
-        (tmp_path / "ablation.json").write_text(json.dumps({"rows": 3}))
-        read_ablation(tmp_path)
-
-
-# --- statistics over seeds -------------------------------------------------------------------
-
-
-def _table(scores: dict) -> pd.DataFrame:
-    rows = [
-        {
-            "setting": label,
-            "rates": (1,),
-            "seed": seed,
-            "feature map": "16x16",
-            "valid weights": 1.0,
-            "same network as": None,
-            "miou": value,
-        }
-        for label, values in scores.items()
-        for seed, value in enumerate(values)
-    ]
-    return pd.DataFrame(rows)
-
-
-def test_summary_and_paired_differences_over_seeds():
-    table = _table(
-        {
-            "report": [0.40, 0.30, 0.35],
-            "better": [0.50, 0.41, 0.44],
-            "noisy": [0.50, 0.20, 0.36],
-            "same": [0.40, 0.30, 0.35],
-        }
-    )
-    summary = summarize(table)
-    assert summary.loc["report", "mean"] == pytest.approx(0.35)
-    assert summary.loc["report", "sd"] == pytest.approx(0.05)
-    assert (summary.loc["noisy", "min"], summary.loc["noisy", "max"]) == (0.20, 0.50)
-    bars = ablation.percent(summary)  # what the bar chart takes: "label rates" -> %
-    assert bars["report (1,)"] == pytest.approx(35.0)
-    assert ablation.percent(summary, "sd")["report (1,)"] == pytest.approx(5.0)
-    assert ablation.seed_points(table)["better (1,)"] == pytest.approx([50.0, 41.0, 44.0])
-    diff = paired_differences(table, "report")
-    assert "report" not in diff.index
-    # better - report: 0.10, 0.11, 0.09 -> mean 0.10, sd 0.01, t = 0.10 / (0.01 / sqrt 3)
-    assert diff.loc["better", "mean difference"] == pytest.approx(0.10)
-    assert diff.loc["better", "sd"] == pytest.approx(0.01)
-    assert diff.loc["better", "t"] == pytest.approx(0.10 / (0.01 / 3**0.5))
-    assert diff.loc["better", "verdict"] == "resolved" and diff.loc["better", "higher on"] == 3
-    assert diff.loc["noisy", "higher on"] == 2
-    # noisy - report: 0.10, -0.10, 0.01: the mean is positive, the spread far larger
-    assert diff.loc["noisy", "verdict"] == "not resolved"
-    assert diff.loc["same", "verdict"] == "same" and diff.loc["same", "mean difference"] == 0
-    said = ablation.describe_differences(diff, "report").splitlines()
-    assert said[0].startswith("better: +10.0 points of mIoU against report (higher on 3 of 3")
-    assert said[0].endswith(": resolved.") and "not resolved beyond seed noise" in said[1]
-    assert said[2] == "same: the same network as report; no difference to resolve."
-    with pytest.raises(ValueError, match="no setting 'nope'"):
-        paired_differences(table, "nope")
+def test_the_learning_rate_sweep_and_its_choice(base, tmp_path):
+    sweep = ablation.sweep_lr(base, tmp_path, candidates=(1e-3, 1e-2), epochs=1)
+    keys = list(zip(sweep["lr"], sweep["backbone"], strict=True))
+    assert keys == [(lr, b) for lr in (1e-3, 1e-2) for b in ("dilated", "small field")]
+    made_up = pd.DataFrame({"lr": [1e-3, 1e-3, 1e-2, 1e-2], "miou": [0.2, 0.4, 0.5, 0.3]})
+    assert ablation.chosen_lr(made_up) == 1e-2  # the better mean over both controls
 
 
 # --- the command line ------------------------------------------------------------------------
 
 
-def test_command_line(data, tmp_path, capsys):
+def test_command_line(synthetic_root, tmp_path, capsys):
     options = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     out = tmp_path / "cli"
-    code = main(
-        [
-            "ablation",
-            "--out",
-            str(out),
-            "--data",
-            str(data),
-            "--only",
-            "report",
-            "--add",
-            "fitted=1,1,2",
-            "--seeds",
-            "0,3",
-            "--quiet",
-            *options,
-        ]
-    )
-    assert code == 0
-    table, produced = read_ablation(out)
-    assert table["setting"].tolist() == ["report", "report", "fitted", "fitted"]
-    assert table["seed"].tolist() == [0, 3, 0, 3]
-    assert table["model rates"].tolist() == [(8, 12, 16)] * 2 + [(1, 1, 2)] * 2
-    assert produced["command"].startswith("python -m deeplab_kit")
-    assert produced["machine"]["cpu"] and produced["torch"] == torch.__version__
-    assert "report" in capsys.readouterr().out
-    assert main(["ablation", "--out", str(out), "--data", str(data), "--only", "nope"]) == 2
-    assert "unknown setting(s) ['nope']" in capsys.readouterr().err
+    argv = ["ablation", "--out", str(out), "--data", str(synthetic_root), "--seeds", "3"]
+    assert main([*argv, "--quiet", "--prune", *options]) == 0
+    table, _ = ablation.read_ablation(out)
+    assert table["seed"].eq(3).all() and len(table) == 10
+    assert "small field" in capsys.readouterr().out

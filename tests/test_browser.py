@@ -28,8 +28,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("DEEPLAB_KIT_CHROMIUM", "/usr/bin/chromium"))
-EXPLORER = "notebooks/02_aspp_atrous_rates.ipynb"
-REPORT = "notebooks/04_report.ipynb"
+EXPLORER = "notebooks/03_aspp_atrous_rates.ipynb"
+REPORT = "notebooks/05_report.ipynb"
 SCREENSHOT = ROOT / "notebooks" / "results" / "rate_explorer.png"
 FALLBACKS = (
     "Loading widget",

@@ -257,3 +257,60 @@ def test_help_and_recipes_answer_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("False")
     assert "ablation" in out.stdout and "atrous_rates" in out.stdout  # the recipes, side by side
+
+
+# --- the rough edges a student met, each with its message -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv,said",
+    [
+        (["train", "--out", "x", "--epohcs", "1"],
+         "python -m deeplab_kit train: error: unrecognized arguments: --epohcs 1 (did you mean "
+         "'--epochs'?); see python -m deeplab_kit train --help"),
+        (["demo", "--bogus"],
+         "python -m deeplab_kit demo: error: unrecognized arguments: --bogus; see python -m "
+         "deeplab_kit demo --help"),
+        (["evaluate", "--chekpoint", "X", "--data", "d"],
+         "--chekpoint is not an option (did you mean '--checkpoint'?)"),
+        (["evaluate", "--checkpoint", "c", "--data", "d", "--output-stride", "4"],
+         "invalid choice: 4 (choose from 8, 16, 32)"),
+        (["evaluate", "--checkpoint", "c", "--data", "d", "--scales", "0,1"],
+         "argument --scales: every scale must be a positive number, got '0,1'"),
+    ],
+)  # fmt: skip
+def test_a_command_s_errors_come_from_its_own_parser(argv, said, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_split_never_suggests_writing_into_a_folder_that_holds_voc(
+    synthetic_root, capsys
+):
+    argv = ["evaluate", "--data", str(synthetic_root), "--checkpoint", "x", "--split", "nosuch"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "synth --out" not in err
+
+
+def test_a_finished_run_says_so_without_a_new_session(synthetic_root, tmp_path, capsys):
+    argv = ["train", "--recipe", "demo", "--data", str(synthetic_root), "--out", str(tmp_path),
+            "--epochs", "1", *[a for a in TINY if a != "--quiet"]]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    said = out.out + out.err
+    assert "the run is finished (all 1 epochs are done)" in said
+    assert "resuming" not in said and "session" not in said and "path:" not in said
+
+
+def test_results_list_fits_a_terminal_and_details_on_request(capsys):
+    assert main(["results", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert max(len(line) for line in listed.splitlines()) <= 100
+    assert main(["results", "list", "demo"]) == 0
+    assert "command:  python -m deeplab_kit results make demo" in capsys.readouterr().out

@@ -458,3 +458,18 @@ def test_inference_table_is_the_papers_table_5(varied_voc, os16_checkpoint):
     assert table.index.tolist() == ["OS16", "OS8 + MS + flip"]
     assert table["output stride"].tolist() == [16, 8] and table["flip"].tolist() == [False, True]
     assert table["mIoU (%)"].between(0, 100).all() and (table["protocol"] == "original").all()
+
+
+def test_a_model_evaluated_in_another_memory_format_can_still_be_trained():
+    """evaluate() may move the model to its path's memory format: that must not turn its
+    weights into inference-mode tensors (the ablation measures gradients right after)."""
+    from deeplab_kit.model import build_model
+
+    model = build_model(backbone="resnet26", backbone_width=8, aspp_channels=8)
+    model.to(memory_format=torch.channels_last)
+    batch = [(torch.randn(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long))]
+    evaluate(model, batch, device=CPU, amp="off", channels_last=False)
+    assert not any(p.is_inference() for p in model.parameters())
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    model.eval()(x)["out"].sum().backward()
+    assert x.grad is not None

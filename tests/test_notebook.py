@@ -236,7 +236,7 @@ def test_full_profile_without_gpu_stops(full, monkeypatch):
 
 
 def test_full_profile_needs_a_trained_run(full):
-    with pytest.raises(ResourceMissing, match="no trained model in .*03_training_sessions"):
+    with pytest.raises(ResourceMissing, match="no trained model in .*04_training_sessions"):
         profiles.trained_model(full, full.run_folder("report"), full.config("report"))
 
 
@@ -333,10 +333,10 @@ def test_link_check_finds_disagreements(tmp_path):
     assert colab.check_repository_links(good, NOTEBOOKS) == []
     other = good.replace("deeplab-kit/deeplab-kit/blob", "someone/fork/blob", 1)
     assert any("someone/fork" in p for p in colab.check_repository_links(other, NOTEBOOKS))
-    missing = good.replace("04_report.ipynb", "05_missing.ipynb")
+    missing = good.replace("05_report.ipynb", "06_missing.ipynb")
     problems = colab.check_repository_links(missing, NOTEBOOKS)
     assert any("05_missing.ipynb, which does not exist" in p for p in problems)
-    assert any("no Colab badge for 04_report.ipynb" in p for p in problems)
+    assert any("no Colab badge for 05_report.ipynb" in p for p in problems)
     for name in colab.NOTEBOOKS:  # notebooks that install from elsewhere
         text = (NOTEBOOKS / name).read_text().replace("deeplab-kit/deeplab-kit", "someone/fork")
         (tmp_path / name).write_text(text)
@@ -372,11 +372,11 @@ def test_notebook_cells_are_short_thin_and_executed(name):
     assert cells[1]["metadata"].get("tags") == ["parameters"]
 
 
-def test_notebook_02_has_the_rate_sliders_and_the_five_settings():
-    sources = ["".join(cell["source"]) for cell in code_cells("02_aspp_atrous_rates.ipynb")]
+def test_notebook_03_has_the_rate_sliders_and_the_five_settings():
+    sources = ["".join(cell["source"]) for cell in code_cells("03_aspp_atrous_rates.ipynb")]
     assert any("widgets.atrous_rate_explorer(" in source for source in sources)
     assert any("plot_atrous_explorer(" in source for source in sources)  # its plain twin
-    assert any("run_ablation(ablation.SETTINGS" in source for source in sources)
+    assert any("ablation.run_ablation(base" in source for source in sources)
 
 
 # --- VOC already on disk, the cpu profile, paths as shown ---------------------------------------
@@ -412,7 +412,7 @@ def test_cpu_profile_reproduces_the_stored_results_configurations(tmp_path, no_c
     paths = dict(data_root=None, cache_dir=None)
     demo = results.demo_config().replace(**paths, session_epochs=profiles.CPU_SESSION_EPOCHS)
     assert profile.config("report").replace(**paths) == demo  # the stored demo run, in sessions
-    stored = results.ablation_config().replace(**paths)
+    stored = results.ablation_config(results.stored_ablation_lr()).replace(**paths)
     assert profile.ablation_config().replace(**paths) == stored.replace(device="cpu")
     assert profile.ablation_seeds == SEEDS
     shown = repr(profile)

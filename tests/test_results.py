@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from deeplab_kit.cli import main
-from deeplab_kit.course import provenance, results
-from deeplab_kit.course.ablation import read_ablation, run_folder
+from deeplab_kit.course import ablation, provenance, results
 from deeplab_kit.training import machine
 from deeplab_kit.training.config import RECIPES
 
@@ -43,40 +42,57 @@ def test_every_stored_result_holds_and_says_how_it_was_made(name):
     assert record["seconds"] > 0 and record["machine"]["cpu"]
 
 
+def _provenance(name):
+    return json.loads((results.store(name) / "provenance.json").read_text())
+
+
 def test_the_stored_ablation_is_the_issue_s_experiment():
-    table, record = read_ablation(results.store("ablation"))
+    table, record = ablation.read_ablation(results.store("ablation"))
     assert (table["feature map"] == "16x16").all()
-    assert table.groupby("setting").size().min() >= 3  # seeds per setting
+    assert set(table["backbone"]) == set(ablation.BACKBONES)
+    named = {"control", "no atrous", "paper", "report", "report variant"}
+    assert named <= set(table["setting"])
+    assert table.groupby(["backbone", "setting"]).size().min() >= 5  # seeds
     for key in ("command", "commit", "machine", "torch"):  # its provenance, at the top level
-        assert (
-            record[key]
-            == json.loads((results.store("ablation") / "provenance.json").read_text())[key]
-        )
+        assert record[key] == _provenance("ablation")[key]
+    assert (table["miou"] >= 0.10).all()  # every run left the background plateau
+    assert record["seconds"] <= 120 * 60
+    sweep = pd.DataFrame(record["lr sweep"])
+    assert record["config"]["lr"] == ablation.chosen_lr(sweep)
     trained = table[table["same network as"].isna()]
-    per_seed = trained.pivot(index="seed", columns="setting", values="miou")
+    per_seed = trained.pivot_table(index="seed", columns=["backbone", "setting"], values="miou")
     assert per_seed.T.duplicated().sum() == 0  # distinct networks give distinct results
-    assert record["seconds"] <= 90 * 60
 
 
-def test_a_changed_number_is_caught(copy_of):
-    folder = copy_of("ablation")
-    record = json.loads((folder / "ablation.json").read_text())
-    record["rows"][0]["miou"] += 1e-9
-    (folder / "ablation.json").write_text(json.dumps(record))
-    problems = _check("ablation", folder)
-    assert any("miou" in p and "metrics.json says" in p for p in problems)
+def test_the_stored_going_deeper_is_the_issue_s_experiment():
+    table, record = results.stored_going_deeper()
+    for key in ("command", "commit", "machine", "torch", "seconds"):
+        assert record[key] == _provenance("going-deeper")[key]
+    assert record["seconds"] <= 100 * 60
+    strides = table[table["experiment"] == "output stride"]
+    assert sorted(set(strides["output_stride"])) == [8, 16, 32, 64, 128, 256]
+    assert (strides["blocks"] == 7).all()
+    depths = table[table["experiment"] == "cascaded blocks"]
+    assert sorted(set(depths["blocks"])) == [4, 5, 6, 7] and (depths["output_stride"] == 16).all()
+    assert table.groupby(["experiment", "setting"]).size().min() >= 3  # seeds
+    sides = strides.drop_duplicates("output_stride")["feature map"]
+    assert sides.is_unique  # every output stride a map of its own side
+    shared = table[table["setting"] == "block7 OS16"]
+    assert shared.groupby("seed")["miou"].nunique().eq(1).all()  # trained once, in both
 
-    folder = copy_of("demo")
-    metrics = json.loads((folder / "metrics.json").read_text())
-    metrics["miou"] = round(metrics["miou"], 3)
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    assert any("its confusion matrix gives" in p for p in _check("demo", folder))
+
+def test_a_changed_number_is_caught_in_each_experiment(copy_of):
+    folder = copy_of("going-deeper")
+    record = json.loads((folder / "going-deeper.json").read_text())
+    record["rows"][3]["miou"] += 1e-9
+    (folder / "going-deeper.json").write_text(json.dumps(record))
+    assert any("metrics.json says" in p for p in _check("going-deeper", folder))
 
 
 def test_a_history_that_does_not_match_its_scores_is_caught(copy_of):
     folder = copy_of("ablation")
-    table, _ = read_ablation(folder)
-    run = run_folder(folder, table["setting"][0], table["seed"][0])
+    table, _ = ablation.read_ablation(folder)
+    run = ablation.run_folder_of(folder, table.iloc[0])
     history = pd.read_csv(run / "history.csv")
     history.loc[len(history) - 1, "miou"] = 0.5
     history.to_csv(run / "history.csv", index=False)
@@ -97,24 +113,29 @@ def test_a_configuration_the_code_would_not_run_is_stale(copy_of, monkeypatch):
     assert any("stale" in p and message in p for p in _check("ablation", folder))
 
 
-def test_retraining_the_first_epoch_matches_the_stored_history(capsys):
+@pytest.mark.parametrize("name", sorted(results.RETRAIN))
+def test_retraining_the_first_epoch_matches_the_stored_history(name, capsys):
     """Bit for bit where the kernels (the machine's fingerprint) and torch version are the
-    provenance's, within the stated tolerance elsewhere; it says which."""
-    record = json.loads((results.store("ablation") / "provenance.json").read_text())
-    assert results.retrain_first_epoch(results.store("ablation")) == []
+    provenance's, within the stated tolerance elsewhere; it says which, and names the run."""
+    record = _provenance(name)
+    assert results.retrain_first_epoch(name, results.store(name)) == []
     said = capsys.readouterr().out
+    assert said.startswith(
+        f"{name}: retrained epoch 1 of the stored run {results.RETRAIN[name][0]}"
+    )
     assert ("bit-exact" in said) == provenance.same_kernels(record)[0]
+    assert "run the same command again" not in said  # no training advice in a check
 
 
 def test_a_machine_with_the_same_model_name_but_other_flags_retrains_within_the_tolerance(
     capsys, monkeypatch
 ):
-    record = json.loads((results.store("ablation") / "provenance.json").read_text())
+    record = _provenance("going-deeper")
     other = {**record["machine"], "isa": ["avx512f", "avx2"]}  # as stored, but no AMX or BF16
     monkeypatch.setattr(machine, "fingerprint", lambda device="cpu": other)
     same, why = provenance.same_kernels(record)
     assert not same and why.startswith("same model name, other instruction sets")
-    assert results.retrain_first_epoch(results.store("ablation")) == []
+    assert results.retrain_first_epoch("going-deeper", results.store("going-deeper")) == []
     said = capsys.readouterr().out
     assert "matches, within" in said and "same model name, other instruction sets" in said
 

@@ -373,3 +373,71 @@ def plot_erf(
     for ax in axes[len(maps) :]:
         ax.set_axis_off()
     return fig
+
+
+def plot_seed_points(
+    points: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    ylabel: str = "mIoU (%)",
+    title: str | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Each seed's value as a dot and their mean as a bar outline, per setting, one colour per
+    group ({group: {setting: values}}, e.g. the ablation's backbones): the spread behind every
+    mean stays visible, and the groups sit side by side at each setting."""
+    groups = list(points)
+    settings = list(dict.fromkeys(s for group in points.values() for s in group))
+    fig, ax = figure_and_axes(ax, (1.2 * len(settings) + 3, 4))
+    width = 0.8 / len(groups)
+    for k, group in enumerate(groups):
+        for i, setting in enumerate(settings):
+            values = list(points[group].get(setting, ()))
+            if not values:
+                continue
+            x = i - 0.4 + width * (k + 0.5)
+            label = group if i == 0 else None
+            mean = float(np.mean(values))
+            ax.bar(x, mean, width=width * 0.9, fill=False, edgecolor=f"C{k}", lw=1.5, label=label)
+            ax.plot([x] * len(values), values, "o", color=f"C{k}", markersize=4, alpha=0.8)
+    ax.set_xticks(range(len(settings)), settings, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title="bars: mean")
+    return fig
+
+
+def plot_going_deeper(
+    measured: Mapping[int, Sequence[float]],
+    quoted: Mapping[int, float],
+    *,
+    xlabel: str,
+    title: str,
+    log_x: bool = True,
+) -> Figure:
+    """mIoU against output stride (or depth): each seed's measured value as a dot and their mean
+    as a line, on the left axis; the paper's quoted curve on a right axis of its own (hatched
+    markers, labelled quoted), so the shapes can be compared without pretending the scales are
+    the same."""
+    fig = KitFigure(figsize=(7.5, 4), layout="constrained")
+    ax = fig.subplots()
+    xs = sorted(measured)
+    for x in xs:
+        ax.plot([x] * len(measured[x]), measured[x], "o", color="C0", alpha=0.6, markersize=5)
+    means = [float(np.mean(measured[x])) for x in xs]
+    ax.plot(xs, means, "-", color="C0", label="measured here (dots: seeds, line: mean)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mIoU (%), measured here", color="C0")
+    paper = ax.twinx()
+    qs = sorted(quoted)
+    label = "the paper (quoted, VOC 2012 val)"
+    paper.plot(qs, [quoted[q] for q in qs], "s--", color="0.35", mfc="white", label=label)
+    paper.set_ylabel("mIoU (%), the paper's (quoted)", color="0.35")
+    if log_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [str(x) for x in xs])
+    lines = ax.get_legend_handles_labels()
+    more = paper.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize="small")
+    ax.set_title(title)
+    return fig

@@ -1,10 +1,16 @@
 """Where the kit runs: a repository checkout, or Google Colab with Google Drive; and the
 repository's one address, from which Colab installs the kit and its notebooks' badges link.
 
+    setup("full", "MyDrive/VOCtrainval_11-May-2012.tar")   # a notebook's first cell, in Colab
     checkout()            # the checkout the notebook runs in (None in Colab)
     home()                # where data/ and runs/ go
     mount_drive()         # in Colab: the kit's folder on Google Drive
     check_repository_links(readme)   # badges and install cells that disagree with REPOSITORY
+
+In Colab the VM's local disk is fast and wiped at the end of each session; Google Drive is slow
+and stays. So the data goes to the local disk (copied or extracted from Drive once per
+session, never into Drive) and the run folders go to Drive (MyDrive/deeplab-kit/runs), where
+the next session resumes them.
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
+import tarfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from deeplab_kit.data.voc import locate_voc
 
 # The one place the repository's address is written (notebooks' install cells and README's
 # Colab badges repeat it; `check_repository_links` and tests/test_notebook.py keep them equal).
@@ -22,14 +32,19 @@ REPOSITORY = "https://github.com/deeplab-kit/deeplab-kit"
 BRANCH = "main"
 NOTEBOOKS = (
     "01_data.ipynb",
-    "02_aspp_atrous_rates.ipynb",
-    "03_training_sessions.ipynb",
-    "04_report.ipynb",
+    "02_going_deeper.ipynb",
+    "03_aspp_atrous_rates.ipynb",
+    "04_training_sessions.ipynb",
+    "05_report.ipynb",
 )
 
 COLAB_MODULE = "google.colab"
-DRIVE_MOUNT = Path("/content/drive")  # where Colab mounts Google Drive
+# Colab's working folder; DEEPLAB_KIT_COLAB_ROOT moves it (the tests' stand-in for Colab).
+COLAB_ROOT = Path(os.environ.get("DEEPLAB_KIT_COLAB_ROOT", "/content"))
+DRIVE_MOUNT = COLAB_ROOT / "drive"  # where Colab mounts Google Drive
+LOCAL_DATA = COLAB_ROOT / "data"  # the VM's local disk: VOC and SBD, one copy per session
 DRIVE_FOLDER = "deeplab-kit"  # run folders go to MyDrive/deeplab-kit/runs
+REPOSITORY_VARIABLE = "DEEPLAB_KIT_REPOSITORY"  # a fork's address, for the install cell
 
 
 def in_colab() -> bool:
@@ -117,9 +132,14 @@ COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 NOTEBOOK_TOPICS = {
     "01_data.ipynb": "VOC 2012 or the generated set, the 21 classes, class imbalance, "
     "preprocessing, the cache",
-    "02_aspp_atrous_rates.ipynb": "atrous convolution and ASPP with sliders; the rate ablation",
-    "03_training_sessions.ipynb": "training in sessions that resume, one loss curve, the lr step",
-    "04_report.ipynb": "the report's Table 1, per-class IoU, confusion, predictions, micro vs macro",
+    "02_going_deeper.ipynb": "atrous convolution in cascade: the paper's output stride 8..256 "
+    "and cascaded blocks 4..7, replicated",
+    "03_aspp_atrous_rates.ipynb": "atrous convolution and ASPP with sliders; the rate ablation on "
+    "two backbones",
+    "04_training_sessions.ipynb": "training in sessions that resume, one loss curve, the lr step, "
+    "TensorBoard",
+    "05_report.ipynb": "the report's Table 1 and why it cannot be one confusion matrix, per-class "
+    "IoU, confusion, predictions, your own photo",
 }
 
 
@@ -132,7 +152,10 @@ def badge_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-_INSTALL = re.compile(r"git\+(https://github\.com/[\w.-]+/[\w.-]+?)(?:\.git)?[\"'@\s]")
+# The install cell: `os.environ.get("DEEPLAB_KIT_REPOSITORY", "<the address>")`, then pip.
+_INSTALL = re.compile(
+    REPOSITORY_VARIABLE + r"\", \"(https://github\.com/[\w.-]+/[\w.-]+?)(?:\.git)?\""
+)
 _COLAB_LINK = re.compile(
     r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/([\w.-]+)/(\S+?\.ipynb)"
 )
@@ -187,3 +210,56 @@ def check_repository_links(
                 f"README: no Colab badge for {name}" for name in NOTEBOOKS if name not in linked
             ]
     return problems
+
+
+# --- the first cell of every notebook -----------------------------------------------------
+
+
+def setup(profile: str, voc: str = "", sbd: str = "") -> dict:
+    """What a notebook's first cell does in Colab after installing the kit: mount Google Drive,
+    turn on Colab's custom widget manager (ipywidgets 8's widgets are blank without it), set
+    the profile, and put VOC (and SBD) on the VM's local disk from where they are on Drive
+    (`voc`, `sbd`: a path under the Drive mount such as "MyDrive/VOCtrainval_11-May-2012.tar",
+    an archive or a folder holding VOCdevkit; "" for none: the full profile then downloads
+    VOC to the local disk). Returns the environment it set. Outside Colab it does nothing."""
+    if not in_colab():
+        return {}
+    from google.colab import output
+
+    output.enable_custom_widget_manager()
+    mount_drive()
+    settings = {"DEEPLAB_KIT_PROFILE": profile.strip().lower(), "DEEPLAB_KIT_DATA": str(LOCAL_DATA)}
+    LOCAL_DATA.mkdir(parents=True, exist_ok=True)
+    for what, source in (("VOC", voc), ("SBD", sbd)):
+        if source.strip():
+            local_copy(DRIVE_MOUNT / source.strip().strip("/"), LOCAL_DATA, what)
+    os.environ.update(settings)
+    runs = drive_folder()
+    where = runs / "runs" if runs else "on this VM (Drive not mounted)"
+    print(f"profile {settings['DEEPLAB_KIT_PROFILE']}; data: {LOCAL_DATA}; run folders: {where}")
+    return settings
+
+
+def local_copy(source: Path, target: Path, what: str = "VOC") -> Path:
+    """Put `source` (an archive on Drive, or a folder) under `target` on the local disk, once:
+    a marker file remembers a finished copy, so running the cell again in the same session
+    costs nothing. Drive is only read."""
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no {what} there on Google Drive (check the path)")
+    marker = target / f".copied-{source.name}"
+    if marker.is_file():
+        return target
+    print(f"copying {what} from {source} to this VM's disk (once per session) ...")
+    if source.is_file():
+        with tarfile.open(source) as archive:
+            if hasattr(tarfile, "data_filter"):  # no paths outside `target`, no devices
+                archive.extractall(target, filter="data")
+            else:
+                archive.extractall(target)
+    elif what == "VOC" and locate_voc(source) is not None:  # a folder holding VOCdevkit
+        voc = locate_voc(source) / "VOCdevkit" / "VOC2012"
+        shutil.copytree(voc, target / "VOCdevkit" / "VOC2012", dirs_exist_ok=True)
+    else:  # SBD's folder (SBD/ or benchmark_RELEASE/), kept under its own name
+        shutil.copytree(source, target / source.name, dirs_exist_ok=True)
+    marker.write_text(str(source) + "\n")
+    return target

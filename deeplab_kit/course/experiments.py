@@ -124,7 +124,8 @@ def run_grid(
     workers: int = 1,
 ) -> list[dict]:
     """Train each setting's config once per seed (its `seed` replaced) and return one row per
-    (setting, seed), in settings order: the setting, the seed, what `measure` adds, the scores,
+    (setting, seed), in settings order: the run's label (as "run" and "setting"; `measure` may
+    give "setting" another value), the seed, what `measure` adds, the scores,
     epochs, training seconds, the path it trained in and whether it finished.
 
     `same_as` ({label: earlier label}) marks settings that build the same network as an earlier
@@ -179,7 +180,12 @@ def run_grid(
         for label in settings:
             if label in same_as:
                 twin = rows[same_as[label], seed]
-                rows[label, seed] = {**twin, "setting": label, "same network as": same_as[label]}
+                rows[label, seed] = {
+                    **twin,
+                    "run": label,
+                    "setting": label,
+                    "same network as": same_as[label],
+                }
             else:
                 rows[label, seed] = done[label, seed]
     return [rows[label, seed] for label in settings for seed in seeds]
@@ -207,6 +213,7 @@ def _row(label, config, run, outcome: Outcome, measure) -> dict:
     metrics = outcome.metrics or {}
     history = outcome.history
     return {
+        "run": label,
         "setting": label,
         "seed": config.seed,
         **(measure(label, config, run, outcome) if measure else {}),

@@ -18,19 +18,26 @@ experiments: it is trained once, and its rows appear under both.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from deeplab_kit.course.atrous import feature_size, receptive_field_from_config
 from deeplab_kit.course.experiments import Outcome, paired_tests, run_grid
 from deeplab_kit.data.classes import save_mask
 from deeplab_kit.data.transforms import model_input, transforms_for
 from deeplab_kit.data.voc import VOCDataset
+from deeplab_kit.model import build_model, describe
+from deeplab_kit.training import fastpath
 from deeplab_kit.training.config import RunConfig
+from deeplab_kit.training.loop import build_run_model
+from deeplab_kit.training.schedule import make_optimizer
+from deeplab_kit.training.step import TrainStep, probe_batch
 
 OUTPUT_STRIDES = (8, 16, 32, 64, 128, 256)  # (a): block7 at each
 BLOCKS = (4, 5, 6, 7)  # (b): at output stride 16
@@ -184,3 +191,53 @@ def tests(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Paired t-tests seed by seed with Holm's correction over all `pairs()`."""
     runs = table.drop_duplicates(["setting", "seed"])
     return paired_tests(runs, pairs(), level=level)
+
+
+# --- for the notebook -----------------------------------------------------------------------
+
+
+def split_predictions(path) -> list[np.ndarray]:
+    """The predictions a seed-0 run stored (predictions.png: square masks side by side), one
+    (H, W) label array per validation image."""
+    with Image.open(path) as image:
+        strip = np.asarray(image)  # palette indices = class labels
+    side = strip.shape[0]
+    return [strip[:, k * side : (k + 1) * side] for k in range(strip.shape[1] // side)]
+
+
+def estimate_minutes(base: RunConfig, seeds: Sequence[int], train_images: int) -> pd.DataFrame:
+    """Before a long run: each setting's seconds per training step here (two steps timed on a
+    random batch of the run's shape, after one to warm up, in the path the run would take) and
+    the minutes its runs would take, validation aside."""
+    rows = []
+    for name, overrides in SETTINGS.items():
+        config = base.replace(**overrides)
+        model = build_run_model(config, pretrained=False)
+        optimizer = make_optimizer(model, config)
+        step = TrainStep(
+            model,
+            optimizer,
+            device=config.device,
+            amp=config.amp,
+            channels_last=config.channels_last,
+        )
+        batch = probe_batch(config.batch_size, config.image_size, config.num_classes)
+        step.resolve(*batch)
+        seconds = fastpath.median_seconds(functools.partial(step, *batch), step.device, budget=0.0)
+        steps = config.epochs * (train_images // config.batch_size)
+        minutes = round(seconds * steps * len(seeds) / 60, 1)
+        rows.append({"setting": name, "seconds per step": round(seconds, 3), "minutes": minutes})
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def stage_table(base: RunConfig, output_strides: Sequence[int]) -> pd.DataFrame:
+    """Each stage's stride and dilations at each output stride, read back from built models."""
+    columns = {}
+    for stride in output_strides:
+        config = base.replace(output_stride=stride, pretrained_backbone=False)
+        info = describe(build_model(**config.model_kwargs()))
+        columns[f"OS {stride}"] = {
+            name: f"stride {info['strides'][name][0]}, dilation {info['dilations'][name]}"
+            for name in info["strides"]
+        }
+    return pd.DataFrame(columns)

@@ -1,7 +1,8 @@
 """What the notebooks need besides the library: profiles, data and run folders, Colab helpers.
 
 A notebook's parameters cell reads its profile from the environment variable
-`DEEPLAB_KIT_PROFILE`, so one notebook runs in three ways without editing a cell:
+`DEEPLAB_KIT_PROFILE` (in Colab, the first cell's form sets it), so one notebook runs in four
+ways without editing a cell:
 
 - `quick` (the default; what CI runs): CPU, small generated VOC-format datasets, small models
   and budgets of seconds. It shows every code path, not a converged result.
@@ -11,8 +12,12 @@ A notebook's parameters cell reads its profile from the environment variable
   notebook needs VOC or a GPU that is not there, it stops with a `ResourceMissing` error that
   says what is missing and how to get it. `DEEPLAB_KIT_DATA` names the folder holding
   VOCdevkit/ (default: data/ of the checkout).
+- `rehearsal`: the full profile's code paths (its recipes, VOC's splits, ResNet-50, run folders
+  on Drive, the evaluation protocols, the paper's inference table) on any device and any
+  VOC-format tree, however small, with budgets cut to a few steps and sizes as small as still
+  exercise each path: to rehearse a Colab session before spending one.
 
-    profile = Profile.from_env()                  # DEEPLAB_KIT_PROFILE=quick|cpu|full
+    profile = Profile.from_env()                  # DEEPLAB_KIT_PROFILE=quick|cpu|full|rehearsal
     root = prepare_data(profile)                  # synthetic set, or VOC (stops if absent)
     config = profile.config("report")             # a RunConfig sized for the profile
     run = profile.run_folder("report")            # on Google Drive in Colab when mounted
@@ -37,22 +42,28 @@ import numpy as np
 import pandas as pd
 import torch
 
+from deeplab_kit.backbone import IMAGENET_WEIGHTS
 from deeplab_kit.course import results
 from deeplab_kit.course.ablation import ABLATION_DATA, ERF_IMAGES, SEEDS
 from deeplab_kit.course.colab import drive_folder, home, mount_drive
 from deeplab_kit.course.demo import DEMO_DATA
+from deeplab_kit.course.going_deeper import GOING_DEEPER_DATA
+from deeplab_kit.course.going_deeper import SEEDS as GOING_DEEPER_SEEDS
 from deeplab_kit.data.classes import VOC_CLASSES
 from deeplab_kit.data.download import DownloadError
 from deeplab_kit.data.download import download as fetch
 from deeplab_kit.data.synthetic import make_synthetic_voc, render
 from deeplab_kit.data.voc import locate_voc, sbd_folder
+from deeplab_kit.evaluate import INFERENCE_SETTINGS
+from deeplab_kit.training import machine
 from deeplab_kit.training.checkpoint import find_checkpoints, load_model
 from deeplab_kit.training.config import RunConfig
+from deeplab_kit.training.device import resolve_device
 from deeplab_kit.training.loop import train
 
 PROFILE_VARIABLE = "DEEPLAB_KIT_PROFILE"
 DATA_VARIABLE = "DEEPLAB_KIT_DATA"
-PROFILES = ("quick", "cpu", "full")
+PROFILES = ("quick", "cpu", "full", "rehearsal")
 DEFAULT_PROFILE = "quick"
 
 # The quick profile: the demo recipe's small model (a 16-wide resnet26, 2M parameters) on a
@@ -61,7 +72,7 @@ QUICK_DATA = dict(num_train=48, num_val=16, size=96, seed=0)
 QUICK_BUDGET = dict(epochs=4, session_epochs=2, ablation_epochs=1, batch_size=8, eval_batch_size=16)
 # The quick ablation keeps the stored ablation's geometry (128 px at output stride 8: a 16 x 16
 # map), on a handful of images.
-QUICK_ABLATION_DATA = dict(num_train=16, num_val=8, size=128, seed=0)
+QUICK_ABLATION_DATA = {**ABLATION_DATA, "num_train": 16, "num_val": 8}
 QUICK_ERF_IMAGES = 4
 # A from-scratch model hardly moves in 4 short epochs at the report's 1e-4: quick runs start from
 # at least this learning rate, so that their loss curves show something.
@@ -84,6 +95,12 @@ QUICK_MODEL = dict(
 # The cpu profile trains the stored demo run in two sessions (03), as the stored one was made.
 CPU_SESSION_EPOCHS = 5
 FULL_ABLATION_EPOCHS = 20  # one Colab session per rate setting and seed
+FULL_GOING_DEEPER_EPOCHS = 10  # per setting, one seed: the notebook estimates the time first
+# The quick going-deeper: the stored geometry (136 px, maps of 17 down to 1), a few images.
+QUICK_GOING_DEEPER_DATA = {**GOING_DEEPER_DATA, "num_train": 16, "num_val": 4}
+# The rehearsal: the full profile's recipes with their models, cut to two one-epoch sessions
+# (so that resuming runs too) on small inputs, one seed, two scales for multi-scale inference.
+REHEARSAL = dict(epochs=2, session_epochs=1, image_size=64, scales=(0.5, 1.0), erf_images=2)
 
 
 class ResourceMissing(RuntimeError):
@@ -144,7 +161,7 @@ class Profile:
                 "PASCAL VOC 2012)"
             )
         base = home(environ)
-        drive = mount_drive() if (mount and name == "full") else drive_folder()
+        drive = mount_drive() if (mount and name in ("full", "rehearsal")) else drive_folder()
         runs = (drive or base) / "runs"
         common = dict(home=base, cache_dir=base / "data" / "cache", on_drive=drive is not None)
         if name == "quick":
@@ -183,6 +200,23 @@ class Profile:
             )
         data = environ.get(DATA_VARIABLE)
         data_root = Path(data).expanduser().resolve() if data else base / "data"
+        if name == "rehearsal":
+            return cls(
+                name=name,
+                device=str(resolve_device("auto")),
+                data_root=data_root,
+                runs_dir=runs / "rehearsal",
+                synthetic=False,
+                epochs=REHEARSAL["epochs"],
+                session_epochs=REHEARSAL["session_epochs"],
+                ablation_root=data_root,
+                ablation_epochs=1,
+                ablation_seeds=(0,),
+                erf_images=REHEARSAL["erf_images"],
+                threads=None,
+                progress=False,
+                **common,
+            )
         return cls(
             name=name,
             device="cuda",
@@ -218,6 +252,7 @@ class Profile:
             "quick": "CPU, synthetic data, tiny budgets",
             "cpu": "CPU, synthetic data, the stored results' own budgets",
             "full": "GPU, PASCAL VOC 2012",
+            "rehearsal": "the full profile's code, any device and VOC-format tree, a few steps",
         }[self.name]
         threads = f", {self.threads} thread{'s' * (self.threads > 1)}" if self.threads else ""
         missing = " (none visible here: training cells will stop)" * (
@@ -245,7 +280,8 @@ class Profile:
     # --- what the profile needs -----------------------------------------------------------
 
     def require_gpu(self) -> str:
-        """The device to train on; in the full profile, stop here when there is no GPU."""
+        """The device to train on; in the full profile, stop here when there is no GPU (the
+        rehearsal runs on whatever device there is)."""
         if self.name == "full" and not torch.cuda.is_available():
             raise ResourceMissing(
                 "the full profile trains on a GPU and torch sees none here. In Colab: Runtime > "
@@ -273,6 +309,8 @@ class Profile:
             return RunConfig.from_recipe(
                 recipe, data_root=str(self.data_root), device=self.device, **overrides
             )
+        if self.name == "rehearsal":
+            return self._rehearsed(RunConfig.from_recipe(recipe), **overrides)
         base = RunConfig.from_recipe(recipe)
         if self.name == "cpu" and not base.pretrained_weights:
             stored = RunConfig.from_recipe(
@@ -300,19 +338,50 @@ class Profile:
             quick.update(QUICK_MODEL)
         return base.replace(**{**quick, **overrides})
 
+    def _rehearsed(self, config: RunConfig, **overrides) -> RunConfig:
+        """The full profile's `config`, cut for a rehearsal: two one-epoch sessions, small
+        inputs, batches no larger than the splits, two scales, no downloads (a pretrained
+        backbone only if torch has it cached), train instead of trainaug without SBD."""
+        root = locate_voc(self.data_root) or self.data_root
+        split = config.train_split
+        if split == "trainaug" and sbd_folder(root) is None:
+            print("rehearsal: no SBD here, so the paper's trainaug split is rehearsed with train")
+            split = "train"
+        count = _split_size(root, "train" if split == "trainaug" else split)
+        scales = REHEARSAL["scales"] if tuple(config.eval_scales) != (1.0,) else (1.0,)
+        pretrained = config.pretrained_backbone and _imagenet_weights_cached(config.backbone)
+        return config.replace(
+            data_root=str(root),
+            device=self.device,
+            train_split=split,
+            epochs=REHEARSAL["epochs"],
+            session_epochs=REHEARSAL["session_epochs"],
+            image_size=REHEARSAL["image_size"],
+            batch_size=max(1, min(config.batch_size, count)),
+            accumulation=1,
+            eval_batch_size=max(1, min(config.eval_batch_size or config.batch_size, 4)),
+            eval_scales=scales,
+            lr_steps=tuple(
+                _scaled_epoch(s, config.epochs, REHEARSAL["epochs"]) for s in config.lr_steps
+            ),
+            pretrained_backbone=pretrained,
+            num_workers=0,
+            **overrides,
+        )
+
     def data_size(self) -> int:
         """The side of the generated images of `data_root` (quick and cpu profiles)."""
 
         return (QUICK_DATA if self.name == "quick" else DEMO_DATA)["size"]
 
     def ablation_config(self):
-        """The base configuration of the atrous-rate ablation (02): the `ablation` recipe on
-        the generated 128-pixel set (quick: a few images and one epoch; cpu: exactly the
-        stored ablation's), or the `report` recipe on VOC (full), both with ASPP on a 16 x 16
-        map."""
+        """The base configuration of the ASPP ablation (03): the `ablation` recipe on the
+        generated 128-pixel set (quick: a few images and one epoch; cpu: exactly the stored
+        ablation's, at its swept learning rate), or the `report` recipe on VOC (full;
+        rehearsal: cut), all with ASPP on a 16 x 16 map."""
 
-        if self.name == "full":
-            return RunConfig.from_recipe(
+        if self.name in ("full", "rehearsal"):
+            config = RunConfig.from_recipe(
                 "report",
                 data_root=str(self.data_root),
                 device=self.device,
@@ -320,6 +389,9 @@ class Profile:
                 session_epochs=None,
                 lr_steps=(),
             )
+            if self.name == "rehearsal":
+                config = self._rehearsed(config, session_epochs=None, epochs=1, image_size=128)
+            return config
         config = RunConfig.from_recipe(
             "ablation",
             data_root=str(self.ablation_root),
@@ -330,16 +402,76 @@ class Profile:
             config = config.replace(
                 epochs=self.ablation_epochs, batch_size=8, eval_batch_size=8, cache_dir=None
             )
+        else:  # cpu: the stored ablation's own, at the learning rate its sweep chose
+            config = config.replace(lr=results.stored_ablation_lr() or config.lr)
         return config
 
     def prepare_ablation_data(self) -> Path:
-        """The ablation's data, generated if absent (quick, cpu) or VOC (full; see
+        """The ablation's data, generated if absent (quick, cpu) or VOC (full, rehearsal; see
         `prepare_data`)."""
-        if self.name == "full":
+        if not self.synthetic:
             return prepare_data(self)
 
         data = QUICK_ABLATION_DATA if self.name == "quick" else ABLATION_DATA
         return make_synthetic_voc(self.ablation_root, **data)
+
+    def inference_settings(self) -> tuple:
+        """The paper's Table 5 settings (OS16, OS8, + multi-scale, + flip); the quick profile
+        and the rehearsal average two scales instead of six."""
+        if self.name in ("quick", "rehearsal"):
+            scales = REHEARSAL["scales"]
+            return tuple(
+                (n, s, scales if len(sc) > 1 else sc, f) for n, s, sc, f in INFERENCE_SETTINGS
+            )
+        return INFERENCE_SETTINGS
+
+    # --- the going-deeper experiment (02) ---------------------------------------------------
+
+    def going_deeper_config(self) -> RunConfig:
+        """The base configuration of the going-deeper experiment (02): the `going-deeper`
+        recipe at its 136-pixel geometry (quick: a few generated images, one epoch; cpu: the
+        stored result's own), or on VOC with ImageNet ResNet-50, the paper's crops and
+        evaluation on whole images (full; rehearsal: cut as everything else)."""
+        if self.synthetic:
+            config = RunConfig.from_recipe(
+                "going-deeper",
+                data_root=str(self.home / "data" / self._going_deeper_folder()),
+                device=self.device,
+                cache_dir=str(self.home / "data" / self._going_deeper_folder() / "cache"),
+            )
+            if self.name == "quick":
+                config = config.replace(epochs=1, batch_size=8, eval_batch_size=8, cache_dir=None)
+            return config
+        full = RunConfig.from_recipe(
+            "going-deeper",
+            data_root=str(self.data_root),
+            device=self.device,
+            backbone="resnet50",
+            backbone_width=64,
+            pretrained_backbone=True,
+            train_transforms="paper-train",
+            val_transforms="paper-eval",
+            image_size=321,
+            batch_size=8,
+            epochs=FULL_GOING_DEEPER_EPOCHS,
+            cache_dir=None,
+        )
+        if self.name == "rehearsal":  # resized validation: whole images through block7 at OS8
+            return self._rehearsed(full, val_transforms="report")  # take minutes a CPU lacks
+        return full
+
+    def going_deeper_seeds(self) -> tuple[int, ...]:
+        return GOING_DEEPER_SEEDS if self.name == "cpu" else (0,)
+
+    def prepare_going_deeper_data(self) -> Path:
+        """The experiment's data: generated (quick, cpu) or VOC (full, rehearsal)."""
+        if not self.synthetic:
+            return prepare_data(self)
+        data = QUICK_GOING_DEEPER_DATA if self.name == "quick" else GOING_DEEPER_DATA
+        return make_synthetic_voc(self.home / "data" / self._going_deeper_folder(), **data)
+
+    def _going_deeper_folder(self) -> str:
+        return "synthetic-going-deeper" + ("-quick" if self.name == "quick" else "")
 
     def run_folder(self, name: str, *, fresh: bool = False) -> Path:
         """The run folder `name` under `runs_dir` (train() creates it).
@@ -357,18 +489,37 @@ class Profile:
 
 
 def stored_durations() -> str:
-    """How long the stored results took to make, from their provenance: what the cpu profile
-    will take on a similar machine."""
-
-    parts = []
-    for name, notebooks in (("demo", "03-04"), ("ablation", "02")):
+    """How long the cpu profile's notebooks take, from the stored results' provenance (what they
+    reproduce) and the machine that made them: 02 and 03 make the two experiments, 04 trains the
+    demo run twice (in two sessions, then once more in one, to compare the weights)."""
+    parts, machines = [], set()
+    for name, notebook, times in (
+        ("going-deeper", "02", 1),
+        ("ablation", "03", 1),
+        ("demo", "04", 2),
+    ):
         path = results.results_dir() / name / "provenance.json"
         if path.is_file():
             record = json.loads(path.read_text())
-            parts.append(f"{notebooks}: about {record['seconds'] / 60:.0f} min")
+            parts.append(f"{notebook}: about {times * record['seconds'] / 60:.0f} min")
+            machines.add(machine.kind_of(record.get("machine", {})) or "?")
     if not parts:
         return "as long as the stored results took (see `python -m deeplab_kit results list`)"
-    return "; ".join(parts) + " on a 2-core CPU, as the stored results took"
+    return "; ".join(parts) + f" (as on the machine that made them: {', '.join(sorted(machines))})"
+
+
+def _split_size(root: Path, split: str) -> int:
+    """How many images a VOC split file lists (0 when there is none)."""
+    path = Path(root) / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / f"{split}.txt"
+    return len(path.read_text().split()) if path.is_file() else 0
+
+
+def _imagenet_weights_cached(backbone: str) -> bool:
+    """Whether torchvision's ImageNet weights for `backbone` are in torch's cache already."""
+    weights = IMAGENET_WEIGHTS.get(backbone)
+    if weights is None:
+        return False
+    return (Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]).is_file()
 
 
 def _scaled_epoch(epoch: int, total: int, new_total: int) -> int:
@@ -395,6 +546,12 @@ def prepare_data(profile: Profile, *, download: bool = False, sbd: bool = False)
         data = QUICK_DATA if profile.name == "quick" else DEMO_DATA
         return make_synthetic_voc(profile.data_root, **data)
     root = locate_voc(profile.data_root)
+    if profile.name == "rehearsal":  # any VOC-format tree; nothing is downloaded
+        download = False
+        if sbd and root is not None and sbd_folder(root) is None:
+            print(
+                "rehearsal: no SBD in this tree (the paper's trainaug split needs it); going on without it"
+            )
     if root is None and download:
         try:
             fetch("voc", profile.data_root)
@@ -450,7 +607,7 @@ def trained_model(profile: Profile, run: str | os.PathLike, config=None):
     if not find_checkpoints(run / "checkpoints"):
         if profile.name == "full" or config is None:
             raise ResourceMissing(
-                f"no trained model in {run}: train it first (03_training_sessions.ipynb, or "
+                f"no trained model in {run}: train it first (04_training_sessions.ipynb, or "
                 f"`python -m deeplab_kit train --out {run} ...`)"
             )
 
@@ -490,7 +647,8 @@ def pretrained_weights(profile: Profile) -> Path | None:
     if profile.name != "full":
         print(
             f"torchvision's DeepLabv3-ResNet50 weights ({path.name}) are not in torch's cache, "
-            "and the quick profile downloads nothing: the pretrained comparison is skipped."
+            f"and the {profile.name} profile downloads nothing: the pretrained comparison is "
+            "skipped."
         )
         return None
     from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
@@ -540,3 +698,15 @@ def config_table(configs: Mapping, fields: Sequence[str] = CONFIG_FIELDS) -> pd.
 
 def _cell(value) -> str:
     return str(tuple(value)) if isinstance(value, list) else str(value)
+
+
+def lr_step_note(config: RunConfig) -> str:
+    """One line on what this run's learning-rate schedule does, so that an empty table of
+    steps reads as an answer, not as a failure."""
+    if config.schedule == "step" and config.lr_steps:
+        epochs = ", ".join(str(e + 1) for e in config.lr_steps)
+        return f"the {config.recipe} recipe multiplies the learning rate by {config.lr_gamma} from epoch {epochs}"
+    return (
+        f"the {config.recipe} recipe has no step: its learning rate follows a {config.schedule} "
+        "schedule, so no epoch below marks one"
+    )

@@ -44,7 +44,7 @@ from deeplab_kit.course import ablation, going_deeper, provenance
 from deeplab_kit.course.atrous import feature_size
 from deeplab_kit.course.colab import checkout, in_colab, raw_url
 from deeplab_kit.course.demo import DEMO_DATA, run_demo
-from deeplab_kit.course.experiments import run_folder, setting_folder, threads_per_worker
+from deeplab_kit.course.experiments import last_gain, run_folder, setting_folder, threads_per_worker
 from deeplab_kit.data.synthetic import DEFAULT_ROOT, GENERATOR_VERSION, make_synthetic_voc
 from deeplab_kit.files import plain, write_json, write_text
 from deeplab_kit.training import fastpath, machine
@@ -133,6 +133,14 @@ def stored_ablation() -> tuple[pd.DataFrame, dict, dict[str, np.ndarray]]:
         ]
         maps[label] = ablation.average_erf(paths)
     return table, record, maps
+
+
+def stored_ablation_lr() -> float | None:
+    """The learning rate the stored ablation's sweep chose (None when none is stored here)."""
+    try:
+        return float(read_stored_json("ablation/ablation.json")["config"]["lr"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
 
 
 def stored_going_deeper() -> tuple[pd.DataFrame, dict]:
@@ -544,7 +552,7 @@ RESULTS = {
     ),
     "ablation": StoredResult(
         "ablation",
-        "the ASPP rate ablation: 2 backbones x 6 ASPP settings x 5 seeds on a 16x16 map",
+        "the ASPP rate ablation: 2 backbones x 5 ASPP settings x 5 seeds on a 16x16 map",
         _make_ablation,
         _check_ablation,
         lambda: _dataset("ablation"),
@@ -651,21 +659,48 @@ def verify(names=None, *, retrain: bool = True, progress: bool = False) -> list[
 
 
 def listing() -> pd.DataFrame:
-    """One row per stored result: what it is and how it was made."""
+    """One row per stored result, short enough for a terminal: how long it took, on which kind
+    of machine, from which commit, when. `details(name)` says the rest."""
     rows = []
-    for name, result in RESULTS.items():
+    for name in RESULTS:
         record = _read_provenance(store(name))
-        commit = record.get("commit") or "?"
+        commit = (record.get("commit") or "?")[:7] + ("" if record.get("clean", True) else "+")
         rows.append(
             {
                 "result": name,
-                "what": result.about,
-                "command": record.get("command", "(not stored)"),
-                "commit": commit[:10] + ("" if record.get("clean", True) else " (modified)"),
-                "machine": machine.describe(record["machine"]) if record else "",
-                "torch": record.get("torch", ""),
-                "ended": record.get("ended", ""),
                 "minutes": round(record["seconds"] / 60, 1) if record else np.nan,
+                "machine": machine.kind_of(record.get("machine", {})) if record else "",
+                "cores": record.get("machine", {}).get("cores", ""),
+                "commit": commit if record else "(not stored)",
+                "ended": record.get("ended", "")[:10],
             }
         )
     return pd.DataFrame(rows).set_index("result")
+
+
+def details(name: str) -> str:
+    """A stored result in a few lines: what it is, and its provenance."""
+    result = _result(name)
+    record = _read_provenance(store(name))
+    if not record:
+        return f"{name}: {result.about}\nnot stored; make it with `python -m deeplab_kit results make {name}`"
+    return f"{name}: {result.about}\n" + provenance.describe(record)
+
+
+def stored_gains(name: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """How much each stored run's mIoU rose over its last two epochs (the convergence check),
+    read from its stored history: one row per (setting, seed) of `runs`."""
+    rows = []
+    for row in runs.to_dict("records"):
+        label = (
+            row["setting"]
+            if name != "ablation"
+            else ablation.run_label(row["backbone"], row["setting"])
+        )
+        history = pd.read_csv(
+            stored(f"{name}/{setting_folder(label)}/seed-{row['seed']}/history.csv")
+        )
+        rows.append(
+            {**{k: row[k] for k in ("setting", "seed")}, "label": label, "gain": last_gain(history)}
+        )
+    return pd.DataFrame(rows)

@@ -18,13 +18,16 @@ import ipywidgets as widgets
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from deeplab_kit.course.atrous import OUTPUT_STRIDES, aspp_table, feature_size
 from deeplab_kit.course.atrous_figures import plot_atrous_explorer
+from deeplab_kit.course.colab import in_colab
 from deeplab_kit.course.figures import plot_predictions
 from deeplab_kit.data.classes import VOC_CLASSES
 from deeplab_kit.evaluate import predict
+from deeplab_kit.predict import input_size, overlay, predict_image
 
 MAX_RATE = 48
 DPI = 80
@@ -175,3 +178,46 @@ class PredictionBrowser(widgets.VBox):
 def prediction_browser(dataset, models, *, device="cpu", **kwargs) -> PredictionBrowser:
     """A `PredictionBrowser` over `dataset` for one model or {name: model}."""
     return PredictionBrowser(dataset, models, device=device, **kwargs)
+
+
+class PhotoUpload(widgets.VBox):
+    """Upload a photo and see the model's prediction over it (`predict.overlay`). `show(name,
+    data)` does what an upload does, so code and tests can drive it; a file that is not an
+    image is said in one line."""
+
+    def __init__(self, model, input_size: int | None, *, device="cpu") -> None:
+        self.model, self.input_size, self.device = model, input_size, device
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="photo")
+        self.picture = widgets.Image(format="png")
+        self.message = widgets.HTML("Choose a photo: its prediction appears here.")
+        self.upload.observe(self._uploaded, names="value")
+        super().__init__([self.upload, self.message, self.picture])
+
+    def _uploaded(self, change) -> None:
+        for item in change["new"]:
+            self.show(item["name"], bytes(item["content"]))
+
+    def show(self, name: str, data: bytes) -> None:
+        try:
+            photo = Image.open(io.BytesIO(data)).convert("RGB")
+        except (UnidentifiedImageError, OSError):
+            self.message.value = f"{name}: not an image"
+            return
+        labels = predict_image(self.model, photo, self.input_size, self.device)
+        buffer = io.BytesIO()
+        overlay(photo, labels).save(buffer, format="PNG")
+        self.picture.value = buffer.getvalue()
+        self.message.value = f"{name}: {photo.width} x {photo.height}"
+
+
+def photo_upload(model, config, *, device="cpu"):
+    """The notebooks' "your own photo": Colab's own upload dialog there (ipywidgets' upload
+    does not reach its kernel), an ipywidgets upload elsewhere."""
+    widget = PhotoUpload(model, input_size(config), device=device)
+    if not in_colab():
+        return widget
+    from google.colab import files  # only in Colab
+
+    for name, data in files.upload().items():
+        widget.show(name, data)
+    return widget

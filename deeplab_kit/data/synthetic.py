@@ -128,8 +128,11 @@ def _void_band(labels: np.ndarray, width: int) -> np.ndarray:
     return band
 
 
+OBJECT_SCALE = (0.2, 0.42)  # an object's half-extent, as a share of the image side
+
+
 def render(
-    rng: np.random.Generator, size: int, classes: list[int]
+    rng: np.random.Generator, size: int, classes: list[int], object_scale=OBJECT_SCALE
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image and its mask: (size, size, 3) uint8 RGB and (size, size) uint8 labels."""
     grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5  # pixel centres
@@ -147,7 +150,7 @@ def render(
         region = distractor(f, int(rng.integers(NUM_DISTRACTOR_KINDS)))
         image[region] = _paint(rng, size, region)
 
-    placed = _place(rng, size, len(classes), (0.2, 0.42))
+    placed = _place(rng, size, len(classes), tuple(object_scale))
     for label, (cx, cy, r) in zip(classes, placed, strict=True):
         f = _frame(rng, grid_y, grid_x, size, r, cx, cy)
         body, accent = SHAPES[VOC_CLASSES[label]](f)
@@ -201,11 +204,14 @@ def make_synthetic_voc(
     size: int = 128,
     seed: int = 0,
     classes: Sequence[int] | None = None,
+    object_scale: Sequence[float] | None = None,
 ) -> Path:
     """Write a synthetic VOC 2012 tree under `root` (see the module docstring); return `root`.
 
     `classes` (VOC label numbers, 1..20) draws the objects from those classes only (None: all
     20), for experiments whose question is not recognition but, say, resolution.
+    `object_scale` (low, high) draws each object's half-extent from that share of the image
+    side (None: `OBJECT_SCALE`); larger objects have interiors farther from their outlines.
 
     `root/VOCdevkit/VOC2012` gets `JPEGImages/<id>.jpg`, `SegmentationClass/<id>.png` and
     `ImageSets/Segmentation/{train,val}.txt`, plus a manifest of the arguments. Calling again
@@ -240,6 +246,13 @@ def make_synthetic_voc(
     }
     if classes is not None:
         wanted["classes"] = classes
+    if object_scale is not None:
+        low, high = (float(v) for v in object_scale)
+        if not 0 < low <= high <= 1:
+            raise ValueError(
+                f"make_synthetic_voc: object_scale must be 0 < low <= high <= 1, got {object_scale!r}"
+            )
+        wanted["object_scale"] = [low, high]
     counts = {"train": int(num_train), "val": int(num_val)}
 
     old = _read_manifest(manifest_path, voc)
@@ -262,7 +275,8 @@ def make_synthetic_voc(
         for index, image_id in enumerate(_ids(split, count)):
             drawn = stream[start : start + per_image[index]]
             start += per_image[index]
-            image, labels = render(_image_rng(seed, split, index), size, drawn)
+            scale = object_scale or OBJECT_SCALE
+            image, labels = render(_image_rng(seed, split, index), size, drawn, scale)
             Image.fromarray(image).save(images / f"{image_id}.jpg", quality=JPEG_QUALITY)
             mask = Image.fromarray(labels)
             mask.putpalette(palette)  # "L" becomes "P" with VOC's colours

@@ -129,9 +129,10 @@ def _split_ids(voc: Path, split: str) -> list[str]:
     split_file = split_dir / f"{split}.txt"
     if not split_file.is_file():
         found = sorted(p.stem for p in split_dir.glob("*.txt")) if split_dir.is_dir() else []
+        advice = "" if found else " " + _GET_DATA.format(root=voc.parent.parent)  # no VOC here
         raise FileNotFoundError(
             f"{split_file}: split file not found; splits here: {found or 'none'} (or 'trainaug', "
-            f"which needs SBD). " + _GET_DATA.format(root=voc.parent.parent)
+            f"which needs SBD); choose one of them with --split." + advice
         )
     ids = _read_ids(split_file)
     if not ids:

@@ -212,6 +212,8 @@ class RunConfig:
             raise ValueError("checkpoint_every and num_workers must be >= 0")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if not self.eval_scales or any(scale <= 0 for scale in self.eval_scales):
+            raise ValueError(f"eval_scales must be positive numbers, got {list(self.eval_scales)}")
         if self.lr <= 0 or self.aux_lr_factor <= 0:
             raise ValueError(
                 f"lr and aux_lr_factor must be positive, got {self.lr} and {self.aux_lr_factor}"

@@ -21,6 +21,7 @@ rank) (`step.keyed_randomness`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -36,7 +37,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from deeplab_kit.data.loader import make_loaders
-from deeplab_kit.evaluate import scored_as, validate
+from deeplab_kit.data.transforms import model_input
+from deeplab_kit.evaluate import predict, scored_as, validate
 from deeplab_kit.files import ensure_writable, write_json
 from deeplab_kit.model import build_model, load_torchvision_weights
 from deeplab_kit.training import distributed, fastpath
@@ -54,6 +56,7 @@ from deeplab_kit.training.checkpoint import (
 )
 from deeplab_kit.training.config import RunConfig
 from deeplab_kit.training.device import determinism
+from deeplab_kit.training.lock import RunLock
 from deeplab_kit.training.loss import Criterion
 from deeplab_kit.training.run_files import metrics_dict, read_metrics, write_history
 from deeplab_kit.training.schedule import (
@@ -64,6 +67,7 @@ from deeplab_kit.training.schedule import (
     warn_about_schedule,
 )
 from deeplab_kit.training.step import TrainStep, keyed_randomness, probe_batch
+from deeplab_kit.training.tensorboard import Board
 
 
 class TrainingDiverged(RuntimeError):
@@ -144,23 +148,28 @@ def train(
     cosine run needs `extend=True` to stretch its schedule (see `check_resumed_epochs`).
     Raises an OSError before any work when `out_dir` cannot be written, TrainingDiverged on a
     NaN/inf loss or weight (the last good checkpoint stays), and a CheckpointError when the
-    folder's checkpoints cannot be resumed or belong to another run.
+    folder's checkpoints cannot be resumed or belong to another run, and a RunFolderBusy when
+    another process is training into `out_dir` (`deeplab_kit.training.lock`).
     """
     out_dir = ensure_writable(out_dir)  # a bad --out fails now, not after an epoch of work
-    context = distributed.setup(config.device)
-    try:
-        with determinism(config.deterministic, context.device):
-            return _train(config, out_dir, context, progress, train_set, val_set, extend)
-    finally:
-        distributed.teardown(context)
+    # one writer per run folder: rank 0 holds the lock (RANK is torchrun's, before the group)
+    lock = RunLock(out_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    with lock or contextlib.nullcontext():
+        context = distributed.setup(config.device)
+        try:
+            with determinism(config.deterministic, context.device):
+                return _train(config, out_dir, context, progress, train_set, val_set, extend, lock)
+        finally:
+            distributed.teardown(context)
 
 
-def _train(config, out_dir, context, progress, train_set, val_set, extend) -> RunResult:
+def _train(config, out_dir, context, progress, train_set, val_set, extend, lock) -> RunResult:
     """A session, in named steps: resume or start; epoch by epoch train, validate, record and
     checkpoint, until the run or the session is over; then end the session or finish the run."""
     session = _Session.resume_or_start(
         config, out_dir, context, progress, train_set, val_set, extend
     )
+    session.lock = lock
     if session.state.epoch >= config.epochs:
         return session.already_done()
     while session.state.epoch < config.epochs:
@@ -202,6 +211,9 @@ class _Session:
         self.result = RunResult(model=self.net, out_dir=out_dir, history=state.history)
         self.started = time.monotonic()  # of the session
         self.session_epochs = 0
+        self.lock: RunLock | None = None  # set by `train` (rank 0)
+        self.board = None  # TensorBoard's writer, opened with the session's first epoch
+        self.first_epoch = state.epoch
         # batches used per epoch (those of an incomplete accumulation at the end are dropped)
         self.used = self.per_epoch * config.accumulation
 
@@ -240,8 +252,10 @@ class _Session:
             criterion=criterion,
             accumulation=config.accumulation,
         )
-        batch = probe_batch(config.batch_size, config.image_size, config.num_classes)
-        _say(context, progress, step.resolve(*batch).line())
+        finished = resumed is not None and resumed.state["epoch"] >= config.epochs
+        if not finished:  # a finished run trains nothing: no path to choose, no session
+            batch = probe_batch(config.batch_size, config.image_size, config.num_classes)
+            _say(context, progress, step.resolve(*batch).line())
         model = net
         if context.distributed:  # wrapped once the memory format is set: DDP keeps its strides
             device_ids = [context.device.index] if context.device.type == "cuda" else None
@@ -249,12 +263,13 @@ class _Session:
         state = _Progress()
         if resumed is not None:
             state = _restore(resumed.state, net, optimizer, scheduler, step.scaler)
-            _say(
-                context,
-                progress,
-                f"resuming {resumed.path.name}: epoch {state.epoch}, batch "
-                f"{state.batch}; session {state.session}",
-            )
+            if not finished:
+                _say(
+                    context,
+                    progress,
+                    f"resuming {resumed.path.name}: epoch {state.epoch}, batch "
+                    f"{state.batch}; session {state.session}",
+                )
             if change:
                 warnings.warn(f"{out_dir}: {change}", stacklevel=4)
         parts = _Parts(
@@ -263,8 +278,12 @@ class _Session:
         return cls(config, out_dir, context, progress, parts, state)
 
     def already_done(self) -> RunResult:
+        """A finished run, run again: nothing to train; say so (and how to train on)."""
         _say(
-            self.context, self.progress, f"{self.out_dir}: all {self.config.epochs} epochs are done"
+            self.context,
+            self.progress,
+            f"{self.out_dir}: the run is finished (all {self.config.epochs} epochs are done); "
+            "nothing to train. To train on, give more --epochs.",
         )
         self.result.finished, self.result.metrics = True, read_metrics(self.out_dir)
         return self.result
@@ -321,6 +340,8 @@ class _Session:
             raise _diverged(error, state, self.checkpoints) from None
         state.loss_sum += loss.item()
         state.batch += 1
+        if self.lock is not None:
+            self.lock.refresh()
 
     def _mid_epoch_checkpoint(self) -> bool:
         """After an optimiser step inside an epoch: end the session when its time is up (saving
@@ -364,6 +385,10 @@ class _Session:
             "path": str(self.step.path),
         }
         state.history.append(row)
+        if config.tensorboard and self.context.is_main:  # before the checkpoint: never lost
+            if self.board is None:
+                self.board = Board(self.out_dir, resume_epoch=self.first_epoch)
+            self.board.epoch(row, evaluation.scores, *self._example(evaluation))
         state.epoch, state.batch, state.loss_sum, state.seconds = state.epoch + 1, 0, 0.0, 0.0
         self.session_epochs += 1
         improved = miou > state.best_miou
@@ -384,6 +409,14 @@ class _Session:
             f"epoch {row['epoch']}/{config.epochs}  train_loss {row['train_loss']:.4f}  "
             f"val_loss {row['val_loss']:.4f}  mIoU {row['miou']:.4f}  {row['seconds']:.1f} s",
         )
+
+    def _example(self, evaluation) -> tuple:
+        """The first validation image, its truth and the model's prediction, for TensorBoard."""
+        image, truth = self.val_loader.dataset[0]
+        image = image if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+        ready = model_input(image[None], self.context.device, torch.contiguous_format)[0]
+        prediction = predict(self.net, ready, self.context.device)
+        return image, truth, prediction
 
     def _write_epoch_files(self, improved: bool, miou: float) -> None:
         with _keeping_checkpoints(self.checkpoints):
@@ -452,6 +485,8 @@ class _Session:
     def end(self) -> RunResult:
         """End the session; when the run is finished, its final multi-scale evaluation."""
         config, state, result = self.config, self.state, self.result
+        if self.board is not None:
+            self.board.close()
         result.finished = state.epoch >= config.epochs
         if not result.finished:
             _say(
