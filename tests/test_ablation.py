@@ -170,8 +170,9 @@ def test_the_learning_rate_sweep_and_its_choice(base, tmp_path):
     sweep = ablation.sweep_lr(base, tmp_path, candidates=(1e-3, 1e-2), epochs=1)
     keys = list(zip(sweep["lr"], sweep["backbone"], strict=True))
     assert keys == [(lr, b) for lr in (1e-3, 1e-2) for b in ("dilated", "small field")]
-    made_up = pd.DataFrame({"lr": [1e-3, 1e-3, 1e-2, 1e-2], "miou": [0.2, 0.4, 0.5, 0.3]})
-    assert ablation.chosen_lr(made_up) == 1e-2  # the better mean over both controls
+    assert (sweep["val_loss"] > 0).all() and sweep["miou"].between(0, 1).all()
+    made_up = pd.DataFrame({"lr": [1e-3, 1e-3, 1e-2, 1e-2], "val_loss": [2.0, 1.6, 1.5, 1.8]})
+    assert ablation.chosen_lr(made_up) == 1e-2  # the lower mean loss over both controls
 
 
 # --- the command line ------------------------------------------------------------------------

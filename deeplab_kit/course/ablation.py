@@ -82,9 +82,12 @@ SEEDS = (0, 1, 2, 3, 4)
 ABLATION_DATA = dict(num_train=900, num_val=120, size=128, seed=0, object_scale=(0.3, 0.5))
 ERF_IMAGES = 64  # validation images whose gradients make each effective receptive field
 INTERIOR_DISTANCE = 16  # pixels from the nearest outline (two cells of the 16 x 16 map)
-# The learning rates the sweep tries (on the small-field arm's control, the hardest run).
+# The learning rates the sweep tries, on each backbone's control (the runs that learn slowest),
+# for a few epochs each. It picks by validation loss: in so short a run the mIoU of every rate
+# can still sit at the background plateau (all of them did in 3 epochs), while the loss already
+# tells the rates apart.
 LR_CANDIDATES = (3e-3, 6e-3, 1.2e-2)
-SWEEP_EPOCHS = 3
+SWEEP_EPOCHS = 4
 
 
 def run_label(backbone: str, setting: str) -> str:
@@ -369,8 +372,8 @@ def sweep_lr(
 ) -> pd.DataFrame:
     """A short sweep for the one learning rate of the whole ablation: each backbone's control
     (the runs that learn slowest), `epochs` epochs each (a short cosine schedule of their own),
-    seed 0. Returns one row per learning rate and backbone with the final mIoU; `chosen_lr`
-    picks from it."""
+    seed 0. Returns one row per learning rate and backbone with the final validation loss and
+    mIoU; `chosen_lr` picks from it."""
     controls = {
         label.split(" / ")[0]: c for label, c in configs(base).items() if "control" in label
     }
@@ -382,17 +385,17 @@ def sweep_lr(
     rows = run_grid(
         runs, out_dir, seeds=(0,), progress=progress, keep_checkpoints=False, workers=workers
     )
-    return pd.DataFrame(
-        [
-            {"lr": lr, "backbone": backbone, "miou": row["miou"]}
-            for (lr, backbone), row in zip(keys, rows, strict=True)
-        ]
-    )
+    found = []
+    for (lr, backbone), row in zip(keys, rows, strict=True):
+        history = pd.read_csv(run_folder(out_dir, f"lr {lr:g} {backbone}", 0) / "history.csv")
+        loss = float(history["val_loss"].iloc[-1])
+        found.append({"lr": lr, "backbone": backbone, "val_loss": loss, "miou": row["miou"]})
+    return pd.DataFrame(found)
 
 
 def chosen_lr(sweep: pd.DataFrame) -> float:
-    """The learning rate with the best mean final mIoU over the two arms' controls."""
-    return float(sweep.groupby("lr")["miou"].mean().idxmax())
+    """The learning rate with the lowest mean final validation loss over the two controls."""
+    return float(sweep.groupby("lr")["val_loss"].mean().idxmin())
 
 
 # --- the table ------------------------------------------------------------------------------

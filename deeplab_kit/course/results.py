@@ -367,7 +367,14 @@ def _check_sweep(folder: Path, sweep: pd.DataFrame) -> list[str]:
         problems += _check_run(run)
         if _read_json(run / "metrics.json").get("miou") != row["miou"]:
             problems.append(
-                f"ablation.json: the sweep's mIoU at lr {row['lr']:g} ({row['backbone']}) is not its run's"
+                f"ablation.json: the sweep's mIoU at lr {row['lr']:g} ({row['backbone']}) is "
+                "not its run's"
+            )
+        history = pd.read_csv(run / "history.csv") if (run / "history.csv").is_file() else None
+        if history is None or float(history["val_loss"].iloc[-1]) != row.get("val_loss"):
+            problems.append(
+                f"ablation.json: the sweep's validation loss at lr {row['lr']:g} "
+                f"({row['backbone']}) is not its run's"
             )
     return problems
 
