@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -112,6 +114,27 @@ def test_missing_files_trigger_regeneration(tmp_path):
     last.unlink()
     make_synthetic_voc(tmp_path, num_train=3, num_val=1, size=48)
     assert last.is_file()
+
+
+def test_an_interrupted_generation_is_finished_by_the_next_call(tmp_path, monkeypatch):
+    from deeplab_kit.data import synthetic
+
+    real_render, calls = synthetic.render, []
+
+    def render_then_stop(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process stopped mid-way
+        return real_render(*args)
+
+    monkeypatch.setattr(synthetic, "render", render_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic_voc(tmp_path, num_train=4, num_val=2, size=48)
+    monkeypatch.setattr(synthetic, "render", real_render)
+    root = make_synthetic_voc(tmp_path, num_train=4, num_val=2, size=48)
+    voc = voc_dir(root)
+    assert len(list((voc / "JPEGImages").glob("*.jpg"))) == 6
+    assert json.loads((voc / synthetic.MANIFEST_NAME).read_text()).get("complete") is None
 
 
 def test_refuses_to_overwrite_a_voc_tree_it_did_not_write(tmp_path):

@@ -258,7 +258,6 @@ def make_synthetic_voc(
     old = _read_manifest(manifest_path, voc)
     if old == wanted and _complete(voc, counts):
         return root
-    manifest_path.unlink(missing_ok=True)  # an interrupted run must not look complete
     if old is not None:
         _remove_stale(voc, old, counts)
 
@@ -266,6 +265,8 @@ def make_synthetic_voc(
     split_dir = voc / "ImageSets" / "Segmentation"
     for folder in (images, masks, split_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    # Marked as ours but unfinished: an interrupted run is neither complete nor "foreign".
+    manifest_path.write_text(json.dumps({**wanted, "complete": False}, indent=2) + "\n")
     palette = VOC_PALETTE.tobytes()
     pool = classes or range(1, len(VOC_CLASSES))
     for split, count in counts.items():
