@@ -412,7 +412,13 @@ def test_missing_root_or_voc_folder_says_how_to_get_the_data(tmp_path):
 def test_missing_split_file_is_named_with_the_splits_there(small_root):
     with pytest.raises(FileNotFoundError, match=r"ImageSets/Segmentation/val\.txt") as error:
         VOCDataset(small_root, "val")
-    assert "['train']" in str(error.value) and "download voc" in str(error.value)
+    # VOC is there, only this split is not: no advice to download or generate into this folder
+    assert "['train']" in str(error.value) and "download voc" not in str(error.value)
+    assert "synth" not in str(error.value)
+    for listed in (small_root / "VOCdevkit/VOC2012/ImageSets/Segmentation").glob("*.txt"):
+        listed.unlink()
+    with pytest.raises(FileNotFoundError, match="download voc"):  # no split at all: get the data
+        VOCDataset(small_root, "val")
 
 
 def test_missing_listed_file_is_named(small_root):

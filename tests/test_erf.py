@@ -44,19 +44,34 @@ def test_the_gradient_of_one_image_does_not_depend_on_the_others():
     assert model.training and all(p.grad is None for p in model.parameters())
 
 
+def centred_distance(side: int) -> np.ndarray:
+    rows, cols = np.mgrid[0:side, 0:side]
+    return np.hypot(rows - side // 2, cols - side // 2)
+
+
 def test_radius_holding_a_share_of_the_mass():
     grad = np.zeros((11, 11))
     grad[5, 5] = 1.0
-    assert erf_radius(grad, 0.5) == 0.0 and erf_radius(grad, 1.0) == 0.0
-    grad[5, 8] = 1.0  # half the mass 3 pixels away
-    assert erf_radius(grad, 0.5) == 0.0
-    assert erf_radius(grad, 0.9) == 3.0
-    grad[9, 9] = 2.0  # half of it now at distance sqrt(32)
-    assert erf_radius(grad, 0.9) == pytest.approx(np.sqrt(32))
-    table = erf_table({"a": grad}, {"a": 99})
+    assert erf_radius(grad, 0.5) == erf_radius(grad, 1.0) == 1.0  # the centre ring's outer edge
+    disc = (centred_distance(65) < 20).astype(float)
+    assert erf_radius(disc, 1.0) == 20.0
+    # a uniform disc holds half its mass within r / sqrt(2) = 14.1: the ring ending at 15
+    assert erf_radius(disc, 0.5) == 15.0
+    table = erf_table({"a": disc}, {"a": 99})
     assert table.loc["a", "theoretical field (px)"] == 99
-    assert table.loc["a", "radius of 50% (px)"] == 3.0
+    assert table.loc["a", "radius of 50% (px)"] == 15.0
     with pytest.raises(ValueError, match="zero everywhere"):
         erf_radius(np.zeros((3, 3)))
+
+
+def test_the_image_edge_does_not_cut_the_radius_short():
+    field = np.exp(-(centred_distance(129) ** 2) / (2 * 6.0**2))  # an isotropic field, sigma 6
+    cropped = field[64 - 24 : 64 + 25, 64 - 24 : 64 + 25]  # the same field on a 49-px image
+    for mass in (0.5, 0.9):
+        assert erf_radius(cropped, mass) == erf_radius(field, mass)
+    # a Gaussian holds half its mass within 1.18 sigma (7.1 px) and 90% within 2.15 sigma (12.9)
+    assert erf_radius(field, 0.5) == 8.0 and erf_radius(field, 0.9) == 13.0
+    uniform = np.ones((128, 128))  # as wide as the image: the largest radii it can report
+    assert (erf_radius(uniform, 0.5), erf_radius(uniform, 0.9)) == (65.0, 87.0)
     with pytest.raises(ValueError, match="mass must be in"):
-        erf_radius(grad, 0.0)
+        erf_radius(uniform, 0.0)

@@ -218,24 +218,6 @@ def test_class_iou_bars_show_each_class_and_the_mean():
         figures.plot_class_iou(np.full(21, 54.8))
 
 
-def test_ablation_draws_quoted_numbers_hatched_beside_measured_ones():
-    measured = {"(1, 1, 1)": 30.0, "(6, 12, 18)": 41.5}
-    quoted = {"(6, 12, 18)": 77.21, "(12, 24, 36) OS8": 78.51}
-    ax = atrous_figures.plot_ablation(measured, quoted).axes[0]
-    bars = {c.get_label(): list(c) for c in ax.containers}
-    assert [b.get_height() for b in bars["measured"]] == [30.0, 41.5]
-    assert [b.get_height() for b in bars["quoted"]] == [77.21, 78.51]
-    assert all(b.get_hatch() for b in bars["quoted"]) and not any(
-        b.get_hatch() for b in bars["measured"]
-    )
-    centre = lambda b: b.get_x() + b.get_width() / 2  # noqa: E731
-    assert centre(bars["measured"][1]) < 1 < centre(bars["quoted"][0])  # side by side at tick 1
-    assert centre(bars["quoted"][1]) == pytest.approx(2)
-    assert [t.get_text() for t in ax.get_xticklabels()] == [*measured, "(12, 24, 36) OS8"]
-    with pytest.raises(ValueError, match="percent"):
-        atrous_figures.plot_ablation({"a": 120.0})
-
-
 def test_class_frequency_bars_are_pixel_shares_in_class_colours():
     from deeplab_kit.data.voc import class_statistics
 
@@ -340,28 +322,14 @@ def test_the_iou_plot_mean_line_is_the_miou():
     assert [t.get_text() for t in ax.texts] == ["absent"]
 
 
-def test_ablation_bars_carry_their_spread_and_seeds():
-    measured = {"a (1,)": 40.0, "b (2,)": 45.0}
-    ax = atrous_figures.plot_ablation(
-        measured,
-        spread={"a (1,)": 2.0, "b (2,)": 1.0},
-        points={"a (1,)": [38.0, 40.0, 42.0], "b (2,)": [44.0, 45.0, 46.0]},
-    ).axes[0]
-    dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
-    assert sorted(y for line in dots for y in line.get_ydata()) == [38, 40, 42, 44, 45, 46]
-    error_bars = [c for c in ax.containers if hasattr(c, "has_yerr") and c.has_yerr]
-    assert error_bars and ax.get_ylim()[1] >= 46
-    legend = ax.get_legend()
-    assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1  # beside the axes
-
-
 def test_erf_panels_mark_the_radii():
-    grad = np.zeros((33, 33))
-    grad[16, 16], grad[16, 26] = 1.0, 1.0
+    rows, cols = np.mgrid[0:33, 0:33]
+    grad = (np.hypot(rows - 16, cols - 16) < 10).astype(float)  # a uniform disc of radius 10
     fig = atrous_figures.plot_erf({"x": grad, "y": grad}, theoretical={"x": 21, "y": 99}, columns=3)
     first = fig.axes[0]
     circles = [p for p in first.patches if type(p).__name__ == "Circle"]
-    assert [c.get_radius() for c in circles] == [0.0, 10.0]
+    assert [c.get_radius() for c in circles] == [8.0, 10.0]  # 50% and 90% of its mass
+    assert all(c.center == (16, 16) for c in circles)
     assert any(type(p).__name__ == "Rectangle" for p in first.patches)  # 21 px fits in 33
     assert not any(type(p).__name__ == "Rectangle" for p in fig.axes[1].patches)  # 99 does not
     assert not fig.axes[2].axison  # the unused panel

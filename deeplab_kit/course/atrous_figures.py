@@ -1,6 +1,6 @@
 """Figures of atrous convolution, ASPP and the rate ablation: where a dilated kernel's taps
 land (on an image, on a feature map), how much of each ASPP branch still reads the map, the
-rate explorer's figure, the ablation's bars and the effective receptive fields.
+rate explorer's figure, the experiments' seeds and the effective receptive fields.
 
 Each function returns a `figures.KitFigure`, which Jupyter and Colab show as a PNG.
 """
@@ -27,7 +27,6 @@ from deeplab_kit.course.erf import erf_radius
 from deeplab_kit.course.figures import KitFigure, as_rgb, figure_and_axes
 from deeplab_kit.model import check_rates
 
-QUOTED_STYLE = dict(facecolor="white", edgecolor="0.35", hatch="///")
 BRANCH_MARKERS = ("o", "s", "D", "^", "v", "P")
 # 12 levels read like contours, and keep the notebook's PNGs small.
 ERF_COLOURS = matplotlib.colormaps["magma"].resampled(12)
@@ -249,71 +248,7 @@ def plot_atrous_explorer(
     return fig
 
 
-# --- the rate ablation ----------------------------------------------------------------------
-
-
-def plot_ablation(
-    measured: Mapping[str, float],
-    quoted: Mapping[str, float] | None = None,
-    *,
-    spread: Mapping[str, float] | None = None,
-    points: Mapping[str, Sequence[float]] | None = None,
-    ylabel: str = "mIoU (%)",
-    ax: Axes | None = None,
-) -> Figure:
-    """mIoU per atrous-rate setting: the kit's measured bars, and numbers quoted from the paper or
-    the report drawn distinctly (hatched, white, labelled "quoted"), beside the measured bar of
-    the same setting when there is one. Values are percentages (0..100).
-
-    `spread` ({setting: standard deviation}) draws error bars on the measured bars, and `points`
-    ({setting: values}) each seed's value as a dot, so the spread behind a mean is visible.
-    """
-    quoted = dict(quoted or {})
-    for kind, values in (("measured", measured), ("quoted", quoted)):
-        for setting, value in values.items():
-            if not 0 <= value <= 100:
-                raise ValueError(
-                    f"{kind} value for {setting!r} is {value}; give mIoU in percent (0..100)"
-                )
-    settings = list(measured) + [s for s in quoted if s not in measured]
-    fig, ax = figure_and_axes(ax, (1.3 * len(settings) + 3, 4))
-    width = 0.38
-    for kind, values in (("measured", measured), ("quoted", quoted)):
-        x, heights = [], []
-        for i, setting in enumerate(settings):
-            if setting in values:
-                both = setting in measured and setting in quoted
-                x.append(i + (width / 2 if kind == "quoted" else -width / 2) * both)
-                heights.append(values[setting])
-        if not x:
-            continue
-        style = QUOTED_STYLE if kind == "quoted" else dict(color="C0", edgecolor="0.2")
-        errors = None
-        if kind == "measured" and spread:
-            errors = [spread.get(s, 0.0) for s in settings if s in values]
-        bars = ax.bar(x, heights, width=width, label=kind, yerr=errors, capsize=4, **style)
-        ax.bar_label(
-            bars, fmt="%.1f", fontsize="small", padding=2, label_type="center" if errors else "edge"
-        )
-        if kind == "measured" and points:
-            for xi, setting in zip(x, [s for s in settings if s in values], strict=True):
-                ys = list(points.get(setting, ()))
-                ax.plot(
-                    [xi] * len(ys),
-                    ys,
-                    "o",
-                    color="0.15",
-                    markersize=3,
-                    label="one seed" if xi == x[0] else None,
-                )
-    ax.set_xticks(range(len(settings)), settings, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
-    tops = [*measured.values(), *quoted.values(), 1]
-    tops += [v for values in (points or {}).values() for v in values]
-    tops += [measured[s] + e for s, e in (spread or {}).items() if s in measured]
-    ax.set_ylim(0, max(tops) * 1.12)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside, not over
-    return fig
+# --- effective receptive fields -------------------------------------------------------------
 
 
 def plot_erf(

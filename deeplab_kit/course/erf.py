@@ -75,8 +75,9 @@ def erf_radius(grad: np.ndarray, mass: float = 0.5) -> float:
     receptive field, so measured that the image's edge does not cut it short: each 1-pixel
     ring's mass is its mean gradient over the pixels of it inside the image times its full
     circumference (the field is taken as the same in every direction). Rings are measured out to
-    the image's corner (91 px on a 128-px image), so a field as wide as the image gives 64 px
-    for half its mass and 86 px for 90%: a uniform map's radii."""
+    the image's corner (91 px on a 128-px image), so a field as wide as the image gives 65 px
+    for half its mass and 87 px for 90%: a uniform map's radii. A radius is the outer edge of
+    the ring that reaches the share (1 px for a map held by its centre pixel)."""
     if not 0.0 < mass <= 1.0:
         raise ValueError(f"mass must be in (0, 1], got {mass}")
     radii, profile = radial_profile(grad)

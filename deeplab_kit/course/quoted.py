@@ -98,16 +98,6 @@ REPORT_TABLE1 = {
 }
 
 
-def quoted_bars(quoted: pd.DataFrame = QUOTED_MIOU) -> dict[str, float]:
-    """The quoted mIoU (%) of the rows that match an ablation setting, keyed as
-    `ablation.percent` keys the measured ones ("paper (6, 12, 18)"), for `atrous_figures.plot_ablation`."""
-    rows = quoted.dropna(subset=["setting"])
-    return {
-        f"{row['setting']} {tuple(row['rates'])}": float(row["mIoU (%)"])
-        for _, row in rows.iterrows()
-    }
-
-
 def table1(models: Mapping, protocols: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The report's Table 1 for `models` ({name: ConfusionMatrix or scores}), beside the
     report's own numbers and the paper's mIoU, both as columns marked "(quoted)". Precision,
