@@ -137,6 +137,17 @@ def test_an_interrupted_generation_is_finished_by_the_next_call(tmp_path, monkey
     assert json.loads((voc / synthetic.MANIFEST_NAME).read_text()).get("complete") is None
 
 
+def test_a_tree_from_the_generators_former_name_is_regenerated(tmp_path):
+    from deeplab_kit.data import synthetic
+
+    root = make_synthetic_voc(tmp_path, num_train=2, num_val=1, size=48)
+    manifest = voc_dir(root) / synthetic.MANIFEST_NAME
+    older = {**json.loads(manifest.read_text()), "generator": synthetic.FORMER_GENERATORS[0]}
+    manifest.write_text(json.dumps(older))
+    make_synthetic_voc(tmp_path, num_train=2, num_val=1, size=48)
+    assert json.loads(manifest.read_text())["generator"] == synthetic.GENERATOR
+
+
 def test_refuses_to_overwrite_a_voc_tree_it_did_not_write(tmp_path):
     images = voc_dir(tmp_path) / "JPEGImages"
     images.mkdir(parents=True)

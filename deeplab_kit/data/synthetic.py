@@ -31,10 +31,14 @@ from PIL import Image
 
 from deeplab_kit.data.classes import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE
 from deeplab_kit.data.synthetic_shapes import NUM_DISTRACTOR_KINDS, SHAPES, Frame, distractor
+from deeplab_kit.files import write_json
 
 DEFAULT_ROOT = "data/synthetic"  # where the generated dataset goes unless told (under the checkout)
 GENERATOR_VERSION = 4  # bump when the drawing changes: a stored dataset then gets regenerated
 MANIFEST_NAME = "synthetic.json"
+GENERATOR = "deeplab_kit.data.synthetic"
+# The generator's name in manifests written before the data package existed: still ours.
+FORMER_GENERATORS = ("deeplab_kit.synthetic",)
 SPLITS = ("train", "val")
 MIN_SIZE = 32
 JPEG_QUALITY = 90
@@ -237,7 +241,7 @@ def make_synthetic_voc(
     voc = root / "VOCdevkit" / "VOC2012"
     manifest_path = voc / MANIFEST_NAME
     wanted = {
-        "generator": "deeplab_kit.data.synthetic",
+        "generator": GENERATOR,
         "version": GENERATOR_VERSION,
         "num_train": int(num_train),
         "num_val": int(num_val),
@@ -266,7 +270,7 @@ def make_synthetic_voc(
     for folder in (images, masks, split_dir):
         folder.mkdir(parents=True, exist_ok=True)
     # Marked as ours but unfinished: an interrupted run is neither complete nor "foreign".
-    manifest_path.write_text(json.dumps({**wanted, "complete": False}, indent=2) + "\n")
+    write_json(manifest_path, {**wanted, "complete": False})
     palette = VOC_PALETTE.tobytes()
     pool = classes or range(1, len(VOC_CLASSES))
     for split, count in counts.items():
@@ -283,7 +287,7 @@ def make_synthetic_voc(
             mask.putpalette(palette)  # "L" becomes "P" with VOC's colours
             mask.save(masks / f"{image_id}.png")
         (split_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in _ids(split, count)))
-    manifest_path.write_text(json.dumps(wanted, indent=2) + "\n")
+    write_json(manifest_path, wanted)
     return root
 
 
@@ -294,7 +298,10 @@ def _read_manifest(path: Path, voc: Path) -> dict | None:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError):
             manifest = None
-        if isinstance(manifest, dict) and manifest.get("generator") == "deeplab_kit.data.synthetic":
+        if isinstance(manifest, dict) and manifest.get("generator") in (
+            GENERATOR,
+            *FORMER_GENERATORS,
+        ):
             return manifest
         raise ValueError(
             f"{path}: not a manifest written by make_synthetic_voc; remove it to regenerate"
