@@ -26,7 +26,7 @@ pytestmark = pytest.mark.rehearsal
 
 @pytest.fixture(scope="module")
 def colab(tmp_path_factory):
-    """A Colab VM: its /content (with Drive mounted under it), the VOC tar on Drive, and the
+    """A Colab VM: its /content (Drive mounted under it by the first cell), the VOC tar on Drive, and the
     kernel's environment (google.colab imported at start, as Colab's kernels have it)."""
     root = tmp_path_factory.mktemp("content")
     tree = make_voc_like_tree(root / "tree", {"train": 3, "val": 13})
@@ -34,7 +34,7 @@ def colab(tmp_path_factory):
     val = (lists / "val.txt").read_text().split()
     (lists / "train_official.txt").write_text((lists / "train.txt").read_text())
     (lists / "val_official.txt").write_text("\n".join(val[:10]) + "\n")
-    drive = root / "drive" / "MyDrive"
+    drive = root / "cloud" / "MyDrive"  # Drive's files, on the VM only once mounted
     drive.mkdir(parents=True)
     with tarfile.open(drive / "VOCtrainval_11-May-2012.tar", "w") as archive:
         archive.add(tree / "VOCdevkit", arcname="VOCdevkit")

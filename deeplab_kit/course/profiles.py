@@ -350,7 +350,7 @@ class Profile:
         count = _split_size(root, "train" if split == "trainaug" else split)
         scales = REHEARSAL["scales"] if tuple(config.eval_scales) != (1.0,) else (1.0,)
         pretrained = config.pretrained_backbone and _imagenet_weights_cached(config.backbone)
-        return config.replace(
+        cut = dict(
             data_root=str(root),
             device=self.device,
             train_split=split,
@@ -366,8 +366,8 @@ class Profile:
             ),
             pretrained_backbone=pretrained,
             num_workers=0,
-            **overrides,
         )
+        return config.replace(**{**cut, **overrides})  # a caller's overrides win
 
     def data_size(self) -> int:
         """The side of the generated images of `data_root` (quick and cpu profiles)."""

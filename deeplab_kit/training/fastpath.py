@@ -207,7 +207,8 @@ def choose(
     the same weights on the same batch; the signature (the losses of the first steps, or the
     logits) of each bf16 or fp16 path must agree with the fp32 path's within `tolerance`
     (relative L2 distance), or that path is left out with the reason. A path that raises (an op
-    without a kernel for it, say) is left out with the error; at least one must run.
+    without a kernel for it, say, or a loss that is not finite) is left out with the error; at
+    least one must run.
     """
     if len(paths) == 1:
         return Choice(paths[0], "given")
@@ -220,7 +221,7 @@ def choose(
     for path in paths:
         try:
             seconds[path], signatures[path] = run_path(path)
-        except (RuntimeError, NotImplementedError) as error:
+        except (RuntimeError, NotImplementedError, FloatingPointError) as error:
             excluded[str(path)] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
     reference = next((signatures[p] for p in signatures if p.amp == "off"), None)
     for path in list(seconds):
