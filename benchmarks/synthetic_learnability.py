@@ -5,7 +5,7 @@ bf16 autocast where the CPU has it, keyed shuffling and flips), and prints the v
 every epoch with the seconds spent training so far, then the IoU of every class. The defaults
 are the recipe chosen for `python -m deeplab_kit demo`:
 
-    python benchmarks/synthetic_learnability.py --data /tmp/synthetic96
+    python benchmarks/synthetic_learnability.py --data data/synthetic96
 
 3000 train / 100 val images of 96x96; build_model(backbone="resnet26", backbone_width=16,
 output_stride=16, atrous_rates=(1, 2, 3), aspp_channels=64, decoder=True); AdamW lr 6e-3,
@@ -48,7 +48,7 @@ from deeplab_kit.training.device import amp_dtype, autocast  # noqa: E402
 def parse_args() -> argparse.Namespace:
     """The defaults are the recipe found for the demo (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/tmp/deeplab_kit_synthetic", help="dataset root")
+    p.add_argument("--data", default="data/synthetic-learnability", help="dataset root (under the checkout's data/)")
     p.add_argument("--train", type=int, default=3000, help="training images")
     p.add_argument("--val", type=int, default=100, help="validation images")
     p.add_argument("--size", type=int, default=96, help="image side (generated at this size)")
