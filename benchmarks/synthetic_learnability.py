@@ -48,7 +48,11 @@ from deeplab_kit.training.device import amp_dtype, autocast  # noqa: E402
 def parse_args() -> argparse.Namespace:
     """The defaults are the recipe found for the demo (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="data/synthetic-learnability", help="dataset root (under the checkout's data/)")
+    p.add_argument(
+        "--data",
+        default="data/synthetic-learnability",
+        help="dataset root (under the checkout's data/)",
+    )
     p.add_argument("--train", type=int, default=3000, help="training images")
     p.add_argument("--val", type=int, default=100, help="validation images")
     p.add_argument("--size", type=int, default=96, help="image side (generated at this size)")
