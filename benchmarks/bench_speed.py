@@ -11,7 +11,7 @@ with the same batch, input size, Adam (lr 1e-4) and cross-entropy ignoring 255.
 - train, kit <path>: `step.TrainStep` fixed to each candidate path (fp32 or bf16 autocast,
   contiguous or channels_last), with the kit's optimizer (`schedule.make_optimizer`).
 - train, kit default: `step.TrainStep` with its defaults, amp and channels_last "auto": the path
-  the kit times and picks on this machine (`deeplab_kit.training.fastpath`; the choice is made before
+  the kit times and picks on this machine (`deeplab_kit.runtime.arithmetic`; the choice is made before
   the timed rounds, and printed).
 - eval, plain: `torch.no_grad`, fp32, forward, argmax, a bincount confusion matrix.
 - eval, kit: `evaluate.evaluate(model, batches, device=...)` with its defaults (inference mode,
@@ -39,8 +39,8 @@ from benchmarks.common import interleaved_medians, print_header  # noqa: E402
 from deeplab_kit.evaluate import evaluate  # noqa: E402
 from deeplab_kit.model import from_preset  # noqa: E402
 from deeplab_kit.training import fastpath  # noqa: E402
-from deeplab_kit.training.config import RunConfig  # noqa: E402
-from deeplab_kit.training.device import resolve_device  # noqa: E402
+from deeplab_kit.config import RunConfig  # noqa: E402
+from deeplab_kit.runtime.device import resolve_device  # noqa: E402
 from deeplab_kit.training.schedule import make_optimizer  # noqa: E402
 from deeplab_kit.training.step import TrainStep  # noqa: E402
 

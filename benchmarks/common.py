@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from deeplab_kit.training import machine
+from deeplab_kit.runtime import fingerprint
 
 
 def print_header(title: str, *extra: str, versions: dict[str, str] | None = None) -> None:
@@ -19,8 +19,8 @@ def print_header(title: str, *extra: str, versions: dict[str, str] | None = None
 
     print(f"# {title}")
     print(f"# command: python {' '.join(sys.argv)}")
-    print(f"# machine: {machine.describe(machine.fingerprint())}; {platform.platform()}")
-    print(f"# kernels: ATen {machine.cpu_capability()}, oneDNN {machine.onednn_version()}")
+    print(f"# machine: {fingerprint.describe(fingerprint.of_machine())}; {platform.platform()}")
+    print(f"# kernels: ATen {fingerprint.cpu_capability()}, oneDNN {fingerprint.onednn_version()}")
     if torch.cuda.is_available():
         print(f"# gpu: {torch.cuda.get_device_name()}")
     software = {

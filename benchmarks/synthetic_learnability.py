@@ -42,7 +42,7 @@ from deeplab_kit.data.classes import (  # noqa: E402
 )
 from deeplab_kit.data.synthetic import make_synthetic_voc  # noqa: E402
 from deeplab_kit.model import build_model  # noqa: E402
-from deeplab_kit.training.device import amp_dtype, autocast  # noqa: E402
+from deeplab_kit.runtime.device import amp_dtype, autocast  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

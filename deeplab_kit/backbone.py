@@ -3,9 +3,9 @@ dilation (output stride 8, 16 or 32), optional multi-grid rates, optional cascad
 block4 (the paper's block5..block7, for its "going deeper" experiment, where the output stride
 can go up to 256), narrow widths for CPUs, ImageNet weights.
 
-    features = build_backbone("resnet50", output_stride=16, multi_grid=(1, 2, 4))
+    features = build_backbone(ModelConfig(output_stride=16, multi_grid=(1, 2, 4)))
     features(images)    # {"low": layer1, "aux": layer3, "out": the last stage}
-    stage_plan("resnet50", 16, None, 3)   # every block's (stride, dilation), layer1..layer7
+    stage_plan(ModelConfig(extra_blocks=3))   # every block's (stride, dilation), layer1..layer7
 
 The rule (the paper's Section 3.1): going down the stages, every stage strides by 2 (the
 original ResNet) until the output stride is reached; from there on a stage keeps its
@@ -17,7 +17,6 @@ takes its stage's rate, times its multi-grid unit rate.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,73 +24,42 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-# Bottleneck blocks per stage. "resnet26" is the reduced-depth backbone for CPUs and for the
-# report's "simplified DeepLabv3 with a reduced number of backbone layers".
-BACKBONE_BLOCKS = {
-    "resnet26": (2, 2, 2, 2),
-    "resnet50": (3, 4, 6, 3),
-    "resnet101": (3, 4, 23, 3),
-}
+from deeplab_kit.config import BACKBONE_BLOCKS, ModelConfig
+
 IMAGENET_WEIGHTS = {
     "resnet50": tv_resnet.ResNet50_Weights.IMAGENET1K_V1,
     "resnet101": tv_resnet.ResNet101_Weights.IMAGENET1K_V1,
 }
-MAX_EXTRA_BLOCKS = 3  # block5..block7
 STEM_STRIDE = 4  # conv1 and the max pool
 
 
-def output_strides(extra_blocks: int = 0, stages: int = 4) -> tuple[int, ...]:
-    """The output strides a backbone can have: 8 up to 32 x 2^extra_blocks (256 with block7:
-    no atrous convolution at all); a backbone cut after layer `stages` (2 or 3) stops at
-    2^(stages + 1) (8 after layer2)."""
-    deepest = 2 ** (stages + 1 + extra_blocks)
-    return tuple(2**k for k in range(3, int(math.log2(deepest)) + 1))
-
-
-def check_output_stride(output_stride: int, extra_blocks: int = 0, stages: int = 4) -> None:
-    reachable = output_strides(extra_blocks, stages)
-    if output_stride not in reachable:
-        deepest = f"layer{stages}" if stages < 4 else f"block{4 + extra_blocks}"
-        raise ValueError(
-            f"output_stride {output_stride!r} cannot be reached with {deepest} "
-            f"(extra_blocks={extra_blocks}, backbone_stages={stages}): choose one of "
-            f"{list(reachable)}"
-            + ("; 64 and more need cascaded blocks (extra_blocks)" if output_stride > 32 else "")
-        )
-
-
-def stage_plan(
-    backbone: str,
-    output_stride: int,
-    multi_grid: Sequence[int] | None,
-    extra_blocks: int,
-    stages: int = 4,
-) -> list[tuple[str, list[tuple[int, int]]]]:
+def stage_plan(model: ModelConfig) -> list[tuple[str, list[tuple[int, int]]]]:
     """(stage name, [(stride, dilation) of each block's 3x3 conv]) for layer1..layer(4 + extra),
-    or layer1..layer`stages` for a backbone cut short (a small receptive field).
+    or layer1..layer`backbone_stages` for a backbone cut short (a small receptive field).
 
     Multi-grid (unit rates, one per block of block4) multiplies the stage rate of layer4 and
     of every cascaded block, block by block.
     """
-    check_output_stride(output_stride, extra_blocks, stages)
-    counts = (*BACKBONE_BLOCKS[backbone], *(BACKBONE_BLOCKS[backbone][3],) * extra_blocks)
-    counts = counts[:stages] if stages < 4 else counts
+    blocks = BACKBONE_BLOCKS[model.backbone]
+    counts = (*blocks, *(blocks[3],) * model.extra_blocks)[
+        : model.backbone_stages + model.extra_blocks
+    ]
     plan = [("layer1", [(1, 1)] * counts[0])]
     stride, rate = STEM_STRIDE, 1
     for index, count in enumerate(counts[1:], start=2):
         previous = rate
-        if stride < output_stride:  # this stage still strides
+        if stride < model.output_stride:  # this stage still strides
             stride *= 2
-            blocks = [(2, rate)] + [(1, rate)] * (count - 1)
+            units = [(2, rate)] + [(1, rate)] * (count - 1)
         else:  # it keeps the resolution and dilates, at twice the previous stage's rate
             rate *= 2
             first = previous if index <= 4 else rate  # torchvision's rule in layer2..layer4
-            blocks = [(1, first)] + [(1, rate)] * (count - 1)
-        if index >= 4 and multi_grid is not None:
-            blocks = [
-                (step, rate * unit) for (step, _), unit in zip(blocks, multi_grid, strict=True)
+            units = [(1, first)] + [(1, rate)] * (count - 1)
+        if index >= 4 and model.multi_grid is not None:
+            units = [
+                (step, rate * unit) for (step, _), unit in zip(units, model.multi_grid, strict=True)
             ]
-        plan.append((f"layer{index}", blocks))
+        plan.append((f"layer{index}", units))
     return plan
 
 
@@ -139,34 +107,25 @@ class Backbone(nn.Module):
         return features
 
 
-def build_backbone(
-    backbone: str,
-    output_stride: int,
-    multi_grid: Sequence[int] | None,
-    extra_blocks: int,
-    width: int,
-    pretrained: bool | str | Path,
-    stages: int = 4,
-) -> Backbone:
-    """The backbone `build_model` describes (its arguments of the same names, checked there).
-    A backbone cut short is built whole and loses its later stages (the weights of the stages
-    it keeps are as the whole one's)."""
-    blocks = BACKBONE_BLOCKS[backbone]
-    plan = stage_plan(backbone, output_stride, multi_grid, extra_blocks, stages)
-    plan = plan if stages == 4 else stage_plan(backbone, output_stride, None, 0)
+def build_backbone(model: ModelConfig) -> Backbone:
+    """The backbone `model` describes. A backbone cut short is built whole and loses its later
+    stages (the weights of the stages it keeps are as the whole one's)."""
+    blocks = BACKBONE_BLOCKS[model.backbone]
+    whole = model if model.backbone_stages == 4 else model.replace(backbone_stages=4)
+    plan = stage_plan(whole)
     dilate = [units[0][0] == 1 for _, units in plan[1:4]]  # layer2..layer4 that do not stride
     resnet = tv_resnet.ResNet(
         tv_resnet.Bottleneck, list(blocks), replace_stride_with_dilation=dilate
     )
-    if width != 64:
-        _make_narrow(resnet, width, blocks, dilate)
-    if pretrained is not False:
-        _load_backbone_weights(resnet, backbone, pretrained)
-    if multi_grid is not None:  # layer4's rates as the plan has them
+    if model.backbone_width != 64:
+        _make_narrow(resnet, model.backbone_width, blocks, dilate)
+    if model.pretrained_backbone is not False:
+        _load_backbone_weights(resnet, model.backbone, model.pretrained_backbone)
+    if model.multi_grid is not None:  # layer4's rates as the plan has them
         for block, (_, rate) in zip(resnet.layer4, plan[3][1], strict=True):
             _set_dilation(block, rate)
-    extra = [_extra_layer(units, width) for _, units in plan[4:]]
-    return Backbone(resnet, extra, stages)
+    extra = [_extra_layer(units, model.backbone_width) for _, units in plan[4:]]
+    return Backbone(resnet, extra, model.backbone_stages)
 
 
 def _set_dilation(block: tv_resnet.Bottleneck, rate: int) -> None:

@@ -13,6 +13,15 @@ import re
 import sys
 import warnings
 
+from deeplab_kit.config import (
+    RECIPES,
+    RunConfig,
+    parse_value,
+    recipes_table,
+    setting_type,
+    settings,
+)
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with errors in one line from the command's own parser: what was wrong, the
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except NotImplementedError as error:  # an op without a kernel on Apple's GPU, say
-        from deeplab_kit.training.device import mps_missing_kernel
+        from deeplab_kit.runtime.device import mps_missing_kernel
 
         if mps_missing_kernel(error) is None:
             raise
@@ -113,10 +122,67 @@ def _one_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.filename:
         return f"{error.filename}: {error.strerror or error}"
     if "MPS" in str(error):  # (imports torch only then: most errors come before it loads)
-        from deeplab_kit.training.device import mps_missing_kernel
+        from deeplab_kit.runtime.device import mps_missing_kernel
 
         return mps_missing_kernel(error) or str(error)
     return str(error)
+
+
+# --- run configuration options ---------------------------------------------------------------
+
+# Settings the command line does not offer as --options: the recipe label (set by --recipe).
+_NOT_ON_CLI = ("recipe",)
+
+
+def _add_run_options(parser, *, exclude=()) -> None:
+    """One --option per run setting, the network's included (`--atrous-rates 8,12,16`,
+    `--eval-flip`, `--lr 1e-3`), absent from the parsed namespace unless given, so the
+    recipe's value stands otherwise. `data_root` is also `--data`."""
+    group = parser.add_argument_group("run configuration (each overrides the recipe's value)")
+    for name, declared in settings().items():
+        if name in _NOT_ON_CLI or name in exclude:
+            continue
+        flags = [f"--{name.replace('_', '-')}"]
+        if name == "data_root":
+            flags.insert(0, "--data")
+        kind = setting_type(name)
+        extra = dict(nargs="?", const=True) if kind is bool else {}  # `--eval-flip` alone: true
+        group.add_argument(
+            *flags,
+            dest=name,
+            type=_argument_type(name),
+            default=argparse.SUPPRESS,
+            metavar=_metavar(kind),
+            help=declared.metadata.get("help", ""),
+            **extra,
+        )
+
+
+def _run_overrides(namespace) -> dict:
+    """The run settings given on the command line, as {name: value}."""
+    names = [name for name in settings() if name not in _NOT_ON_CLI]
+    return {name: getattr(namespace, name) for name in names if hasattr(namespace, name)}
+
+
+def _metavar(kind) -> str:
+    text = str(kind)  # "int | None", "tuple[int, ...]", ...
+    if "tuple" in text:
+        return "N,N,..." if "int" in text else "X,X,..."
+    for name, metavar in (("bool", "BOOL"), ("float", "X"), ("int", "N")):
+        if name in text and "str" not in text:
+            return metavar
+    return "TEXT"
+
+
+def _argument_type(name: str):
+    def convert(text: str):
+        try:
+            return parse_value(name, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = name
+    return convert
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -124,7 +190,6 @@ def _one_line(error: BaseException) -> str:
 
 def _add_demo(commands) -> None:
     from deeplab_kit.data.synthetic import DEFAULT_ROOT
-    from deeplab_kit.training.config import add_arguments
 
     parser = commands.add_parser(
         "demo",
@@ -144,13 +209,12 @@ def _add_demo(commands) -> None:
     parser.add_argument("--val", type=int, dest="num_val", help="validation images to generate")
     parser.add_argument("--size", type=int, help="generated image size in pixels")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_arguments(parser, exclude=("data_root",))
+    _add_run_options(parser, exclude=("data_root",))
 
     def run(args) -> int:
         from deeplab_kit.course.demo import run_demo
-        from deeplab_kit.training.config import RunConfig, overrides_from_arguments
 
-        config = RunConfig.from_recipe("demo", **overrides_from_arguments(args))
+        config = RunConfig.from_recipe("demo", **_run_overrides(args))
         data = {
             k: getattr(args, k)
             for k in ("num_train", "num_val", "size")
@@ -217,7 +281,6 @@ def _add_download(commands) -> None:
 
 
 def _add_train(commands) -> None:
-    from deeplab_kit.training.config import RECIPES, add_arguments
 
     parser = commands.add_parser(
         "train",
@@ -242,13 +305,12 @@ def _add_train(commands) -> None:
         "the new length (without it, such a change is refused)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_arguments(parser)
+    _add_run_options(parser)
 
     def run(args) -> int:
-        from deeplab_kit.training.config import RunConfig, overrides_from_arguments
         from deeplab_kit.training.loop import train
 
-        config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
+        config = RunConfig.from_recipe(args.recipe, **_run_overrides(args))
         train(config, args.out, progress=not args.quiet, extend=args.extend)
         return 0  # also when the session ended before the last epoch: a clean stop
 
@@ -318,7 +380,6 @@ def _add_evaluate(commands) -> None:
 
 def _scales(text: str) -> tuple[float, ...]:
     """--scales "0.5,1,1.5": positive numbers, or the kit's own one-line error."""
-    from deeplab_kit.training.config import parse_value
 
     try:
         scales = parse_value("eval_scales", text)
@@ -332,7 +393,7 @@ def _scales(text: str) -> tuple[float, ...]:
 def _evaluate(args) -> int:
     from deeplab_kit.evaluate import evaluate_checkpoint
     from deeplab_kit.metrics import report_table
-    from deeplab_kit.training.run_files import markdown_table
+    from deeplab_kit.runtime.run_files import markdown_table
 
     metrics = evaluate_checkpoint(
         args.checkpoint,
@@ -364,7 +425,6 @@ def _evaluate(args) -> int:
 
 
 def _add_ablation(commands) -> None:
-    from deeplab_kit.training.config import RECIPES, add_arguments
 
     parser = commands.add_parser(
         "ablation",
@@ -385,12 +445,11 @@ def _add_ablation(commands) -> None:
         metavar="N",
         help="measure each model's effective receptive field on N validation images",
     )
-    add_arguments(parser, exclude=("atrous_rates", "image_pooling", "backbone_stages", "seed"))
+    _add_run_options(parser, exclude=("atrous_rates", "image_pooling", "backbone_stages", "seed"))
     parser.set_defaults(run=_ablation)
 
 
 def _add_going_deeper(commands) -> None:
-    from deeplab_kit.training.config import RECIPES, add_arguments
 
     parser = commands.add_parser(
         "going-deeper",
@@ -402,7 +461,7 @@ def _add_going_deeper(commands) -> None:
         "resume. The stored result is made by `python -m deeplab_kit results make going-deeper`.",
     )
     _experiment_options(parser, RECIPES, "going-deeper")
-    add_arguments(parser, exclude=("extra_blocks", "output_stride", "aspp", "seed"))
+    _add_run_options(parser, exclude=("extra_blocks", "output_stride", "aspp", "seed"))
     parser.set_defaults(run=_going_deeper)
 
 
@@ -431,13 +490,12 @@ def _experiment_config(args, synthetic_data: dict, folder: str):
     """The run configuration and the seeds an experiment command asked for; without --data,
     the experiment's generated dataset (made if absent)."""
     from deeplab_kit.data.synthetic import DEFAULT_ROOT, make_synthetic_voc
-    from deeplab_kit.training.config import RunConfig, overrides_from_arguments
 
     try:
         seeds = [int(k) for k in args.seeds.split(",")]
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: expected K,K,... (integers)") from None
-    config = RunConfig.from_recipe(args.recipe, **overrides_from_arguments(args))
+    config = RunConfig.from_recipe(args.recipe, **_run_overrides(args))
     if config.data_root is None:
         config = config.replace(data_root=f"{DEFAULT_ROOT}-{folder}")
         make_synthetic_voc(config.data_root, **synthetic_data)
@@ -580,7 +638,6 @@ def _add_recipes(commands) -> None:
     parser.add_argument("--all", action="store_true", help="also the fields all recipes share")
 
     def run(args) -> int:
-        from deeplab_kit.training.config import recipes_table
 
         print(recipes_table(differing_only=not args.all))
         return 0

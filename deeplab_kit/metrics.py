@@ -19,7 +19,8 @@ Averaging conventions (they decide the numbers, so they are spelled out):
 
 VOC's background covers about 70% of the pixels, so micro and weighted scores sit near the
 background's own score (high), while mIoU weighs the 20 object classes equally with it. That is how
-the report's Table 1 shows 0.99 precision beside 55% mIoU; `explain_micro_macro` shows the numbers.
+the report's Table 1 shows 0.99 precision beside 55% mIoU (`deeplab_kit.course.table1` works it
+through).
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ class ConfusionMatrix:
                 "they count as misses of their true class",
                 stacklevel=2,
             )
-        s = _class_stats(self.matrix.cpu().double(), missed)
+        s = class_stats(self.matrix.cpu().double(), missed)
         tp, fp, fn, support = s["tp"], s["fp"], s["fn"], s["support"]
         present = (tp + fp + fn) > 0
         in_truth = support > 0
@@ -228,7 +229,7 @@ class ConfusionMatrix:
             return float(x[present].mean()) if present.any() else 0.0
 
         def weighted(x: torch.Tensor) -> float:
-            return float(_safe_div((x * support).sum(), total))
+            return float(safe_div((x * support).sum(), total))
 
         TP, FP, FN = tp.sum(), fp.sum(), fn.sum()
 
@@ -236,7 +237,7 @@ class ConfusionMatrix:
             return torch.where(present, x, torch.nan).tolist()
 
         scores = {
-            "pixel_accuracy": float(_safe_div(TP, total)),
+            "pixel_accuracy": float(safe_div(TP, total)),
             "mean_accuracy": float(s["recall"][in_truth].mean()) if in_truth.any() else 0.0,
             "miou": macro(s["iou"]),
             "fw_iou": weighted(s["iou"]),
@@ -247,9 +248,9 @@ class ConfusionMatrix:
             "precision_per_class": per_class(s["precision"]),
             "recall_per_class": per_class(s["recall"]),
             "f1_per_class": per_class(s["f1"]),
-            "precision_micro": float(_safe_div(TP, TP + FP)),
-            "recall_micro": float(_safe_div(TP, TP + FN)),
-            "f1_micro": float(_safe_div(2 * TP, 2 * TP + FP + FN)),
+            "precision_micro": float(safe_div(TP, TP + FP)),
+            "recall_micro": float(safe_div(TP, TP + FN)),
+            "f1_micro": float(safe_div(2 * TP, 2 * TP + FP + FN)),
             "precision_weighted": weighted(s["precision"]),
             "recall_weighted": weighted(s["recall"]),
             "f1_weighted": weighted(s["f1"]),
@@ -274,12 +275,12 @@ def named_scores(scores: Mapping) -> dict:
     return {key: value for key, value in scores.items() if key not in SHORT_NAMES}
 
 
-def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den with 0/0 (and x/0) read as 0."""
     return torch.where(den > 0, num / torch.where(den > 0, den, 1), 0.0)
 
 
-def _class_stats(matrix: torch.Tensor, missed: torch.Tensor) -> dict[str, torch.Tensor]:
+def class_stats(matrix: torch.Tensor, missed: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-class counts and scores from a float64 (C, C) matrix and (C,) out-of-range misses."""
     tp = matrix.diagonal()
     predicted = matrix.sum(0)
@@ -291,10 +292,10 @@ def _class_stats(matrix: torch.Tensor, missed: torch.Tensor) -> dict[str, torch.
         "fn": fn,
         "support": support,
         "predicted": predicted,
-        "precision": _safe_div(tp, tp + fp),
-        "recall": _safe_div(tp, tp + fn),
-        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
-        "iou": _safe_div(tp, tp + fp + fn),
+        "precision": safe_div(tp, tp + fp),
+        "recall": safe_div(tp, tp + fn),
+        "f1": safe_div(2 * tp, 2 * tp + fp + fn),
+        "iou": safe_div(tp, tp + fp + fn),
     }
 
 
@@ -309,7 +310,7 @@ def per_class_table(cm: ConfusionMatrix, names: list[str] | None = None) -> pd.D
     """One row per class: IoU, precision, recall, F1 (0..1; NaN for a class absent from truth
     and prediction) and pixel counts."""
     names = names or class_names(cm.num_classes)
-    s = _class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
+    s = class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
     present = (s["tp"] + s["fp"] + s["fn"]) > 0
 
     def per_class(x: torch.Tensor):  # NaN for a class absent from truth and prediction
@@ -342,8 +343,8 @@ def report_table(
     precision/recall/F1 convention: "micro", "macro" or "weighted" (scikit-learn's names). The
     report does not say which it used; weighted is the default here because with it recall is
     pixel accuracy, the number a pixel-level "recall near 0.99" most likely is. (No convention
-    reproduces the report's Table 1 from one confusion matrix: see `miou_loss_bound` and
-    `deeplab_kit.course.quoted.table1_bound`.) Units, as the report prints them and as the
+    reproduces the report's Table 1 from one confusion matrix: see
+    `deeplab_kit.course.table1`.) Units, as the report prints them and as the
     "unit" column says: precision, recall and F1 in 0..1, mIoU in percent. The rows name their
     averaging ("Precision (weighted)"); mIoU is always the macro mean.
     """
@@ -362,79 +363,6 @@ def report_table(
     return pd.DataFrame(columns, index=pd.Index(table1_rows(average), name="score"))
 
 
-def miou_loss_bound(pixel_error: float, smallest_share: float, num_classes: int) -> float:
-    """The most mIoU can fall short of 1 given the pixel error rate E of one confusion matrix
-    and the smallest class's share m of the pixels: 1 - mIoU <= 2 E / (C m).
-
-    Per class, 1 - IoU = (FP + FN) / (TP + FP + FN) <= (FP + FN) / (true pixels of the class),
-    and every wrong pixel is one FN (of its true class) and one FP (of the predicted one), so
-    the FP + FN summed over classes is 2 E N; dividing each class by at least m N and averaging
-    over the C classes gives the bound. Read backwards: a reported pixel accuracy and mIoU need
-    every class to cover at most m <= 2 E / (C (1 - mIoU)) of the pixels."""
-    if not 0 < smallest_share <= 1 or num_classes < 1:
-        raise ValueError("smallest_share must be in (0, 1] and num_classes at least 1")
-    return min(1.0, 2.0 * pixel_error / (num_classes * smallest_share))
-
-
 def table1_rows(average: str = "weighted") -> list[str]:
     """The report's Table 1 row labels with the averaging named: "Precision (weighted)", ..."""
     return [f"{row} ({average})" for row in TABLE1_ROWS[:3]] + ["mIoU (macro)"]
-
-
-def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFrame:
-    """Why precision near 0.99 and mIoU near 55% can describe the same predictions, in numbers.
-
-    One row per quantity, with its value (0..1) and what it shows: micro precision equals pixel
-    accuracy; background's share of the pixels; background IoU against the mean IoU over the
-    object classes; and what each averaging convention gives for precision, recall and F1.
-    """
-    scores = cm.compute()
-    stats = _class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
-    present = (stats["tp"] + stats["fp"] + stats["fn"]) > 0
-    objects = present.clone()
-    objects[background] = False
-    iou = stats["iou"]
-    total = stats["support"].sum()
-    name = class_names(cm.num_classes)[background]
-    rows = [
-        ("pixel accuracy", scores["pixel_accuracy"], "correct pixels / scored pixels"),
-        (
-            "precision (micro)",
-            scores["precision_micro"],
-            "pooled over classes: every pixel is one prediction, so this is pixel accuracy",
-        ),
-        ("recall (micro)", scores["recall_micro"], "equally pixel accuracy"),
-        ("F1 (micro)", scores["f1_micro"], "equally pixel accuracy"),
-        (
-            "precision (weighted)",
-            scores["precision_weighted"],
-            "per-class precision weighted by true pixels: the big classes dominate",
-        ),
-        ("recall (weighted)", scores["recall_weighted"], "weighted recall is pixel accuracy"),
-        ("F1 (weighted)", scores["f1_weighted"], "can lie below both weighted P and R"),
-        ("precision (macro)", scores["precision_macro"], "each present class counts once"),
-        ("recall (macro)", scores["recall_macro"], "each present class counts once"),
-        ("F1 (macro)", scores["f1_macro"], "each present class counts once"),
-        (
-            "P + R - 1 (macro)",
-            scores["precision_macro"] + scores["recall_macro"] - 1,
-            "a floor under mIoU (per class, IoU >= P + R - 1)",
-        ),
-        (
-            f"{name} share of pixels",
-            float(_safe_div(stats["support"][background], total)),
-            "the class that micro and weighted scores mostly measure",
-        ),
-        (f"{name} IoU", float(iou[background]), "usually the best class"),
-        (
-            "mean IoU over object classes",
-            float(iou[objects].mean()) if objects.any() else 0.0,
-            f"present classes other than {name}",
-        ),
-        ("mIoU", scores["miou"], f"{name} and each object class count once"),
-    ]
-    return pd.DataFrame(
-        [(value, why) for _, value, why in rows],
-        columns=["value", "what it shows"],
-        index=pd.Index([label for label, _, _ in rows], name="quantity"),
-    )

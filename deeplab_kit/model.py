@@ -19,16 +19,9 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models import resnet as tv_resnet
 
-from deeplab_kit.backbone import (
-    BACKBONE_BLOCKS,
-    MAX_EXTRA_BLOCKS,
-    Backbone,
-    build_backbone,
-    check_output_stride,
-    download_state_dict,
-    read_state_dict,
-)
-from deeplab_kit.training.config import MODEL_PRESETS
+from deeplab_kit.backbone import Backbone, build_backbone, download_state_dict, read_state_dict
+from deeplab_kit.config import MODEL_PRESETS, ModelConfig, RunConfig
+from deeplab_kit.runtime.checkpoint import CheckpointError, load_checkpoint
 
 # --- ASPP ------------------------------------------------------------------------------------
 
@@ -219,7 +212,7 @@ class DeepLabV3(nn.Module):
     """Backbone, classifier (and optional auxiliary head); logits come back at the input size.
 
     `forward(images)` returns `{"out": (N, num_classes, H, W)}`, plus `"aux"` with the aux head.
-    `config` holds the `build_model` arguments, so a checkpoint can rebuild the model.
+    `config` is the `ModelConfig` it was built from, so a checkpoint can rebuild the model.
     """
 
     def __init__(
@@ -228,18 +221,20 @@ class DeepLabV3(nn.Module):
         classifier: nn.Module,
         aux_classifier: nn.Module | None = None,
         *,
-        freeze_backbone: bool = False,
-        config: dict | None = None,
+        config: ModelConfig,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
         self.aux_classifier = aux_classifier
-        self.config = dict(config or {})
-        self.freeze_backbone = freeze_backbone
-        if freeze_backbone:
+        self.config = config
+        if config.freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
+
+    @property
+    def freeze_backbone(self) -> bool:
+        return self.config.freeze_backbone
 
     def train(self, mode: bool = True) -> DeepLabV3:
         super().train(mode)
@@ -261,202 +256,76 @@ class DeepLabV3(nn.Module):
 # --- building --------------------------------------------------------------------------------
 
 
-def check_rates(
-    name: str, values, *, allow_none: bool, allow_empty: bool = False
-) -> tuple[int, ...] | None:
-    if values is None and allow_none:
-        return None
-    kind = "a sequence" if allow_empty else "a non-empty sequence"
-    try:
-        raw = tuple(values)
-        rates = tuple(int(v) for v in raw)
-    except (TypeError, ValueError):
-        rates, raw = (), None
-    if (not rates and not allow_empty) or any(r < 1 for r in rates) or rates != raw:
-        # (6.5 -> 6 would be a silent change)
-        raise ValueError(f"{name} must be {kind} of positive integers, got {values!r}")
-    return rates
-
-
-def _check_arguments(
-    backbone,
-    output_stride,
-    num_classes,
-    backbone_width,
-    pretrained_backbone,
-    aspp_dropout,
-    aspp_channels,
-    extra_blocks,
-) -> None:
-    """`build_model`'s scalar arguments, each refused with its name and value when wrong."""
-    if backbone not in BACKBONE_BLOCKS:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONE_BLOCKS)}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if not isinstance(backbone_width, int) or backbone_width < 1:
-        raise ValueError(f"backbone_width must be a positive integer, got {backbone_width!r}")
-    if backbone_width != 64 and pretrained_backbone is not False:
-        raise ValueError(
-            f"pretrained backbones are 64 wide; backbone_width={backbone_width} has none"
-        )
-    if not 0.0 <= aspp_dropout < 1.0:
-        raise ValueError(f"aspp_dropout must be in [0, 1), got {aspp_dropout!r}")
-    if not isinstance(aspp_channels, int) or aspp_channels < 1:
-        raise ValueError(f"aspp_channels must be a positive integer, got {aspp_channels!r}")
-    if not isinstance(extra_blocks, int) or not 0 <= extra_blocks <= MAX_EXTRA_BLOCKS:
-        raise ValueError(
-            f"extra_blocks must be 0..{MAX_EXTRA_BLOCKS} (block5..block7), got {extra_blocks!r}"
-        )
-
-
-def build_model(
-    *,
-    num_classes: int = 21,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    atrous_rates: Sequence[int] = (6, 12, 18),
-    multi_grid: Sequence[int] | None = None,
-    extra_blocks: int = 0,
-    backbone_stages: int = 4,
-    aspp: bool = True,
-    image_pooling: bool = True,
-    aux_loss: bool = False,
-    decoder: bool = False,
-    aspp_channels: int = 256,
-    backbone_width: int = 64,
-    aspp_dropout: float = 0.5,
-    pretrained_backbone: bool | str | Path = False,
-    freeze_backbone: bool = False,
-) -> DeepLabV3:
+def build_model(config: ModelConfig | None = None, /, **settings) -> DeepLabV3:
     """Build a DeepLabv3 (or, with `decoder=True`, DeepLabv3+) on a dilated ResNet.
 
-    Args:
-        num_classes: classes to score, background included (21 for PASCAL VOC).
-        backbone: "resnet50", "resnet101", or "resnet26" (bottleneck stages (2, 2, 2, 2), for CPUs).
-        output_stride: input size / feature size: 8, 16 or 32, and with cascaded blocks up to
-            32 x 2^extra_blocks (256 with block7). Stages stride until it is reached and dilate
-            after, each at twice the previous rate (`backbone.stage_plan`); in layer2..layer4
-            the first block of a dilated stage keeps the previous stage's rate, as torchvision
-            has it (at OS8 layer4's rates are 2, 4, 4).
-        atrous_rates: one 3x3 ASPP branch per rate; () leaves ASPP its 1x1 branch (and image
-            pooling), the control of the rate ablation.
-        multi_grid: None keeps torchvision's dilations (its pretrained weights behave as trained);
-            a tuple gives layer4's blocks the paper's rates: stage rate x unit rate, e.g. (1, 2, 4)
-            gives (2, 4, 8) at OS16 and (4, 8, 16) at OS8. It needs one unit rate per layer4 block.
-        extra_blocks: 0..3 cascaded copies of block4 (the paper's block5..block7), for the
-            paper's "going deeper" experiment: each strides like the ResNet's stages until the
-            output stride is reached, and dilates at twice the previous rate after.
-        backbone_stages: 4 keeps every ResNet stage; 3 or 2 cut the backbone after layer3 or
-            layer2 (output stride 8 after layer2): a backbone with a small receptive field, so
-            that the context has to come from ASPP (the rate ablation's small-field arm).
-        aspp: False gives the cascaded model of the paper's Tables 1-2: no ASPP, a 1x1
-            convolution on the last block (`PlainHead`); the ASPP arguments are then unused.
-        image_pooling: keep ASPP's image-level branch.
-        aux_loss: add torchvision's FCN auxiliary head on layer3 (output key "aux").
-        decoder: use the DeepLabv3+ decoder (layer1 features at stride 4) as the classifier.
-        aspp_channels: width of every ASPP branch and of the head (256 in the paper).
-        backbone_width: channels of the stem and the first stage (64 in torchvision's ResNets,
-            whose stages then have 256, 512, 1024 and 2048 output channels); smaller values
-            make a CPU-sized backbone, e.g. 16 for the demo. Only 64 has pretrained weights.
-        aspp_dropout: dropout after ASPP's projection (0.5 as in torchvision; 0 trains faster
-            in very short runs such as the demo).
-        pretrained_backbone: False, True (ImageNet weights from torchvision, downloaded), or a
-            path to a saved torchvision ResNet state dict (for offline machines).
-        freeze_backbone: no gradients for the backbone, which also stays in eval mode.
+        build_model(num_classes=21, backbone="resnet50", output_stride=16, atrous_rates=(6, 12, 18))
+        build_model(ModelConfig(...))               # the same from a config
+        build_model(config, output_stride=8)        # a config with settings changed
 
-    Returns:
-        A `DeepLabV3` whose forward returns {"out": (N, num_classes, H, W)} at the input size.
+    The settings are `deeplab_kit.config.ModelConfig`'s, each with its help text and check
+    there: the backbone (resnet26/50/101, its width, its stages kept, ImageNet weights, frozen
+    or not), the output stride (stages stride until it is reached and dilate after, each at
+    twice the previous rate: `backbone.stage_plan`), multi-grid, the cascaded block5..block7
+    (`extra_blocks`), ASPP (its rates, image pooling, width, dropout; `aspp=False` gives the
+    cascaded model's 1x1 classifier), DeepLabv3+'s decoder and torchvision's aux head.
+
+    Returns a `DeepLabV3` whose forward returns {"out": (N, num_classes, H, W)} at the input
+    size and whose `config` is the ModelConfig it was built from.
     """
-    _check_arguments(
-        backbone,
-        output_stride,
-        num_classes,
-        backbone_width,
-        pretrained_backbone,
-        aspp_dropout,
-        aspp_channels,
-        extra_blocks,
-    )
-    if backbone_stages not in (2, 3, 4):
-        raise ValueError(f"backbone_stages must be 2, 3 or 4, got {backbone_stages!r}")
-    if backbone_stages < 4 and (extra_blocks or multi_grid is not None):
-        raise ValueError("a backbone cut short has no layer4: extra_blocks and multi_grid need it")
-    if backbone_stages < 3 and aux_loss:
-        raise ValueError("aux_loss needs layer3, which backbone_stages=2 cuts off")
-    check_output_stride(output_stride, extra_blocks, backbone_stages)
-    atrous_rates = check_rates("atrous_rates", atrous_rates, allow_none=False, allow_empty=True)
-    if not aspp and decoder:
-        raise ValueError("decoder=True needs ASPP: the DeepLabv3+ decoder joins ASPP's features")
-    multi_grid = check_rates("multi_grid", multi_grid, allow_none=True)
-    blocks = BACKBONE_BLOCKS[backbone]
-    if multi_grid is not None and len(multi_grid) != blocks[3]:
-        raise ValueError(
-            f"multi_grid needs one unit rate per layer4 block: {backbone} has {blocks[3]}, "
-            f"got {multi_grid}"
-        )
-
-    features = build_backbone(
-        backbone,
-        output_stride,
-        multi_grid,
-        extra_blocks,
-        backbone_width,
-        pretrained_backbone,
-        backbone_stages,
-    )
+    config = config or ModelConfig()
+    if settings:
+        config = config.replace(**settings)
+    features = build_backbone(config)
     in_channels = features.out_channels  # 2048 at width 64 (512 after layer2)
-    if not aspp:
-        classifier = PlainHead(in_channels, num_classes)
-    elif decoder:
-        classifier = DeepLabV3PlusHead(
-            in_channels,
-            backbone_width * tv_resnet.Bottleneck.expansion,  # layer1's output: 256 at width 64
-            num_classes,
-            atrous_rates,
-            aspp_channels,
-            image_pooling,
-            aspp_dropout,
-        )
+    aspp = dict(
+        atrous_rates=config.atrous_rates,
+        channels=config.aspp_channels,
+        image_pooling=config.image_pooling,
+        dropout=config.aspp_dropout,
+    )
+    if not config.aspp:
+        classifier = PlainHead(in_channels, config.num_classes)
+    elif config.decoder:
+        low_level = config.backbone_width * tv_resnet.Bottleneck.expansion  # 256 at width 64
+        classifier = DeepLabV3PlusHead(in_channels, low_level, config.num_classes, **aspp)
     else:
-        classifier = DeepLabHead(
-            in_channels, num_classes, atrous_rates, aspp_channels, image_pooling, aspp_dropout
-        )
-    layer3_channels = 4 * backbone_width * tv_resnet.Bottleneck.expansion  # 1024 at width 64
-    aux_classifier = FCNHead(layer3_channels, num_classes) if aux_loss else None
-
-    config = dict(
-        num_classes=num_classes,
-        backbone=backbone,
-        output_stride=output_stride,
-        atrous_rates=atrous_rates,
-        multi_grid=multi_grid,
-        extra_blocks=extra_blocks,
-        backbone_stages=backbone_stages,
-        aspp=aspp,
-        image_pooling=image_pooling,
-        aux_loss=aux_loss,
-        decoder=decoder,
-        aspp_channels=aspp_channels,
-        backbone_width=backbone_width,
-        aspp_dropout=aspp_dropout,
-        freeze_backbone=freeze_backbone,
-    )
-    return DeepLabV3(
-        features,
-        classifier,
-        aux_classifier,
-        freeze_backbone=freeze_backbone,
-        config=config,
-    )
+        classifier = DeepLabHead(in_channels, config.num_classes, **aspp)
+    layer3_channels = 4 * config.backbone_width * tv_resnet.Bottleneck.expansion  # 1024 at 64
+    aux_classifier = FCNHead(layer3_channels, config.num_classes) if config.aux_loss else None
+    return DeepLabV3(features, classifier, aux_classifier, config=config)
 
 
 def from_preset(name: str, **overrides) -> DeepLabV3:
-    """`build_model` with a named configuration of `deeplab_kit.training.config.MODEL_PRESETS` ("report",
+    """`build_model` with a named configuration of `deeplab_kit.config.MODEL_PRESETS` ("report",
     "paper", "paper-os8", "torchvision")."""
 
     if name not in MODEL_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
     return build_model(**{**MODEL_PRESETS[name], **overrides})
+
+
+# --- a saved model --------------------------------------------------------------------------
+
+
+def model_from_checkpoint(state: dict, path: str | Path) -> DeepLabV3:
+    """Rebuild the network of a loaded checkpoint `state` (read from `path`) from the config it
+    carries, and load its weights."""
+    model = RunConfig.from_dict(state["config"]).model
+    # The weights come from the checkpoint: no pretrained download to rebuild it.
+    built = build_model(model, pretrained_backbone=False)
+    try:
+        built.load_state_dict(state["model"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: its weights do not fit its own config ({first})") from None
+    return built
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> DeepLabV3:
+    """The model a checkpoint (or best.pt) holds, rebuilt from its config, in eval mode."""
+    state = load_checkpoint(path, map_location="cpu")
+    return model_from_checkpoint(state, path).to(device).eval()
 
 
 # --- torchvision weights ---------------------------------------------------------------------
@@ -550,9 +419,9 @@ def describe(model: DeepLabV3) -> dict:
         stride *= strides[name][0]
     aspp = aspp_of(model)
     return {
-        "backbone": model.config.get("backbone"),
+        "backbone": model.config.backbone,
         "backbone_width": backbone.conv1.out_channels,
-        "num_classes": model.config.get("num_classes"),
+        "num_classes": model.config.num_classes,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "output_stride": stride,

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
 
+from deeplab_kit.config import RunConfig
 from deeplab_kit.data.classes import VOC_CLASSES, VOC_PALETTE, save_mask
 from deeplab_kit.data.transforms import normalize
 from deeplab_kit.evaluate import resolve_checkpoint
-from deeplab_kit.model import from_preset, load_torchvision_weights
-from deeplab_kit.training.checkpoint import load_checkpoint, model_from_state
-from deeplab_kit.training.config import RunConfig
-from deeplab_kit.training.device import resolve_device
+from deeplab_kit.model import from_preset, load_torchvision_weights, model_from_checkpoint
+from deeplab_kit.runtime.checkpoint import load_checkpoint
+from deeplab_kit.runtime.device import resolve_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TORCHVISION = "torchvision"  # --weights torchvision: deeplabv3_resnet50, COCO with VOC labels
@@ -57,7 +57,9 @@ def load_predictor(checkpoint: str | Path | None = None, *, weights: str | None 
         raise ValueError("predict needs --checkpoint RUN_OR_FILE or --weights torchvision")
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
-    return model_from_state(state, path).eval(), input_size(RunConfig.from_dict(state["config"]))
+    return model_from_checkpoint(state, path).eval(), input_size(
+        RunConfig.from_dict(state["config"])
+    )
 
 
 def input_size(config: RunConfig) -> int | None:

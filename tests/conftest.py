@@ -1,11 +1,44 @@
-"""Shared test fixtures."""
+"""Shared test fixtures and helpers: one thread, a tiny generated VOC tree, and one tiny run
+configuration that every test of a real run starts from (`tiny_config`, `tiny_options`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from deeplab_kit.config import RunConfig
 from deeplab_kit.data.synthetic import make_synthetic_voc
+
+# A run small enough for seconds on a CPU: a recipe's optimiser and schedule on the smallest
+# network the kit builds (a resnet26 8 channels wide), 32-pixel images in batches of 2, one epoch,
+# in fp32 contiguous (the same arithmetic on every machine).
+TINY_RUN = dict(
+    backbone="resnet26",
+    backbone_width=8,
+    aspp_channels=8,
+    image_size=32,
+    batch_size=2,
+    eval_batch_size=2,
+    epochs=1,
+    device="cpu",
+    amp="off",
+    channels_last=False,
+)
+
+
+def tiny_config(recipe: str | None = None, **overrides) -> RunConfig:
+    """`recipe` (None: RunConfig's defaults) cut to TINY_RUN, with `overrides` on top."""
+    values = {**TINY_RUN, **overrides}
+    return RunConfig.from_recipe(recipe, **values) if recipe else RunConfig.from_dict(values)
+
+
+def tiny_options(**overrides) -> list[str]:
+    """TINY_RUN (and `overrides`) as command-line options: ["--backbone", "resnet26", ...]."""
+    options = []
+    for name, value in {**TINY_RUN, **overrides}.items():
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value).lower()
+        options += [f"--{name.replace('_', '-')}", text if name != "backbone" else value]
+    return options
 
 
 @pytest.fixture(scope="module")
@@ -16,16 +49,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def path_cache(tmp_path_factory):
-    """The fast-path choices of this test session go to a folder of its own, not the user's
-    cache: every session starts without them (and times what it needs once)."""
-    folder = tmp_path_factory.mktemp("fast-paths")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DEEPLAB_KIT_CACHE_DIR", str(folder))
-        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from deeplab_kit.cli import main
+from deeplab_kit.config import RunConfig
 from deeplab_kit.course import ablation
 from deeplab_kit.course.atrous import receptive_field, receptive_field_from_config
 from deeplab_kit.model import build_model, describe
-from deeplab_kit.training.config import RunConfig
-from deeplab_kit.training.loop import build_run_model
+from deeplab_kit.training.build import build_run_model
 from deeplab_kit.training.schedule import make_optimizer
 from deeplab_kit.training.step import TrainStep
 
@@ -61,7 +61,7 @@ def test_both_backbones_give_aspp_the_report_s_16x16_map():
 
 def test_the_small_field_backbone_has_its_stated_strides_dilations_and_field():
     config = RunConfig.from_recipe("ablation").replace(**ablation.BACKBONES["small field"])
-    model = build_model(**config.model_kwargs())
+    model = build_model(config.model)
     info = describe(model)
     assert list(info["strides"]) == ["layer1", "layer2"]  # cut after layer2
     assert info["strides"] == {"layer1": (1, 1), "layer2": (2, 1)}
@@ -91,7 +91,7 @@ def test_settings_train_to_the_same_network_exactly_when_the_geometry_says_so():
             continue
         model = build_run_model(c, pretrained=False)
         optimizer = make_optimizer(model, c)
-        step = TrainStep(model, optimizer, device="cpu", amp="off", channels_last=False)
+        step = TrainStep(model, optimizer, device="cpu")
         for _ in range(2):
             step(images, targets)
         with torch.no_grad():

@@ -195,7 +195,7 @@ def test_walked_and_computed_receptive_fields_agree(config):
     assert walked == computed
     stride = config["output_stride"]
     assert list(walked.strides.values())[-1] == stride
-    for rate in model.config["atrous_rates"]:  # each branch adds 2 * rate steps of the stride
+    for rate in model.config.atrous_rates:  # each branch adds 2 * rate steps of the stride
         assert walked.branches[f"rate {rate}"] == walked.backbone + 2 * rate * stride
     assert math.isinf(walked.branches.get("image pooling", math.inf))
 
@@ -210,7 +210,7 @@ def test_the_walk_reads_the_modules_not_the_config():
 
 
 def test_bad_configs_are_refused():
-    with pytest.raises(ValueError, match="unknown build_model argument"):
+    with pytest.raises(ValueError, match="unknown model setting .rates."):
         receptive_field_from_config(rates=(6, 12, 18))
     with pytest.raises(ValueError, match="multi_grid"):
         receptive_field_from_config(backbone="resnet26", multi_grid=(1, 2, 4))

@@ -4,8 +4,9 @@ import pathlib
 import pytest
 import torch
 
-from deeplab_kit.model import build_model
-from deeplab_kit.training.checkpoint import (
+from deeplab_kit.config import RunConfig
+from deeplab_kit.model import build_model, load_model
+from deeplab_kit.runtime.checkpoint import (
     BEST,
     CheckpointError,
     check_config,
@@ -13,11 +14,9 @@ from deeplab_kit.training.checkpoint import (
     find_checkpoints,
     load_checkpoint,
     load_latest,
-    load_model,
     prune_checkpoints,
     save_checkpoint,
 )
-from deeplab_kit.training.config import RunConfig
 
 TINY = dict(backbone="resnet26", backbone_width=16, aspp_channels=16, num_classes=3)
 
@@ -33,7 +32,7 @@ def resumable(epoch: int, batch: int = 0, **extra) -> dict:
         "iteration": 0,
         "rng": {},
         "history": [],
-        "config": RunConfig(**TINY).to_dict(),
+        "config": RunConfig.from_dict(TINY).to_dict(),
         **extra,
     }
 
@@ -147,20 +146,18 @@ def test_config_mismatch_names_the_fields_and_the_file(tmp_path):
     saved = RunConfig.from_recipe("report").to_dict()
     requested = RunConfig.from_recipe("report", atrous_rates=(12, 16, 24), lr=1e-3, epochs=300)
     with pytest.raises(CheckpointError) as error:
-        check_config(saved, requested.to_dict(), tmp_path / "epoch-0020.pt")
+        check_config(saved, requested, tmp_path / "epoch-0020.pt")
     message = str(error.value)
     assert "epoch-0020.pt" in message
     assert "atrous_rates: checkpoint [8, 12, 16], requested [12, 16, 24]" in message
     assert "lr: checkpoint 0.0001, requested 0.001" in message
     assert "epochs" not in message  # more epochs, another session length: the same run
-    check_config(
-        saved, RunConfig.from_recipe("report", epochs=300, session_epochs=5).to_dict(), "x"
-    )
+    check_config(saved, RunConfig.from_recipe("report", epochs=300, session_epochs=5), "x")
 
 
 def test_load_model_rebuilds_from_the_config_it_carries(tmp_path):
-    config = RunConfig(**TINY, atrous_rates=(1, 2))
-    model = build_model(**config.model_kwargs())
+    config = RunConfig.from_dict({**TINY, "atrous_rates": (1, 2)})
+    model = build_model(config.model)
     path = save_checkpoint(
         {"model": model.state_dict(), "config": config.to_dict()}, tmp_path / BEST
     )

@@ -25,7 +25,8 @@ def parse_train(argv):
 
 
 def test_train_options_come_from_the_config_fields():
-    from deeplab_kit.training.config import RunConfig, overrides_from_arguments
+    from deeplab_kit.cli import _run_overrides
+    from deeplab_kit.config import RunConfig
 
     args = parse_train(
         [
@@ -46,7 +47,7 @@ def test_train_options_come_from_the_config_fields():
             "data/VOC",
         ]
     )
-    overrides = overrides_from_arguments(args)
+    overrides = _run_overrides(args)
     assert overrides == {
         "atrous_rates": (8, 12, 16),
         "lr": 1e-3,
@@ -56,11 +57,8 @@ def test_train_options_come_from_the_config_fields():
         "data_root": "data/VOC",
     }
     config = RunConfig.from_recipe(args.recipe, **overrides)
-    assert config.multi_grid == (1, 2, 4) and config.atrous_rates == (
-        8,
-        12,
-        16,
-    )  # the rest: paper's
+    assert config.model.multi_grid == (1, 2, 4)  # the paper's
+    assert config.model.atrous_rates == (8, 12, 16)  # given
 
 
 def test_bad_values_are_refused_by_the_parser(capsys):

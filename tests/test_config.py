@@ -1,29 +1,42 @@
-import inspect
 import json
 
 import pytest
 
-from deeplab_kit.model import build_model
-from deeplab_kit.training.config import (
-    MODEL_FIELDS,
+from deeplab_kit.config import (
     MODEL_PRESETS,
     RECIPES,
+    ModelConfig,
     RunConfig,
     field_names,
+    flat,
     parse_value,
 )
+from deeplab_kit.model import build_model
 
 
-def test_model_fields_mirror_build_model():
-    assert set(inspect.signature(build_model).parameters) == set(MODEL_FIELDS)
-    assert set(MODEL_FIELDS) <= set(field_names())
-    defaults = {name: p.default for name, p in inspect.signature(build_model).parameters.items()}
-    assert RunConfig().model_kwargs() == defaults  # same defaults as build_model's
+def test_the_network_is_declared_once_and_the_run_embeds_it():
+    model = ModelConfig(backbone="resnet26", backbone_width=8, atrous_rates=(1, 2))
+    assert build_model(model).config == model  # the model keeps what it was built from
+    assert build_model(**model.to_dict()).config == model  # the keyword form is the same
+    run = RunConfig(model=model)
+    assert run.model is model and "output_stride" not in field_names(RunConfig)
+    assert set(run.to_dict()["model"]) == set(field_names(ModelConfig))
+    with pytest.raises(ValueError, match="unknown model setting 'atrous_rate'.*'atrous_rates'"):
+        build_model(atrous_rate=(1, 2))
+
+
+def test_the_older_flat_form_reads_as_the_nested_one():
+    nested = RunConfig.from_recipe("demo")
+    older = flat(nested)  # what checkpoints and stored results held before ModelConfig
+    assert "model" not in older and older["output_stride"] == 16
+    assert RunConfig.from_dict(older) == nested
+    assert RunConfig.from_dict({**nested.to_dict(), "output_stride": 8}).model.output_stride == 8
 
 
 def test_report_recipe_matches_the_report():
     config = RunConfig.from_recipe("report")
-    assert (config.backbone, config.output_stride, config.atrous_rates) == (
+    model = config.model
+    assert (model.backbone, model.output_stride, model.atrous_rates) == (
         "resnet50",
         16,
         (8, 12, 16),
@@ -41,7 +54,7 @@ def test_report_recipe_matches_the_report():
 
 def test_paper_and_pretrained_recipes():
     paper = RunConfig.from_recipe("paper")
-    assert paper.multi_grid == (1, 2, 4) and paper.atrous_rates == (6, 12, 18)
+    assert paper.model.multi_grid == (1, 2, 4) and paper.model.atrous_rates == (6, 12, 18)
     assert (paper.optimizer, paper.lr, paper.momentum, paper.weight_decay) == (
         "sgd",
         0.007,
@@ -54,12 +67,13 @@ def test_paper_and_pretrained_recipes():
         16,
         513,
     )
-    assert paper.train_split == "trainaug" and paper.pretrained_backbone is True
+    assert paper.train_split == "trainaug" and paper.model.pretrained_backbone is True
     pretrained = RunConfig.from_recipe("pretrained")
-    assert pretrained.pretrained_weights == "COCO_WITH_VOC_LABELS_V1" and pretrained.freeze_backbone
+    assert pretrained.pretrained_weights == "COCO_WITH_VOC_LABELS_V1"
+    assert pretrained.model.freeze_backbone
     # the model presets are reused, not repeated
-    assert pretrained.output_stride == MODEL_PRESETS["torchvision"]["output_stride"]
-    assert pretrained.atrous_rates == MODEL_PRESETS["torchvision"]["atrous_rates"]
+    assert pretrained.model.output_stride == MODEL_PRESETS["torchvision"]["output_stride"]
+    assert pretrained.model.atrous_rates == MODEL_PRESETS["torchvision"]["atrous_rates"]
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -74,10 +88,9 @@ def test_overrides_from_python():
     config = RunConfig.from_recipe(
         "report", lr=1e-3, atrous_rates=[12, 16, 24], session_epochs=None
     )
-    assert (
-        config.lr == 1e-3 and config.atrous_rates == (12, 16, 24) and config.session_epochs is None
-    )
-    assert config.backbone == "resnet50"  # the rest stays the recipe's
+    assert config.lr == 1e-3 and config.session_epochs is None
+    assert config.model.atrous_rates == (12, 16, 24)
+    assert config.model.backbone == "resnet50"  # the rest stays the recipe's
     assert config.replace(lr=5e-4).lr == 5e-4
 
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from deeplab_kit.data.classes import VOC_PALETTE
 from deeplab_kit.data.transforms import normalize
 from deeplab_kit.evaluate import evaluate
-from deeplab_kit.training.fastpath import Path
+from deeplab_kit.runtime.arithmetic import FP32, Arithmetic
 
 CPU = torch.device("cpu")
 
@@ -147,9 +147,9 @@ def test_flip_averages_probabilities_of_the_mirrored_view():
     assert (labels != wrong.argmax(1)).any()
 
     loader = [(x, labels)]
-    flipped = evaluate(CoordModel(), loader, device=CPU, num_classes=3, flip=True, amp="off")
+    flipped = evaluate(CoordModel(), loader, device=CPU, num_classes=3, flip=True, arithmetic=FP32)
     assert flipped.scores["pixel_accuracy"] == 1.0
-    single = evaluate(CoordModel(), loader, device=CPU, num_classes=3, amp="off")
+    single = evaluate(CoordModel(), loader, device=CPU, num_classes=3, arithmetic=FP32)
     assert single.scores["pixel_accuracy"] < 1.0
 
 
@@ -187,7 +187,7 @@ def test_scale_equivariant_model_keeps_its_answer_across_scales_and_flip():
         num_classes=3,
         scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
         flip=True,
-        amp="off",
+        arithmetic=FP32,
     )
     assert result.scores["pixel_accuracy"] == 1.0
     assert result.confusion.matrix.sum() == (mask != 255).sum()
@@ -200,8 +200,10 @@ def test_padded_batches_score_like_single_images():
     ds = ToyVOC(SIZES, noise=0.8)
     model = LocalModel()
     padded = DataLoader(ds, batch_size=3, collate_fn=pad_collate)
-    batched = evaluate(model, padded, device=CPU, num_classes=3, amp="off")
-    single = evaluate(model, DataLoader(ds, batch_size=1), device=CPU, num_classes=3, amp="off")
+    batched = evaluate(model, padded, device=CPU, num_classes=3, arithmetic=FP32)
+    single = evaluate(
+        model, DataLoader(ds, batch_size=1), device=CPU, num_classes=3, arithmetic=FP32
+    )
     assert torch.equal(batched.confusion.matrix, single.confusion.matrix)
     assert batched.confusion.matrix.sum() == sum(h * w for h, w in SIZES)
     assert 0.5 < batched.scores["pixel_accuracy"] < 1.0  # the noise makes it imperfect
@@ -213,7 +215,7 @@ def test_loss_is_the_mean_over_valid_pixels():
     ds.samples[1][1][:4] = 255  # some void inside an image
     loader = DataLoader(ds, batch_size=2, collate_fn=pad_collate)  # batches of 2 and 1 images
     ce = nn.CrossEntropyLoss(ignore_index=255)
-    result = evaluate(model, loader, device=CPU, num_classes=3, criterion=ce, amp="off")
+    result = evaluate(model, loader, device=CPU, num_classes=3, criterion=ce, arithmetic=FP32)
     with torch.no_grad():
         total = sum(
             F.cross_entropy(
@@ -230,7 +232,9 @@ def test_export_writes_voc_palette_pngs_cropped_to_each_image(tmp_path):
     ds = ToyVOC(SIZES, noise=0.8, void_last_row=True)
     model = LocalModel()
     loader = DataLoader(ds, batch_size=3, collate_fn=pad_collate)
-    evaluate(model, loader, device=CPU, num_classes=3, export_dir=tmp_path / "pred", amp="off")
+    evaluate(
+        model, loader, device=CPU, num_classes=3, export_dir=tmp_path / "pred", arithmetic=FP32
+    )
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [f"{i}.png" for i in ds.ids]
     for (image, _), name in zip(ds, ds.ids, strict=True):
         with Image.open(tmp_path / "pred" / f"{name}.png") as png:
@@ -256,7 +260,7 @@ def test_export_names_follow_the_sampler_order(tmp_path):
     ds = ToyVOC(SIZES)
     loader = DataLoader(ds, batch_size=2, sampler=[2, 0, 1], collate_fn=pad_collate)
     model = LocalModel()
-    evaluate(model, loader, device=CPU, num_classes=3, export_dir=tmp_path, amp="off")
+    evaluate(model, loader, device=CPU, num_classes=3, export_dir=tmp_path, arithmetic=FP32)
     for (image, _), name in zip(ds, ds.ids, strict=True):
         with Image.open(tmp_path / f"{name}.png") as png:
             assert png.size == (image.shape[2], image.shape[1])
@@ -269,7 +273,13 @@ def test_export_names_follow_the_sampler_order(tmp_path):
 def test_runs_in_eval_and_inference_mode_and_restores_the_mode(was_training):
     model = CoordModel().train(was_training)
     x = torch.randn(1, 3, 4, 8)
-    evaluate(model, [(x, torch.zeros(1, 4, 8, dtype=torch.long))], device=CPU, num_classes=3)
+    evaluate(
+        model,
+        [(x, torch.zeros(1, 4, 8, dtype=torch.long))],
+        device=CPU,
+        num_classes=3,
+        arithmetic=FP32,
+    )
     assert model.training is was_training
     assert model.seen[0]["training"] is False
     assert model.seen[0]["inference_mode"] is True
@@ -280,12 +290,13 @@ def test_autocast_and_memory_format_follow_the_arguments(amp, channels_last):
     model = CoordModel()
     x = torch.randn(2, 3, 4, 8)
     batch = [(x, torch.zeros(2, 4, 8, dtype=torch.long))]
-    result = evaluate(model, batch, device=CPU, num_classes=3, amp=amp, channels_last=channels_last)
+    arithmetic = Arithmetic(amp, channels_last)
+    result = evaluate(model, batch, device=CPU, num_classes=3, arithmetic=arithmetic)
     assert model.seen[0]["autocast"] is (amp == "bf16")
     if amp == "bf16":
         assert model.seen[0]["autocast_dtype"] == torch.bfloat16
     assert model.seen[0]["channels_last"] is channels_last
-    assert result.choice.path == Path(amp, channels_last) and result.choice.how == "given"
+    assert result.arithmetic == arithmetic
 
 
 def test_uint8_batches_score_as_their_normalised_floats():
@@ -305,7 +316,12 @@ def test_uint8_batches_score_as_their_normalised_floats():
     model = Recording()
     results = [
         evaluate(
-            model, [(batch, masks)], device=CPU, num_classes=3, criterion=nn.CrossEntropyLoss()
+            model,
+            [(batch, masks)],
+            device=CPU,
+            num_classes=3,
+            criterion=nn.CrossEntropyLoss(),
+            arithmetic=FP32,
         )
         for batch in (images, normalize(images))
     ]
@@ -331,7 +347,7 @@ def varied_voc(tmp_path_factory):
 def os16_checkpoint(varied_voc, tmp_path_factory):
     """A small DeepLabv3 (image pooling on) trained one epoch at output stride 16 on 32-px
     resized images: its checkpoint."""
-    from deeplab_kit.training.config import RunConfig
+    from deeplab_kit.config import RunConfig
     from deeplab_kit.training.loop import train
 
     config = RunConfig.from_recipe(
@@ -377,7 +393,7 @@ def test_a_prediction_does_not_depend_on_the_other_images_of_its_batch(scales, f
 
     def matrix(loader):
         return evaluate(
-            model, loader, device=CPU, num_classes=3, scales=scales, flip=flip, amp="off"
+            model, loader, device=CPU, num_classes=3, scales=scales, flip=flip, arithmetic=FP32
         ).confusion.matrix
 
     alone = matrix(DataLoader(ds, batch_size=1))
@@ -468,7 +484,7 @@ def test_a_model_evaluated_in_another_memory_format_can_still_be_trained():
     model = build_model(backbone="resnet26", backbone_width=8, aspp_channels=8)
     model.to(memory_format=torch.channels_last)
     batch = [(torch.randn(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long))]
-    evaluate(model, batch, device=CPU, amp="off", channels_last=False)
+    evaluate(model, batch, device=CPU, arithmetic=FP32)
     assert not any(p.is_inference() for p in model.parameters())
     x = torch.randn(1, 3, 32, 32, requires_grad=True)
     model.eval()(x)["out"].sum().backward()

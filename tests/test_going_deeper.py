@@ -4,9 +4,9 @@ its runs and its statistics, on a tiny budget."""
 import pandas as pd
 import pytest
 
+from deeplab_kit.config import RunConfig
 from deeplab_kit.course import going_deeper
 from deeplab_kit.course.experiments import run_folder
-from deeplab_kit.training.config import RunConfig
 
 TINY = dict(
     backbone_width=4,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deeplab_kit.training import lock as lock_module
-from deeplab_kit.training.lock import LOCK_NAME, RunFolderBusy, RunLock
+from deeplab_kit.runtime import lock as lock_module
+from deeplab_kit.runtime.lock import LOCK_NAME, RunFolderBusy, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,10 +91,10 @@ def test_a_second_train_fails_at_once_and_a_killed_run_resumes(synthetic_root, t
         while not list((out / "checkpoints").glob("epoch-*.pt")):  # it is training
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.2)
-        started = time.monotonic()
-        command = train_command(synthetic_root, out)
+        # At once: before any work. Given data that do not exist, the second would fail on them
+        # if it read them first; it fails on the lock instead.
+        command = train_command(tmp_path / "no-data-here", out)
         second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-        assert time.monotonic() - started < 20
         assert second.returncode == 2
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and f"is being written by process {first.pid}" in lines[0]

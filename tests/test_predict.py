@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from deeplab_kit.cli import main
+from deeplab_kit.config import RunConfig
 from deeplab_kit.data.classes import VOC_PALETTE
 from deeplab_kit.data.synthetic import make_voc_like_tree
 from deeplab_kit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_kit.model import from_preset
 from deeplab_kit.predict import load_predictor, predict_files
-from deeplab_kit.training.config import RunConfig
 from deeplab_kit.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from deeplab_kit.cli import main
+from deeplab_kit.config import RECIPES
 from deeplab_kit.course import ablation, provenance, results
-from deeplab_kit.training import machine
-from deeplab_kit.training.config import RECIPES
+from deeplab_kit.runtime import fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,7 +132,7 @@ def test_a_machine_with_the_same_model_name_but_other_flags_retrains_within_the_
 ):
     record = _provenance("going-deeper")
     other = {**record["machine"], "isa": ["avx512f", "avx2"]}  # as stored, but no AMX or BF16
-    monkeypatch.setattr(machine, "fingerprint", lambda device="cpu": other)
+    monkeypatch.setattr(fingerprint, "of_machine", lambda device="cpu": other)
     same, why = provenance.same_kernels(record)
     assert not same and why.startswith("same model name, other instruction sets")
     assert results.retrain_first_epoch("going-deeper", results.store("going-deeper")) == []

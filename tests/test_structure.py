@@ -1,5 +1,19 @@
-"""The package's shape: two tiers (the core never imports the course layer), no import cycle
-counting imports inside functions, imports at the top, and a README that lists every module."""
+"""The package's shape: layers that only look down, no import cycle (imports inside functions
+count), imports at the top, and a README that lists every module.
+
+The layers, bottom to top (README's module table has the same order):
+  basics       files, config (the settings, torch-free), data.classes
+  metrics      the confusion matrix and its scores
+  runtime      device, processes, arithmetic, machine fingerprint, checkpoints, lock, run files
+  model        backbone, model
+  data         datasets, transforms, loaders, cache, downloads, the generated set
+  evaluation   evaluate
+  training     the training loop and its parts
+  applications predict
+  course       what the notebooks teach with
+  command line cli, __main__
+A module imports only from its own layer or the layers below; the core (everything under the
+course) never imports the course."""
 
 from __future__ import annotations
 
@@ -68,6 +82,53 @@ def through_own_package(cycle: list[str]) -> bool:
     return any(all(n == p or n.startswith(p + ".") for n in cycle) for p in packages)
 
 
+LAYERS = (
+    ("basics", ("deeplab_kit.files", "deeplab_kit.config", "deeplab_kit.data.classes")),
+    ("metrics", ("deeplab_kit.metrics",)),
+    ("runtime", ("deeplab_kit.runtime",)),
+    ("model", ("deeplab_kit.backbone", "deeplab_kit.model")),
+    ("data", ("deeplab_kit.data",)),
+    ("evaluation", ("deeplab_kit.evaluate",)),
+    ("training", ("deeplab_kit.training",)),
+    ("applications", ("deeplab_kit.predict",)),
+    ("course", ("deeplab_kit.course",)),
+    ("command line", ("deeplab_kit.cli", "deeplab_kit.__main__")),
+)
+
+
+def layer(name: str) -> int:
+    """The layer of a module: the one whose longest prefix matches it."""
+    matches = [
+        (len(prefix), index)
+        for index, (_, prefixes) in enumerate(LAYERS)
+        for prefix in prefixes
+        if name == prefix or name.startswith(prefix + ".")
+    ]
+    assert matches, f"{name} is in no layer: add it to LAYERS (and README's table)"
+    return max(matches)[1]
+
+
+def test_layers_only_look_down():
+    """Every explicit import, inside functions too, goes to the importer's layer or below.
+    (Importing a package's module also runs its __init__; the packages' __init__ files import
+    nothing at their top level, so that implicit edge runs no code of a higher layer.)"""
+    upward = []
+    for name, path in modules().items():
+        if name == "deeplab_kit":
+            continue
+        for target, _ in imports(name, path):
+            if layer(target) > layer(name):
+                upward.append(
+                    f"{name} ({LAYERS[layer(name)][0]}) -> {target} ({LAYERS[layer(target)][0]})"
+                )
+    assert upward == []
+    for path in PACKAGE.rglob("__init__.py"):
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        assert all(n.module == "__future__" for n in top if isinstance(n, ast.ImportFrom)), path
+        assert not any(isinstance(n, ast.Import) for n in top), path
+
+
 def is_course(name: str) -> bool:
     return name.startswith("deeplab_kit.course")
 
@@ -130,7 +191,7 @@ def test_readme_lists_every_module_of_the_package():
     wanted.discard("deeplab_kit")
     shown = {entry.replace(".", "/") for entry in listed}
     assert shown == wanted
-    for package in ("data", "training", "course"):
+    for package in ("data", "runtime", "training", "course"):
         doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
         in_doc = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", doc, re.M))
         names = {n for pair in in_doc for n in pair if n}

@@ -5,7 +5,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from deeplab_kit.cli import main
-from deeplab_kit.training.config import RunConfig
+from deeplab_kit.config import RunConfig
 from deeplab_kit.training.loop import train
 from deeplab_kit.training.tensorboard import FOLDER, Board
 

@@ -13,7 +13,7 @@ from torch import nn  # noqa: E402
 from deeplab_kit.course.atrous import aspp_table, feature_size, valid_share  # noqa: E402
 from deeplab_kit.course.figures import color_mask  # noqa: E402
 from deeplab_kit.course.widgets import atrous_rate_explorer, prediction_browser  # noqa: E402
-from deeplab_kit.evaluate import predict  # noqa: E402
+from deeplab_kit.evaluate import predicted_classes  # noqa: E402
 
 
 def _legend(fig):
@@ -90,6 +90,6 @@ def test_prediction_browser_shows_the_selected_sample_and_its_predictions():
     assert pred_ax.get_title() == "tiny"
     assert np.array_equal(truth_ax.images[0].get_array(), color_mask(truth))
     expected = model.conv(image[None]).argmax(1)[0]
-    assert torch.equal(predict(model, image), expected)
+    assert torch.equal(predicted_classes(model, image), expected)
     assert np.array_equal(pred_ax.images[0].get_array(), color_mask(expected))
     assert model.training  # predicting left the model's mode as it was

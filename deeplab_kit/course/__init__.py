@@ -13,8 +13,9 @@
 | `going_deeper` | the paper's going-deeper experiment: output stride and cascaded blocks |
 | `results` | stored results: make, verify, read |
 | `provenance` | how and where a stored result was made |
-| `quoted` | numbers quoted from the report, the paper and torchvision; the report's Table 1 |
+| `quoted_numbers` | numbers quoted from the report, the paper and torchvision, with their sources |
+| `table1` | the report's Table 1 worked through: quoted beside measured, the bound, micro vs macro |
 | `demo` | the demo run |
-| `profiles` | notebook profiles (quick, cpu, full, rehearsal) and data preparation |
+| `notebook_profiles` | notebook profiles (quick, cpu, full, rehearsal) and data preparation |
 | `colab` | Colab, Google Drive and the repository's address |
 """

@@ -37,6 +37,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from deeplab_kit.config import RunConfig
 from deeplab_kit.course.atrous import (
     effective_rates,
     feature_size,
@@ -57,8 +58,8 @@ from deeplab_kit.data.transforms import model_input, transforms_for
 from deeplab_kit.data.voc import VOCDataset
 from deeplab_kit.evaluate import evaluate
 from deeplab_kit.files import atomic_write, plain, write_json, write_text
-from deeplab_kit.training.config import RunConfig
-from deeplab_kit.training.run_files import metrics_dict
+from deeplab_kit.runtime.arithmetic import Arithmetic
+from deeplab_kit.runtime.run_files import metrics_dict
 
 # ASPP settings: label -> (rates, image pooling).
 SETTINGS: dict[str, tuple[tuple[int, ...], bool]] = {
@@ -101,9 +102,9 @@ def configs(base: RunConfig) -> dict[str, RunConfig]:
     found = {}
     for backbone, fields in BACKBONES.items():
         fields = dict(fields)
-        stride = fields.get("output_stride", base.output_stride)
-        if stride != base.output_stride:
-            fields["image_size"] = base.image_size * stride // base.output_stride
+        stride = fields.get("output_stride", base.model.output_stride)
+        if stride != base.model.output_stride:
+            fields["image_size"] = base.image_size * stride // base.model.output_stride
         for setting, (rates, pooling) in SETTINGS.items():
             config = base.replace(**fields, atrous_rates=rates, image_pooling=pooling)
             found[run_label(backbone, setting)] = config
@@ -116,11 +117,11 @@ def equivalent_settings(settings: Mapping[str, RunConfig]) -> dict[str, str]:
     first: dict[tuple, str] = {}
     same = {}
     for label, config in settings.items():
-        size = feature_size(config.image_size, config.output_stride)
+        size = feature_size(config.image_size, config.model.output_stride)
         key = (
-            config.backbone_stages,
-            config.image_pooling,
-            effective_rates(size, config.atrous_rates),
+            config.model.backbone_stages,
+            config.model.image_pooling,
+            effective_rates(size, config.model.atrous_rates),
         )
         if key in first:
             same[label] = first[key]
@@ -138,17 +139,15 @@ def geometry_table(base: RunConfig) -> pd.DataFrame:
     rows = []
     for label, config in settings.items():
         backbone, setting = label.split(" / ")
-        model = config.model_kwargs()
-        model.pop("pretrained_backbone")
-        field = receptive_field_from_config({**model, "image_pooling": False})
-        size = feature_size(config.image_size, config.output_stride)
-        shares = [valid_share(size, rate) for rate in config.atrous_rates]
+        field = receptive_field_from_config(config.model, image_pooling=False)
+        size = feature_size(config.image_size, config.model.output_stride)
+        shares = [valid_share(size, rate) for rate in config.model.atrous_rates]
         rows.append(
             {
                 "backbone": backbone,
                 "setting": setting,
-                "rates": tuple(config.atrous_rates),
-                "image_pooling": config.image_pooling,
+                "rates": tuple(config.model.atrous_rates),
+                "image_pooling": config.model.image_pooling,
                 "feature map": f"{size}x{size}",
                 "valid per branch": " / ".join(f"{share:.0%}" for share in shares) or "-",
                 "backbone field (px)": field.backbone,
@@ -177,7 +176,7 @@ COLUMNS = (
     "last two epochs gain",
     "epochs",
     "train seconds",
-    "path",
+    "arithmetic",
     "finished",
 )
 
@@ -255,12 +254,12 @@ class Measure:
             if self.erf_images and not (run / "erf.npy").is_file():
                 grad = measure_erf(outcome.model, val_set, self.erf_images)
                 atomic_write(run / "erf.npy", lambda file: np.save(file, grad))
-        size = feature_size(config.image_size, config.output_stride)
+        size = feature_size(config.image_size, config.model.output_stride)
         return {
             "backbone": backbone,
             "setting": setting,
-            "rates": tuple(config.atrous_rates),
-            "image_pooling": config.image_pooling,
+            "rates": tuple(config.model.atrous_rates),
+            "image_pooling": config.model.image_pooling,
             "feature map": f"{size}x{size}",
             "interior miou": _read_json(run / "interior.json").get("miou"),
             **erf_radii(run),
@@ -316,10 +315,8 @@ def _score_interior(model, config: RunConfig, dataset: InteriorMasks, run: Path)
         model,
         loader,
         device="cpu",
-        num_classes=config.num_classes,
-        path=None,
-        amp="off",
-        channels_last=False,
+        num_classes=config.model.num_classes,
+        arithmetic=Arithmetic(),
     )
     write_json(run / "interior.json", metrics_dict(result.confusion, distance=dataset.distance))
 

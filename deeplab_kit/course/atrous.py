@@ -18,7 +18,6 @@ Sizes are an int (a square map) or a (height, width) pair; positions are (row, c
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,13 +28,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deeplab_kit.backbone import BACKBONE_BLOCKS, output_strides, stage_plan
+from deeplab_kit.backbone import stage_plan
+from deeplab_kit.config import ModelConfig, output_strides
 from deeplab_kit.model import (
     ASPPPooling,
     DeepLabV3,
     aspp_of,
     aspp_rates,
-    build_model,
 )
 
 Size = int | tuple[int, int]
@@ -51,7 +50,7 @@ def _pair(size: Size, name: str = "size") -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _check_rate(rate: int) -> int:
+def check_rate(rate: int) -> int:
     if int(rate) != rate or rate < 1:
         raise ValueError(f"rate must be a positive integer, got {rate!r}")
     return int(rate)
@@ -65,7 +64,7 @@ def tap_offsets(rate: int, kernel_size: int = 3) -> np.ndarray:
 
     For a 3x3 kernel these are {-rate, 0, rate} x {-rate, 0, rate}, row by row.
     """
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd and positive, got {kernel_size!r}")
     steps = np.arange(kernel_size) - kernel_size // 2  # (k,): -1, 0, 1 for k = 3
@@ -127,7 +126,7 @@ def valid_share(size: Size, rate: int, kernel_size: int = 3) -> float:
     1/9 once r >= max(h, w).
     """
     h, w = _pair(size)
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     steps = np.abs(np.arange(kernel_size) - kernel_size // 2)  # |t| for each tap of an axis
     mean_rows = np.maximum(h - steps * rate, 0).sum() / h
     mean_cols = np.maximum(w - steps * rate, 0).sum() / w
@@ -138,7 +137,7 @@ def valid_tap_counts(size: Size, rate: int, kernel_size: int = 3) -> dict[int, f
     """The share of output positions at which exactly n of the k*k taps are valid, for each n
     that occurs: the paper's Figure 4 plots these for n = 1, 4, 9 on a 65 x 65 map."""
     h, w = _pair(size)
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     counts = np.outer(
         _valid_counts_1d(h, rate, kernel_size), _valid_counts_1d(w, rate, kernel_size)
     )
@@ -157,7 +156,7 @@ def effective_rates(size: Size, rates: Sequence[int]) -> tuple[tuple[int, int], 
     """
     h, w = _pair(size)
     return tuple(
-        (r if r < h else 0, r if r < w else 0) for r in (_check_rate(rate) for rate in rates)
+        (r if r < h else 0, r if r < w else 0) for r in (check_rate(rate) for rate in rates)
     )
 
 
@@ -170,7 +169,7 @@ def dilate_kernel(weight: torch.Tensor, rate: int) -> torch.Tensor:
     An ordinary convolution with the result equals the atrous convolution with `weight` at
     `rate` ("atrous" is French for "with holes": the holes are these zeros).
     """
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     out_c, in_c, kh, kw = weight.shape
     dilated = weight.new_zeros(out_c, in_c, rate * (kh - 1) + 1, rate * (kw - 1) + 1)
     dilated[:, :, ::rate, ::rate] = weight
@@ -186,7 +185,7 @@ def atrous_conv_by_phases(x: torch.Tensor, weight: torch.Tensor, rate: int) -> t
     implemented ("space to batch") and why it costs no more than an ordinary convolution.
     x: (N, C, H, W); weight: (O, C, 3, 3); returns (N, O, H, W).
     """
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     n, _, h, w = x.shape
     out = x.new_zeros(n, weight.shape[0], h, w)
     for a in range(min(rate, h)):
@@ -286,48 +285,26 @@ def receptive_field(model: DeepLabV3) -> ReceptiveField:
     return ReceptiveField(stages, strides, _branches(rf, stride, aspp_rates(head), pooling))
 
 
-_BUILD_DEFAULTS = {name: p.default for name, p in inspect.signature(build_model).parameters.items()}
-
-
-def receptive_field_from_config(config: Mapping | None = None, **overrides) -> ReceptiveField:
-    """The same numbers as `receptive_field(build_model(**config))`, by arithmetic alone.
-
-    `config` holds `build_model` arguments (a model's `config`, or a preset from
-    `deeplab_kit.training.config.MODEL_PRESETS`); missing ones take `build_model`'s defaults.
-    """
-    config = {**_BUILD_DEFAULTS, **(config or {}), **overrides}
-    unknown = sorted(set(config) - set(_BUILD_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"unknown build_model argument(s) {unknown}; known: {sorted(_BUILD_DEFAULTS)}"
-        )
-    if config["backbone"] not in BACKBONE_BLOCKS:
-        raise ValueError(
-            f"unknown backbone {config['backbone']!r}; choose one of {sorted(BACKBONE_BLOCKS)}"
-        )
-    layer4_blocks = BACKBONE_BLOCKS[config["backbone"]][3]
-    if config["multi_grid"] is not None and len(config["multi_grid"]) != layer4_blocks:
-        raise ValueError(
-            f"multi_grid needs one unit rate per layer4 block ({layer4_blocks}), got {config['multi_grid']}"
-        )
+def receptive_field_from_config(
+    config: ModelConfig | Mapping | None = None, **settings
+) -> ReceptiveField:
+    """The same numbers as `receptive_field(build_model(config, **settings))`, by arithmetic
+    alone: `config` is a ModelConfig (a model's `config`) or its settings as a dict (a preset
+    from `deeplab_kit.config.MODEL_PRESETS`); missing ones take ModelConfig's defaults."""
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig.from_dict(config or {})
+    config = config.replace(**settings)
     rf, stride = _grow(1, 1, 7, 2, 1)  # conv1
     rf, stride = _grow(rf, stride, 3, 2, 1)  # max pool
     stages, strides = {"stem": rf}, {"stem": stride}
-    plan = stage_plan(
-        config["backbone"],
-        config["output_stride"],
-        config["multi_grid"],
-        config["extra_blocks"],
-        config["backbone_stages"],
-    )
-    for name, blocks in plan:
+    for name, blocks in stage_plan(config):
         for step, dilation in blocks:
             rf, stride = _grow(rf, stride, 3, step, dilation)  # the 1x1 convs add nothing
         stages[name], strides[name] = rf, stride
-    if not config["aspp"]:
+    if not config.aspp:
         return ReceptiveField(stages, strides, {"1x1": rf})
-    rates = [_check_rate(r) for r in config["atrous_rates"]]
-    return ReceptiveField(stages, strides, _branches(rf, stride, rates, config["image_pooling"]))
+    rates = [check_rate(r) for r in config.atrous_rates]
+    return ReceptiveField(stages, strides, _branches(rf, stride, rates, config.image_pooling))
 
 
 # --- one ASPP setting in numbers ------------------------------------------------------------------

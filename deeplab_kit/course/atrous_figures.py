@@ -17,6 +17,7 @@ from matplotlib.patches import Circle, Rectangle
 
 from deeplab_kit.course.atrous import (
     Size,
+    check_rate,
     feature_size,
     sampling_positions,
     taps_inside,
@@ -25,7 +26,6 @@ from deeplab_kit.course.atrous import (
 )
 from deeplab_kit.course.erf import erf_radius
 from deeplab_kit.course.figures import KitFigure, as_rgb, figure_and_axes
-from deeplab_kit.model import check_rates
 
 BRANCH_MARKERS = ("o", "s", "D", "^", "v", "P")
 # 12 levels read like contours, and keep the notebook's PNGs small.
@@ -33,8 +33,11 @@ ERF_COLOURS = matplotlib.colormaps["magma"].resampled(12)
 
 
 def _rate_list(rates) -> list[int]:
-    """One rate or several, checked as `build_model` checks them."""
-    return list(check_rates("rates", [rates] if np.isscalar(rates) else rates, allow_none=False))
+    """One rate or several, each a positive integer."""
+    rates = [rates] if np.isscalar(rates) else list(rates)
+    if not rates:
+        raise ValueError("rates must be a non-empty sequence of positive integers, got []")
+    return [check_rate(rate) for rate in rates]
 
 
 def _draw_taps(ax: Axes, center, rates, size: tuple[int, int], scale: int = 1) -> None:

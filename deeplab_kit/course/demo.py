@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
+from deeplab_kit.config import RunConfig
 from deeplab_kit.course.figures import plot_history, plot_predictions
 from deeplab_kit.data.synthetic import DEFAULT_ROOT, make_synthetic_voc
 from deeplab_kit.data.transforms import transforms_for
 from deeplab_kit.data.voc import VOCDataset
 from deeplab_kit.files import atomic_write
-from deeplab_kit.training.config import RunConfig
+from deeplab_kit.runtime.run_files import write_tables
 from deeplab_kit.training.loop import RunResult, train
-from deeplab_kit.training.run_files import write_tables
 
 # The synthetic dataset the demo trains on (see make_synthetic_voc).
 DEMO_DATA = dict(num_train=3000, num_val=100, size=96, seed=0)

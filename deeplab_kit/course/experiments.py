@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -39,12 +40,16 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from deeplab_kit.config import RunConfig
 from deeplab_kit.files import write_json
 from deeplab_kit.model import describe
-from deeplab_kit.training.checkpoint import check_config, find_checkpoints
-from deeplab_kit.training.config import RunConfig
-from deeplab_kit.training.loop import build_run_model, train
-from deeplab_kit.training.run_files import read_metrics
+from deeplab_kit.runtime.arithmetic import choose
+from deeplab_kit.runtime.checkpoint import check_config, find_checkpoints
+from deeplab_kit.runtime.run_files import read_metrics
+from deeplab_kit.training.build import build_run_model
+from deeplab_kit.training.loop import train
+from deeplab_kit.training.schedule import make_optimizer
+from deeplab_kit.training.step import TrainStep
 
 RUN_FILES = ("history.csv", "metrics.json", "config.json")
 
@@ -85,7 +90,7 @@ def train_or_reuse(
     """Train the run folder `run` to the end of `config` (resuming), or reuse a finished one
     whose checkpoints were deleted (its configuration checked first)."""
     if _finished_without_checkpoints(run, config):
-        check_config(json.loads((run / "config.json").read_text()), config.to_dict(), run)
+        check_config(json.loads((run / "config.json").read_text()), config, run)
         history = pd.read_csv(run / "history.csv").to_dict("records")
         model = build_run_model(config, pretrained=False)
         return Outcome(model, history, read_metrics(run), True, True)
@@ -191,6 +196,13 @@ def run_grid(
     return [rows[label, seed] for label in settings for seed in seeds]
 
 
+def _arithmetic(history: list[dict]) -> str | None:
+    """The arithmetic a run's last epoch ran in ("path" in histories older than the name)."""
+    last = history[-1] if history else {}
+    value = last.get("arithmetic", last.get("path"))
+    return None if value is None else str(value)
+
+
 def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
@@ -222,7 +234,7 @@ def _row(label, config, run, outcome: Outcome, measure) -> dict:
         "pixel_accuracy": metrics.get("pixel_accuracy"),
         "epochs": len(history),
         "train seconds": round(sum(float(row["seconds"]) for row in history), 1),
-        "path": str(history[-1].get("path")) if history else None,
+        "arithmetic": _arithmetic(history),
         "finished": outcome.finished,
     }
 
@@ -230,6 +242,28 @@ def _row(label, config, run, outcome: Outcome, measure) -> dict:
 def architecture(outcome: Outcome) -> dict:
     """What the trained network really is (`model.describe`), for a row."""
     return describe(outcome.model)
+
+
+def seconds_per_step(config: RunConfig, steps: int = 2) -> float:
+    """A training step's median seconds here, on a random batch of the run's shape in the
+    arithmetic the run would take, after one step to warm up (for estimates before a long run)."""
+    model = build_run_model(config, pretrained=False)
+    arithmetic = choose(
+        config.device if config.device != "auto" else "cpu", config.amp, config.channels_last
+    )
+    step = TrainStep(model, make_optimizer(model, config), device="cpu", arithmetic=arithmetic)
+    generator = torch.Generator().manual_seed(0)
+    shape = (config.batch_size, 3, config.image_size, config.image_size)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+    targets = torch.randint(
+        0, config.model.num_classes, (shape[0], *shape[2:]), generator=generator
+    )
+    times = []
+    for _ in range(steps + 1):
+        started = time.perf_counter()
+        step(images, targets)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times[1:]))
 
 
 # --- convergence ----------------------------------------------------------------------------
@@ -359,6 +393,6 @@ RUN_COLUMNS = (
     "pixel_accuracy",
     "epochs",
     "train seconds",
-    "path",
+    "arithmetic",
     "finished",
 )

@@ -27,7 +27,7 @@ from matplotlib.patches import Patch
 
 from deeplab_kit.data.classes import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE
 from deeplab_kit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from deeplab_kit.training.run_files import HISTORY_COLUMNS
+from deeplab_kit.runtime.run_files import HISTORY_COLUMNS
 
 SESSION_COLOURS = ("#dce6f2", "#f4e8d6")  # alternating bands
 

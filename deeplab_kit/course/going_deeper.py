@@ -18,7 +18,6 @@ experiments: it is trained once, and its rows appear under both.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,17 +26,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from deeplab_kit.config import RunConfig
 from deeplab_kit.course.atrous import feature_size, receptive_field_from_config
-from deeplab_kit.course.experiments import Outcome, paired_tests, run_grid
+from deeplab_kit.course.experiments import Outcome, paired_tests, run_grid, seconds_per_step
 from deeplab_kit.data.classes import save_mask
 from deeplab_kit.data.transforms import model_input, transforms_for
 from deeplab_kit.data.voc import VOCDataset
 from deeplab_kit.model import build_model, describe
-from deeplab_kit.training import fastpath
-from deeplab_kit.training.config import RunConfig
-from deeplab_kit.training.loop import build_run_model
-from deeplab_kit.training.schedule import make_optimizer
-from deeplab_kit.training.step import TrainStep, probe_batch
 
 OUTPUT_STRIDES = (8, 16, 32, 64, 128, 256)  # (a): block7 at each
 BLOCKS = (4, 5, 6, 7)  # (b): at output stride 16
@@ -85,9 +80,7 @@ def geometry_table(base: RunConfig) -> pd.DataFrame:
     the rates of those that dilate, and the theoretical receptive field of one output."""
     rows = []
     for name, overrides in SETTINGS.items():
-        model = {**base.replace(**overrides).model_kwargs()}
-        model.pop("pretrained_backbone")
-        field = receptive_field_from_config(model)
+        field = receptive_field_from_config(base.replace(**overrides).model)
         side = feature_size(base.image_size, overrides["output_stride"])
         rows.append(
             {
@@ -130,7 +123,7 @@ def measure_run(name: str, config: RunConfig, run: Path, outcome: Outcome) -> di
     """A run's own columns: its feature map; seed 0 also stores its predictions."""
     if config.seed == 0 and outcome.finished and not outcome.reused:
         _store_predictions(outcome.model, config, run)
-    side = feature_size(config.image_size, config.output_stride)
+    side = feature_size(config.image_size, config.model.output_stride)
     return {"feature map": f"{side}x{side}"}
 
 
@@ -145,7 +138,7 @@ COLUMNS = (
     "pixel_accuracy",
     "epochs",
     "train seconds",
-    "path",
+    "arithmetic",
     "finished",
 )
 
@@ -206,24 +199,12 @@ def split_predictions(path) -> list[np.ndarray]:
 
 
 def estimate_minutes(base: RunConfig, seeds: Sequence[int], train_images: int) -> pd.DataFrame:
-    """Before a long run: each setting's seconds per training step here (two steps timed on a
-    random batch of the run's shape, after one to warm up, in the path the run would take) and
-    the minutes its runs would take, validation aside."""
+    """Before a long run: each setting's seconds per training step here (`seconds_per_step`, in
+    the arithmetic the run would take) and the minutes its runs would take, validation aside."""
     rows = []
     for name, overrides in SETTINGS.items():
         config = base.replace(**overrides)
-        model = build_run_model(config, pretrained=False)
-        optimizer = make_optimizer(model, config)
-        step = TrainStep(
-            model,
-            optimizer,
-            device=config.device,
-            amp=config.amp,
-            channels_last=config.channels_last,
-        )
-        batch = probe_batch(config.batch_size, config.image_size, config.num_classes)
-        step.resolve(*batch)
-        seconds = fastpath.median_seconds(functools.partial(step, *batch), step.device, budget=0.0)
+        seconds = seconds_per_step(config)
         steps = config.epochs * (train_images // config.batch_size)
         minutes = round(seconds * steps * len(seeds) / 60, 1)
         rows.append({"setting": name, "seconds per step": round(seconds, 3), "minutes": minutes})
@@ -234,8 +215,7 @@ def stage_table(base: RunConfig, output_strides: Sequence[int]) -> pd.DataFrame:
     """Each stage's stride and dilations at each output stride, read back from built models."""
     columns = {}
     for stride in output_strides:
-        config = base.replace(output_stride=stride, pretrained_backbone=False)
-        info = describe(build_model(**config.model_kwargs()))
+        info = describe(build_model(base.model, output_stride=stride, pretrained_backbone=False))
         columns[f"OS {stride}"] = {
             name: f"stride {info['strides'][name][0]}, dilation {info['dilations'][name]}"
             for name in info["strides"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from deeplab_kit.training import machine
+from deeplab_kit.runtime import fingerprint
 
 
 def now() -> str:
@@ -85,7 +85,7 @@ def start(command: str | None = None, device: torch.device | str = "cpu") -> dic
         "command": command or command_line(),
         "commit": commit,
         "clean": clean,
-        "machine": machine.fingerprint(device),
+        "machine": fingerprint.of_machine(device),
         **versions(),
         "python": platform.python_version(),
         "started": now(),
@@ -105,8 +105,8 @@ def finish(record: dict, earlier_seconds: float = 0.0) -> dict:
 
 def same_kernels(record: dict) -> tuple[bool, str]:
     """Whether this machine computes as the one a record was made on, bit for bit: the same
-    kernel-selecting fingerprint (`machine.same_kernels`) and the same torch version; and why."""
-    same, why = machine.same_kernels(record.get("machine", {}), machine.fingerprint())
+    kernel-selecting fingerprint (`fingerprint.same_kernels`) and the same torch version; and why."""
+    same, why = fingerprint.same_kernels(record.get("machine", {}), fingerprint.of_machine())
     if same and record.get("torch") != torch.__version__:
         return False, f"{why}, but torch {torch.__version__} here, {record.get('torch')} stored"
     return same, why + (f", torch {torch.__version__}" if same else "")
@@ -121,7 +121,7 @@ def describe(record: dict) -> str:
         [
             f"command:  {record.get('command', '?')}",
             f"code:     commit {commit}{state}",
-            f"machine:  {machine.describe(record.get('machine', {}))}; torch {record.get('torch', '?')}",
+            f"machine:  {fingerprint.describe(record.get('machine', {}))}; torch {record.get('torch', '?')}",
             f"took:     {record.get('seconds', 0) / 60:.0f} min"
             + (f" in {sessions} sessions" if sessions > 1 else "")
             + f", finished {record.get('ended', '?')}",

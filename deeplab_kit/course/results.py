@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from deeplab_kit.config import RunConfig, flat
 from deeplab_kit.course import ablation, going_deeper, provenance
 from deeplab_kit.course.atrous import feature_size
 from deeplab_kit.course.colab import checkout, in_colab, raw_url
@@ -47,10 +48,10 @@ from deeplab_kit.course.demo import DEMO_DATA, run_demo
 from deeplab_kit.course.experiments import last_gain, run_folder, setting_folder, threads_per_worker
 from deeplab_kit.data.synthetic import DEFAULT_ROOT, GENERATOR_VERSION, make_synthetic_voc
 from deeplab_kit.files import plain, write_json, write_text
-from deeplab_kit.training import fastpath, machine
-from deeplab_kit.training.config import RunConfig
+from deeplab_kit.runtime import fingerprint
+from deeplab_kit.runtime.arithmetic import Arithmetic
+from deeplab_kit.runtime.run_files import metrics_dict, read_confusion, write_tables
 from deeplab_kit.training.loop import train
-from deeplab_kit.training.run_files import metrics_dict, read_confusion, write_tables
 
 WORK = Path("runs") / "results"  # under the checkout
 PROVENANCE = "provenance.json"
@@ -207,7 +208,7 @@ def _make_demo(work: Path, progress: bool) -> dict:
 
 def _check_demo(folder: Path) -> list[str]:
     problems = _check_run(folder)
-    problems += _check_config(folder / "config.json", demo_config().to_dict())
+    problems += _check_config(folder / "config.json", demo_config())
     problems += _check_tables(folder)
     return problems
 
@@ -413,8 +414,7 @@ def _check_experiment(
     """What both experiments' tables share: the configuration the current code would run, the
     CSV equal to the JSON's rows, the provenance at the JSON's top level."""
     problems = []
-    if record.get("config") != base.to_dict():
-        problems.append(_stale(f"{name}.json", record.get("config", {}), base.to_dict()))
+    problems += _check_config_dict(f"{name}.json", record.get("config"), base)
     csv = folder / f"{name}.csv"
     if not csv.is_file() or csv.read_text() != table.to_csv(index=False):
         problems.append(f"{name}.csv: missing or not {name}.json's rows")
@@ -435,7 +435,7 @@ def _check_row_run(where: str, run: Path, row: dict, config: RunConfig) -> list[
         for key in ("miou", "pixel_accuracy")
         if metrics.get(key) != row[key]
     ]
-    return problems + _check_config(run / "config.json", config.to_dict())
+    return problems + _check_config(run / "config.json", config)
 
 
 def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> list[str]:
@@ -448,9 +448,9 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
     run = folder / relative
     record = _read_provenance(folder)
     stored = pd.read_csv(run / "history.csv").iloc[0]
-    path = fastpath.Path.parse(stored["path"])
+    arithmetic = Arithmetic.parse(stored.get("arithmetic", stored.get("path")))
     config = RunConfig.from_dict(_read_json(run / "config.json")).replace(
-        session_epochs=1, amp=path.amp, channels_last=path.channels_last
+        session_epochs=1, amp=arithmetic.amp, channels_last=arithmetic.channels_last
     )
     exact, why = provenance.same_kernels(record)
     threads = torch.get_num_threads()
@@ -472,7 +472,9 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
                 f"{name}: {relative}: retrained epoch 1 {key} {new!r}, stored {old!r} ({how})"
             )
     verdict = "matches" if not problems else "DIFFERS"
-    print(f"{name}: retrained epoch 1 of the stored run {relative} in {path}: {verdict}, {how}")
+    print(
+        f"{name}: retrained epoch 1 of the stored run {relative} in {arithmetic}: {verdict}, {how}"
+    )
     return problems
 
 
@@ -516,9 +518,18 @@ def _check_run(run: Path) -> list[str]:
     return problems
 
 
-def _check_config(path: Path, expected: dict) -> list[str]:
-    stored = _read_json(path)
-    return [] if stored == expected else [_stale(str(path), stored, expected)]
+def _check_config(path: Path, expected: RunConfig) -> list[str]:
+    return _check_config_dict(str(path), _read_json(path), expected)
+
+
+def _check_config_dict(where: str, stored: dict | None, expected: RunConfig) -> list[str]:
+    """A stored configuration (in either form, nested or the older flat one) against the one
+    the current code would run: [] when they are the same run, else why it is stale."""
+    try:
+        same = RunConfig.from_dict(stored or {}) == expected
+    except ValueError as error:
+        return [f"{where}: not a configuration the current code reads ({error}): stale"]
+    return [] if same else [_stale(where, flat(RunConfig.from_dict(stored or {})), flat(expected))]
 
 
 def _stale(where: str, stored: dict, expected: dict) -> str:
@@ -676,7 +687,7 @@ def listing() -> pd.DataFrame:
             {
                 "result": name,
                 "minutes": round(record["seconds"] / 60, 1) if record else np.nan,
-                "machine": machine.kind_of(record.get("machine", {})) if record else "",
+                "machine": fingerprint.kind_of(record.get("machine", {})) if record else "",
                 "cores": record.get("machine", {}).get("cores", ""),
                 "commit": commit if record else "(not stored)",
                 "ended": record.get("ended", "")[:10],

@@ -26,7 +26,7 @@ from deeplab_kit.course.atrous_figures import plot_atrous_explorer
 from deeplab_kit.course.colab import in_colab
 from deeplab_kit.course.figures import plot_predictions
 from deeplab_kit.data.classes import VOC_CLASSES
-from deeplab_kit.evaluate import predict
+from deeplab_kit.evaluate import predicted_classes
 from deeplab_kit.predict import input_size, overlay, predict_image
 
 MAX_RATE = 48
@@ -166,7 +166,8 @@ class PredictionBrowser(widgets.VBox):
         """Image, ground truth and every model's prediction for sample `index`."""
         image, truth = self.dataset[index]
         predictions = {
-            name: [predict(model, image, self.device)] for name, model in self.models.items()
+            name: [predicted_classes(model, image, self.device)]
+            for name, model in self.models.items()
         }
         return plot_predictions([image], [truth], predictions, class_names=self.class_names)
 

@@ -9,7 +9,7 @@
 | `classes` | VOC's 21 class names, the void label (255), the mask palette, `save_mask` |
 | `voc` | `VOCDataset` (VOC 2012 and SBD trainaug), finding VOC on disk, reading and checking files, class statistics |
 | `transforms` | joint image/mask transforms keyed by (seed, epoch, index), the presets, ImageNet normalisation |
-| `loader` | a seeded, DDP-aware sampler and a loader that knows its epoch; a run's loaders |
+| `loader` | a seeded, DDP-aware sampler and a loader that knows its epoch |
 | `cache` | a split preprocessed once into memory-mapped uint8 arrays |
 | `download` | VOC and SBD through torchvision (checksummed), with offline guidance |
 | `synthetic`, `synthetic_shapes` | the generated VOC-format dataset and its 20 classes' shapes |

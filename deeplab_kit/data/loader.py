@@ -8,25 +8,12 @@ state of its own.
 
 from __future__ import annotations
 
-import warnings
-from typing import TYPE_CHECKING
-
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from deeplab_kit.data.transforms import (
-    eval_collate,
-    keyed_generator,
-    pad_collate,
-    transforms_for,
-    uint8_where_exact,
-)
-from deeplab_kit.data.voc import VOCDataset
+from deeplab_kit.data.transforms import keyed_generator, pad_collate
 
-if TYPE_CHECKING:
-    from deeplab_kit.training.config import RunConfig
-
-__all__ = ["EpochLoader", "KeyedSampler", "SampleKey", "make_loader", "make_loaders"]
+__all__ = ["EpochLoader", "KeyedSampler", "SampleKey", "make_loader"]
 
 
 class SampleKey(int):
@@ -163,54 +150,3 @@ def make_loader(
         # The loader draws its workers' base seed from this generator, not from the global RNG.
         generator=torch.Generator().manual_seed(seed),
     )
-
-
-def make_loaders(config: RunConfig, context, train_set=None, val_set=None):
-    """A run's training and validation loaders for this process (its shard under DDP), on
-    `config.data_root` unless datasets are given."""
-
-    if train_set is None or val_set is None:
-        if config.data_root is None:
-            raise ValueError(
-                "no data: set data_root (--data ROOT), the folder holding VOCdevkit/VOC2012"
-            )
-
-        def dataset(split: str, preset: str, hflip: bool | None = None):
-            transforms = uint8_where_exact(transforms_for(preset, config.image_size, hflip))
-            return VOCDataset(
-                config.data_root,
-                split=split,
-                transforms=transforms,
-                seed=config.seed,
-                cache_dir=config.cache_dir,
-            )
-
-        if train_set is None:
-            train_set = dataset(config.train_split, config.train_transforms, config.hflip)
-        if val_set is None:
-            val_set = dataset(config.val_split, config.val_transforms)
-    shared = set(getattr(train_set, "ids", ())) & set(getattr(val_set, "ids", ()))
-    if shared and context.is_main:
-        warnings.warn(
-            f"{len(shared)} of the {len(val_set)} validation images are also training images "
-            f"(e.g. {sorted(shared)[0]}): the validation scores overstate the model",
-            stacklevel=3,
-        )
-    common = dict(
-        seed=config.seed,
-        num_workers=config.num_workers,
-        rank=context.rank,
-        world_size=context.world_size,
-    )
-    train_loader = make_loader(
-        train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, **common
-    )
-    val_loader = make_loader(
-        val_set,
-        batch_size=config.eval_batch_size or config.batch_size,
-        shuffle=False,
-        drop_last=False,
-        collate_fn=eval_collate,  # images of different sizes are scored one by one, unpadded
-        **common,
-    )
-    return train_loader, val_loader

@@ -3,13 +3,14 @@
     result = train(config, out_dir)   # resumes from the newest checkpoint that loads
 
     out_dir/checkpoints/epoch-0004.pt ...   the last `keep_last` checkpoints, and best.pt
-    out_dir/history.csv                     one row per epoch (see deeplab_kit.training.run_files)
+    out_dir/history.csv                     one row per epoch (see deeplab_kit.runtime.run_files)
     out_dir/metrics.json                    the last evaluation ("miou" in 0..1 and the rest)
 
 A session reads as named steps (`_train`): resume or start; for each epoch, train it, then
 validate, record and checkpoint; until the run or the session is over; then end the session or
-finish the run (its final multi-scale evaluation). The train step and its path are
-`deeplab_kit.training.step`'s, the loss `.loss`'s, the optimiser and schedule `.schedule`'s.
+finish the run (its final multi-scale evaluation). The run's parts (model, loaders, arithmetic)
+come from `.build`, the train step from `.step`, the loss from `.loss`, the optimiser and
+schedule from `.schedule`.
 
 Run it again with the same config and folder and it resumes from the newest checkpoint that
 loads, in a new session, until `config.epochs`. Resuming is exact: the weights after N epochs
@@ -36,13 +37,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from deeplab_kit.data.loader import make_loaders
+from deeplab_kit.config import RunConfig
 from deeplab_kit.data.transforms import model_input
-from deeplab_kit.evaluate import predict, scored_as, validate
+from deeplab_kit.evaluate import predicted_classes, scored_as, validate
 from deeplab_kit.files import ensure_writable, write_json
-from deeplab_kit.model import build_model, load_torchvision_weights
-from deeplab_kit.training import distributed, fastpath
-from deeplab_kit.training.checkpoint import (
+from deeplab_kit.runtime import distributed
+from deeplab_kit.runtime.checkpoint import (
     BEST,
     CheckpointError,
     check_config,
@@ -54,11 +54,11 @@ from deeplab_kit.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from deeplab_kit.training.config import RunConfig
-from deeplab_kit.training.device import determinism
-from deeplab_kit.training.lock import RunLock
+from deeplab_kit.runtime.device import determinism
+from deeplab_kit.runtime.lock import RunLock
+from deeplab_kit.runtime.run_files import metrics_dict, read_metrics, write_history
+from deeplab_kit.training.build import placed_model, run_arithmetic, run_loaders, steps_per_epoch
 from deeplab_kit.training.loss import Criterion
-from deeplab_kit.training.run_files import metrics_dict, read_metrics, write_history
 from deeplab_kit.training.schedule import (
     check_resumed_epochs,
     epoch_lr,
@@ -66,44 +66,12 @@ from deeplab_kit.training.schedule import (
     make_scheduler,
     warn_about_schedule,
 )
-from deeplab_kit.training.step import TrainStep, keyed_randomness, probe_batch
+from deeplab_kit.training.step import TrainStep, keyed_randomness
 from deeplab_kit.training.tensorboard import Board
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
-
-
-def build_run_model(config: RunConfig, *, pretrained: bool = True) -> nn.Module:
-    """The config's model with weights seeded by config.seed (and pretrained ones if asked)."""
-    kwargs = config.model_kwargs()
-    if not pretrained:
-        kwargs["pretrained_backbone"] = False
-    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG untouched
-        torch.manual_seed(config.seed)
-        model = build_model(**kwargs)
-    if pretrained and config.pretrained_weights:
-        load_torchvision_weights(
-            model, _torchvision_weights(config.pretrained_weights), skip_classifier=True
-        )
-    return model
-
-
-def _torchvision_weights(name: str):
-    """A DeepLabV3_ResNet50_Weights member by name, or a path to a saved state dict."""
-    from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
-
-    if name in DeepLabV3_ResNet50_Weights.__members__:
-        return DeepLabV3_ResNet50_Weights[name]
-    if Path(name).suffix or os.sep in name:
-        return Path(name)
-    raise ValueError(
-        f"pretrained_weights={name!r} is neither a file path nor one of "
-        f"{list(DeepLabV3_ResNet50_Weights.__members__)}"
-    )
-
-
-# --- the run -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -147,9 +115,9 @@ def train(
     A resumed run may change `epochs` when its schedule does not depend on them; a poly or
     cosine run needs `extend=True` to stretch its schedule (see `check_resumed_epochs`).
     Raises an OSError before any work when `out_dir` cannot be written, TrainingDiverged on a
-    NaN/inf loss or weight (the last good checkpoint stays), and a CheckpointError when the
+    NaN/inf loss or weight (the last good checkpoint stays), a CheckpointError when the
     folder's checkpoints cannot be resumed or belong to another run, and a RunFolderBusy when
-    another process is training into `out_dir` (`deeplab_kit.training.lock`).
+    another process is training into `out_dir` (`deeplab_kit.runtime.lock`).
     """
     out_dir = ensure_writable(out_dir)  # a bad --out fails now, not after an epoch of work
     # one writer per run folder: rank 0 holds the lock (RANK is torchrun's, before the group)
@@ -158,21 +126,19 @@ def train(
         context = distributed.setup(config.device)
         try:
             with determinism(config.deterministic, context.device):
-                return _train(config, out_dir, context, progress, train_set, val_set, extend, lock)
+                session = _Session(config, out_dir, context, progress, lock)
+                return _train(session, (train_set, val_set), extend)
         finally:
             distributed.teardown(context)
 
 
-def _train(config, out_dir, context, progress, train_set, val_set, extend, lock) -> RunResult:
+def _train(session: _Session, datasets, extend: bool) -> RunResult:
     """A session, in named steps: resume or start; epoch by epoch train, validate, record and
     checkpoint, until the run or the session is over; then end the session or finish the run."""
-    session = _Session.resume_or_start(
-        config, out_dir, context, progress, train_set, val_set, extend
-    )
-    session.lock = lock
-    if session.state.epoch >= config.epochs:
+    session.resume_or_start(datasets, extend)
+    if session.state.epoch >= session.config.epochs:
         return session.already_done()
-    while session.state.epoch < config.epochs:
+    while session.state.epoch < session.config.epochs:
         if not session.train_epoch():  # the session's time ran out mid-epoch (checkpointed)
             break
         session.validate_record_checkpoint()
@@ -181,109 +147,97 @@ def _train(config, out_dir, context, progress, train_set, val_set, extend, lock)
     return session.end()
 
 
-@dataclass
-class _Parts:
-    """What a session trains with."""
-
-    model: nn.Module  # what runs forward (DDP-wrapped under torchrun)
-    net: nn.Module  # the plain module: its state dict is what checkpoints hold
-    train_loader: object
-    val_loader: object
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    step: TrainStep
-    criterion: Criterion
-    per_epoch: int  # optimiser steps per epoch
-
-
 class _Session:
     """One call of `train`: the run's parts (model, loaders, optimiser, schedule, step) and
     where it stands (`state`, saved in every checkpoint)."""
 
-    def __init__(self, config, out_dir, context, progress, parts: _Parts, state) -> None:
+    def __init__(self, config: RunConfig, out_dir: Path, context, progress: bool, lock) -> None:
         self.config, self.out_dir, self.context, self.progress = config, out_dir, context, progress
+        self.lock = lock  # rank 0's RunLock, refreshed as it trains (None on the other ranks)
         self.checkpoints = out_dir / "checkpoints"
-        self.model, self.net = parts.model, parts.net
-        self.train_loader, self.val_loader = parts.train_loader, parts.val_loader
-        self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
-        self.step, self.criterion, self.per_epoch = parts.step, parts.criterion, parts.per_epoch
-        self.state = state
-        self.result = RunResult(model=self.net, out_dir=out_dir, history=state.history)
         self.started = time.monotonic()  # of the session
         self.session_epochs = 0
-        self.lock: RunLock | None = None  # set by `train` (rank 0)
         self.board = None  # TensorBoard's writer, opened with the session's first epoch
-        self.first_epoch = state.epoch
-        # batches used per epoch (those of an incomplete accumulation at the end are dropped)
-        self.used = self.per_epoch * config.accumulation
 
     # --- resume or start -----------------------------------------------------------------
 
-    @classmethod
-    def resume_or_start(cls, config, out_dir, context, progress, train_set, val_set, extend):
-        """The run's parts, and its state from the newest checkpoint that loads (none: a start).
-        A checkpoint of another configuration, or an epochs change the schedule does not
-        allow, is refused before anything is trained."""
+    def resume_or_start(self, datasets, extend: bool) -> None:
+        """Build the run's parts and take its state from the newest checkpoint that loads
+        (none: a start). A checkpoint of another configuration, or an epochs change the
+        schedule does not allow, is refused before anything is trained."""
+        config, context = self.config, self.context
         warn_about_schedule(config)
-        resumed = _latest_checkpoint(out_dir, config)
-        net = _placed_model(config, context, pretrained=resumed is None)
-        train_loader, val_loader = make_loaders(config, context, train_set, val_set)
-        per_epoch = _steps_per_epoch(config, context, train_loader)
+        resumed = _latest_checkpoint(self.out_dir, config)
+        saved = resumed.state if resumed is not None else None
+        self.net = placed_model(config, context, pretrained=resumed is None)
+        self.train_loader, self.val_loader = run_loaders(config, context, *datasets)
+        self.per_epoch = steps_per_epoch(config, context, self.train_loader)
+        self.used = self.per_epoch * config.accumulation  # batches used per epoch
         change = None
         if resumed is not None:
             change = check_resumed_epochs(
-                resumed.state["config"],
-                config,
-                resumed.path,
-                resumed.state["iteration"],
-                per_epoch,
-                extend,
+                saved["config"], config, resumed.path, saved["iteration"], self.per_epoch, extend
             )
-        optimizer = make_optimizer(net, config)
-        scheduler = make_scheduler(optimizer, config, per_epoch)
-        criterion = Criterion(config.aux_weight)
-        step = TrainStep(
-            net,
-            optimizer,
+        self._build_step(run_arithmetic(config, context.device, saved))
+        self.state = _Progress() if resumed is None else self._restore(saved)
+        self.first_epoch = self.state.epoch
+        self.result = RunResult(model=self.net, out_dir=self.out_dir, history=self.state.history)
+        if self.state.epoch < config.epochs:  # a finished run trains nothing: no session
+            self._say(f"arithmetic: {self.arithmetic}")
+            if resumed is not None:
+                self._say(
+                    f"resuming {resumed.path.name}: epoch {self.state.epoch}, batch "
+                    f"{self.state.batch}; session {self.state.session}"
+                )
+        if change:
+            warnings.warn(f"{self.out_dir}: {change}", stacklevel=5)
+
+    def _build_step(self, arithmetic) -> None:
+        """The optimiser, schedule, loss and train step; DDP wraps the model once the step has
+        set its memory layout (DDP keeps the strides it finds)."""
+        config, context = self.config, self.context
+        self.arithmetic = arithmetic
+        self.optimizer = make_optimizer(self.net, config)
+        self.scheduler = make_scheduler(self.optimizer, config, self.per_epoch)
+        self.criterion = Criterion(config.aux_weight)
+        self.step = TrainStep(
+            self.net,
+            self.optimizer,
             device=context.device,
-            amp=config.amp,
-            channels_last=config.channels_last,
-            path=_resumed_path(resumed, config, context),
-            criterion=criterion,
+            arithmetic=arithmetic,
+            criterion=self.criterion,
             accumulation=config.accumulation,
         )
-        finished = resumed is not None and resumed.state["epoch"] >= config.epochs
-        if not finished:  # a finished run trains nothing: no path to choose, no session
-            batch = probe_batch(config.batch_size, config.image_size, config.num_classes)
-            _say(context, progress, step.resolve(*batch).line())
-        model = net
-        if context.distributed:  # wrapped once the memory format is set: DDP keeps its strides
+        self.model = self.net
+        if context.distributed:
             device_ids = [context.device.index] if context.device.type == "cuda" else None
-            model = step.model = DistributedDataParallel(net, device_ids=device_ids)
-        state = _Progress()
-        if resumed is not None:
-            state = _restore(resumed.state, net, optimizer, scheduler, step.scaler)
-            if not finished:
-                _say(
-                    context,
-                    progress,
-                    f"resuming {resumed.path.name}: epoch {state.epoch}, batch "
-                    f"{state.batch}; session {state.session}",
-                )
-            if change:
-                warnings.warn(f"{out_dir}: {change}", stacklevel=4)
-        parts = _Parts(
-            model, net, train_loader, val_loader, optimizer, scheduler, step, criterion, per_epoch
+            self.model = self.step.model = DistributedDataParallel(self.net, device_ids=device_ids)
+
+    def _restore(self, saved: dict) -> _Progress:
+        """Load a checkpoint's states into the run's parts; its progress, in a new session."""
+        self.net.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler") and self.step.scaler.is_enabled():
+            self.step.scaler.load_state_dict(saved["scaler"])
+        set_rng_state(saved["rng"])
+        partial = saved.get("partial", {})
+        return _Progress(
+            epoch=saved["epoch"],
+            batch=saved["batch"],
+            iteration=saved["iteration"],
+            session=saved.get("session", 0) + 1,
+            loss_sum=partial.get("loss_sum", 0.0),
+            seconds=partial.get("seconds", 0.0),
+            best_miou=saved.get("best_miou", -1.0),
+            history=list(saved["history"]),
         )
-        return cls(config, out_dir, context, progress, parts, state)
 
     def already_done(self) -> RunResult:
         """A finished run, run again: nothing to train; say so (and how to train on)."""
-        _say(
-            self.context,
-            self.progress,
+        self._say(
             f"{self.out_dir}: the run is finished (all {self.config.epochs} epochs are done); "
-            "nothing to train. To train on, give more --epochs.",
+            "nothing to train. To train on, give more --epochs."
         )
         self.result.finished, self.result.metrics = True, read_metrics(self.out_dir)
         return self.result
@@ -293,48 +247,60 @@ class _Session:
     def train_epoch(self) -> bool:
         """Train one epoch (or the rest of one, when resuming mid-epoch), with step checkpoints.
         False when the session's time ran out first (a checkpoint was saved)."""
-        config, state, context = self.config, self.state, self.context
+        state = self.state
         self.model.train()
         self.train_loader.set_epoch(state.epoch, skip_batches=state.batch)
         self.epoch_started = time.monotonic() - state.seconds
-        bar = tqdm(
-            total=self.used,
-            initial=state.batch,
-            desc=f"epoch {state.epoch + 1}/{config.epochs}",
-            disable=not (self.progress and context.is_main),
-            leave=False,
-            dynamic_ncols=True,
-        )
-        images_seen, bar_start = 0, time.monotonic()
-        try:
+        with self._bar() as advance:
             for images, targets in self.train_loader:
                 if state.batch >= self.used:
                     break
                 self._one_batch(images, targets)
-                images_seen += images.shape[0] * context.world_size
-                bar.update()
-                bar.set_postfix(
-                    loss=f"{state.loss_sum / state.batch:.4f}",
-                    lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                    img_s=f"{images_seen / max(time.monotonic() - bar_start, 1e-9):.1f}",
-                    refresh=False,
-                )
-                if state.batch % config.accumulation:
+                advance(images.shape[0] * self.context.world_size)
+                if state.batch % self.config.accumulation:
                     continue
                 self.scheduler.step()
                 state.iteration += 1
                 if state.batch < self.used and not self._mid_epoch_checkpoint():
                     return False
+        return True
+
+    @contextmanager
+    def _bar(self):
+        """A progress bar of the epoch's batches, showing the loss, the lr and images a second:
+        yields `advance(images)`, called after each batch."""
+        state, started = self.state, time.monotonic()
+        bar = tqdm(
+            total=self.used,
+            initial=state.batch,
+            desc=f"epoch {state.epoch + 1}/{self.config.epochs}",
+            disable=not (self.progress and self.context.is_main),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        seen = 0
+
+        def update(images: int) -> None:
+            nonlocal seen
+            seen += images
+            bar.update()
+            bar.set_postfix(
+                loss=f"{state.loss_sum / state.batch:.4f}",
+                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                img_s=f"{seen / max(time.monotonic() - started, 1e-9):.1f}",
+                refresh=False,
+            )
+
+        try:
+            yield update
         finally:
             bar.close()
-        return True
 
     def _one_batch(self, images, targets) -> None:
         state, config = self.state, self.config
+        key = (config.seed, state.epoch, state.batch, self.context.rank)
         try:
-            with keyed_randomness(
-                self.context.device, config.seed, state.epoch, state.batch, self.context.rank
-            ):
+            with keyed_randomness(self.context.device, *key):
                 loss = self.step(images, targets)
         except FloatingPointError as error:
             raise _diverged(error, state, self.checkpoints) from None
@@ -360,63 +326,70 @@ class _Session:
     def validate_record_checkpoint(self) -> None:
         """Score the epoch, append its history row, checkpoint (and best.pt when it improved),
         and write history.csv and metrics.json."""
-        config, state = self.config, self.state
-        evaluation = validate(
+        evaluation = self._validate(criterion=self.criterion.cross_entropy)
+        row = self._history_row(evaluation)
+        state = self.state
+        state.history.append(row)
+        if self.config.tensorboard and self.context.is_main:  # before the checkpoint: never lost
+            self.board = self.board or Board(self.out_dir, resume_epoch=self.first_epoch)
+            self.board.epoch(row, evaluation.scores, *self._example())
+        state.epoch, state.batch, state.loss_sum, state.seconds = state.epoch + 1, 0, 0.0, 0.0
+        self.session_epochs += 1
+        improved = row["miou"] > state.best_miou
+        state.best_miou = max(row["miou"], state.best_miou)
+        self.save("epoch")
+        self.result.metrics = self._metrics(evaluation)
+        if self.context.is_main:
+            self._write_epoch_files(improved, row["miou"])
+        self._say(
+            f"epoch {row['epoch']}/{self.config.epochs}  train_loss {row['train_loss']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  mIoU {row['miou']:.4f}  {row['seconds']:.1f} s"
+        )
+
+    def _validate(self, criterion=None, scales=(1.0,), flip=False):
+        return validate(
             self.net,
             self.val_loader,
             device=self.context.device,
-            config=config,
-            path=self.step.path,
-            criterion=self.criterion.cross_entropy,
+            config=self.config,
+            arithmetic=self.arithmetic,
+            criterion=criterion,
+            scales=scales,
+            flip=flip,
         )
-        val_loss, miou = evaluation.loss, evaluation.scores["miou"]
-        if not math.isfinite(val_loss):
-            error = FloatingPointError(f"the validation loss is {val_loss}")
+
+    def _history_row(self, evaluation) -> dict:
+        state = self.state
+        if not math.isfinite(evaluation.loss):
+            error = FloatingPointError(f"the validation loss is {evaluation.loss}")
             raise _diverged(error, state, self.checkpoints)
-        row = {
+        return {
             "epoch": state.epoch + 1,
             "session": state.session,
             "train_loss": state.loss_sum / self.used,
-            "val_loss": val_loss,
-            "miou": miou,
+            "val_loss": evaluation.loss,
+            "miou": evaluation.scores["miou"],
             "lr": epoch_lr(self.scheduler, state.epoch, self.per_epoch),
             "seconds": time.monotonic() - self.epoch_started,
-            "epochs": config.epochs,
-            "path": str(self.step.path),
+            "epochs": self.config.epochs,
+            "arithmetic": str(self.arithmetic),
         }
-        state.history.append(row)
-        if config.tensorboard and self.context.is_main:  # before the checkpoint: never lost
-            if self.board is None:
-                self.board = Board(self.out_dir, resume_epoch=self.first_epoch)
-            self.board.epoch(row, evaluation.scores, *self._example(evaluation))
-        state.epoch, state.batch, state.loss_sum, state.seconds = state.epoch + 1, 0, 0.0, 0.0
-        self.session_epochs += 1
-        improved = miou > state.best_miou
-        state.best_miou = max(miou, state.best_miou)
-        self.save("epoch")
-        self.result.metrics = metrics_dict(
+
+    def _metrics(self, evaluation, scales=(1.0,), flip=False) -> dict:
+        return metrics_dict(
             evaluation.confusion,
-            epoch=state.epoch,
-            split=config.val_split,
-            **scored_as(config),
-            path=str(self.step.path),
-        )
-        if self.context.is_main:
-            self._write_epoch_files(improved, miou)
-        _say(
-            self.context,
-            self.progress,
-            f"epoch {row['epoch']}/{config.epochs}  train_loss {row['train_loss']:.4f}  "
-            f"val_loss {row['val_loss']:.4f}  mIoU {row['miou']:.4f}  {row['seconds']:.1f} s",
+            epoch=self.state.epoch,
+            split=self.config.val_split,
+            **scored_as(self.config, scales, flip),
+            arithmetic=str(self.arithmetic),
         )
 
-    def _example(self, evaluation) -> tuple:
+    def _example(self) -> tuple:
         """The first validation image, its truth and the model's prediction, for TensorBoard."""
         image, truth = self.val_loader.dataset[0]
         image = image if isinstance(image, torch.Tensor) else torch.as_tensor(image)
         ready = model_input(image[None], self.context.device, torch.contiguous_format)[0]
-        prediction = predict(self.net, ready, self.context.device)
-        return image, truth, prediction
+        return image, truth, predicted_classes(self.net, ready, self.context.device)
 
     def _write_epoch_files(self, improved: bool, miou: float) -> None:
         with _keeping_checkpoints(self.checkpoints):
@@ -424,7 +397,7 @@ class _Session:
                 best = {
                     "model": self.net.state_dict(),
                     "config": self.config.to_dict(),
-                    "path": dataclasses.asdict(self.step.path),
+                    "arithmetic": dataclasses.asdict(self.arithmetic),
                     "epoch": self.state.epoch,
                     "miou": miou,
                 }
@@ -443,29 +416,30 @@ class _Session:
             raise _diverged(error, state, self.checkpoints)
         if self.context.is_main:
             with _keeping_checkpoints(self.checkpoints):
-                save_checkpoint(
-                    {
-                        "model": net.state_dict(),
-                        "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(),
-                        "scaler": self.step.scaler.state_dict(),
-                        "epoch": state.epoch,
-                        "batch": state.batch,
-                        "iteration": state.iteration,
-                        "session": state.session,
-                        "best_miou": state.best_miou,
-                        "partial": {"loss_sum": state.loss_sum, "seconds": state.seconds},
-                        "rng": rng_state(),
-                        "config": self.config.to_dict(),
-                        "path": dataclasses.asdict(self.step.path),
-                        "history": state.history,
-                        "reason": reason,
-                    },
-                    path,
-                )
+                save_checkpoint(self._checkpoint(reason), path)
                 prune_checkpoints(self.checkpoints, self.config.keep_last)
         distributed.barrier()
         return path
+
+    def _checkpoint(self, reason: str) -> dict:
+        state = self.state
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.step.scaler.state_dict(),
+            "epoch": state.epoch,
+            "batch": state.batch,
+            "iteration": state.iteration,
+            "session": state.session,
+            "best_miou": state.best_miou,
+            "partial": {"loss_sum": state.loss_sum, "seconds": state.seconds},
+            "rng": rng_state(),
+            "config": self.config.to_dict(),
+            "arithmetic": dataclasses.asdict(self.arithmetic),
+            "history": state.history,
+            "reason": reason,
+        }
 
     # --- the session's end ---------------------------------------------------------------
 
@@ -489,32 +463,20 @@ class _Session:
             self.board.close()
         result.finished = state.epoch >= config.epochs
         if not result.finished:
-            _say(
-                self.context,
-                self.progress,
-                f"session {state.session} ended at epoch "
-                f"{state.epoch}, batch {state.batch}; run the same command again to resume",
+            self._say(
+                f"session {state.session} ended at epoch {state.epoch}, batch {state.batch}; "
+                "run the same command again to resume"
             )
         elif tuple(config.eval_scales) != (1.0,) or config.eval_flip:
-            evaluation = validate(
-                self.net,
-                self.val_loader,
-                device=self.context.device,
-                config=config,
-                path=self.step.path,
-                scales=config.eval_scales,
-                flip=config.eval_flip,
-            )
-            result.metrics = metrics_dict(
-                evaluation.confusion,
-                epoch=state.epoch,
-                split=config.val_split,
-                **scored_as(config, config.eval_scales, config.eval_flip),
-                path=str(self.step.path),
-            )
+            evaluation = self._validate(scales=config.eval_scales, flip=config.eval_flip)
+            result.metrics = self._metrics(evaluation, config.eval_scales, config.eval_flip)
             if self.context.is_main:
                 write_json(self.out_dir / "metrics.json", result.metrics)
         return result
+
+    def _say(self, message: str) -> None:
+        if self.progress and self.context.is_main:
+            tqdm.write(message)
 
 
 def _latest_checkpoint(out_dir: Path, config: RunConfig):
@@ -526,73 +488,15 @@ def _latest_checkpoint(out_dir: Path, config: RunConfig):
             f"{out_dir} holds a history.csv but no checkpoint to resume from; use a new output folder"
         )
     if resumed is not None:
-        check_config(resumed.state["config"], config.to_dict(), resumed.path)
+        check_config(resumed.state["config"], config, resumed.path)
     return resumed
-
-
-def _placed_model(config: RunConfig, context, *, pretrained: bool) -> nn.Module:
-    """The model on its device (SyncBN under torchrun if asked); the train step chooses its
-    memory format, and DDP wraps it after that."""
-    model = build_run_model(config, pretrained=pretrained)
-    if context.distributed and config.sync_bn:
-        if context.device.type != "cuda":
-            raise ValueError("sync_bn needs GPUs: torch's SyncBatchNorm does not run on the CPU")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model.to(context.device)
-
-
-def _resumed_path(resumed, config: RunConfig, context) -> fastpath.Path | None:
-    """The path a resumed run started with (so its sessions compute alike), unless the config
-    now asks for another; None for a new run (the train step chooses)."""
-    saved = resumed.state.get("path") if resumed is not None else None
-    if not saved:
-        return None
-    path = fastpath.Path(**saved)
-    return (
-        path if fastpath.allowed(path, context.device, config.amp, config.channels_last) else None
-    )
-
-
-def _steps_per_epoch(config: RunConfig, context, train_loader) -> int:
-    per_epoch = len(train_loader) // config.accumulation  # optimiser steps per epoch
-    if per_epoch == 0:
-        raise ValueError(
-            f"the training split {config.train_split!r} has {len(train_loader.dataset)} images: "
-            f"at batch_size={config.batch_size} over {context.world_size} process(es) that is "
-            f"{len(train_loader)} full batch(es) per process, fewer than one optimiser step of "
-            f"accumulation={config.accumulation}; lower batch_size or accumulation"
-        )
-    return per_epoch
-
-
-def _restore(saved: dict, net, optimizer, scheduler, scaler) -> _Progress:
-    """Load a checkpoint's states into the run's parts; its progress, in a new session."""
-    net.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    if saved.get("scaler") and scaler.is_enabled():
-        scaler.load_state_dict(saved["scaler"])
-    set_rng_state(saved["rng"])
-    partial = saved.get("partial", {})
-    return _Progress(
-        epoch=saved["epoch"],
-        batch=saved["batch"],
-        iteration=saved["iteration"],
-        session=saved.get("session", 0) + 1,
-        loss_sum=partial.get("loss_sum", 0.0),
-        seconds=partial.get("seconds", 0.0),
-        best_miou=saved.get("best_miou", -1.0),
-        history=list(saved["history"]),
-    )
 
 
 def _kept(checkpoints: Path) -> str:
     found = find_checkpoints(checkpoints)
-    return (
-        f"the last good checkpoint, {found[0]}, is kept"
-        if found
-        else "no checkpoint was written yet"
-    )
+    if found:
+        return f"the last good checkpoint, {found[0]}, is kept"
+    return "no checkpoint was written yet"
 
 
 @contextmanager
@@ -612,8 +516,3 @@ def _diverged(error: Exception, state: _Progress, checkpoints: Path) -> Training
         "Lower the learning rate (--lr) or turn mixed precision off (--amp off), then run again "
         "to resume from it."
     )
-
-
-def _say(context, progress: bool, message: str) -> None:
-    if progress and context.is_main:
-        tqdm.write(message)

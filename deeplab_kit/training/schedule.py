@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from deeplab_kit.training.checkpoint import CheckpointError
-from deeplab_kit.training.config import SCHEDULES_OVER_EPOCHS, RunConfig
+from deeplab_kit.config import SCHEDULES_OVER_EPOCHS, RunConfig
+from deeplab_kit.runtime.checkpoint import CheckpointError
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from deeplab_kit.course import colab, profiles, quoted
-from deeplab_kit.course.profiles import Profile, ResourceMissing
+from deeplab_kit.config import RunConfig
+from deeplab_kit.course import colab, notebook_profiles
+from deeplab_kit.course.notebook_profiles import Profile, ResourceMissing
 from deeplab_kit.data.voc import class_statistics, voc_ready
-from deeplab_kit.training.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -69,8 +69,8 @@ def test_quick_is_the_default_profile(tmp_path, no_colab):
         assert profile.name == "quick" and profile.device == "cpu" and profile.synthetic
         assert profile.data_root == tmp_path / "data" / "synthetic-quick"
         assert profile.runs_dir == tmp_path / "runs" / "quick"
-        assert profile.epochs == profiles.QUICK_BUDGET["epochs"] and not profile.progress
-        assert torch.get_num_threads() == profile.threads == profiles.QUICK_THREADS
+        assert profile.epochs == notebook_profiles.QUICK_BUDGET["epochs"] and not profile.progress
+        assert torch.get_num_threads() == profile.threads == notebook_profiles.QUICK_THREADS
 
 
 def test_full_profile_reads_voc_location(tmp_path, no_colab):
@@ -146,9 +146,11 @@ def test_quick_config_keeps_the_recipe_and_shrinks_the_budget(tmp_path, no_colab
     config = profile.config("report")
     recipe = RunConfig.from_recipe("report")
     assert (config.optimizer, config.schedule) == (recipe.optimizer, "step")
-    assert config.lr == max(recipe.lr, profiles.QUICK_MIN_LR)
-    assert config.atrous_rates == recipe.atrous_rates and config.output_stride == 16
-    assert (config.backbone, config.backbone_width) == ("resnet26", 16)
+    assert config.lr == max(recipe.lr, notebook_profiles.QUICK_MIN_LR)
+    assert (
+        config.model.atrous_rates == recipe.model.atrous_rates and config.model.output_stride == 16
+    )
+    assert (config.model.backbone, config.model.backbone_width) == ("resnet26", 16)
     assert config.epochs == 4 and config.session_epochs == 2
     assert config.lr_steps == (2,)  # 100 of 200 epochs -> 2 of 4: the step keeps its place
     assert config.data_root == str(profile.data_root) and config.device == "cpu"
@@ -157,11 +159,10 @@ def test_quick_config_keeps_the_recipe_and_shrinks_the_budget(tmp_path, no_colab
     assert demo.lr == RunConfig.from_recipe("demo").lr  # already above the quick minimum
     assert profile.config("report", epochs=6).epochs == 6
     paper = profile.config("paper")
-    assert (
-        paper.multi_grid is None and paper.train_split == "train" and not paper.pretrained_backbone
-    )
+    assert paper.model.multi_grid is None and not paper.model.pretrained_backbone
+    assert paper.train_split == "train"
     pretrained = profile.config("pretrained")  # torchvision's weights need torchvision's model
-    assert pretrained.backbone == "resnet50" and pretrained.pretrained_weights
+    assert pretrained.model.backbone == "resnet50" and pretrained.pretrained_weights
 
 
 def test_full_config_is_the_recipe_on_voc(tmp_path, no_colab):
@@ -194,7 +195,7 @@ def full(tmp_path, no_colab):
 
 def test_full_profile_without_voc_stops_with_instructions(full):
     with pytest.raises(ResourceMissing, match=r"VOCdevkit/VOC2012.*download voc") as error:
-        profiles.prepare_data(full)
+        notebook_profiles.prepare_data(full)
     # In Jupyter it shows as its message alone, not as a traceback.
     assert error.value._render_traceback_() == [f"ResourceMissing: {error.value}"]
 
@@ -205,9 +206,9 @@ def test_full_profile_download_failure_stops_with_its_reason(full, monkeypatch):
     def offline(name, root):
         raise download.DownloadError(f"could not get {name}: host unreachable")
 
-    monkeypatch.setattr(profiles, "fetch", offline)
+    monkeypatch.setattr(notebook_profiles, "fetch", offline)
     with pytest.raises(ResourceMissing, match="could not get voc: host unreachable"):
-        profiles.prepare_data(full, download=True, sbd=True)
+        notebook_profiles.prepare_data(full, download=True, sbd=True)
 
 
 def test_full_profile_with_voc_needs_no_download(full, monkeypatch, capsys):
@@ -222,8 +223,8 @@ def test_full_profile_with_voc_needs_no_download(full, monkeypatch, capsys):
         assert name == "sbd", "VOC is there: it must not be downloaded again"
         raise download.DownloadError("sbd unreachable")
 
-    monkeypatch.setattr(profiles, "fetch", only_sbd_fails)
-    assert profiles.prepare_data(full, download=True, sbd=True) == full.data_root
+    monkeypatch.setattr(notebook_profiles, "fetch", only_sbd_fails)
+    assert notebook_profiles.prepare_data(full, download=True, sbd=True) == full.data_root
     assert "SBD not available (sbd unreachable)" in capsys.readouterr().out
 
 
@@ -237,32 +238,34 @@ def test_full_profile_without_gpu_stops(full, monkeypatch):
 
 def test_full_profile_needs_a_trained_run(full):
     with pytest.raises(ResourceMissing, match="no trained model in .*04_training_sessions"):
-        profiles.trained_model(full, full.run_folder("report"), full.config("report"))
+        notebook_profiles.trained_model(full, full.run_folder("report"), full.config("report"))
 
 
 def test_pretrained_weights_are_skipped_with_a_message(full, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     quick = Profile.from_env(env(tmp_path))
-    assert profiles.pretrained_weights(quick) is None
+    assert notebook_profiles.pretrained_weights(quick) is None
     assert "the quick profile downloads nothing" in capsys.readouterr().out
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    assert profiles.pretrained_weights(full) is None
+    assert notebook_profiles.pretrained_weights(full) is None
     assert "could not be downloaded" in capsys.readouterr().out
-    cached = profiles.pretrained_weights_file()
+    cached = notebook_profiles.pretrained_weights_file()
     assert cached.parent == tmp_path / "hub" / "checkpoints"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"weights")
-    assert profiles.pretrained_weights(quick) == cached
+    assert notebook_profiles.pretrained_weights(quick) == cached
 
 
 def test_quick_profile_generates_its_data(tmp_path, no_colab, monkeypatch):
-    monkeypatch.setattr(profiles, "QUICK_DATA", dict(num_train=3, num_val=2, size=32, seed=0))
+    monkeypatch.setattr(
+        notebook_profiles, "QUICK_DATA", dict(num_train=3, num_val=2, size=32, seed=0)
+    )
     profile = Profile.from_env(env(tmp_path))
-    root = profiles.prepare_data(profile)
+    root = notebook_profiles.prepare_data(profile)
     assert root == profile.data_root and voc_ready(root)
     lists = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
     assert len((lists / "train.txt").read_text().split()) == 3
@@ -284,24 +287,12 @@ def test_class_statistics_counts_by_hand():
 
 
 def test_config_table_puts_configs_side_by_side():
-    table = profiles.config_table(
+    table = notebook_profiles.config_table(
         {"a": RunConfig.from_recipe("report"), "b": RunConfig.from_recipe("demo")},
         fields=("atrous_rates", "lr"),
     )
     assert table.loc["atrous_rates"].tolist() == ["(8, 12, 16)", "(1, 2, 3)"]
     assert table.loc["lr", "a"] == "0.0001"
-
-
-def test_table1_adds_quoted_columns_only_and_names_each_protocol():
-    from deeplab_kit.metrics import ConfusionMatrix
-
-    cm = ConfusionMatrix(3).update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 2, 1]))
-    table = quoted.table1({"mine": cm}, protocols={"mine": "original"})
-    assert table.loc["mIoU (macro)", "mine [original]"] == pytest.approx(100 * cm.compute()["miou"])
-    others = [c for c in table.columns if c not in ("unit", "mine [original]")]
-    assert others and all("(quoted) [" in c for c in others)
-    assert table.loc["mIoU (macro)", "paper ResNet-101 (quoted) [original]"] == 77.21
-    assert "mine" in quoted.table1({"mine": cm}).columns  # no protocol given, no label
 
 
 # --- one repository address ------------------------------------------------------------------
@@ -384,15 +375,15 @@ def test_full_profile_finds_voc_extracted_one_level_down(full, monkeypatch):
     def no_download(name, root):
         raise AssertionError("VOC is on disk: nothing may be downloaded")
 
-    monkeypatch.setattr(profiles, "fetch", no_download)
-    assert profiles.prepare_data(full, download=True) == full.data_root / "VOCtrainval"
+    monkeypatch.setattr(notebook_profiles, "fetch", no_download)
+    assert notebook_profiles.prepare_data(full, download=True) == full.data_root / "VOCtrainval"
 
 
 def test_a_missing_voc_says_how_to_point_at_one(full):
     with pytest.raises(
         ResourceMissing, match="Set DEEPLAB_KIT_DATA to the folder holding VOCdevkit"
     ):
-        profiles.prepare_data(full)
+        notebook_profiles.prepare_data(full)
 
 
 def test_cpu_profile_reproduces_the_stored_results_configurations(tmp_path, no_colab):
@@ -402,7 +393,9 @@ def test_cpu_profile_reproduces_the_stored_results_configurations(tmp_path, no_c
     profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="cpu"))
     assert (profile.device, profile.synthetic, profile.threads) == ("cpu", True, None)
     paths = dict(data_root=None, cache_dir=None)
-    demo = results.demo_config().replace(**paths, session_epochs=profiles.CPU_SESSION_EPOCHS)
+    demo = results.demo_config().replace(
+        **paths, session_epochs=notebook_profiles.CPU_SESSION_EPOCHS
+    )
     assert profile.config("report").replace(**paths) == demo  # the stored demo run, in sessions
     stored = results.ablation_config(results.stored_ablation_lr()).replace(**paths)
     assert profile.ablation_config().replace(**paths) == stored.replace(device="cpu")

@@ -5,7 +5,7 @@ instruction sets (AMX, AVX512-BF16, AVX512, AVX2; on Arm SVE, BF16, I8MM), so th
 rounds differently, and the fast path differs too. A machine is identified here by what selects
 its kernels, never by its model name alone:
 
-    fingerprint()                 # {"cpu", "vendor", "arch", "isa", "capability", "onednn", ...}
+    of_machine()                  # {"cpu", "vendor", "arch", "isa", "capability", "onednn", ...}
     same_kernels(stored, here)    # (True, "same ...") or (False, "same model name, other ...")
 
 Reads /proc/cpuinfo where there is one (Linux, x86 or Arm); elsewhere (macOS, Windows) the fields
@@ -101,7 +101,7 @@ def cpu_capability() -> str | None:
         return None
 
 
-def fingerprint(device: torch.device | str = "cpu") -> dict:
+def of_machine(device: torch.device | str = "cpu") -> dict:
     """The machine as a plain dict: model name, vendor, architecture, kernel-selecting flags,
     ATen's capability, oneDNN's version, the variables that cap them, cores, torch's threads,
     and the GPU when `device` is one."""
@@ -183,19 +183,3 @@ def kind_of(info: dict) -> str:
     if capped:
         words.append(", ".join(f"{k}={v}" for k, v in capped.items()))
     return "; ".join(words)
-
-
-def native_bf16(info: dict | None = None) -> bool:
-    """Whether the CPU has bf16 instructions (AMX, AVX512-BF16, Arm BF16); without them bf16 is
-    emulated and never the fast path, so the probe does not time it."""
-    isa = (info or fingerprint()).get("isa") or []
-    capped = (info or fingerprint()).get("variables", {})
-    limit = capped.get("ONEDNN_MAX_CPU_ISA") or capped.get("DNNL_MAX_CPU_ISA") or ""
-    if (
-        limit
-        and "BF16" not in limit.upper()
-        and "AMX" not in limit.upper()
-        and limit.upper() != "ALL"
-    ):
-        return False  # oneDNN was told to stop below its bf16 kernels
-    return bool({"amx_bf16", "avx512_bf16", "bf16"} & set(isa))

@@ -3,17 +3,12 @@ the kit's own results, always labelled as quoted, never as measured.
 
     QUOTED_MIOU                      # mIoU from the paper, the report and torchvision
     REPORT_TABLE1                    # the report's Table 1 as it printed it
-    table1({"mine": confusion})      # the report's Table 1 with our models beside the quoted
+    PAPER_TABLE1, PAPER_TABLE2       # the paper's going-deeper tables
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import numpy as np
 import pandas as pd
-
-from deeplab_kit.metrics import TABLE1_ROWS, report_table
 
 # Numbers from the report and the paper, each with its source (the last column); shown only as
 # quoted reference rows, never as results of the kit.
@@ -96,49 +91,3 @@ REPORT_TABLE1 = {
         "mIoU": 64.648292905,
     },
 }
-
-
-def table1(models: Mapping, protocols: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The report's Table 1 for `models` ({name: ConfusionMatrix or scores}), beside the
-    report's own numbers and the paper's mIoU, both as columns marked "(quoted)". Precision,
-    recall and F1 are weighted averages (recall is then pixel accuracy; the report's own
-    averaging is unstated, and `table1_bound` shows that no averaging of one confusion matrix
-    gives its numbers); the paper reports no precision, recall or F1. `protocols` ({name:
-    "original" or "resized"}) adds each measured column's protocol to its name; the quoted
-    columns say theirs (the report's is unstated, most likely resized 256 x 256 masks; the
-    paper's is original)."""
-    table = report_table(models)
-    for name, values in REPORT_TABLE1.items():
-        table[f"{name} (quoted)"] = [values[row] for row in TABLE1_ROWS]
-    paper = QUOTED_MIOU.loc[QUOTED_MIOU["source"] == "paper", "mIoU (%)"].item()
-    table["paper ResNet-101 (quoted)"] = [np.nan, np.nan, np.nan, paper]
-    names = {name: f"{name} [{protocol}]" for name, protocol in (protocols or {}).items()}
-    names.update(
-        {
-            "MyModel (quoted)": "MyModel (quoted) [report: unstated, likely resized]",
-            "Pretrained (quoted)": "Pretrained (quoted) [report: unstated, likely resized]",
-            "paper ResNet-101 (quoted)": "paper ResNet-101 (quoted) [original]",
-        }
-    )
-    return table.rename(columns=names)
-
-
-def table1_bound(num_classes: int = 21) -> pd.DataFrame:
-    """What the report's Table 1 would need of VOC val if its numbers came from one confusion
-    matrix: taking its recall as pixel accuracy (weighted recall is; micro recall too), the
-    pixel error E = 1 - recall, and `metrics.miou_loss_bound` read backwards, the largest share
-    of the pixels any class could have for its mIoU: m <= 2 E / (C (1 - mIoU))."""
-    rows = []
-    for name, values in REPORT_TABLE1.items():
-        error = 1.0 - values["Recall"]
-        loss = 1.0 - values["mIoU"] / 100.0
-        rows.append(
-            {
-                "model": f"{name} (quoted)",
-                "recall = pixel accuracy": values["Recall"],
-                "pixel error E": error,
-                "mIoU (%)": values["mIoU"],
-                "largest smallest-class share (%)": 100.0 * 2.0 * error / (num_classes * loss),
-            }
-        )
-    return pd.DataFrame(rows).set_index("model")

@@ -16,26 +16,33 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from deeplab_kit.config import MODEL_PRESETS, RunConfig
 from deeplab_kit.course.figures import read_history
-from deeplab_kit.data.loader import make_loaders
 from deeplab_kit.data.transforms import normalize
 from deeplab_kit.model import build_model
-from deeplab_kit.training import loop
-from deeplab_kit.training.checkpoint import CheckpointError, find_checkpoints, load_checkpoint
-from deeplab_kit.training.config import MODEL_PRESETS, RunConfig
-from deeplab_kit.training.distributed import Context
-from deeplab_kit.training.loop import TrainingDiverged, build_run_model, train
+from deeplab_kit.runtime.arithmetic import Arithmetic
+from deeplab_kit.runtime.checkpoint import CheckpointError, find_checkpoints, load_checkpoint
+from deeplab_kit.runtime.distributed import Context
+from deeplab_kit.training import build, loop
+from deeplab_kit.training.build import build_run_model, run_loaders
+from deeplab_kit.training.loop import TrainingDiverged, train
 from deeplab_kit.training.schedule import make_scheduler
 from deeplab_kit.training.step import TrainStep
+from tests.conftest import tiny_config
+
+FP32_CL, BF16_CL = Arithmetic("off", True), Arithmetic("bf16", True)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = dict(
-    backbone="resnet26", backbone_width=16, aspp_channels=16, num_classes=3, atrous_rates=(1, 2)
-)
-# 4 images of 32 px in batches of 2: 2 steps an epoch. Dropout (p=0.5 in ASPP) is active.
-TINY_RUN = dict(
-    **TINY_MODEL, batch_size=2, lr=1e-3, image_size=32, epochs=4, device="cpu", amp="off"
-)
+# conftest's tiny run with 3 classes and 4 epochs: on 4 images of 32 px in batches of 2, 2 steps
+# an epoch. Dropout (p=0.5 in ASPP) is active.
+RUN = dict(num_classes=3, atrous_rates=(1, 2), lr=1e-3, epochs=4)
+
+
+def tiny(**overrides) -> RunConfig:
+    return tiny_config(**{**RUN, **overrides})
+
+
+TINY_MODEL = tiny().model
 
 
 class Squares(Dataset):
@@ -70,7 +77,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def uninterrupted(tmp_path_factory):
     """The reference: 4 epochs in one session, no step checkpoints."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    return train(RunConfig(**TINY_RUN), out, progress=False, **DATA)
+    return train(tiny(), out, progress=False, **DATA)
 
 
 def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
@@ -85,7 +92,7 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 
 def test_train_step_adds_the_aux_loss_at_torchvisions_weight():
     torch.manual_seed(0)
-    model = build_model(**TINY_MODEL, aux_loss=True)
+    model = build_model(TINY_MODEL, aux_loss=True)
     images, targets = Squares(2)[0][0][None].repeat(2, 1, 1, 1), torch.randint(0, 3, (2, 32, 32))
     criterion = nn.CrossEntropyLoss()
     with torch.random.fork_rng():
@@ -93,13 +100,7 @@ def test_train_step_adds_the_aux_loss_at_torchvisions_weight():
         outputs = model(images)
         expected = criterion(outputs["out"], targets) + 0.5 * criterion(outputs["aux"], targets)
     before = [p.detach().clone() for p in model.parameters()]
-    step = TrainStep(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        device="cpu",
-        amp="off",
-        channels_last=False,
-    )
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), device="cpu")
     assert not step.scaler.is_enabled()  # no GradScaler on a CPU
     with torch.random.fork_rng():
         torch.manual_seed(1)  # the same dropout masks
@@ -108,39 +109,49 @@ def test_train_step_adds_the_aux_loss_at_torchvisions_weight():
     assert any(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
 
 
-def test_the_train_step_times_its_paths_on_a_copy_and_leaves_the_run_as_it_was():
+def test_the_train_step_computes_in_the_arithmetic_it_is_given():
     torch.manual_seed(0)
-    model = build_model(**TINY_MODEL)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = build_model(TINY_MODEL)
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     targets = torch.randint(0, 3, (2, 32, 32))
-    rng = torch.get_rng_state()
-    step = TrainStep(model, optimizer, device="cpu")  # amp and channels_last "auto"
-    choice = step.resolve(images, targets)
-    assert choice.how in ("measured", "cached") and choice.path in step.paths
-    assert {str(p) for p in step.paths} == set(choice.seconds) | set(choice.excluded)
-    assert torch.equal(torch.get_rng_state(), rng)  # the probe drew from its own generator
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert not optimizer.state  # the probe trained copies
-    layout = torch.channels_last if choice.path.channels_last else torch.contiguous_format
-    assert model.backbone.conv1.weight.is_contiguous(memory_format=layout)
-    step(images, targets)
-    assert not torch.equal(before["classifier.4.weight"], model.state_dict()["classifier.4.weight"])
-    again = TrainStep(build_model(**TINY_MODEL), torch.optim.Adam(model.parameters()), device="cpu")
-    assert again.resolve(images, targets).how == "cached"
+    seen = []
+    model.classifier.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    step = TrainStep(model, torch.optim.Adam(model.parameters()), device="cpu", arithmetic=BF16_CL)
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    before = model.state_dict()["classifier.4.weight"].clone()
+    loss = step(images, targets)
+    assert seen == [torch.bfloat16] and loss.dtype == torch.float32  # the loss in fp32
+    assert not torch.equal(before, model.state_dict()["classifier.4.weight"])
+
+
+def test_a_run_decides_its_arithmetic_once_and_records_it(tmp_path, monkeypatch):
+    decided = []
+
+    def rule(device, amp="auto", channels_last="auto"):
+        decided.append((amp, channels_last))
+        return FP32_CL
+
+    monkeypatch.setattr(build, "choose", rule)
+    result = train(
+        tiny(amp="auto", channels_last="auto", epochs=2), tmp_path, progress=False, **DATA
+    )
+    assert decided == [("auto", "auto")]  # once, before training
+    assert [row["arithmetic"] for row in result.history] == [str(FP32_CL)] * 2
+    saved = load_checkpoint(tmp_path / "checkpoints" / "epoch-0002.pt")
+    assert saved["arithmetic"] == {"amp": "off", "channels_last": True}
+    assert read_history(tmp_path / "history.csv")["arithmetic"].tolist() == [str(FP32_CL)] * 2
 
 
 def test_the_aux_head_learns_at_its_own_rate():
     from deeplab_kit.training.schedule import make_optimizer
 
-    model = build_model(**TINY_MODEL, aux_loss=True)
-    config = RunConfig(**{**TINY_RUN, "aux_loss": True, "lr": 0.01, "aux_lr_factor": 10.0})
+    model = build_model(TINY_MODEL, aux_loss=True)
+    config = tiny(aux_loss=True, lr=0.01, aux_lr_factor=10.0)
     main, aux = make_optimizer(model, config).param_groups
     assert (main["lr"], aux["lr"]) == (0.01, pytest.approx(0.1))
     assert {id(p) for p in aux["params"]} == {id(p) for p in model.aux_classifier.parameters()}
     assert len(main["params"]) + len(aux["params"]) == len(list(model.parameters()))
-    without = build_model(**TINY_MODEL)
+    without = build_model(TINY_MODEL)
     assert len(make_optimizer(without, config).param_groups) == 1
 
 
@@ -160,9 +171,9 @@ def test_accumulation_steps_every_k_batches_with_the_big_batch_gradient():
     torch.manual_seed(0)
     big, small = Pixelwise(), Pixelwise()
     small.load_state_dict(big.state_dict())
-    step_big = TrainStep(big, torch.optim.SGD(big.parameters(), lr=0.5), device="cpu", amp="off")
+    step_big = TrainStep(big, torch.optim.SGD(big.parameters(), lr=0.5), device="cpu")
     step_small = TrainStep(
-        small, torch.optim.SGD(small.parameters(), lr=0.5), device="cpu", amp="off", accumulation=2
+        small, torch.optim.SGD(small.parameters(), lr=0.5), device="cpu", accumulation=2
     )
     initial = small.conv.weight.detach().clone()
     step_small(images[:2], targets[:2])
@@ -192,13 +203,10 @@ def test_fixed_size_presets_load_uint8_and_padding_presets_load_floats(synthetic
     context = Context(rank=0, world_size=1, device=torch.device("cpu"))
     dtypes = {}
     for train_preset, val_preset in (("report", "report"), ("paper-train", "paper-eval")):
-        config = RunConfig(
-            **TINY_RUN,
-            data_root=str(synthetic_root),
-            train_transforms=train_preset,
-            val_transforms=val_preset,
+        run = tiny(
+            data_root=str(synthetic_root), train_transforms=train_preset, val_transforms=val_preset
         )
-        for loader in make_loaders(config, context):
+        for loader in run_loaders(run, context):
             images, masks = next(iter(loader))
             dtypes[loader.dataset.transforms.name] = (images.dtype, masks.dtype)
     assert dtypes["report"] == (torch.uint8, torch.int64)  # a quarter of the bytes
@@ -242,7 +250,7 @@ def test_schedules_step_the_report_way_and_decay_the_paper_way():
 
 
 def test_two_sessions_give_the_weights_of_one(uninterrupted, tmp_path):
-    config = RunConfig(**TINY_RUN, session_epochs=2)
+    config = tiny(session_epochs=2)
     first = train(config, tmp_path, progress=False, **DATA)
     assert not first.finished and [r["epoch"] for r in first.history] == [1, 2]
     second = train(config, tmp_path, progress=False, **DATA)
@@ -265,7 +273,7 @@ def test_two_sessions_give_the_weights_of_one(uninterrupted, tmp_path):
 def test_corrupt_newest_falls_back_to_a_mid_epoch_checkpoint_and_ends_the_same(
     uninterrupted, tmp_path
 ):
-    config = RunConfig(**TINY_RUN, checkpoint_every=1, session_epochs=2)
+    config = tiny(checkpoint_every=1, session_epochs=2)
     train(config, tmp_path, progress=False, **DATA)
     kept = [p.name for p in find_checkpoints(tmp_path / "checkpoints")]
     assert kept == ["epoch-0002.pt", "epoch-0001-batch-000001.pt"]  # keep_last=2
@@ -284,7 +292,7 @@ def test_corrupt_newest_falls_back_to_a_mid_epoch_checkpoint_and_ends_the_same(
 def test_session_minutes_end_mid_epoch_with_a_checkpoint_and_resume_exactly(
     uninterrupted, tmp_path
 ):
-    config = RunConfig(**TINY_RUN, session_minutes=1e-9)  # time is up after the first step
+    config = tiny(session_minutes=1e-9)  # time is up after the first step
     first = train(config, tmp_path, progress=False, **DATA)
     assert not first.finished and first.history == []
     assert [p.name for p in find_checkpoints(tmp_path / "checkpoints")] == [
@@ -296,23 +304,23 @@ def test_session_minutes_end_mid_epoch_with_a_checkpoint_and_resume_exactly(
 
 
 def test_resuming_with_another_model_is_a_clear_error(tmp_path):
-    train(RunConfig(**TINY_RUN).replace(epochs=1), tmp_path, progress=False, **DATA)
+    train(tiny().replace(epochs=1), tmp_path, progress=False, **DATA)
     with pytest.raises(
         CheckpointError,
         match=r"epoch-0001.pt(.|\n)*atrous_rates: checkpoint \[1, 2\], requested \[2, 3\]",
     ):
-        train(RunConfig(**{**TINY_RUN, "atrous_rates": (2, 3)}), tmp_path, progress=False, **DATA)
+        train(tiny(atrous_rates=(2, 3)), tmp_path, progress=False, **DATA)
 
 
 def test_no_fresh_start_over_a_run_whose_checkpoints_are_gone(tmp_path):
-    train(RunConfig(**TINY_RUN).replace(epochs=1), tmp_path, progress=False, **DATA)
+    train(tiny().replace(epochs=1), tmp_path, progress=False, **DATA)
     shutil.rmtree(tmp_path / "checkpoints")
     with pytest.raises(CheckpointError, match="history.csv but no checkpoint"):
-        train(RunConfig(**TINY_RUN), tmp_path, progress=False, **DATA)
+        train(tiny(), tmp_path, progress=False, **DATA)
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    config = RunConfig(**TINY_RUN, checkpoint_every=1)
+    config = tiny(checkpoint_every=1)
     train(config.replace(epochs=1), tmp_path, progress=False, **DATA)
     good = load_checkpoint(tmp_path / "checkpoints" / "epoch-0001.pt")
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -333,30 +341,28 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 CHILD = """
 import json, sys, torch
 torch.set_num_threads(1)
-from deeplab_kit.training.config import RunConfig
+from deeplab_kit.config import RunConfig
 from deeplab_kit.training.loop import train
 train(RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)
 """
 
 
 def test_sigkill_mid_epoch_then_rerun_gives_the_same_weights(synthetic_root, tmp_path):
-    # the real data path, and the default fast path (bf16 autocast on CPUs that have it)
-    tiny = {**TINY_RUN, "num_classes": 21, "amp": "auto"}
-    config = RunConfig(**tiny, data_root=str(synthetic_root), checkpoint_every=1)
-    reference = train(config.replace(checkpoint_every=0), tmp_path / "reference", progress=False)
+    # the real data path, and this machine's arithmetic (bf16 autocast where it is the rule)
+    run = tiny(num_classes=21, amp="auto", data_root=str(synthetic_root), checkpoint_every=1)
+    reference = train(run.replace(checkpoint_every=0), tmp_path / "reference", progress=False)
 
     out = tmp_path / "killed"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, json.dumps(config.to_dict()), str(out)],
+        [sys.executable, "-c", CHILD, json.dumps(run.to_dict()), str(out)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not find_checkpoints(out / "checkpoints") and time.monotonic() < deadline:
-            time.sleep(0.01)
-        # then some moment during training, not only right after a save
-        time.sleep(0.03 * (os.getpid() % 5))
+    try:  # killed as soon as its first mid-epoch checkpoint is there: while it trains on
+        ready = out / "checkpoints" / "epoch-0001-batch-000001.pt"
+        deadline = time.monotonic() + 120  # only a guard against a child that never gets there
+        while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         child.send_signal(signal.SIGKILL)
         assert child.wait() == -signal.SIGKILL  # it was killed, not finished
     finally:
@@ -365,7 +371,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_same_weights(synthetic_root, tmp
     done = find_checkpoints(out / "checkpoints")
     assert done and done[0].name < "epoch-0004.pt"
 
-    resumed = train(config, out, progress=False)
+    resumed = train(run, out, progress=False)
     assert resumed.finished
     assert_same_weights(resumed.model, reference.model)
     assert [r["train_loss"] for r in resumed.history] == [
@@ -487,17 +493,17 @@ def test_an_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch
     def no_data(*args, **kwargs):
         raise AssertionError("data was loaded before the output folder was checked")
 
-    monkeypatch.setattr("deeplab_kit.training.loop.make_loaders", no_data)
+    monkeypatch.setattr("deeplab_kit.training.loop.run_loaders", no_data)
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(NotADirectoryError, match=r"file: is a file, not a folder"):
-        train(RunConfig(**TINY_RUN), blocker, progress=False, **DATA)
+        train(tiny(), blocker, progress=False, **DATA)
     with pytest.raises(OSError, match=r"file/run: cannot write there \(Not a directory\)"):
-        train(RunConfig(**TINY_RUN), blocker / "run", progress=False, **DATA)
+        train(tiny(), blocker / "run", progress=False, **DATA)
 
 
 def test_a_failed_write_keeps_the_newest_good_checkpoint_and_says_so(tmp_path, monkeypatch):
-    import deeplab_kit.training.checkpoint as checkpoint_module
+    import deeplab_kit.runtime.checkpoint as checkpoint_module
 
     real_save = torch.save
 
@@ -508,7 +514,7 @@ def test_a_failed_write_keeps_the_newest_good_checkpoint_and_says_so(tmp_path, m
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
     with pytest.raises(OSError) as raised:
-        train(RunConfig(**TINY_RUN), tmp_path, progress=False, **DATA)
+        train(tiny(), tmp_path, progress=False, **DATA)
     message = str(raised.value)
     assert "epoch-0002.pt: could not be written (No space left on device)" in message
     assert "epoch-0001.pt, is kept" in message and "\n" not in message
@@ -529,14 +535,14 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
             return loss  # a finite loss: only the weights tell
 
     monkeypatch.setattr(loop, "TrainStep", Poisoning)
-    stepwise = RunConfig(**{**TINY_RUN, "checkpoint_every": 1})  # a checkpoint after each step
+    stepwise = tiny(checkpoint_every=1)  # a checkpoint after each step
     with pytest.raises(TrainingDiverged, match="weight backbone.conv1.weight is NaN"):
         train(stepwise, tmp_path, progress=False, **DATA)
     assert not find_checkpoints(tmp_path / "checkpoints")
 
 
 def test_changing_epochs_is_refused_for_a_cosine_run_unless_extended(tmp_path):
-    config = RunConfig(**{**TINY_RUN, "epochs": 2, "schedule": "cosine"})
+    config = tiny(epochs=2, schedule="cosine")
     train(config, tmp_path, progress=False, **DATA)
     longer = config.replace(epochs=4)
     with pytest.raises(CheckpointError, match=r"planned for 2 epochs.*--extend") as refused:
@@ -550,7 +556,7 @@ def test_changing_epochs_is_refused_for_a_cosine_run_unless_extended(tmp_path):
 
 
 def test_a_step_schedule_run_extends(tmp_path):
-    config = RunConfig(**{**TINY_RUN, "epochs": 2, "schedule": "step", "lr_steps": (1,)})
+    config = tiny(epochs=2, schedule="step", lr_steps=(1,))
     train(config, tmp_path, progress=False, **DATA)
     with pytest.warns(UserWarning, match="extended from 2 to 3 epochs"):
         result = train(config.replace(epochs=3), tmp_path, progress=False, **DATA)
@@ -558,20 +564,12 @@ def test_a_step_schedule_run_extends(tmp_path):
 
 
 def test_silent_oddities_are_said(tmp_path, synthetic_root):
-    late = RunConfig(**{**TINY_RUN, "epochs": 1, "schedule": "step", "lr_steps": (100,)})
+    late = tiny(epochs=1, schedule="step", lr_steps=(100,))
     with pytest.warns(UserWarning, match=r"lr_steps \[100\] lie at or past the run's last epoch"):
         train(late, tmp_path / "late", progress=False, **DATA)
-    same = RunConfig(
-        **{
-            **TINY_RUN,
-            "epochs": 1,
-            "data_root": str(synthetic_root),
-            "val_split": "train",
-            "num_classes": 21,
-        }
-    )
+    same = tiny(epochs=1, data_root=str(synthetic_root), val_split="train", num_classes=21)
     with pytest.warns(UserWarning, match="4 of the 4 validation images are also training"):
         train(same, tmp_path / "same", progress=False)
-    small = RunConfig(**{**TINY_RUN, "batch_size": 8})
+    small = tiny(batch_size=8)
     with pytest.raises(ValueError, match=r"has 4 images: at batch_size=8 .* 0 full batch"):
         train(small, tmp_path / "small", progress=False, **DATA)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from deeplab_kit.training.device import resolve_device
+from deeplab_kit.runtime.device import resolve_device
 
 
 @dataclass

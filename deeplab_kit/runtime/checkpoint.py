@@ -8,9 +8,11 @@ A checkpoint is a dict of tensors and plain data (so `torch.load(..., weights_on
 reads it and never runs code from the file):
     format, version, model, optimizer, scheduler, scaler, epoch, batch, iteration, session,
     best_miou, partial (the unfinished epoch's loss sum and seconds), rng, config
-    (RunConfig.to_dict()), path (the precision and memory format it trained in), history (one
-    dict per finished epoch), reason (why it was written: epoch, step, session time)
-`best.pt` holds format, version, model, config, path, epoch and miou: enough to evaluate it.
+    (RunConfig.to_dict()), arithmetic (the precision and memory layout it trained in, as
+    `runtime.arithmetic.Arithmetic`'s fields; checkpoints written before the name call it
+    "path"), history (one dict per finished epoch), reason (why it was written: epoch, step,
+    session time)
+`best.pt` holds format, version, model, config, arithmetic, epoch and miou: enough to evaluate it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from deeplab_kit.config import TRAINING_FIELDS, ModelConfig, RunConfig, field_names, flat
 from deeplab_kit.files import atomic_write
-from deeplab_kit.model import build_model
-from deeplab_kit.training.config import ARCHITECTURE_FIELDS, TRAINING_FIELDS, RunConfig
 
 FORMAT = "deeplab-kit"
 VERSION = 1
@@ -197,20 +198,21 @@ def load_latest(folder: str | Path, *, map_location="cpu") -> Latest | None:
     return None
 
 
-def check_config(saved: dict, requested: dict, path: str | Path) -> None:
-    """Raise CheckpointError naming every field where the checkpoint's run (`saved`, a
-    RunConfig dict) differs from the `requested` one in its model or its optimisation."""
+def check_config(saved: dict, requested: RunConfig, path: str | Path) -> None:
+    """Raise CheckpointError naming every setting where the checkpoint's run (`saved`, a
+    RunConfig dict, nested or in the older flat form) differs from `requested` in its network
+    or its optimisation."""
 
     # A field the saved run predates: the value the code ran with before the field existed.
-    saved = {**RunConfig().to_dict(), **FORMER_BEHAVIOUR, **saved}
-    fields = [name for name in ARCHITECTURE_FIELDS + TRAINING_FIELDS if name in requested]
-    if not requested.get("aux_loss"):  # the aux settings do nothing without the aux head
-        fields = [name for name in fields if name not in ("aux_weight", "aux_lr_factor")]
-    differ = [name for name in fields if _as_list(saved.get(name)) != _as_list(requested[name])]
+    saved, requested = flat(RunConfig.from_dict({**FORMER_BEHAVIOUR, **saved})), flat(requested)
+    names = [n for n in field_names(ModelConfig) if n != "pretrained_backbone"]
+    names += TRAINING_FIELDS
+    if not requested["aux_loss"]:  # the aux settings do nothing without the aux head
+        names = [name for name in names if name not in ("aux_weight", "aux_lr_factor")]
+    differ = [name for name in names if saved[name] != requested[name]]
     if differ:
         lines = [
-            f"{name}: checkpoint {saved.get(name)!r}, requested {requested[name]!r}"
-            for name in differ
+            f"{name}: checkpoint {saved[name]!r}, requested {requested[name]!r}" for name in differ
         ]
         raise CheckpointError(
             f"{path} was saved by a run with another configuration:\n  "
@@ -219,25 +221,6 @@ def check_config(saved: dict, requested: dict, path: str | Path) -> None:
         )
 
 
-def _as_list(value):
-    """Tuples (a RunConfig's) and lists (a checkpoint's JSON-like dict) compare as lists."""
-    return list(value) if isinstance(value, (tuple, list)) else value
-
-
-def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
-    """The model a checkpoint (or best.pt) holds, rebuilt from its config, in eval mode."""
-    return model_from_state(load_checkpoint(path, map_location="cpu"), path).to(device).eval()
-
-
-def model_from_state(state: dict, path: str | Path):
-    """Rebuild the model of a loaded checkpoint `state` (read from `path`) and load its weights."""
-
-    config = RunConfig.from_dict(state["config"])
-    # The weights come from the checkpoint: no pretrained download to rebuild it.
-    model = build_model(**{**config.model_kwargs(), "pretrained_backbone": False})
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: its weights do not fit its own config ({first})") from None
-    return model
+def saved_arithmetic(state: dict) -> dict | None:
+    """The arithmetic fields a checkpoint trained in (None when it does not say)."""
+    return state.get("arithmetic") or state.get("path")

@@ -1,7 +1,7 @@
 """The files of a run folder: history.csv, metrics.json and the metrics tables.
 
     history.csv    one row per epoch: epoch, session, train_loss, val_loss, miou, lr, seconds,
-                   epochs (the run's planned length then), path (precision and memory format)
+                   epochs (the run's planned length then), arithmetic (precision and layout)
     metrics.json   the last evaluation: every score of ConfusionMatrix.compute() ("miou" in
                    0..1), "confusion_matrix" (C x C counts, rows = truth) and what was scored
     metrics.md / metrics.csv   the report's Table 1 scores; per_class.csv   per-class scores
@@ -22,8 +22,8 @@ from deeplab_kit.files import plain, write_text
 from deeplab_kit.metrics import ConfusionMatrix, named_scores, per_class_table, report_table
 
 # "epochs" is the run's planned length when the epoch ran (it changes when a run is extended);
-# "path" the precision and memory format the epoch ran in (deeplab_kit.training.fastpath). Histories
-# written before a column existed lack it.
+# "arithmetic" the precision and memory layout it ran in (deeplab_kit.runtime.arithmetic; "path"
+# in histories written before the name). Histories written before a column existed lack it.
 HISTORY_COLUMNS = (
     "epoch",
     "session",
@@ -33,7 +33,7 @@ HISTORY_COLUMNS = (
     "lr",
     "seconds",
     "epochs",
-    "path",
+    "arithmetic",
 )
 
 

@@ -282,7 +282,7 @@ def test_figures_show_once_as_png_in_a_notebook_and_stay_out_of_pyplot():
 
 def _scheduled_history(**config):
     """The history's lr column of a real schedule: each epoch's mean learning rate."""
-    from deeplab_kit.training.config import RunConfig
+    from deeplab_kit.config import RunConfig
     from deeplab_kit.training.schedule import epoch_lr, make_scheduler
 
     config = RunConfig(**{"epochs": 10, "lr": 0.006, **config})

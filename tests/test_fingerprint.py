@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from deeplab_kit.training import machine
+from deeplab_kit.runtime import fingerprint
+from deeplab_kit.runtime.arithmetic import fast_bf16
 
 XEON_AMX = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -40,11 +41,11 @@ def cpuinfo(monkeypatch, tmp_path):
             return real_open(path, *args, **kwargs)
 
         monkeypatch.setattr("builtins.open", fake_open)
-        machine._cpuinfo.cache_clear()
-        return machine.fingerprint()
+        fingerprint._cpuinfo.cache_clear()
+        return fingerprint.of_machine()
 
     yield pretend
-    machine._cpuinfo.cache_clear()
+    fingerprint._cpuinfo.cache_clear()
 
 
 def test_an_x86_fingerprint_holds_the_kernel_flags(cpuinfo):
@@ -53,35 +54,34 @@ def test_an_x86_fingerprint_holds_the_kernel_flags(cpuinfo):
     assert info["isa"] == ["amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2"]
     assert info["capability"] == torch.backends.cpu.get_cpu_capability()
     assert info["onednn"] and info["threads"] == torch.get_num_threads()
-    assert machine.kind_of(info) == "Intel; AMX; AVX512-BF16"
-    assert machine.native_bf16(info)
+    assert fingerprint.kind_of(info) == "Intel; AMX; AVX512-BF16"
 
 
 def test_same_model_name_other_instruction_sets_is_not_the_same_machine(cpuinfo):
     amx, no_amx = cpuinfo(XEON_AMX), cpuinfo(XEON_NO_AMX)
-    same, why = machine.same_kernels(amx, no_amx)
+    same, why = fingerprint.same_kernels(amx, no_amx)
     assert not same
     assert why.startswith("same model name, other instruction sets")
     assert "amx_bf16" in why
-    assert machine.same_kernels(amx, dict(amx)) == (
+    assert fingerprint.same_kernels(amx, dict(amx)) == (
         True,
         "same CPU model, instruction sets, kernels and GPU",
     )
-    assert machine.kind_of(no_amx) == "Intel; no AMX; AVX512-BF16"
+    assert fingerprint.kind_of(no_amx) == "Intel; no AMX; AVX512-BF16"
 
 
 def test_a_capped_onednn_is_another_machine(cpuinfo, monkeypatch):
     plain = cpuinfo(XEON_AMX)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
-    capped = machine.fingerprint()
-    same, why = machine.same_kernels(plain, capped)
+    capped = fingerprint.of_machine()
+    same, why = fingerprint.same_kernels(plain, capped)
     assert not same and "kernel variables" in why
-    assert not machine.native_bf16(capped)  # oneDNN told to stop below its bf16 kernels
+    assert not fast_bf16(capped)  # oneDNN told to stop below its bf16 kernels
 
 
 def test_a_record_without_the_kernel_fields_is_not_known_to_match(cpuinfo):
     old = {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2, "threads": 2}
-    same, why = machine.same_kernels(old, cpuinfo(XEON_AMX))
+    same, why = fingerprint.same_kernels(old, cpuinfo(XEON_AMX))
     assert not same and "lacks" in why
 
 
@@ -89,8 +89,8 @@ def test_arm_and_a_missing_cpuinfo_never_crash(cpuinfo):
     arm = cpuinfo(GRAVITON)
     assert arm["vendor"] == "0x41"
     assert arm["isa"] == ["sve", "bf16", "i8mm", "asimdhp", "asimd"]
-    assert machine.native_bf16(arm)
+    assert not fast_bf16(arm)  # not measured on Arm: fp32, the safe choice
     mac = cpuinfo(None)
     assert mac["isa"] is None and mac["vendor"] is None and mac["cpu"]
-    assert not machine.native_bf16(mac)
-    assert machine.describe(mac)  # one line, whatever is unknown
+    assert not fast_bf16(mac)
+    assert fingerprint.describe(mac)  # one line, whatever is unknown

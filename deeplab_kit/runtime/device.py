@@ -1,6 +1,6 @@
 """Where a run computes: the device ("auto": CUDA, else Apple's GPU, else the CPU), autocast,
 determinism, and what to say when an op has no kernel on Apple's GPU. Which precision and
-memory format a run takes is `deeplab_kit.training.fastpath`'s choice.
+memory format a run takes is `deeplab_kit.runtime.arithmetic`'s choice.
 """
 
 from __future__ import annotations

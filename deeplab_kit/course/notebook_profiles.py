@@ -23,7 +23,7 @@ ways without editing a cell:
     run = profile.run_folder("report")            # on Google Drive in Colab when mounted
 
 Colab, Google Drive and the repository's address are `deeplab_kit.course.colab`'s; stored results are
-read through `deeplab_kit.course.results`, quoted numbers come from `deeplab_kit.course.quoted`.
+read through `deeplab_kit.course.results`, quoted numbers come from `deeplab_kit.course.quoted_numbers`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from deeplab_kit.backbone import IMAGENET_WEIGHTS
+from deeplab_kit.config import RunConfig, flat
 from deeplab_kit.course import results
 from deeplab_kit.course.ablation import ABLATION_DATA, ERF_IMAGES, SEEDS
 from deeplab_kit.course.colab import drive_folder, home, mount_drive
@@ -55,10 +56,10 @@ from deeplab_kit.data.download import download as fetch
 from deeplab_kit.data.synthetic import make_synthetic_voc, render
 from deeplab_kit.data.voc import locate_voc, sbd_folder
 from deeplab_kit.evaluate import INFERENCE_SETTINGS
-from deeplab_kit.training import machine
-from deeplab_kit.training.checkpoint import find_checkpoints, load_model
-from deeplab_kit.training.config import RunConfig
-from deeplab_kit.training.device import resolve_device
+from deeplab_kit.model import load_model
+from deeplab_kit.runtime import fingerprint
+from deeplab_kit.runtime.checkpoint import find_checkpoints
+from deeplab_kit.runtime.device import resolve_device
 from deeplab_kit.training.loop import train
 
 PROFILE_VARIABLE = "DEEPLAB_KIT_PROFILE"
@@ -349,7 +350,9 @@ class Profile:
             split = "train"
         count = _split_size(root, "train" if split == "trainaug" else split)
         scales = REHEARSAL["scales"] if tuple(config.eval_scales) != (1.0,) else (1.0,)
-        pretrained = config.pretrained_backbone and _imagenet_weights_cached(config.backbone)
+        pretrained = config.model.pretrained_backbone and _imagenet_weights_cached(
+            config.model.backbone
+        )
         cut = dict(
             data_root=str(root),
             device=self.device,
@@ -502,7 +505,7 @@ def stored_durations() -> str:
         if path.is_file():
             record = json.loads(path.read_text())
             parts.append(f"{notebook}: about {times * record['seconds'] / 60:.0f} min")
-            machines.add(machine.kind_of(record.get("machine", {})) or "?")
+            machines.add(fingerprint.kind_of(record.get("machine", {})) or "?")
     if not parts:
         return "as long as the stored results took (see `python -m deeplab_kit results list`)"
     return "; ".join(parts) + f" (as on the machine that made them: {', '.join(sorted(machines))})"
@@ -691,7 +694,7 @@ def config_table(configs: Mapping, fields: Sequence[str] = CONFIG_FIELDS) -> pd.
     """Some RunConfigs side by side: one row per field, one column per named config."""
     columns = {}
     for name, config in configs.items():
-        values = config.to_dict()
+        values = flat(config)
         columns[name] = [_cell(values[field]) for field in fields]
     return pd.DataFrame(columns, index=pd.Index(list(fields), name="field"))
 
