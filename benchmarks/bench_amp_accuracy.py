@@ -23,8 +23,8 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from benchmarks.common import print_header  # noqa: E402
-from deeplab_kit.course.demo import run_demo  # noqa: E402
 from deeplab_kit.config import RunConfig  # noqa: E402
+from deeplab_kit.course.demo import run_demo  # noqa: E402
 
 
 def main() -> None:

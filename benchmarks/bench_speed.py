@@ -8,14 +8,13 @@ Both sides are the same network (torchvision's `deeplabv3_resnet50`: output stri
 (12, 24, 36), no aux head; the kit builds it with `from_preset("torchvision", aux_loss=False)`),
 with the same batch, input size, Adam (lr 1e-4) and cross-entropy ignoring 255.
 - train, plain: fp32, contiguous tensors, forward, loss, backward, optimizer step.
-- train, kit <path>: `step.TrainStep` fixed to each candidate path (fp32 or bf16 autocast,
-  contiguous or channels_last), with the kit's optimizer (`schedule.make_optimizer`).
-- train, kit default: `step.TrainStep` with its defaults, amp and channels_last "auto": the path
-  the kit times and picks on this machine (`deeplab_kit.runtime.arithmetic`; the choice is made before
-  the timed rounds, and printed).
+- train, kit <arithmetic>: `step.TrainStep` in each candidate arithmetic (fp32 or bf16
+  autocast, contiguous or channels_last), with the kit's optimizer (`schedule.make_optimizer`).
+- train, kit default: `step.TrainStep` in the arithmetic the kit's rule takes on this machine
+  (`deeplab_kit.runtime.arithmetic.choose`, printed).
 - eval, plain: `torch.no_grad`, fp32, forward, argmax, a bincount confusion matrix.
 - eval, kit: `evaluate.evaluate(model, batches, device=...)` with its defaults (inference mode,
-  the path chosen by timing, the kit's ConfusionMatrix).
+  the rule's arithmetic, the kit's ConfusionMatrix).
 - memory: each path in a fresh process; the growth of peak RSS during one step after a warm-up
   step (CPU), or the peak of allocated CUDA memory over what was allocated before the step (GPU).
 Steps alternate between the two sides in every round, so a busy machine slows both alike.
@@ -36,10 +35,10 @@ from torchvision.models.segmentation import deeplabv3_resnet50
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from benchmarks.common import interleaved_medians, print_header  # noqa: E402
+from deeplab_kit.config import RunConfig  # noqa: E402
 from deeplab_kit.evaluate import evaluate  # noqa: E402
 from deeplab_kit.model import from_preset  # noqa: E402
-from deeplab_kit.training import fastpath  # noqa: E402
-from deeplab_kit.config import RunConfig  # noqa: E402
+from deeplab_kit.runtime.arithmetic import Arithmetic, choose  # noqa: E402
 from deeplab_kit.runtime.device import resolve_device  # noqa: E402
 from deeplab_kit.training.schedule import make_optimizer  # noqa: E402
 from deeplab_kit.training.step import TrainStep  # noqa: E402
@@ -95,26 +94,25 @@ def plain_evaluate(model: nn.Module, batches, device: torch.device) -> torch.Ten
     return matrix.view(NUM_CLASSES, NUM_CLASSES)
 
 
-def kit_step(device: torch.device, path: fastpath.Path | None = None) -> TrainStep:
-    """The kit's train step on its own copy of the model: fixed to `path`, or its default."""
+def kit_step(device: torch.device, arithmetic: Arithmetic) -> TrainStep:
+    """The kit's train step on its own copy of the model, in `arithmetic`."""
     model = kit_model(device).train()
     optimizer = make_optimizer(model, RunConfig(optimizer="adam", lr=1e-4))
-    return TrainStep(model, optimizer, device=device, path=path)
+    return TrainStep(model, optimizer, device=device, arithmetic=arithmetic)
 
 
-def train_steps(device: torch.device, batch, paths=()) -> tuple[dict, fastpath.Choice]:
-    """({name: a function running one step}, the default's choice): plain, the kit on each of
-    `paths`, the kit's default (its path chosen now, before any timing)."""
+def train_steps(device: torch.device, batch, candidates=()) -> dict:
+    """{name: a function running one step}: plain, the kit in each of `candidates`, the kit in
+    the rule's arithmetic ("kit default")."""
     plain = plain_model(device).train()
     plain_step = plain_train_step(plain, torch.optim.Adam(plain.parameters(), lr=1e-4), device)
     steps = {"plain": lambda: plain_step(*batch)}
-    for path in paths:
-        step = kit_step(device, path)
-        steps[f"kit {path}"] = lambda step=step: step(*batch)
-    default = kit_step(device)
-    default.resolve(*batch)
+    for arithmetic in candidates:
+        step = kit_step(device, arithmetic)
+        steps[f"kit {arithmetic}"] = lambda step=step: step(*batch)
+    default = kit_step(device, choose(device))
     steps["kit default"] = lambda: default(*batch)
-    return steps, default.choice
+    return steps
 
 
 def eval_passes(device: torch.device, batches):
@@ -128,7 +126,7 @@ def eval_passes(device: torch.device, batches):
 def peak_step_memory(side: str, device: torch.device, batch_size: int, size: int) -> int:
     """Bytes a training step needs beyond what is held before it (run in a fresh process)."""
     batch = make_batch(batch_size, size)
-    step = train_steps(device, batch)[0][side if side == "plain" else "kit default"]
+    step = train_steps(device, batch)[side if side == "plain" else "kit default"]
     step()  # warm-up: optimizer state, allocator caches
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -175,9 +173,9 @@ def main() -> None:
         f"Adam, median of {args.repeats} rounds",
     )
     batch = make_batch(args.batch, args.size)
-    paths = [] if device.type == "cuda" else fastpath.candidates(device, "auto", "auto")
-    steps, choice = train_steps(device, batch, paths)
-    print(f"kit default: {choice.line()}")
+    candidates = [Arithmetic(amp, layout) for amp in ("off", "bf16") for layout in (False, True)]
+    steps = train_steps(device, batch, [] if device.type == "cuda" else candidates)
+    print(f"kit default: the rule's arithmetic here, {choose(device)}")
     seconds = interleaved_medians(steps, args.repeats)
     for name in steps:
         if name != "plain":
@@ -185,7 +183,7 @@ def main() -> None:
     fastest = min(seconds[name] for name in steps if name.startswith("kit "))
     print(
         f"kit default: {seconds['kit default'] / fastest - 1:+.1%} against the fastest kit "
-        f"path; {seconds['plain'] / seconds['kit default']:.2f}x the plain step"
+        f"arithmetic; {seconds['plain'] / seconds['kit default']:.2f}x the plain step"
     )
 
     batches = [make_batch(args.batch, args.size, seed=i) for i in range(args.eval_batches)]

@@ -333,6 +333,19 @@ def _add_evaluate(commands) -> None:
     parser.add_argument("--data", required=True, help="folder holding VOCdevkit/VOC2012")
     parser.add_argument("--checkpoint", required=True, help="a checkpoint file or a run folder")
     parser.add_argument("--out", help="write metrics.json and the metrics tables here")
+    parser.add_argument(
+        "--export-dir",
+        metavar="DIR",
+        help="write one VOC palette PNG per image id at its original size (the evaluation "
+        "server's format)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_scoring_options(parser)
+    parser.set_defaults(run=_evaluate)
+
+
+def _add_scoring_options(parser) -> None:
+    """`evaluate.Scoring`'s fields as options."""
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument(
         "--protocol",
@@ -359,23 +372,14 @@ def _add_evaluate(commands) -> None:
     parser.add_argument(
         "--flip", action="store_true", help="also average horizontally flipped inputs"
     )
-    parser.add_argument(
-        "--export-dir",
-        metavar="DIR",
-        help="write one VOC palette PNG per image id at its original size (the evaluation "
-        "server's format)",
-    )
     parser.add_argument("--batch-size", type=int, help="default: the run's")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--amp",
         choices=("auto", "bf16", "fp16", "off"),
-        help="precision (default: the path the run trained in; auto: the fastest, timed here)",
+        help="precision (default: the arithmetic the run trained in; auto: this machine's rule)",
     )
     parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    parser.set_defaults(run=_evaluate)
 
 
 def _scales(text: str) -> tuple[float, ...]:

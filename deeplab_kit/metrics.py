@@ -219,43 +219,7 @@ class ConfusionMatrix:
                 "they count as misses of their true class",
                 stacklevel=2,
             )
-        s = class_stats(self.matrix.cpu().double(), missed)
-        tp, fp, fn, support = s["tp"], s["fp"], s["fn"], s["support"]
-        present = (tp + fp + fn) > 0
-        in_truth = support > 0
-        total = support.sum()
-
-        def macro(x: torch.Tensor) -> float:
-            return float(x[present].mean()) if present.any() else 0.0
-
-        def weighted(x: torch.Tensor) -> float:
-            return float(safe_div((x * support).sum(), total))
-
-        TP, FP, FN = tp.sum(), fp.sum(), fn.sum()
-
-        def per_class(x: torch.Tensor) -> list[float]:  # NaN for a class absent from both
-            return torch.where(present, x, torch.nan).tolist()
-
-        scores = {
-            "pixel_accuracy": float(safe_div(TP, total)),
-            "mean_accuracy": float(s["recall"][in_truth].mean()) if in_truth.any() else 0.0,
-            "miou": macro(s["iou"]),
-            "fw_iou": weighted(s["iou"]),
-            "iou": per_class(s["iou"]),
-            "precision_macro": macro(s["precision"]),
-            "recall_macro": macro(s["recall"]),
-            "f1_macro": macro(s["f1"]),
-            "precision_per_class": per_class(s["precision"]),
-            "recall_per_class": per_class(s["recall"]),
-            "f1_per_class": per_class(s["f1"]),
-            "precision_micro": float(safe_div(TP, TP + FP)),
-            "recall_micro": float(safe_div(TP, TP + FN)),
-            "f1_micro": float(safe_div(2 * TP, 2 * TP + FP + FN)),
-            "precision_weighted": weighted(s["precision"]),
-            "recall_weighted": weighted(s["recall"]),
-            "f1_weighted": weighted(s["f1"]),
-            "support": [int(n) for n in support.tolist()],
-        }
+        scores = _scores(class_stats(self.matrix.cpu().double(), missed))
         scores.update({name: scores[f"{name}_macro"] for name in SHORT_NAMES})
         return scores
 
@@ -297,6 +261,39 @@ def class_stats(matrix: torch.Tensor, missed: torch.Tensor) -> dict[str, torch.T
         "f1": safe_div(2 * tp, 2 * tp + fp + fn),
         "iou": safe_div(tp, tp + fp + fn),
     }
+
+
+def _scores(s: dict[str, torch.Tensor]) -> dict:
+    """Every score from per-class statistics (`class_stats`), under each averaging."""
+    tp, fp, fn, support = s["tp"], s["fp"], s["fn"], s["support"]
+    present = (tp + fp + fn) > 0  # a class absent from truth and prediction says nothing
+    in_truth, total = support > 0, support.sum()
+    TP, FP, FN = tp.sum(), fp.sum(), fn.sum()
+
+    def macro(x: torch.Tensor) -> float:
+        return float(x[present].mean()) if present.any() else 0.0
+
+    def weighted(x: torch.Tensor) -> float:
+        return float(safe_div((x * support).sum(), total))
+
+    def per_class(x: torch.Tensor) -> list[float]:  # NaN for a class absent from both
+        return torch.where(present, x, torch.nan).tolist()
+
+    scores = {
+        "pixel_accuracy": float(safe_div(TP, total)),
+        "mean_accuracy": float(s["recall"][in_truth].mean()) if in_truth.any() else 0.0,
+        "miou": macro(s["iou"]),
+        "fw_iou": weighted(s["iou"]),
+        "iou": per_class(s["iou"]),
+    }
+    pooled = {"precision": (TP, TP + FP), "recall": (TP, TP + FN), "f1": (2 * TP, 2 * TP + FP + FN)}
+    for name, (numerator, denominator) in pooled.items():
+        scores[f"{name}_macro"] = macro(s[name])
+        scores[f"{name}_per_class"] = per_class(s[name])
+        scores[f"{name}_micro"] = float(safe_div(numerator, denominator))
+        scores[f"{name}_weighted"] = weighted(s[name])
+    scores["support"] = [int(n) for n in support.tolist()]
+    return scores
 
 
 def class_names(num_classes: int) -> list[str]:

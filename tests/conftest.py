@@ -32,10 +32,12 @@ def tiny_config(recipe: str | None = None, **overrides) -> RunConfig:
     return RunConfig.from_recipe(recipe, **values) if recipe else RunConfig.from_dict(values)
 
 
-def tiny_options(**overrides) -> list[str]:
+def tiny_options(*, exclude=(), **overrides) -> list[str]:
     """TINY_RUN (and `overrides`) as command-line options: ["--backbone", "resnet26", ...]."""
     options = []
     for name, value in {**TINY_RUN, **overrides}.items():
+        if name in exclude:
+            continue
         text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value).lower()
         options += [f"--{name.replace('_', '-')}", text if name != "backbone" else value]
     return options

@@ -7,12 +7,10 @@ import pytest
 
 from deeplab_kit.cli import _add_train, main
 from deeplab_kit.course.figures import read_history
+from tests.conftest import tiny_options
 
-# A model and data small enough for seconds on a CPU.
-TINY = (
-    "--backbone resnet26 --backbone-width 16 --aspp-channels 16 --atrous-rates 1,2 "
-    "--image-size 32 --batch-size 2 --device cpu --quiet"
-).split()
+# conftest's tiny run as options (each test gives its own --epochs)
+TINY = [*tiny_options(exclude=("epochs",), atrous_rates=(1, 2)), "--quiet"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,23 +9,21 @@ import torch.nn.functional as F
 from PIL import Image
 
 from deeplab_kit.cli import main
-from deeplab_kit.config import RunConfig
 from deeplab_kit.data.classes import VOC_PALETTE
 from deeplab_kit.data.synthetic import make_voc_like_tree
 from deeplab_kit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_kit.model import from_preset
 from deeplab_kit.predict import load_predictor, predict_files
 from deeplab_kit.training.loop import train
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = dict(backbone_width=8, aspp_channels=8, image_size=32, batch_size=2, epochs=1, device="cpu")
-TINY.update(amp="off", channels_last=False)
 
 
 @pytest.fixture(scope="module")
 def run(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    train(RunConfig.from_recipe("demo", data_root=str(synthetic_root), **TINY), out, progress=False)
+    train(tiny_config("demo", data_root=str(synthetic_root)), out, progress=False)
     return out
 
 

@@ -5,13 +5,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from deeplab_kit.cli import main
-from deeplab_kit.config import RunConfig
 from deeplab_kit.training.loop import train
 from deeplab_kit.training.tensorboard import FOLDER, Board
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = dict(backbone_width=8, aspp_channels=8, image_size=32, batch_size=2, device="cpu")
-TINY.update(amp="off", channels_last=False, tensorboard=True)
 
 
 def events(run):
@@ -22,7 +20,7 @@ def events(run):
 
 def test_a_run_in_two_sessions_writes_one_curve(synthetic_root, tmp_path):
     data = str(synthetic_root)
-    config = RunConfig.from_recipe("demo", data_root=data, epochs=2, session_epochs=1, **TINY)
+    config = tiny_config("demo", data_root=data, epochs=2, session_epochs=1, tensorboard=True)
     train(config, tmp_path, progress=False)
     train(config, tmp_path, progress=False)  # the second session
     board = events(tmp_path)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Rectangle
 
@@ -184,54 +185,23 @@ def plot_valid_share(
     max_rate = max_rate or max([max(h, w) + max(h, w) // 4, *rates]) + 1
     r = np.arange(1, max_rate + 1)
     fig, ax = figure_and_axes(ax, (6, 4))
-    ax.plot(
-        r,
-        [valid_share((h, w), x) for x in r],
-        color="0.1",
-        label="mean share of valid weights",
-        gid="valid-share",
-    )
-    histograms = [valid_tap_counts((h, w), x) for x in r]
-    ax.plot(
-        r,
-        [c.get(9, 0.0) for c in histograms],
-        color="0.5",
-        linestyle="--",
-        label="positions with 9 valid",
-    )
-    ax.plot(
-        r,
-        [c.get(1, 0.0) for c in histograms],
-        color="0.5",
-        linestyle=":",
-        label="positions with 1 valid",
-    )
+    mean = [valid_share((h, w), x) for x in r]
+    ax.plot(r, mean, color="0.1", label="mean share of valid weights", gid="valid-share")
+    counts = [valid_tap_counts((h, w), x) for x in r]
+    for taps, style in ((9, "--"), (1, ":")):
+        share = [c.get(taps, 0.0) for c in counts]
+        ax.plot(r, share, color="0.5", linestyle=style, label=f"positions with {taps} valid")
     ax.axhline(1 / 9, color="0.6", linewidth=0.8)
-    ax.text(
-        max_rate,
-        1 / 9,
-        "centre tap only (1/9)",
-        ha="right",
-        va="bottom",
-        fontsize="small",
-        color="0.4",
-    )
+    # at small rates the curves sit near 1, far from the 1/9 line: its label goes there
+    ax.text(1, 1 / 9 + 0.01, "centre tap only (1/9)", va="bottom", fontsize="small", color="0.4")
     ax.axvline(max(h, w), color="0.6", linewidth=0.8, linestyle="-.")
     for k, rate in enumerate(rates):
-        ax.plot(
-            rate,
-            valid_share((h, w), rate),
-            marker=BRANCH_MARKERS[k % len(BRANCH_MARKERS)],
-            color=f"C{k}",
-            markeredgecolor="black",
-            linestyle="none",
-            label=f"rate {rate}",
-        )
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("atrous rate")
-    ax.set_ylabel("share")
+        marker = BRANCH_MARKERS[k % len(BRANCH_MARKERS)]
+        ax.plot(rate, valid_share((h, w), rate), marker=marker, color=f"C{k}", linestyle="none")
+        ax.lines[-1].set(markeredgecolor="black", label=f"rate {rate}")
+    ax.set(ylim=(0, 1.02), xlabel="atrous rate", ylabel="share of the 9 weights")
     ax.set_title(f"valid weights of a 3x3 kernel on a {h}x{w} map")
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(loc="upper right", fontsize="small")
     return fig
 
 
@@ -261,56 +231,42 @@ def plot_erf(
     masses: Sequence[float] = (0.5, 0.9),
     columns: int = 4,
 ) -> Figure:
-    """Effective receptive fields side by side (`deeplab_kit.course.erf`): each map's gradient
-    magnitude (square root, so the tails show), circles holding `masses` of it, and the
-    theoretical field as a dashed square where it fits in the image."""
-
+    """Effective receptive fields side by side (`deeplab_kit.course.erf`), on one colour scale:
+    each pixel's share of its map's gradient (each map sums to 1), log-scaled so the tails show,
+    with one colour bar; circles holding `masses` of it, and the theoretical field as a dashed
+    square where it fits in the image."""
+    shares = {name: np.asarray(g, dtype=np.float64) / np.sum(g) for name, g in maps.items()}
+    top = max(float(g.max()) for g in shares.values())
+    norm = LogNorm(vmin=top / 1e4, vmax=top, clip=True)
     rows = -(-len(maps) // columns)
-    fig = KitFigure(figsize=(3.0 * columns, 3.1 * rows + 0.4), layout="constrained")
+    fig = KitFigure(figsize=(3.0 * columns + 0.8, 3.1 * rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    styles = ("-", "--", ":")
-    for ax, (name, grad) in zip(axes, maps.items(), strict=False):
-        grad = np.asarray(grad, dtype=np.float64)
-        h, w = grad.shape
-        ax.imshow(
-            np.sqrt(grad / grad.max()),
-            cmap=ERF_COLOURS,
-            interpolation="nearest",
-            extent=(-0.5, w - 0.5, h - 0.5, -0.5),
-        )
-        for mass, style in zip(masses, styles, strict=False):
-            radius = erf_radius(grad, mass)
-            ax.add_patch(
-                Circle(
-                    (w // 2, h // 2),
-                    radius,
-                    fill=False,
-                    color="cyan",
-                    ls=style,
-                    label=f"{mass:.0%} of the gradient: r = {radius:.0f} px",
-                )
-            )
-        field = (theoretical or {}).get(name)
-        if field and field < max(h, w):
-            half = field / 2
-            ax.add_patch(
-                Rectangle(
-                    (w // 2 - half, h // 2 - half),
-                    field,
-                    field,
-                    fill=False,
-                    color="white",
-                    ls="--",
-                    lw=1,
-                )
-            )
-        ax.set_title(name, fontsize="small")
-        ax.legend(loc="lower center", fontsize="x-small", framealpha=0.7)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    for ax, (name, share) in zip(axes, shares.items(), strict=False):
+        image = _erf_panel(ax, name, share, norm, masses, (theoretical or {}).get(name))
     for ax in axes[len(maps) :]:
         ax.set_axis_off()
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="share of the gradient per pixel")
     return fig
+
+
+def _erf_panel(ax: Axes, name: str, share: np.ndarray, norm, masses, field) -> object:
+    h, w = share.shape
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    image = ax.imshow(share, cmap=ERF_COLOURS, norm=norm, interpolation="nearest", extent=extent)
+    for mass, style in zip(masses, ("-", "--", ":"), strict=False):
+        radius = erf_radius(share, mass)
+        label = f"{mass:.0%} of the gradient: r = {radius:.0f} px"
+        ax.add_patch(
+            Circle((w // 2, h // 2), radius, fill=False, color="cyan", ls=style, label=label)
+        )
+    if field and field < max(h, w):
+        corner = (w // 2 - field / 2, h // 2 - field / 2)
+        ax.add_patch(Rectangle(corner, field, field, fill=False, color="white", ls="--", lw=1))
+    ax.set_title(name, fontsize="small")
+    ax.legend(loc="lower center", fontsize="x-small", framealpha=0.7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return image
 
 
 def plot_seed_points(

@@ -130,8 +130,8 @@ def run_grid(
 ) -> list[dict]:
     """Train each setting's config once per seed (its `seed` replaced) and return one row per
     (setting, seed), in settings order: the run's label (as "run" and "setting"; `measure` may
-    give "setting" another value), the seed, what `measure` adds, the scores,
-    epochs, training seconds, the path it trained in and whether it finished.
+    give "setting" another value), the seed, what `measure` adds, the scores, epochs, training
+    seconds, the arithmetic it trained in and whether it finished.
 
     `same_as` ({label: earlier label}) marks settings that build the same network as an earlier
     one: they are not trained again; their rows carry the twin's scores and name it.
@@ -142,6 +142,31 @@ def run_grid(
     depend on its thread count, never on what ran beside it; `measure` must then be picklable
     (a module-level function or a dataclass), and the datasets come from the configs.
     """
+    same_as = dict(same_as or {})
+    jobs = _jobs(settings, out_dir, seeds, same_as)
+    options = dict(measure=measure, keep_checkpoints=keep_checkpoints)
+    if workers <= 1:
+        extra = dict(progress=progress, train_set=train_set, val_set=val_set)
+        done = {
+            (label, c.seed): _train_one(label, c, run, **options, **extra) for label, c, run in jobs
+        }
+    elif train_set is not None or val_set is not None:
+        raise ValueError("workers > 1 read the data from the configs: give no datasets")
+    else:
+        done = _train_in_workers(jobs, workers, progress, options)
+    rows = {}
+    for seed in seeds:
+        for label in settings:
+            if label in same_as:
+                twin = {**rows[same_as[label], seed], "same network as": same_as[label]}
+                rows[label, seed] = {**twin, "run": label, "setting": label}
+            else:
+                rows[label, seed] = done[label, seed]
+    return [rows[label, seed] for label in settings for seed in seeds]
+
+
+def _jobs(settings: Mapping[str, RunConfig], out_dir, seeds, same_as) -> list[tuple]:
+    """(label, config with its seed, run folder) of every run to train, seed by seed."""
     if not settings:
         raise ValueError("no settings to run")
     if not seeds or len(set(seeds)) != len(seeds):
@@ -149,51 +174,33 @@ def run_grid(
     folders = [setting_folder(label) for label in settings]
     if len(set(folders)) != len(folders):
         raise ValueError(f"setting labels must give distinct folder names, got {folders}")
-    same_as = dict(same_as or {})
-    jobs = [
+    return [
         (label, settings[label].replace(seed=int(seed)), run_folder(out_dir, label, seed))
         for seed in seeds
         for label in settings
         if label not in same_as
     ]
-    done: dict[tuple[str, int], dict] = {}
-    if workers <= 1:
-        for label, config, run in jobs:
-            done[label, config.seed] = _train_one(
-                label, config, run, measure, progress, keep_checkpoints, train_set, val_set
-            )
-    else:
-        if train_set is not None or val_set is not None:
-            raise ValueError("workers > 1 read the data from the configs: give no datasets")
-        context = multiprocessing.get_context("spawn")  # a fresh torch in every worker
-        threads = threads_per_worker(workers)
-        pool = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
-        )
-        with pool:
-            futures = {}
-            for label, config, run in jobs:
-                job = (label, config, run, measure, False, keep_checkpoints)
-                futures[pool.submit(_train_one, *job)] = (label, config.seed)
-            for future in as_completed(futures):
-                done[futures[future]] = row = future.result()
-                if progress:
-                    seconds, miou = row["train seconds"], row["miou"]
-                    print(f"{row['setting']} seed {row['seed']}: mIoU {miou:.4f} ({seconds:.0f} s)")
-    rows = {}
-    for seed in seeds:
-        for label in settings:
-            if label in same_as:
-                twin = rows[same_as[label], seed]
-                rows[label, seed] = {
-                    **twin,
-                    "run": label,
-                    "setting": label,
-                    "same network as": same_as[label],
-                }
-            else:
-                rows[label, seed] = done[label, seed]
-    return [rows[label, seed] for label in settings for seed in seeds]
+
+
+def _train_in_workers(jobs, workers: int, progress: bool, options: dict) -> dict:
+    """Each job in a worker process of its own torch (spawned), `workers` at a time."""
+    context = multiprocessing.get_context("spawn")
+    threads = threads_per_worker(workers)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
+    )
+    done = {}
+    with pool:
+        futures = {
+            pool.submit(_train_one, label, config, run, **options): (label, config.seed)
+            for label, config, run in jobs
+        }
+        for future in as_completed(futures):
+            done[futures[future]] = row = future.result()
+            if progress:
+                seconds, miou = row["train seconds"], row["miou"]
+                print(f"{row['setting']} seed {row['seed']}: mIoU {miou:.4f} ({seconds:.0f} s)")
+    return done
 
 
 def _arithmetic(history: list[dict]) -> str | None:
@@ -208,7 +215,7 @@ def threads_per_worker(workers: int) -> int:
 
 
 def _train_one(
-    label, config, run, measure, progress, keep_checkpoints, train_set=None, val_set=None
+    label, config, run, *, measure, keep_checkpoints, progress=False, train_set=None, val_set=None
 ) -> dict:
     outcome = train_or_reuse(
         config,

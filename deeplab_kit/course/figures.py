@@ -145,41 +145,45 @@ def plot_predictions(
     of flat. The legend names the classes present.
     """
     images, truths = list(images), list(truths)
-    if predictions is None:
-        columns = {}
-    elif isinstance(predictions, Mapping):
-        columns = {name: list(masks) for name, masks in predictions.items()}
-    else:
-        columns = {"prediction": list(predictions)}
+    columns = _prediction_columns(predictions)
     for name, masks in {"truths": truths, **columns}.items():
         if len(masks) != len(images):
             raise ValueError(f"{len(images)} images but {len(masks)} masks in {name!r}")
     n_cols = 2 + len(columns)
     # Rows as tall as the pictures are at 2.6 inches wide: landscape images leave no gaps.
     aspect = max(_numpy(t).shape[-2] / _numpy(t).shape[-1] for t in truths)
-    fig = KitFigure(
-        figsize=(2.6 * n_cols, 2.6 * aspect * len(images) + (0.6 if legend else 0)),
-        layout="constrained",
-    )
+    height = 2.6 * aspect * len(images) + (0.6 if legend else 0)
+    fig = KitFigure(figsize=(2.6 * n_cols, height), layout="constrained")
     axes = fig.subplots(len(images), n_cols, squeeze=False)
     present = set()
     for row, (image, truth) in enumerate(zip(images, truths, strict=True)):
-        draw = (
-            color_mask if alpha is None else (lambda mask, image=image: overlay(image, mask, alpha))
-        )
-        panels = [("image", as_rgb(image)), ("ground truth", draw(truth))]
-        panels += [(name, draw(masks[row])) for name, masks in columns.items()]
-        present.update(np.unique(_numpy(truth)).tolist())
-        for masks in columns.values():
-            present.update(np.unique(_numpy(masks[row])).tolist())
-        for ax, (title, picture) in zip(axes[row], panels, strict=True):
-            ax.imshow(picture, interpolation="nearest")
-            ax.set_axis_off()
-            if row == 0:
-                ax.set_title(title)
+        masks = {"ground truth": truth, **{name: m[row] for name, m in columns.items()}}
+        for mask in masks.values():
+            present.update(np.unique(_numpy(mask)).tolist())
+        _draw_row(axes[row], image, masks, alpha, titles=row == 0)
     if legend:
         _class_legend(fig, present, class_names, columns=7)
     return fig
+
+
+def _prediction_columns(predictions) -> dict[str, list]:
+    if predictions is None:
+        return {}
+    if isinstance(predictions, Mapping):
+        return {name: list(masks) for name, masks in predictions.items()}
+    return {"prediction": list(predictions)}
+
+
+def _draw_row(axes, image, masks: Mapping, alpha: float | None, *, titles: bool) -> None:
+    """The image, then each mask flat in VOC's colours (or over the image with `alpha`)."""
+    panels = [("image", as_rgb(image))]
+    for title, mask in masks.items():
+        panels.append((title, color_mask(mask) if alpha is None else overlay(image, mask, alpha)))
+    for ax, (title, picture) in zip(axes, panels, strict=True):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_axis_off()
+        if titles:
+            ax.set_title(title)
 
 
 def plot_pairs(
@@ -286,55 +290,60 @@ def _draw_session_bands(ax: Axes, spans: pd.DataFrame, numbered: bool) -> None:
 def plot_history(history, *, title: str | None = None) -> Figure:
     """One continuous loss curve over all sessions, each session shaded and numbered, learning
     rate jumps marked: the report's Figures 1-3 as one figure. Panels below show the validation
-    mIoU and the learning rate when the history has them.
+    mIoU (in %) and the learning rate when the history has them.
 
     `history` is a DataFrame, a history.csv or a run folder (columns epoch, session, train_loss,
     val_loss, miou, lr, seconds; val_loss and miou may be empty on epochs without evaluation).
     """
     history = read_history(history)
-    spans, jumps = session_spans(history), lr_changes(history)
     extra = [c for c in ("miou", "lr") if c in history.columns and history[c].notna().any()]
     fig = KitFigure(figsize=(9, 4 + 1.6 * len(extra)), layout="constrained")
-    axes = fig.subplots(
-        1 + len(extra), 1, sharex=True, squeeze=False, height_ratios=[2.5] + [1] * len(extra)
-    )[:, 0]
+    ratios = [2.5] + [1] * len(extra)
+    axes = fig.subplots(1 + len(extra), 1, sharex=True, squeeze=False, height_ratios=ratios)[:, 0]
     loss_ax = axes[0]
     loss_ax.plot(history["epoch"], history["train_loss"], color="C0", label="train loss")
     if "val_loss" in history.columns and history["val_loss"].notna().any():
         val = history.dropna(subset=["val_loss"])
         loss_ax.plot(val["epoch"], val["val_loss"], color="C1", marker=".", label="val loss")
     loss_ax.set_ylabel("loss")
-    for jump in jumps.itertuples():
-        for ax in axes:
-            ax.axvline(jump.epoch - 0.5, color="0.2", linestyle=":", linewidth=1, gid="lr-change")
-        loss_ax.annotate(
-            f"lr x{jump.after / jump.before:.3g}",
-            (jump.epoch - 0.5, 0.5),
-            xycoords=loss_ax.get_xaxis_transform(),
-            rotation=90,
-            ha="right",
-            va="center",
-            fontsize="small",
-        )
+    _mark_lr_changes(axes, lr_changes(history))
     for name, ax in zip(extra, axes[1:], strict=True):
-        data = history.dropna(subset=[name])
-        if name == "miou":
-            ax.plot(data["epoch"], data["miou"], color="C2", marker=".")
-            # From 0 and at least 0.1 high: noise of 0.0005 must not look like a jump.
-            ax.set_ylim(0, max(0.1, 1.1 * float(data["miou"].max())))
-            ax.set_ylabel("val mIoU")
-        else:
-            ax.step(data["epoch"], data["lr"], where="mid", color="C3")
-            ax.set_yscale("log")
-            ax.set_ylabel("learning rate")
+        _plot_history_panel(ax, name, history.dropna(subset=[name]))
     for k, ax in enumerate(axes):
-        _draw_session_bands(ax, spans, numbered=k == 0)
+        _draw_session_bands(ax, session_spans(history), numbered=k == 0)
     axes[-1].set_xlabel("epoch")
     axes[-1].xaxis.get_major_locator().set_params(integer=True)
     loss_ax.legend(loc="upper right")
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _mark_lr_changes(axes, jumps: pd.DataFrame) -> None:
+    for jump in jumps.itertuples():
+        for ax in axes:
+            ax.axvline(jump.epoch - 0.5, color="0.2", linestyle=":", linewidth=1, gid="lr-change")
+        axes[0].annotate(
+            f"lr x{jump.after / jump.before:.3g}",
+            (jump.epoch - 0.5, 0.5),
+            xycoords=axes[0].get_xaxis_transform(),
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize="small",
+        )
+
+
+def _plot_history_panel(ax: Axes, name: str, data: pd.DataFrame) -> None:
+    if name == "miou":
+        ax.plot(data["epoch"], 100 * data["miou"], color="C2", marker=".")
+        # From 0 and at least 10 high: noise of 0.05 points must not look like a jump.
+        ax.set_ylim(0, max(10.0, 110 * float(data["miou"].max())))
+        ax.set_ylabel("val mIoU (%)")
+    else:
+        ax.step(data["epoch"], data["lr"], where="mid", color="C3")
+        ax.set_yscale("log")
+        ax.set_ylabel("learning rate")
 
 
 # --- scores -----------------------------------------------------------------------------------

@@ -104,6 +104,56 @@ QUICK_GOING_DEEPER_DATA = {**GOING_DEEPER_DATA, "num_train": 16, "num_val": 4}
 REHEARSAL = dict(epochs=2, session_epochs=1, image_size=64, scales=(0.5, 1.0), erf_images=2)
 
 
+# Each profile's budgets (None: the recipe's own): the training run's epochs and session length,
+# the ablation's epochs and seeds, the images per effective receptive field, torch's threads.
+BUDGETS = {
+    "quick": dict(
+        epochs=QUICK_BUDGET["epochs"],
+        session_epochs=QUICK_BUDGET["session_epochs"],
+        ablation_epochs=QUICK_BUDGET["ablation_epochs"],
+        ablation_seeds=(0,),
+        erf_images=QUICK_ERF_IMAGES,
+        threads=QUICK_THREADS,
+    ),
+    "cpu": dict(
+        epochs=None,
+        session_epochs=CPU_SESSION_EPOCHS,
+        ablation_epochs=None,
+        ablation_seeds=SEEDS,
+        erf_images=ERF_IMAGES,
+        threads=None,
+    ),
+    "full": dict(
+        epochs=None,
+        session_epochs=None,
+        ablation_epochs=FULL_ABLATION_EPOCHS,
+        ablation_seeds=SEEDS,
+        erf_images=ERF_IMAGES,
+        threads=None,
+    ),
+    "rehearsal": dict(
+        epochs=REHEARSAL["epochs"],
+        session_epochs=REHEARSAL["session_epochs"],
+        ablation_epochs=1,
+        ablation_seeds=(0,),
+        erf_images=REHEARSAL["erf_images"],
+        threads=None,
+    ),
+}
+
+
+def _profile_name(environ: Mapping[str, str]) -> str:
+    raw = environ.get(PROFILE_VARIABLE, "")
+    name = raw.strip().lower() or DEFAULT_PROFILE
+    if name not in PROFILES:
+        raise ValueError(
+            f"{PROFILE_VARIABLE}={raw!r} is not a profile; use 'quick' (CPU, synthetic data, "
+            "tiny budgets), 'cpu' (a CPU reproduces the stored results), 'full' (GPU, PASCAL "
+            "VOC 2012) or 'rehearsal' (the full profile's code, a few steps, any device)"
+        )
+    return name
+
+
 class ResourceMissing(RuntimeError):
     """The profile needs something this machine lacks (VOC, a GPU, a trained run, weights).
 
@@ -151,89 +201,30 @@ class Profile:
         (with `mount`) so that run folders outlive the session. The quick profile also sets
         torch's CPU threads to `QUICK_THREADS`, for the kernel the notebook runs in.
         """
-
         environ = os.environ if environ is None else environ
-        raw = environ.get(PROFILE_VARIABLE, "")
-        name = raw.strip().lower() or DEFAULT_PROFILE
-        if name not in PROFILES:
-            raise ValueError(
-                f"{PROFILE_VARIABLE}={raw!r} is not a profile; use 'quick' (CPU, synthetic data, "
-                "tiny budgets), 'cpu' (a CPU reproduces the stored results) or 'full' (GPU, "
-                "PASCAL VOC 2012)"
-            )
+        name = _profile_name(environ)
         base = home(environ)
         drive = mount_drive() if (mount and name in ("full", "rehearsal")) else drive_folder()
         runs = (drive or base) / "runs"
-        common = dict(home=base, cache_dir=base / "data" / "cache", on_drive=drive is not None)
-        if name == "quick":
-            return cls(
-                name=name,
-                device="cpu",
-                data_root=base / "data" / "synthetic-quick",
-                runs_dir=runs / "quick",
-                synthetic=True,
-                epochs=QUICK_BUDGET["epochs"],
-                session_epochs=QUICK_BUDGET["session_epochs"],
-                ablation_root=base / "data" / "synthetic-ablation-quick",
-                ablation_epochs=QUICK_BUDGET["ablation_epochs"],
-                ablation_seeds=(0,),
-                erf_images=QUICK_ERF_IMAGES,
-                threads=QUICK_THREADS,
-                progress=False,
-                **common,
-            )._apply_threads()
-        if name == "cpu":
-            return cls(
-                name=name,
-                device="cpu",
-                data_root=base / "data" / "synthetic",
-                runs_dir=runs / "cpu",
-                synthetic=True,
-                epochs=None,
-                session_epochs=CPU_SESSION_EPOCHS,
-                ablation_root=base / "data" / "synthetic-ablation",
-                ablation_epochs=None,
-                ablation_seeds=SEEDS,
-                erf_images=ERF_IMAGES,
-                threads=None,
-                progress=True,
-                **common,
-            )
         data = environ.get(DATA_VARIABLE)
-        data_root = Path(data).expanduser().resolve() if data else base / "data"
-        if name == "rehearsal":
-            return cls(
-                name=name,
-                device=str(resolve_device("auto")),
-                data_root=data_root,
-                runs_dir=runs / "rehearsal",
-                synthetic=False,
-                epochs=REHEARSAL["epochs"],
-                session_epochs=REHEARSAL["session_epochs"],
-                ablation_root=data_root,
-                ablation_epochs=1,
-                ablation_seeds=(0,),
-                erf_images=REHEARSAL["erf_images"],
-                threads=None,
-                progress=False,
-                **common,
-            )
-        return cls(
+        voc = Path(data).expanduser().resolve() if data else base / "data"
+        synthetic = name in ("quick", "cpu")
+        suffix = "-quick" if name == "quick" else ""
+        device = {"full": "cuda", "rehearsal": str(resolve_device("auto"))}.get(name, "cpu")
+        profile = cls(
             name=name,
-            device="cuda",
-            data_root=data_root,
-            runs_dir=runs,
-            synthetic=False,
-            epochs=None,
-            session_epochs=None,
-            ablation_root=data_root,
-            ablation_epochs=FULL_ABLATION_EPOCHS,
-            ablation_seeds=SEEDS,
-            erf_images=ERF_IMAGES,
-            threads=None,
-            progress=True,
-            **common,
+            device=device,
+            home=base,
+            data_root=base / "data" / f"synthetic{suffix}" if synthetic else voc,
+            runs_dir=runs if name == "full" else runs / name,
+            cache_dir=base / "data" / "cache",
+            synthetic=synthetic,
+            on_drive=drive is not None,
+            ablation_root=base / "data" / f"synthetic-ablation{suffix}" if synthetic else voc,
+            progress=name in ("cpu", "full"),
+            **BUDGETS[name],
         )
+        return profile._apply_threads()
 
     def _apply_threads(self) -> Profile:
         if self.threads is not None:

@@ -85,56 +85,46 @@ def miou_loss_bound(pixel_error: float, smallest_share: float, num_classes: int)
     return min(1.0, 2.0 * pixel_error / (num_classes * smallest_share))
 
 
+# What each averaging of one confusion matrix shows: (quantity, its score's key, why).
+AVERAGING_ROWS = (
+    ("pixel accuracy", "pixel_accuracy", "correct pixels / scored pixels"),
+    (
+        "precision (micro)",
+        "precision_micro",
+        "pooled: every pixel is one prediction, so pixel accuracy",
+    ),
+    ("recall (micro)", "recall_micro", "equally pixel accuracy"),
+    ("F1 (micro)", "f1_micro", "equally pixel accuracy"),
+    ("precision (weighted)", "precision_weighted", "weighted by true pixels: big classes dominate"),
+    ("recall (weighted)", "recall_weighted", "weighted recall is pixel accuracy"),
+    ("F1 (weighted)", "f1_weighted", "can lie below both weighted P and R"),
+    ("precision (macro)", "precision_macro", "each present class counts once"),
+    ("recall (macro)", "recall_macro", "each present class counts once"),
+    ("F1 (macro)", "f1_macro", "each present class counts once"),
+)
+
+
 def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFrame:
     """Why precision near 0.99 and mIoU near 55% can describe the same predictions, in numbers.
 
     One row per quantity, with its value (0..1) and what it shows: micro precision equals pixel
-    accuracy; background's share of the pixels; background IoU against the mean IoU over the
-    object classes; and what each averaging convention gives for precision, recall and F1.
+    accuracy; what each averaging gives for precision, recall and F1; background's share of
+    the pixels; background IoU against the mean IoU over the object classes.
     """
     scores = cm.compute()
     stats = class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
-    present = (stats["tp"] + stats["fp"] + stats["fn"]) > 0
-    objects = present.clone()
+    objects = (stats["tp"] + stats["fp"] + stats["fn"]) > 0
     objects[background] = False
-    iou = stats["iou"]
-    total = stats["support"].sum()
-    name = class_names(cm.num_classes)[background]
-    rows = [
-        ("pixel accuracy", scores["pixel_accuracy"], "correct pixels / scored pixels"),
-        (
-            "precision (micro)",
-            scores["precision_micro"],
-            "pooled over classes: every pixel is one prediction, so this is pixel accuracy",
-        ),
-        ("recall (micro)", scores["recall_micro"], "equally pixel accuracy"),
-        ("F1 (micro)", scores["f1_micro"], "equally pixel accuracy"),
-        (
-            "precision (weighted)",
-            scores["precision_weighted"],
-            "per-class precision weighted by true pixels: the big classes dominate",
-        ),
-        ("recall (weighted)", scores["recall_weighted"], "weighted recall is pixel accuracy"),
-        ("F1 (weighted)", scores["f1_weighted"], "can lie below both weighted P and R"),
-        ("precision (macro)", scores["precision_macro"], "each present class counts once"),
-        ("recall (macro)", scores["recall_macro"], "each present class counts once"),
-        ("F1 (macro)", scores["f1_macro"], "each present class counts once"),
-        (
-            "P + R - 1 (macro)",
-            scores["precision_macro"] + scores["recall_macro"] - 1,
-            "a floor under mIoU (per class, IoU >= P + R - 1)",
-        ),
-        (
-            f"{name} share of pixels",
-            float(safe_div(stats["support"][background], total)),
-            "the class that micro and weighted scores mostly measure",
-        ),
+    iou, name = stats["iou"], class_names(cm.num_classes)[background]
+    rows = [(label, scores[key], why) for label, key, why in AVERAGING_ROWS]
+    floor = scores["precision_macro"] + scores["recall_macro"] - 1
+    share = float(safe_div(stats["support"][background], stats["support"].sum()))
+    objects_iou = float(iou[objects].mean()) if objects.any() else 0.0
+    rows += [
+        ("P + R - 1 (macro)", floor, "a floor under mIoU (per class, IoU >= P + R - 1)"),
+        (f"{name} share of pixels", share, "the class that micro and weighted scores measure"),
         (f"{name} IoU", float(iou[background]), "usually the best class"),
-        (
-            "mean IoU over object classes",
-            float(iou[objects].mean()) if objects.any() else 0.0,
-            f"present classes other than {name}",
-        ),
+        ("mean IoU over object classes", objects_iou, f"present classes other than {name}"),
         ("mIoU", scores["miou"], f"{name} and each object class count once"),
     ]
     return pd.DataFrame(

@@ -112,10 +112,8 @@ def make_loader(
     pin_memory: bool | None = None,
     collate_fn=None,
 ) -> EpochLoader:
-    """A loader over `dataset` whose batches depend only on (seed, epoch) and the dataset.
-
-    Call `loader.set_epoch(epoch)` before each epoch (as with DistributedSampler); without it
-    every pass repeats epoch 0's order and augmentation.
+    """A loader over `dataset` whose batches depend only on (seed, epoch) and the dataset; call
+    `loader.set_epoch(epoch)` before each epoch (without it every pass repeats epoch 0's).
 
     Args:
         seed: of the sample order; None takes the dataset's `seed` (0 if it has none).

@@ -223,6 +223,27 @@ def make_synthetic_voc(
     (and remove the images the new dataset no longer lists). A VOC tree that this function did
     not write is never touched.
     """
+    wanted = _manifest(num_train, num_val, size, seed, classes, object_scale)
+    root = Path(root)
+    voc = root / "VOCdevkit" / "VOC2012"
+    counts = {"train": wanted["num_train"], "val": wanted["num_val"]}
+    old = _read_manifest(voc / MANIFEST_NAME, voc)
+    if old == wanted and _complete(voc, counts):
+        return root
+    if old is not None:
+        _remove_stale(voc, old, counts)
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / folder).mkdir(parents=True, exist_ok=True)
+    # Marked as ours but unfinished: an interrupted run is neither complete nor "foreign".
+    write_json(voc / MANIFEST_NAME, {**wanted, "complete": False})
+    for split, count in counts.items():
+        _write_split(voc, split, count, wanted)
+    write_json(voc / MANIFEST_NAME, wanted)
+    return root
+
+
+def _manifest(num_train, num_val, size, seed, classes, object_scale) -> dict:
+    """The arguments, checked, as the manifest records them."""
     for name, value, low in (
         ("num_train", num_train, 1),
         ("num_val", num_val, 1),
@@ -233,23 +254,12 @@ def make_synthetic_voc(
             raise ValueError(
                 f"make_synthetic_voc: {name} must be an integer >= {low}, got {value!r}"
             )
+    wanted = {"generator": GENERATOR, "version": GENERATOR_VERSION}
+    wanted.update(num_train=int(num_train), num_val=int(num_val), size=int(size), seed=int(seed))
     if classes is not None:
-        classes = sorted({int(c) for c in classes})
-        if not classes or not all(1 <= c < len(VOC_CLASSES) for c in classes):
+        wanted["classes"] = sorted({int(c) for c in classes})
+        if not wanted["classes"] or not all(1 <= c < len(VOC_CLASSES) for c in wanted["classes"]):
             raise ValueError(f"make_synthetic_voc: classes must be labels 1..20, got {classes!r}")
-    root = Path(root)
-    voc = root / "VOCdevkit" / "VOC2012"
-    manifest_path = voc / MANIFEST_NAME
-    wanted = {
-        "generator": GENERATOR,
-        "version": GENERATOR_VERSION,
-        "num_train": int(num_train),
-        "num_val": int(num_val),
-        "size": int(size),
-        "seed": int(seed),
-    }
-    if classes is not None:
-        wanted["classes"] = classes
     if object_scale is not None:
         low, high = (float(v) for v in object_scale)
         if not 0 < low <= high <= 1:
@@ -257,38 +267,25 @@ def make_synthetic_voc(
                 f"make_synthetic_voc: object_scale must be 0 < low <= high <= 1, got {object_scale!r}"
             )
         wanted["object_scale"] = [low, high]
-    counts = {"train": int(num_train), "val": int(num_val)}
+    return wanted
 
-    old = _read_manifest(manifest_path, voc)
-    if old == wanted and _complete(voc, counts):
-        return root
-    if old is not None:
-        _remove_stale(voc, old, counts)
 
-    images, masks = voc / "JPEGImages", voc / "SegmentationClass"
-    split_dir = voc / "ImageSets" / "Segmentation"
-    for folder in (images, masks, split_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-    # Marked as ours but unfinished: an interrupted run is neither complete nor "foreign".
-    write_json(manifest_path, {**wanted, "complete": False})
-    palette = VOC_PALETTE.tobytes()
-    pool = classes or range(1, len(VOC_CLASSES))
-    for split, count in counts.items():
-        per_image = [_objects_per_image(seed, split, i) for i in range(count)]
-        stream = _class_stream(seed, split, sum(per_image), pool)
-        start = 0
-        for index, image_id in enumerate(_ids(split, count)):
-            drawn = stream[start : start + per_image[index]]
-            start += per_image[index]
-            scale = object_scale or OBJECT_SCALE
-            image, labels = render(_image_rng(seed, split, index), size, drawn, scale)
-            Image.fromarray(image).save(images / f"{image_id}.jpg", quality=JPEG_QUALITY)
-            mask = Image.fromarray(labels)
-            mask.putpalette(palette)  # "L" becomes "P" with VOC's colours
-            mask.save(masks / f"{image_id}.png")
-        (split_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in _ids(split, count)))
-    write_json(manifest_path, wanted)
-    return root
+def _write_split(voc: Path, split: str, count: int, wanted: dict) -> None:
+    """One split's images, palette masks and list file."""
+    seed, size = wanted["seed"], wanted["size"]
+    pool = wanted.get("classes") or range(1, len(VOC_CLASSES))
+    scale = wanted.get("object_scale") or OBJECT_SCALE
+    per_image = [_objects_per_image(seed, split, i) for i in range(count)]
+    stream = iter(_class_stream(seed, split, sum(per_image), pool))
+    for index, image_id in enumerate(_ids(split, count)):
+        drawn = [next(stream) for _ in range(per_image[index])]
+        image, labels = render(_image_rng(seed, split, index), size, drawn, scale)
+        Image.fromarray(image).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=JPEG_QUALITY)
+        mask = Image.fromarray(labels)
+        mask.putpalette(VOC_PALETTE.tobytes())  # "L" becomes "P" with VOC's colours
+        mask.save(voc / "SegmentationClass" / f"{image_id}.png")
+    lists = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+    lists.write_text("".join(f"{i}\n" for i in _ids(split, count)))
 
 
 def _read_manifest(path: Path, voc: Path) -> dict | None:
