@@ -51,10 +51,12 @@ def stage_plan(model: ModelConfig) -> list[tuple[str, list[tuple[int, int]]]]:
         if stride < model.output_stride:  # this stage still strides
             stride *= 2
             units = [(2, rate)] + [(1, rate)] * (count - 1)
-        else:  # it keeps the resolution and dilates, at twice the previous stage's rate
+        elif model.dilated:  # it keeps the resolution and dilates, at twice the previous rate
             rate *= 2
             first = previous if index <= 4 else rate  # torchvision's rule in layer2..layer4
             units = [(1, first)] + [(1, rate)] * (count - 1)
+        else:  # it keeps the resolution without dilating: the field grows as in a plain ResNet
+            units = [(1, 1)] * count
         if index >= 4 and model.multi_grid is not None:
             units = [
                 (step, rate * unit) for (step, _), unit in zip(units, model.multi_grid, strict=True)
@@ -121,8 +123,10 @@ def build_backbone(model: ModelConfig) -> Backbone:
         _make_narrow(resnet, model.backbone_width, blocks, dilate)
     if model.pretrained_backbone is not False:
         _load_backbone_weights(resnet, model.backbone, model.pretrained_backbone)
-    if model.multi_grid is not None:  # layer4's rates as the plan has them
-        for block, (_, rate) in zip(resnet.layer4, plan[3][1], strict=True):
+    for (_, units), stage in zip(
+        plan[1:4], (resnet.layer2, resnet.layer3, resnet.layer4), strict=True
+    ):
+        for block, (_, rate) in zip(stage, units, strict=True):  # multi-grid, or no dilation
             _set_dilation(block, rate)
     extra = [_extra_layer(units, model.backbone_width) for _, units in plan[4:]]
     return Backbone(resnet, extra, model.backbone_stages)

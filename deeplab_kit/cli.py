@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         _add_train,
         _add_evaluate,
         _add_predict,
+        _add_export,
         _add_ablation,
         _add_going_deeper,
         _add_results,
@@ -429,19 +430,19 @@ def _evaluate(args) -> int:
 
 
 def _add_ablation(commands) -> None:
-
     parser = commands.add_parser(
         "ablation",
-        help="the ASPP rate ablation: 2 backbones x 5 ASPP settings, one model per seed",
-        description="The ablation of notebook 02: the recipe's model on two backbones (dilated; "
-        "small field: cut after layer2) x five ASPP settings (control: the 1x1 branch alone; no "
-        "atrous (1,1,1); paper (6,12,18); report (8,12,16); report variant (12,16,24)), "
-        "trained once per seed, one run folder each under --out, and the table in "
-        "--out/ablation.csv and ablation.json. Run again with the same --out to resume. The "
-        "stored ablation (with its learning-rate sweep) is made by `python -m deeplab_kit "
-        "results make ablation`.",
+        help="the ASPP rate ablation: a dilated and an undilated backbone x six ASPP settings",
+        description="The ablation of notebook 04: the recipe's model on two backbones of one "
+        "depth (dilated; undilated: stride 1 and dilation 1 past the output stride) x six ASPP "
+        "settings (control: the 1x1 branch alone; rate 1 (1,1,1); small rates (2,4,6); paper "
+        "(6,12,18); report (8,12,16); paper + pooling), each setting with its seeds (the "
+        "planned contrasts' eight, the others' two; --seeds for one list for all), one run "
+        "folder each under --out, the table in --out/ablation.csv. Run again with the same --out "
+        "to resume. The stored ablation (with its learning-rate sweep and convergence check) is "
+        "made by `python -m deeplab_kit results make ablation`.",
     )
-    _experiment_options(parser, RECIPES, "ablation")
+    _experiment_options(parser, "ablation")
     parser.add_argument(
         "--erf-images",
         type=int,
@@ -449,39 +450,38 @@ def _add_ablation(commands) -> None:
         metavar="N",
         help="measure each model's effective receptive field on N validation images",
     )
-    _add_run_options(parser, exclude=("atrous_rates", "image_pooling", "backbone_stages", "seed"))
+    _add_run_options(parser, exclude=("atrous_rates", "image_pooling", "dilated", "seed"))
     parser.set_defaults(run=_ablation)
 
 
 def _add_going_deeper(commands) -> None:
-
     parser = commands.add_parser(
         "going-deeper",
-        help="the paper's going-deeper experiment: block7 at output stride 8..256, blocks 4..7",
+        help="the paper's going-deeper experiments: block7 at output stride 8..256 (Table 1), "
+        "blocks 4..7 at output stride 16 (Table 2)",
         description="The paper's Tables 1-2 at the recipe's scale: the cascaded model (no ASPP) "
-        "with block7 at output stride 8, 16, 32, 64, 128 and 256, and with blocks 4, 5, 6 and 7 "
-        "at output stride 16 (block7 at 16 trained once), once per seed, one run folder each "
-        "under --out, the table in --out/going-deeper.csv. Run again with the same --out to "
-        "resume. The stored result is made by `python -m deeplab_kit results make going-deeper`.",
+        "with block7 at output stride 8, 16, 32, 64, 128 and 256 on 136-pixel images "
+        "(--table 1), or blocks 4, 5, 6 and 7 at output stride 16 on 272-pixel images "
+        "(--table 2), once per seed, one run folder each under --out, the table in "
+        "--out/going-deeper.csv. Run again with the same --out to resume. The stored results "
+        "are made by `python -m deeplab_kit results make going-deeper` and `... cascaded-blocks`.",
     )
-    _experiment_options(parser, RECIPES, "going-deeper")
+    _experiment_options(parser, "going-deeper")
+    parser.add_argument("--table", type=int, choices=(1, 2), default=1, help="the paper's table")
     _add_run_options(parser, exclude=("extra_blocks", "output_stride", "aspp", "seed"))
     parser.set_defaults(run=_going_deeper)
 
 
-def _experiment_options(parser, recipes, default: str) -> None:
+def _experiment_options(parser, default: str) -> None:
     parser.add_argument("--out", required=True, help="folder for the runs and the table")
     parser.add_argument(
         "--recipe",
         default=default,
-        choices=sorted(recipes),
+        choices=sorted(RECIPES),
         help=f"starting values (default: {default})",
     )
     parser.add_argument(
-        "--seeds",
-        default="0",
-        metavar="K,K,...",
-        help="seeds to run each setting with (default: 0)",
+        "--seeds", metavar="K,K,...", help="seeds for every setting (default: the experiment's)"
     )
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (default: 1)")
     parser.add_argument(
@@ -491,55 +491,47 @@ def _experiment_options(parser, recipes, default: str) -> None:
 
 
 def _experiment_config(args, synthetic_data: dict, folder: str):
-    """The run configuration and the seeds an experiment command asked for; without --data,
-    the experiment's generated dataset (made if absent)."""
+    """The run configuration, the seeds (None: the experiment's) and `run_grid`'s options an
+    experiment command asked for; without --data, the experiment's generated dataset (made if
+    absent) at its own image size."""
     from deeplab_kit.data.synthetic import DEFAULT_ROOT, make_synthetic_voc
 
     try:
-        seeds = [int(k) for k in args.seeds.split(",")]
+        seeds = tuple(int(k) for k in args.seeds.split(",")) if args.seeds else None
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: expected K,K,... (integers)") from None
     config = RunConfig.from_recipe(args.recipe, **_run_overrides(args))
     if config.data_root is None:
-        config = config.replace(data_root=f"{DEFAULT_ROOT}-{folder}")
+        config = config.replace(
+            data_root=f"{DEFAULT_ROOT}-{folder}", image_size=synthetic_data["size"]
+        )
         make_synthetic_voc(config.data_root, **synthetic_data)
-    return config, seeds
+    options = dict(progress=not args.quiet, keep_checkpoints=not args.prune, workers=args.workers)
+    return config, seeds, options
 
 
 def _ablation(args) -> int:
-    from deeplab_kit.course.ablation import ABLATION_DATA, run_ablation
+    from deeplab_kit.course import ablation
 
-    config, seeds = _experiment_config(args, ABLATION_DATA, "ablation")
-    table = run_ablation(
-        config,
-        args.out,
-        seeds=seeds,
-        erf_images=args.erf_images,
-        progress=not args.quiet,
-        keep_checkpoints=not args.prune,
-        workers=args.workers,
-    )
-    shown = ["backbone", "setting", "seed", "miou", "interior miou", "same network as"]
+    config, seeds, options = _experiment_config(args, ablation.DATA, "ablation")
+    rows = ablation.run(config, args.out, erf_images=args.erf_images, seeds=seeds, **options)
+    table = ablation.table(rows)
+    shown = ["backbone", "setting", "seed", "miou", "interior miou", "band miou"]
     print(table[shown].to_string(index=False))
     return 0
 
 
 def _going_deeper(args) -> int:
-    from deeplab_kit.course.going_deeper import GOING_DEEPER_DATA, run_going_deeper
+    import pandas as pd
+
+    from deeplab_kit.course import going_deeper
     from deeplab_kit.files import write_text
 
-    config, seeds = _experiment_config(args, GOING_DEEPER_DATA, "going-deeper")
-    table = run_going_deeper(
-        config,
-        args.out,
-        seeds=seeds,
-        progress=not args.quiet,
-        keep_checkpoints=not args.prune,
-        workers=args.workers,
-    )
+    design = going_deeper.OUTPUT_STRIDE if args.table == 1 else going_deeper.CASCADED
+    config, seeds, options = _experiment_config(args, design.data, design.name)
+    table = pd.DataFrame(going_deeper.run(design, config, args.out, seeds=seeds, **options))
     write_text(f"{args.out}/going-deeper.csv", table.to_csv(index=False))
-    shown = ["experiment", "setting", "seed", "feature map", "miou"]
-    print(table[shown].to_string(index=False))
+    print(table[["setting", "seed", "feature map", "miou"]].to_string(index=False))
     return 0
 
 
@@ -582,6 +574,31 @@ def _add_predict(commands) -> None:
     parser.set_defaults(run=run)
 
 
+# --- export --------------------------------------------------------------------------------
+
+
+def _add_export(commands) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="a trained run as an ONNX model (any batch and image size)",
+        description="Write the run's model to --out as ONNX: images float32 (N, 3, H, W), RGB "
+        "in 0..255 (ImageNet's normalisation inside), logits (N, classes, H, W) out; and a "
+        "JSON beside it with the class names and colours. Checked at once by onnxruntime "
+        "against torch. Needs the onnx, onnxscript and onnxruntime packages.",
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_OR_FILE")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+
+    def run(args) -> int:
+        from deeplab_kit.export import export
+
+        path = export(args.checkpoint, args.out)
+        print(f"{path} and {path.with_suffix('.json')}: onnxruntime agrees with torch")
+        return 0
+
+    parser.set_defaults(run=run)
+
+
 # --- results -------------------------------------------------------------------------------
 
 
@@ -601,6 +618,11 @@ def _add_results(commands) -> None:
     parser.add_argument(
         "--no-retrain", action="store_true", help="verify: skip retraining an epoch"
     )
+    parser.add_argument(
+        "--other-code",
+        action="store_true",
+        help="make: resume a stopped make on other code than it started on (the record says so)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(args) -> int:
@@ -617,7 +639,9 @@ def _add_results(commands) -> None:
             if not args.name:
                 raise ValueError(f"results make needs a NAME: one of {sorted(results.RESULTS)}")
             command = f"python -m deeplab_kit results make {args.name}"
-            folder = results.make(args.name, command=command, progress=not args.quiet)
+            folder = results.make(
+                args.name, command=command, progress=not args.quiet, other_code=args.other_code
+            )
             print(f"stored in {folder}")
             return 0
         problems = results.verify([args.name] if args.name else None, retrain=not args.no_retrain)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
+from torchvision.transforms.v2 import functional as F_v2
 
 from deeplab_kit.config import RunConfig
 from deeplab_kit.data.classes import VOC_CLASSES, VOC_PALETTE, save_mask
@@ -33,6 +34,9 @@ from deeplab_kit.runtime.device import resolve_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TORCHVISION = "torchvision"  # --weights torchvision: deeplabv3_resnet50, COCO with VOC labels
+MAX_INPUT_SIDE = 1024  # a model of whole images sees a big photo scaled to this longer side
+VIEW_SIDE = 2000  # the overlay is for looking at: its longer side at most this
+LEGEND = 160  # the overlay's legend column (px)
 
 
 @dataclass
@@ -80,19 +84,45 @@ def image_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 def predict_image(model, image, input_size: int | None, device="cpu") -> np.ndarray:
     """The predicted classes of one image (a PIL image or an (H, W, 3) uint8 array) at its own
-    size: (H, W) uint8. `input_size` resizes it first, as the run's validation did."""
-    rgb = torch.from_numpy(np.array(_rgb(image))).permute(2, 0, 1)  # (3, H, W)
+    size: (H, W) uint8. `input_size` resizes it first, as the run's validation did; a model of
+    whole images sees it at most `MAX_INPUT_SIDE` on its longer side. Memory stays bounded for
+    any photo: the scores are resized back to the photo's size a strip of rows at a time."""
+    rgb = torch.from_numpy(np.array(_rgb(image))).permute(2, 0, 1)  # (3, H, W) uint8
+    size = (input_size, input_size) if input_size else _within(rgb.shape[-2:], MAX_INPUT_SIDE)
+    x = (
+        rgb
+        if tuple(size) == tuple(rgb.shape[-2:])
+        else F_v2.resize(rgb, list(size), antialias=True)
+    )
     device = resolve_device(device)
     model = model.to(device).eval()
-    x = rgb[None]
-    if input_size is not None:
-        x = F.interpolate(x.float(), size=(input_size, input_size), mode="bilinear")
-        x = x.round().clamp(0, 255).to(torch.uint8)  # as the report preset resizes: uint8
-    x = normalize(x.to(device))
     with torch.inference_mode():
-        scores = model(x)["out"].float()  # (1, C, h, w)
-        scores = F.interpolate(scores, size=rgb.shape[-2:], mode="bilinear", align_corners=False)
-    return scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        scores = model(normalize(x[None].to(device)))["out"][0].float().cpu()  # (C, h, w)
+    return upsampled_argmax(scores, tuple(rgb.shape[-2:]))
+
+
+def _within(size, longest: int) -> tuple[int, int]:
+    """`size` scaled down (never up) so that its longer side is at most `longest`."""
+    scale = min(1.0, longest / max(size))
+    return tuple(max(1, round(side * scale)) for side in size)
+
+
+def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int], rows: int = 256) -> np.ndarray:
+    """The argmax over classes of (C, h, w) scores bilinearly resized to `size` (H, W), as
+    `F.interpolate(..., align_corners=False)` would give, computed `rows` output rows at a time
+    (bilinear is separable: columns first, then each strip's rows), so a 9000 x 9000 photo
+    never holds its 21 full-size score maps at once: (H, W) uint8."""
+    height, width = size
+    wide = F.interpolate(scores[None], size=(scores.shape[1], width), mode="bilinear")[0]
+    source = ((torch.arange(height) + 0.5) * scores.shape[1] / height - 0.5).clamp(min=0)
+    top = source.floor().long().clamp(max=scores.shape[1] - 1)
+    below, weight = (top + 1).clamp(max=scores.shape[1] - 1), (source - top)[None, :, None]
+    labels = np.empty((height, width), dtype=np.uint8)
+    for start in range(0, height, rows):
+        part = slice(start, start + rows)
+        strip = wide[:, top[part]] * (1 - weight[:, part]) + wide[:, below[part]] * weight[:, part]
+        labels[part] = strip.argmax(0).to(torch.uint8).numpy()
+    return labels
 
 
 def predict_files(
@@ -131,22 +161,29 @@ def _rgb(image) -> Image.Image:
     return image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(image)
 
 
-def overlay(image, labels: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The photo | the prediction blended over it | the classes present, with their colours."""
+def overlay(image, labels: np.ndarray, alpha: float = 0.5, longest: int = VIEW_SIDE) -> Image.Image:
+    """A viewing image, at most `longest` pixels on its longer side: the photo | the prediction
+    blended over it | the classes present, with their colours (the class PNG keeps the photo's
+    own size; this is for looking at)."""
     image = _rgb(image)
-    rgb = np.asarray(image, dtype=np.float32)
-    colours = VOC_PALETTE[labels].astype(np.float32)
-    blended = ((1 - alpha) * rgb + alpha * colours).astype(np.uint8)
     height, width = labels.shape
-    legend = Image.new("RGB", (160, height), "white")
-    draw = ImageDraw.Draw(legend)
-    for row, label in enumerate(np.unique(labels)):
-        top = 8 + 18 * row
-        draw.rectangle([8, top, 22, top + 12], fill=tuple(int(c) for c in VOC_PALETTE[label]))
-        name = VOC_CLASSES[label] if label < len(VOC_CLASSES) else str(label)
-        draw.text((28, top), name, fill="black")
-    canvas = Image.new("RGB", (2 * width + 160, height), "white")
-    canvas.paste(image, (0, 0))
-    canvas.paste(Image.fromarray(blended), (width, 0))
-    canvas.paste(legend, (2 * width, 0))
+    scale = min(1.0, longest / max(2 * width + LEGEND, height))
+    view = (max(1, round(width * scale)), max(1, round(height * scale)))
+    photo = image.resize(view, Image.Resampling.BILINEAR)
+    shown = np.asarray(Image.fromarray(labels).resize(view, Image.Resampling.NEAREST))
+    colours = VOC_PALETTE[shown].astype(np.float32)
+    blended = ((1 - alpha) * np.asarray(photo, dtype=np.float32) + alpha * colours).astype(np.uint8)
+    canvas = Image.new("RGB", (2 * view[0] + LEGEND, view[1]), "white")
+    canvas.paste(photo, (0, 0))
+    canvas.paste(Image.fromarray(blended), (view[0], 0))
+    _draw_legend(ImageDraw.Draw(canvas), np.unique(labels), left=2 * view[0])
     return canvas
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, present, left: int) -> None:
+    for row, label in enumerate(present):
+        top = 8 + 18 * row
+        box = [left + 8, top, left + 22, top + 12]
+        draw.rectangle(box, fill=tuple(int(c) for c in VOC_PALETTE[label]))
+        name = VOC_CLASSES[label] if label < len(VOC_CLASSES) else str(label)
+        draw.text((left + 28, top), name, fill="black")

@@ -50,6 +50,21 @@ def test_report_recipe_matches_the_report():
     assert (config.epochs, config.session_epochs) == (200, 20)
     # "divide the learning rate by 10" as a scheduled step at the start of session 6
     assert (config.schedule, config.lr_steps, config.lr_gamma) == ("step", (100,), 0.1)
+    # "fine-tuning the DeepLabv3 ResNet50 model": an ImageNet backbone; the other reading kept
+    assert config.model.pretrained_backbone is True
+    scratch = RunConfig.from_recipe("report-scratch")
+    assert scratch.model.pretrained_backbone is False
+    assert scratch.replace(recipe="report", pretrained_backbone=True) == config
+
+
+def test_each_report_setting_says_whether_it_is_stated_or_inferred_and_from_which_sentence():
+    from deeplab_kit.course.quoted_numbers import REPORT_SETTINGS
+
+    rows = REPORT_SETTINGS.set_index("setting")
+    assert set(rows["stated or inferred"]) == {"stated", "inferred"}
+    inferred = set(rows.index[rows["stated or inferred"] == "inferred"])
+    assert {"backbone weights", "output stride", "learning rate", "feature map"} <= inferred
+    assert rows["the report says"].str.len().min() > 10  # every setting with its words
 
 
 def test_paper_and_pretrained_recipes():

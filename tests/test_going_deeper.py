@@ -1,75 +1,82 @@
-"""The going-deeper experiment: its settings, its table (block7 OS16 under both experiments),
-its runs and its statistics, on a tiny budget."""
+"""The going-deeper experiments (the paper's Tables 1 and 2): their settings, the map-size
+oracle, the cascaded blocks' geometry, their runs and planned contrasts, on a tiny budget."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from deeplab_kit.config import RunConfig
 from deeplab_kit.course import going_deeper
 from deeplab_kit.course.experiments import run_folder
-
-TINY = dict(
-    backbone_width=4,
-    image_size=40,
-    batch_size=2,
-    eval_batch_size=2,
-    epochs=1,
-    amp="off",
-    channels_last=False,
-    device="cpu",
-)
+from tests.conftest import TINY_RUN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = {**{k: v for k, v in TINY_RUN.items() if k != "backbone"}, "backbone_width": 4}
 
 
-def test_the_nine_settings_and_the_geometry_of_the_stored_recipe():
-    assert list(going_deeper.SETTINGS) == [
-        "block7 OS8", "block7 OS16", "block7 OS32", "block7 OS64", "block7 OS128",
-        "block7 OS256", "block4 OS16", "block5 OS16", "block6 OS16",
-    ]  # fmt: skip
-    geometry = going_deeper.geometry_table(RunConfig.from_recipe("going-deeper"))
-    sides = [geometry.loc[f"block7 OS{s}", "feature map"] for s in going_deeper.OUTPUT_STRIDES]
-    assert sides == ["17x17", "9x9", "5x5", "3x3", "2x2", "1x1"]  # distinct, as the issue asks
-    assert len(going_deeper.pairs()) == 15 + 6
+def test_the_two_designs_and_their_geometry():
+    table1, table2 = going_deeper.OUTPUT_STRIDE, going_deeper.CASCADED
+    assert list(table1.settings) == [f"block7 OS{s}" for s in going_deeper.OUTPUT_STRIDES]
+    assert list(table2.settings) == [f"block{b} OS16" for b in going_deeper.BLOCKS]
+    assert len(table2.seeds) >= 5 and set(table2.twice) <= set(table2.settings)
+    base = RunConfig.from_recipe("going-deeper")
+    sides = going_deeper.geometry(table1, base)["feature map"].tolist()
+    assert sides == ["17x17", "9x9", "5x5", "3x3", "2x2", "1x1"]  # distinct, as asked
+    deep = going_deeper.geometry(table2, base.replace(image_size=table2.data["size"]))
+    assert set(deep["feature map"]) == {"17x17"}
+    block7 = deep.loc["block7 OS16"]
+    assert [block7[f"layer{k} rate"] for k in (5, 6, 7)] == [4, 8, 16]
+    assert block7["layer5 taps on the map"] == 0.71 and block7["layer7 taps on the map"] == 0.14
+
+
+def test_the_block_majority_oracle_on_a_hand_made_mask():
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[:, 5:] = 3  # 3 of 8 columns
+    mask[0, 0] = 255
+    coarse = going_deeper.cell_majority(mask, 2)  # 2 x 2 cells of 4 x 4 pixels
+    assert (coarse[:, :4] == 0).all() and (coarse[:, 4:] == 3).all()  # 3 of the 4 columns
+    assert (going_deeper.cell_majority(mask, 8) == np.where(mask == 255, 0, mask)).all()
+    assert going_deeper.map_oracle([mask], 8, num_classes=4) == 1.0  # a cell per pixel
+    two = going_deeper.map_oracle([mask], 2, num_classes=4)
+    assert two == pytest.approx((31 / 39 + 24 / 32) / 2)  # IoU of background and of class 3
+    assert going_deeper.map_oracle([mask], 1, num_classes=4) == pytest.approx((39 / 63) / 2)
 
 
 @pytest.fixture(scope="module")
 def grid(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("going-deeper")
     base = RunConfig.from_recipe("going-deeper", data_root=str(synthetic_root), **TINY)
-    table = going_deeper.run_going_deeper(base, out, seeds=(0, 1), keep_checkpoints=False)
-    return out, table, base
+    rows = going_deeper.run(
+        going_deeper.OUTPUT_STRIDE, base, out, seeds=(0, 1), keep_checkpoints=False
+    )
+    return out, pd.DataFrame(rows), base
 
 
-def test_block7_at_16_is_trained_once_and_appears_in_both_experiments(grid):
+def test_one_row_per_setting_and_seed_with_its_geometry(grid):
     out, table, _ = grid
-    assert len(table) == (6 + 4) * 2  # both experiments' rows, two seeds
-    shared = table[table["setting"] == "block7 OS16"]
-    assert sorted(shared["experiment"]) == ["cascaded blocks"] * 2 + ["output stride"] * 2
-    assert shared.groupby("seed")["miou"].nunique().eq(1).all()  # the same run's scores
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"block{b}-os{s}" for b, s in [(7, 8), (7, 16), (7, 32), (7, 64), (7, 128), (7, 256),
-                                       (4, 16), (5, 16), (6, 16)]
-    )  # fmt: skip
+    assert len(table) == 6 * 2
+    assert table["output_stride"].tolist() == [
+        s for s in going_deeper.OUTPUT_STRIDES for _ in (0, 1)
+    ]
+    assert (table["blocks"] == 7).all()
     assert (run_folder(out, "block7 OS256", 0) / "predictions.png").is_file()
     assert not (run_folder(out, "block7 OS256", 1) / "predictions.png").exists()
-    assert set(table["feature map"]) == {"5x5", "3x3", "2x2", "1x1"}
+    assert set(table["feature map"]) == {"4x4", "2x2", "1x1"}
 
 
-def test_the_statistics_cover_the_table_s_pairs(grid):
+def test_the_planned_pairs_are_the_consecutive_strides(grid):
     _, table, _ = grid
-    tests = going_deeper.tests(table)
-    assert len(tests) == 21 and set(tests["seeds"]) == {2}
+    tests = going_deeper.tests(table, going_deeper.OUTPUT_STRIDE.planned)
+    assert len(tests) == 5 and set(tests["seeds"]) == {2}
     assert ((tests["p (Holm)"] >= tests["p"]) | tests["p"].isna()).all()
 
 
 def test_a_stopped_make_reuses_the_finished_runs(grid, monkeypatch):
-    out, table, _ = grid
+    out, table, base = grid
     from deeplab_kit.course import experiments
 
     monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("retrained"))
-    base = RunConfig.from_recipe("going-deeper", data_root=table.attrs.get("root", ""), **TINY)
-    again = going_deeper.run_going_deeper(
-        base.replace(data_root=str(out.parent)), out, seeds=(0, 1), keep_checkpoints=False
+    again = going_deeper.run(
+        going_deeper.OUTPUT_STRIDE, base, out, seeds=(0, 1), keep_checkpoints=False
     )
-    pd.testing.assert_series_equal(again["miou"], table["miou"])
+    pd.testing.assert_series_equal(pd.DataFrame(again)["miou"], table["miou"])

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.transforms.v2 import functional as F_v2
 
 from deeplab_kit.cli import main
 from deeplab_kit.data.classes import VOC_PALETTE
@@ -62,12 +63,12 @@ def test_predictions_follow_the_model_and_its_input_size(run, photos, tmp_path):
     first = sorted(photos.glob("2012_*.jpg"))[:1]
     report = predict_files(model, size, first, tmp_path, device="cpu")
     saved = np.asarray(Image.open(report.written[0]))
-    photo = np.asarray(Image.open(sorted(photos.glob("2012_*.jpg"))[0]))
+    photo = np.array(Image.open(sorted(photos.glob("2012_*.jpg"))[0]))
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    with torch.no_grad():  # the same prediction by hand: resize, normalise, forward, resize back
+    with torch.no_grad():  # the same prediction by hand: resize as the validation preset does
         rgb = torch.from_numpy(photo).permute(2, 0, 1)  # (3, H, W)
-        x = F.interpolate(rgb[None].float(), size=(32, 32), mode="bilinear")
-        x = (x.round().clamp(0, 255) / 255 - mean) / std
+        x = F_v2.resize(rgb[None], [32, 32], antialias=True)  # the report preset's resize
+        x = (x.float() / 255 - mean) / std
         scores = F.interpolate(model.eval()(x)["out"], size=rgb.shape[-2:], mode="bilinear")
     assert (saved == scores.argmax(1)[0].numpy()).mean() > 0.999
 
@@ -99,3 +100,20 @@ def test_the_photo_widget_shows_an_upload(run, photos):
     widget.show(photo.name, photo.read_bytes())
     shown = Image.open(io.BytesIO(widget.picture.value))
     assert shown.size[1] == Image.open(photo).size[1]
+
+
+def test_a_huge_photo_gives_a_full_size_mask_and_a_bounded_overlay(run, tmp_path):
+    """9000 x 9000 pixels (PIL's limit is about 89 megapixels): the class PNG at the photo's
+    size, the overlay a viewing image of at most 2,000 pixels, the scores resized a strip at a
+    time (never the 21 full-size maps: 6.8 GB)."""
+    from deeplab_kit.predict import VIEW_SIDE, overlay, predict_image, upsampled_argmax
+
+    model, size = load_predictor(run)
+    photo = Image.new("RGB", (9000, 9000), (120, 90, 60))
+    labels = predict_image(model, photo, size)
+    assert labels.shape == (9000, 9000) and labels.dtype == np.uint8
+    view = overlay(photo, labels)
+    assert max(view.size) <= VIEW_SIDE and view.size[0] > view.size[1]
+    scores = torch.randn(3, 7, 5, generator=torch.Generator().manual_seed(0))
+    whole = F.interpolate(scores[None], size=(23, 31), mode="bilinear")[0].argmax(0)
+    assert (upsampled_argmax(scores, (23, 31), rows=4) == whole.numpy()).all()

@@ -197,3 +197,16 @@ def test_readme_lists_every_module_of_the_package():
         names = {n for pair in in_doc for n in pair if n}
         on_disk = {p.stem for p in (PACKAGE / package).glob("*.py") if p.stem != "__init__"}
         assert names == on_disk, package
+
+
+def test_no_function_runs_over_50_lines():
+    """Steps that read top to bottom: every function of the package, its docstring included,
+    fits in 50 lines."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 50:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines})")
+    assert long == []

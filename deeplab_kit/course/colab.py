@@ -75,6 +75,19 @@ def mount_drive() -> Path | None:
     return drive_folder()
 
 
+def flush_drive() -> str:
+    """At the end of a Colab session: write everything still pending to Google Drive and
+    unmount it (`drive.flush_and_unmount`, Colab's documented remedy for files written just
+    before a session ends that never reach Drive: googlecolab/colabtools#2869, #287). Returns
+    what it did, in one line; outside Colab, or with Drive not mounted, it does nothing."""
+    if drive_folder() is None:
+        return "Google Drive is not mounted here: nothing to flush"
+    from google.colab import drive
+
+    drive.flush_and_unmount()
+    return "Google Drive flushed and unmounted: every run file written so far is on Drive"
+
+
 def _checkout_at_or_above(folder: Path) -> Path | None:
     for candidate in (folder, *folder.parents):
         if (candidate / "pyproject.toml").is_file() and (candidate / "deeplab_kit").is_dir():

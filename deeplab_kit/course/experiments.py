@@ -277,12 +277,39 @@ def seconds_per_step(config: RunConfig, steps: int = 2) -> float:
 
 
 def last_gain(history: pd.DataFrame | list[dict], epochs: int = 2, column: str = "miou") -> float:
-    """What the run gained over its last `epochs` epochs: the convergence check (a converged run
-    gains little)."""
+    """What the run gained over its last `epochs` epochs (under a cosine schedule the last
+    epochs learn slowly by construction: `twice_the_epochs` is the convergence check)."""
     values = pd.DataFrame(history)[column].tolist()
     if len(values) <= epochs:
         return float("nan")
     return float(values[-1] - values[-1 - epochs])
+
+
+TWICE = "twice the epochs"  # the folder of the convergence check's runs, under an experiment's
+
+
+def twice_the_epochs(
+    settings: Mapping[str, RunConfig], rows: Sequence[Mapping], out_dir, **grid
+) -> pd.DataFrame:
+    """The convergence check: each setting's config trained again, seed 0, for twice its epochs
+    (its whole schedule stretched), beside the seed-0 row of the experiment (`rows`). A run
+    has finished learning when the longer run moves its mIoU by little. One row per setting:
+    the epochs, both mIoUs and the change in points. `grid`: `run_grid`'s options."""
+    longer = {label: config.replace(epochs=2 * config.epochs) for label, config in settings.items()}
+    again = run_grid(longer, Path(out_dir) / TWICE, seeds=(0,), **grid)
+    first = {(row["run"], row["seed"]): row["miou"] for row in rows}
+    return pd.DataFrame(
+        [
+            {
+                "setting": label,
+                "epochs": settings[label].epochs,
+                "miou": first[label, 0],
+                "twice the epochs": row["miou"],
+                "change (points)": 100 * (row["miou"] - first[label, 0]),
+            }
+            for label, row in zip(settings, again, strict=True)
+        ]
+    )
 
 
 # --- statistics over seeds ------------------------------------------------------------------
@@ -320,6 +347,23 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
+def resolvable(sd: float, seeds: int, family: int, level: float = 0.95) -> float:
+    """The smallest mean difference `seeds` paired seeds resolve after Holm over `family`
+    contrasts, at the paired spread `sd`: t(1 - alpha / 2m, n - 1) * sd / sqrt(n) (Holm's
+    first, strictest step: a conservative figure)."""
+    quantile = stats.t.ppf(1 - (1 - level) / (2 * family), df=seeds - 1)
+    return float(quantile * sd / np.sqrt(seeds))
+
+
+def seeds_to_resolve(difference: float, sd: float, family: int, level: float = 0.95) -> int:
+    """The fewest paired seeds that resolve `difference` at the paired spread `sd` after Holm
+    over `family` contrasts (`resolvable`)."""
+    seeds = 2
+    while resolvable(sd, seeds, family, level) > difference:
+        seeds += 1
+    return seeds
+
+
 def paired_tests(
     table: pd.DataFrame,
     pairs: Sequence[tuple[str, str]],
@@ -345,7 +389,7 @@ def paired_tests(
         else:
             t = mean / (sd / np.sqrt(n))
             p = float(2 * stats.t.sf(abs(t), df=n - 1))
-        quantile = stats.t.ppf(1 - alpha / (2 * m), df=n - 1) if n > 1 else float("nan")
+        smallest = resolvable(sd, n, m, level) if n > 1 else sd
         rows.append(
             {
                 "a": a,
@@ -356,7 +400,7 @@ def paired_tests(
                 "sd": sd,
                 "t": t,
                 "p": p,
-                "smallest resolvable": float(quantile * sd / np.sqrt(n)) if n > 1 else sd,
+                "smallest resolvable": smallest,
             }
         )
     result = pd.DataFrame(rows)

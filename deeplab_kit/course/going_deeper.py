@@ -1,24 +1,28 @@
 """The paper's central experiment at CPU scale: going deeper with atrous convolution.
 
-The paper (Section 3.1, Tables 1-2) duplicates block4 of ResNet-50 three times in cascade
-(block5..block7) and drops ASPP. (a) With block7, it moves the output stride from 8 to 256: at
-256 there is no atrous convolution at all, every stage strides, and the last map is tiny; at 8,
-the later blocks keep a fine map and dilate instead. (b) At output stride 16 it adds the
-cascaded blocks one by one (block4..block7).
+The paper (Section 3.1) copies block4 of ResNet-50 three times in cascade (block5..block7) and
+drops ASPP. Its Table 1 moves the output stride of block7 from 8 to 256 (at 256 no atrous
+convolution at all, every stage strides); its Table 2 adds the cascaded blocks one by one at
+output stride 16 (block4..block7). The kit runs each as its own stored experiment on the
+`going-deeper` recipe (a quarter-width ResNet-26 and its cascaded copies, a 1x1 classifier):
 
-    settings = SETTINGS                  # label -> the overrides of the `going-deeper` recipe
-    rows = run_going_deeper(base, "runs/results/going-deeper", seeds=SEEDS)
-    table = going_deeper_table(rows)     # one row per experiment, setting and seed
+    OUTPUT_STRIDE   block7 at output stride 8..256 on 136-pixel images: maps of 17 down to 1 cell
+    CASCADED        blocks 4..7 at output stride 16 on 272-pixel images: a 17 x 17 map, where the
+                    block-majority oracle leaves room above block4 and block5's and block6's taps
+                    land mostly on the map (`depth_geometry`)
 
-The kit's replication: the `going-deeper` recipe (a quarter-width ResNet-26 and its cascaded
-copies, a 1x1 classifier, on generated 136-pixel images, where output strides 8..256 give
-feature maps of 17, 9, 5, 3, 2 and 1 pixels). block7 at output stride 16 is in both
-experiments: it is trained once, and its rows appear under both.
+    rows = run(OUTPUT_STRIDE, base, "runs/results/going-deeper", workers=2)
+    table = pd.DataFrame(rows); tests(table, OUTPUT_STRIDE.planned)
+
+Each experiment names the contrasts its lesson rests on before it runs (`planned`: Holm over
+those), and the settings whose schedule `experiments.twice_the_epochs` checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,109 +30,69 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from deeplab_kit.backbone import stage_plan
 from deeplab_kit.config import RunConfig
-from deeplab_kit.course.atrous import feature_size, receptive_field_from_config
+from deeplab_kit.course.atrous import feature_size, receptive_field_from_config, valid_share
 from deeplab_kit.course.experiments import Outcome, paired_tests, run_grid, seconds_per_step
-from deeplab_kit.data.classes import save_mask
+from deeplab_kit.data.classes import IGNORE_INDEX, save_mask
 from deeplab_kit.data.transforms import model_input, transforms_for
 from deeplab_kit.data.voc import VOCDataset
+from deeplab_kit.metrics import ConfusionMatrix
 from deeplab_kit.model import build_model, describe
 
-OUTPUT_STRIDES = (8, 16, 32, 64, 128, 256)  # (a): block7 at each
-BLOCKS = (4, 5, 6, 7)  # (b): at output stride 16
-SHARED = "block7 OS16"  # in both experiments
-SEEDS = (0, 1, 2)
-# The generated dataset of the stored result (make_synthetic_voc's arguments).
-# Its objects come from 5 of the 20 classes (aeroplane, bottle, cat, person, train), so that
-# every run can leave the background plateau within the CPU budget: what the output stride
-# changes, the map's resolution, does not depend on how many classes there are.
-GOING_DEEPER_DATA = dict(num_train=1100, num_val=120, size=136, seed=0, classes=(1, 5, 8, 15, 19))
+OUTPUT_STRIDES = (8, 16, 32, 64, 128, 256)
+BLOCKS = (4, 5, 6, 7)
+# The objects come from 5 of the 20 classes (aeroplane, bottle, cat, person, train), so that
+# every run can leave the background plateau within the CPU budget: what these experiments
+# change, the map's resolution and the network's depth, does not depend on the class count.
+CLASSES = (1, 5, 8, 15, 19)
 EXAMPLE_IMAGES = 4  # validation images whose predictions each seed-0 run stores
-EXPERIMENTS = ("output stride", "cascaded blocks")
 
 
 def label(blocks: int, output_stride: int) -> str:
     return f"block{blocks} OS{output_stride}"
 
 
-def settings() -> dict[str, dict]:
-    """label -> the overrides of the base config: block7 at each output stride, then blocks
-    4..6 at output stride 16 (block7 OS16 once)."""
-    found = {label(7, s): dict(extra_blocks=3, output_stride=s) for s in OUTPUT_STRIDES}
-    for blocks in BLOCKS[:-1]:
-        found[label(blocks, 16)] = dict(extra_blocks=blocks - 4, output_stride=16)
-    return found
+@dataclass(frozen=True)
+class Design:
+    """One experiment: its settings (label -> overrides of the recipe), seeds, generated data,
+    the contrasts planned before the make, the settings whose schedule is checked at twice the
+    epochs."""
+
+    name: str
+    settings: dict
+    seeds: tuple[int, ...]
+    data: dict
+    planned: tuple[tuple[str, str], ...]
+    twice: tuple[str, ...]
+
+    def configs(self, base: RunConfig) -> dict[str, RunConfig]:
+        return {name: base.replace(**overrides) for name, overrides in self.settings.items()}
 
 
-SETTINGS = settings()
-
-
-def experiment_rows(setting: str) -> list[tuple[str, int, int]]:
-    """(experiment, output stride, blocks) of the table rows a setting gives."""
-    overrides = SETTINGS[setting]
-    blocks, stride = 4 + overrides["extra_blocks"], overrides["output_stride"]
-    found = []
-    if blocks == 7:
-        found.append(("output stride", stride, blocks))
-    if stride == 16:
-        found.append(("cascaded blocks", stride, blocks))
-    return found
-
-
-def geometry_table(base: RunConfig) -> pd.DataFrame:
-    """What each setting is before any training: feature-map side, the stages that stride and
-    the rates of those that dilate, and the theoretical receptive field of one output."""
-    rows = []
-    for name, overrides in SETTINGS.items():
-        field = receptive_field_from_config(base.replace(**overrides).model)
-        side = feature_size(base.image_size, overrides["output_stride"])
-        rows.append(
-            {
-                "setting": name,
-                "blocks": 4 + overrides["extra_blocks"],
-                "output stride": overrides["output_stride"],
-                "feature map": f"{side}x{side}",
-                "receptive field (px)": field.backbone,
-            }
-        )
-    return pd.DataFrame(rows).set_index("setting")
-
-
-def run_going_deeper(
-    base: RunConfig,
-    out_dir,
-    *,
-    seeds: Sequence[int] = SEEDS,
-    progress: bool = False,
-    keep_checkpoints: bool = True,
-    workers: int = 1,
-) -> pd.DataFrame:
-    """Train every setting once per seed on `base` (the `going-deeper` recipe), `workers` runs
-    at a time, and return the table (`going_deeper_table`). Seed-0 runs also store their
-    predictions of the first validation images (predictions.png, VOC's palette, side by side)."""
-    configs = {name: base.replace(**overrides) for name, overrides in SETTINGS.items()}
-    rows = run_grid(
-        configs,
-        out_dir,
-        seeds=seeds,
-        measure=measure_run,
-        progress=progress,
-        keep_checkpoints=keep_checkpoints,
-        workers=workers,
-    )
-    return going_deeper_table(rows)
-
-
-def measure_run(name: str, config: RunConfig, run: Path, outcome: Outcome) -> dict:
-    """A run's own columns: its feature map; seed 0 also stores its predictions."""
-    if config.seed == 0 and outcome.finished and not outcome.reused:
-        _store_predictions(outcome.model, config, run)
-    side = feature_size(config.image_size, config.model.output_stride)
-    return {"feature map": f"{side}x{side}"}
-
-
+OUTPUT_STRIDE = Design(
+    name="going-deeper",
+    settings={label(7, s): dict(extra_blocks=3, output_stride=s) for s in OUTPUT_STRIDES},
+    seeds=(0, 1, 2),
+    data=dict(num_train=1100, num_val=120, size=136, seed=0, classes=CLASSES),
+    planned=tuple((label(7, a), label(7, b)) for a, b in itertools.pairwise(OUTPUT_STRIDES)),
+    twice=(label(7, 8), label(7, 32)),
+)
+CASCADED = Design(
+    name="cascaded-blocks",
+    settings={label(b, 16): dict(extra_blocks=b - 4, output_stride=16) for b in BLOCKS},
+    seeds=(0, 1, 2, 3, 4),
+    data=dict(num_train=700, num_val=120, size=272, seed=0, classes=CLASSES),
+    planned=(
+        (label(4, 16), label(5, 16)),
+        (label(5, 16), label(6, 16)),
+        (label(6, 16), label(7, 16)),
+        (label(4, 16), label(7, 16)),
+    ),  # fmt: skip
+    twice=(label(4, 16), label(7, 16)),
+)
+DESIGNS = {design.name: design for design in (OUTPUT_STRIDE, CASCADED)}
 COLUMNS = (
-    "experiment",
     "setting",
     "output_stride",
     "blocks",
@@ -136,6 +100,7 @@ COLUMNS = (
     "feature map",
     "miou",
     "pixel_accuracy",
+    "last six epochs gain",
     "epochs",
     "train seconds",
     "arithmetic",
@@ -143,19 +108,31 @@ COLUMNS = (
 )
 
 
-def going_deeper_table(rows: Sequence[Mapping]) -> pd.DataFrame:
-    """One row per experiment, setting and seed (block7 OS16's runs appear under both)."""
-    table = []
-    for experiment in EXPERIMENTS:
-        for row in rows:
-            for name, stride, blocks in experiment_rows(row["setting"]):
-                if name == experiment:
-                    extra = {"experiment": name, "output_stride": stride, "blocks": blocks}
-                    table.append({**row, **extra})
-    return pd.DataFrame(table, columns=list(COLUMNS))
+def run(design: Design, base: RunConfig, out_dir, *, seeds=None, **grid) -> list[dict]:
+    """Train every setting of `design` once per seed (the design's, unless `seeds`) on `base`
+    (the `going-deeper` recipe at the design's image size); one row per (setting, seed).
+    Seed-0 runs also store their predictions of the first validation images
+    (predictions.png). `grid`: `run_grid`'s options."""
+    seeds = seeds or design.seeds
+    return run_grid(design.configs(base), out_dir, seeds=seeds, measure=measure_run, **grid)
 
 
-def _store_predictions(model, config: RunConfig, run: Path) -> None:
+def measure_run(name: str, config: RunConfig, run_dir: Path, outcome: Outcome) -> dict:
+    """A run's own columns: its geometry and how much it gained in its last six epochs; seed 0
+    also stores its predictions."""
+    if config.seed == 0 and outcome.finished and not outcome.reused:
+        _store_predictions(outcome.model, config, run_dir)
+    side = feature_size(config.image_size, config.model.output_stride)
+    gains = pd.DataFrame(outcome.history)["miou"].tolist()
+    return {
+        "output_stride": config.model.output_stride,
+        "blocks": 4 + config.model.extra_blocks,
+        "feature map": f"{side}x{side}",
+        "last six epochs gain": gains[-1] - gains[-7] if len(gains) > 6 else float("nan"),
+    }
+
+
+def _store_predictions(model, config: RunConfig, run_dir: Path) -> None:
     """The first validation images' predicted classes, side by side, as a palette PNG."""
     transforms = transforms_for(config.val_transforms, config.image_size)
     val_set = VOCDataset(config.data_root, split=config.val_split, transforms=transforms)
@@ -164,29 +141,7 @@ def _store_predictions(model, config: RunConfig, run: Path) -> None:
     model = model.cpu().float().eval()
     with torch.no_grad():
         predicted = model(images)["out"].argmax(1)  # (n, H, W)
-    save_mask(np.concatenate(list(predicted.numpy()), axis=1), run / "predictions.png")
-
-
-# --- the statistics -------------------------------------------------------------------------
-
-
-def pairs() -> list[tuple[str, str]]:
-    """The family of comparisons: every pair of output strides (block7), every pair of depths
-    (output stride 16); block7 OS16 in both."""
-    strides = [label(7, s) for s in OUTPUT_STRIDES]
-    depths = [label(b, 16) for b in BLOCKS]
-    return [(a, b) for i, a in enumerate(strides) for b in strides[i + 1 :]] + [
-        (a, b) for i, a in enumerate(depths) for b in depths[i + 1 :]
-    ]
-
-
-def tests(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Paired t-tests seed by seed with Holm's correction over all `pairs()`."""
-    runs = table.drop_duplicates(["setting", "seed"])
-    return paired_tests(runs, pairs(), level=level)
-
-
-# --- for the notebook -----------------------------------------------------------------------
+    save_mask(np.concatenate(list(predicted.numpy()), axis=1), run_dir / "predictions.png")
 
 
 def split_predictions(path) -> list[np.ndarray]:
@@ -198,14 +153,76 @@ def split_predictions(path) -> list[np.ndarray]:
     return [strip[:, k * side : (k + 1) * side] for k in range(strip.shape[1] // side)]
 
 
-def estimate_minutes(base: RunConfig, seeds: Sequence[int], train_images: int) -> pd.DataFrame:
+def tests(table: pd.DataFrame, pairs: Sequence[tuple[str, str]], level: float = 0.95):
+    """Paired t-tests seed by seed with Holm's correction over `pairs` (the planned ones, or any
+    other family: say which)."""
+    return paired_tests(table, list(pairs), level=level)
+
+
+# --- what a map of a given size allows -------------------------------------------------------
+
+
+def cell_majority(mask: np.ndarray, side: int) -> np.ndarray:
+    """The block-majority oracle's prediction of one mask for a feature map `side` cells wide:
+    the image cut into side x side blocks as upsampling spreads a map over it (cell j of n
+    covers pixels j * n_pixels / side up to the next cell's), each block labelled everywhere
+    with its most frequent labelled class (void left out; a block of void alone: background).
+    (H, W) labels."""
+    mask = np.asarray(mask)
+    out = np.zeros_like(mask)
+    rows, cols = (np.linspace(0, n, side + 1).round().astype(int) for n in mask.shape)
+    for top, bottom in zip(rows[:-1], rows[1:], strict=True):
+        for left, right in zip(cols[:-1], cols[1:], strict=True):
+            block = mask[top:bottom, left:right]
+            labels = block[block != IGNORE_INDEX]
+            out[top:bottom, left:right] = np.bincount(labels).argmax() if labels.size else 0
+    return out
+
+
+def map_oracle(masks, side: int, num_classes: int = 21) -> float:
+    """A rough ceiling on what a model whose feature map is `side` cells wide can score: the mIoU
+    (0..1) of the block-majority oracle (`cell_majority`) over `masks`. Rough, because bilinear
+    upsampling of logits can draw edges finer than a cell, so a model may pass it."""
+    confusion = ConfusionMatrix(num_classes)
+    for mask in masks:
+        mask = np.asarray(mask)
+        confusion.update(torch.from_numpy(cell_majority(mask, side)), torch.from_numpy(mask))
+    return confusion.compute()["miou"]
+
+
+def validation_masks(config: RunConfig) -> list[np.ndarray]:
+    """The validation split's masks at their own size (the generated sets' are the images')."""
+    dataset = VOCDataset(config.data_root, split=config.val_split)
+    return [dataset.read_raw(i)[1] for i in range(len(dataset))]
+
+
+def geometry(design: Design, base: RunConfig, masks=None) -> pd.DataFrame:
+    """What each setting is before any training: its feature map, the block-majority oracle on
+    it (from `masks`, the validation masks, when given), the theoretical field of one output,
+    and for each cascaded block (layer5..layer7) its rate and the share of its 3x3 taps that
+    land on the map (the paper's 513-pixel crops give a 33 x 33 map: 85%, 70% and 46%)."""
+    rows = []
+    for name, config in design.configs(base).items():
+        side = feature_size(config.image_size, config.model.output_stride)
+        row = {"setting": name, "feature map": f"{side}x{side}"}
+        if masks is not None:
+            row["oracle mIoU (%)"] = round(100 * map_oracle(masks, side), 1)
+        row["receptive field (px)"] = receptive_field_from_config(config.model).backbone
+        for stage, units in stage_plan(config.model)[4:]:
+            rate = units[-1][1]
+            row[f"{stage} rate"] = rate
+            row[f"{stage} taps on the map"] = round(valid_share(side, rate), 2)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def estimate_minutes(design: Design, base: RunConfig, seeds: Sequence[int]) -> pd.DataFrame:
     """Before a long run: each setting's seconds per training step here (`seconds_per_step`, in
     the arithmetic the run would take) and the minutes its runs would take, validation aside."""
     rows = []
-    for name, overrides in SETTINGS.items():
-        config = base.replace(**overrides)
+    for name, config in design.configs(base).items():
         seconds = seconds_per_step(config)
-        steps = config.epochs * (train_images // config.batch_size)
+        steps = config.epochs * (design.data["num_train"] // config.batch_size)
         minutes = round(seconds * steps * len(seeds) / 60, 1)
         rows.append({"setting": name, "seconds per step": round(seconds, 3), "minutes": minutes})
     return pd.DataFrame(rows).set_index("setting")

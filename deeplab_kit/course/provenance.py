@@ -1,9 +1,11 @@
 """Where and how a result was made, written by code: the command, the code's git commit (and
-whether the tree was clean), the machine, the library versions and the time it took.
+whether the tree was clean) when each session of the work started and when it ended, the
+machine, the library versions and the time it took.
 
-    record = provenance.start("python -m deeplab_kit results make ablation")
+    session = provenance.start("python -m deeplab_kit results make ablation")
     ...                                   # the work
-    provenance.finish(record)             # adds ended and seconds
+    session = provenance.finish(session)  # adds ended, seconds, and the code at the end
+    record = provenance.combine([earlier, session])   # one record over a make's sessions
 """
 
 from __future__ import annotations
@@ -73,13 +75,20 @@ def git_state(folder: str | os.PathLike | None = None) -> tuple[str | None, bool
 
 
 def versions() -> dict:
+    import numpy
+    import PIL
     import torchvision
 
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    return {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
 def start(command: str | None = None, device: torch.device | str = "cpu") -> dict:
-    """A provenance record for work that starts now."""
+    """A session's provenance record, for work that starts now."""
     commit, clean = git_state()
     return {
         "command": command or command_line(),
@@ -93,14 +102,53 @@ def start(command: str | None = None, device: torch.device | str = "cpu") -> dic
     }
 
 
-def finish(record: dict, earlier_seconds: float = 0.0) -> dict:
-    """The record completed: ended, and the wall seconds of this session plus `earlier_seconds`
-    (the sessions a resumed piece of work took before)."""
-    record = dict(record)
-    elapsed = time.monotonic() - record.pop("_monotonic")
-    record["ended"] = now()
-    record["seconds"] = round(earlier_seconds + elapsed, 1)
-    return record
+def finish(session: dict) -> dict:
+    """The session's record completed: ended, its wall seconds, and the code at its end (a
+    commit that landed while it ran shows as another commit there)."""
+    session = dict(session)
+    elapsed = time.monotonic() - session.pop("_monotonic")
+    commit, clean = git_state()
+    session.update(ended=now(), seconds=round(elapsed, 1), commit_at_end=commit, clean_at_end=clean)
+    return session
+
+
+def same_code(first: dict, session: dict) -> bool:
+    """Whether a session runs the code the first session of its work ran: the same commit, and
+    both trees clean."""
+    return first.get("commit") == session.get("commit") and bool(
+        first.get("clean") and session.get("clean")
+    )
+
+
+def combine(sessions: list[dict]) -> dict:
+    """One record over the finished sessions of a piece of work: the first session's command,
+    code, machine and versions; started at the first, ended at the last, the seconds summed;
+    clean only when every session started and ended clean on one commit; each session's own
+    times, code and machine kind under "sessions"."""
+    first, last = sessions[0], sessions[-1]
+    commits = {s.get(k) for s in sessions for k in ("commit", "commit_at_end")}
+    clean = all(s.get("clean") and s.get("clean_at_end") for s in sessions) and len(commits) == 1
+    kept = ("command", "commit", "machine", "torch", "torchvision", "numpy", "pillow", "python")
+    return {
+        **{key: first.get(key) for key in kept},
+        "clean": clean,
+        "started": first["started"],
+        "ended": last["ended"],
+        "seconds": round(sum(s["seconds"] for s in sessions), 1),
+        "sessions": [
+            {
+                "started": s["started"],
+                "ended": s["ended"],
+                "seconds": s["seconds"],
+                "commit": s.get("commit"),
+                "clean": s.get("clean"),
+                "commit at end": s.get("commit_at_end"),
+                "clean at end": s.get("clean_at_end"),
+                "machine": fingerprint.kind_of(s.get("machine", {})),
+            }
+            for s in sessions
+        ],
+    }
 
 
 def same_kernels(record: dict) -> tuple[bool, str]:
@@ -116,7 +164,8 @@ def describe(record: dict) -> str:
     """A stored result's provenance in a few lines, as the notebooks print it."""
     commit = (record.get("commit") or "unknown")[:10]
     state = "" if record.get("clean", True) else " (with uncommitted changes)"
-    sessions = record.get("sessions", 1)
+    sessions = record.get("sessions") or [record]
+    sessions = len(sessions) if isinstance(sessions, list) else sessions
     return "\n".join(
         [
             f"command:  {record.get('command', '?')}",

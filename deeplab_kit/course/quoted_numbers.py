@@ -91,3 +91,29 @@ REPORT_TABLE1 = {
         "mIoU": 64.648292905,
     },
 }
+
+
+# The `report` recipe, setting by setting: stated by the report, or inferred from it (the sentence
+# each comes from, quoted). The 16 x 16 map follows from two of them: 256 pixels at stride 16.
+REPORT_SETTINGS = pd.DataFrame(
+    [
+        ("backbone", "ResNet-50", "stated", "leveraging the ResNet-50 backbone and ASPP module"),
+        ("backbone weights", "ImageNet (torchvision)", "inferred",
+         "The encoder network, typically based on a pre-trained CNN, extracts high-level features"
+         " ... fine-tuning the DeepLabv3 ResNet50 model ... could only train the upper-level"
+         " features"),
+        ("output stride", "16", "inferred", "(none: the paper's training setting)"),
+        ("feature map", "16 x 16", "inferred", "from 256 x 256 inputs at output stride 16"),
+        ("ASPP rates", "(8, 12, 16)", "stated", "I utilized atrous rates of [8, 12, 16]"),
+        ("input size", "256 x 256", "stated",
+         "the input images are resized to a consistent resolution of 256x256 pixels"),
+        ("optimiser", "Adam", "stated", "using the Adam optimizer and cross-entropy loss function"),
+        ("learning rate", "1e-4", "inferred", "(none: Adam's usual rate for fine-tuning)"),
+        ("batch size", "4", "stated", "multiple iterations with a batch size of 4"),
+        ("epochs", "200, 20 a session", "stated",
+         "over approximately 200 epochs ... a maximum of 20 epochs per session"),
+        ("learning-rate step", "x 0.1 from epoch 100", "inferred",
+         "6th session Training and validation loss after slicing learning rate by 10"),
+    ],
+    columns=["setting", "value", "stated or inferred", "the report says"],
+)  # fmt: skip

@@ -5,14 +5,17 @@
     python -m deeplab_kit results verify [NAME]     # is what is stored what the code makes?
 
 Each stored result is a folder `notebooks/results/<name>/` of small files (tables, histories,
-scores, figures; no weights) and a `provenance.json` written by `make`: the command, the git
-commit and whether the tree was clean, the machine, torch and torchvision, and when it ran.
-`make` trains in a work folder, `runs/results/<name>/` (checkpoints there, so that a stopped
-make resumes), and replaces the stored folder only once everything is done.
+scores, figures; no weights) and a `provenance.json` written by `make`: the command, the code
+(the git commit and whether the tree was clean, when each session of the make started and when
+it ended), the machine, the library versions, the arithmetic every run computed in, a hash of
+the generated dataset's files, and the time it took. `make` trains in a work folder,
+`runs/results/<name>/` (checkpoints there, so that a stopped make resumes), and replaces the
+stored folder only once everything is done. A make resumed on other code than its first
+session's is refused unless told (`other_code=True`; the record then says so); one resumed on
+another machine keeps its first session's arithmetic.
 
 The notebooks read stored files through `stored(relative)` (fetched from the repository in
-Colab, where the kit is installed without them), the experiments through `stored_ablation()`
-and `stored_going_deeper()`.
+Colab, where the kit is installed without them) and `stored_experiment(name)`.
 
 `verify` checks each stored result against itself and against the current code: the scores
 recomputed from the stored confusion matrices, each history's last row against its scores,
@@ -32,7 +35,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,19 +45,31 @@ import torch
 
 from deeplab_kit.config import RunConfig, flat
 from deeplab_kit.course import ablation, going_deeper, provenance
-from deeplab_kit.course.atrous import feature_size
 from deeplab_kit.course.colab import checkout, in_colab, raw_url
 from deeplab_kit.course.demo import DEMO_DATA, run_demo
-from deeplab_kit.course.experiments import last_gain, run_folder, setting_folder, threads_per_worker
-from deeplab_kit.data.synthetic import DEFAULT_ROOT, GENERATOR_VERSION, make_synthetic_voc
+from deeplab_kit.course.experiments import (
+    TWICE,
+    last_gain,
+    run_folder,
+    setting_folder,
+    threads_per_worker,
+    twice_the_epochs,
+)
+from deeplab_kit.data.synthetic import (
+    DEFAULT_ROOT,
+    GENERATOR_VERSION,
+    make_synthetic_voc,
+    tree_hash,
+)
 from deeplab_kit.files import plain, write_json, write_text
 from deeplab_kit.runtime import fingerprint
-from deeplab_kit.runtime.arithmetic import Arithmetic
+from deeplab_kit.runtime.arithmetic import Arithmetic, choose
 from deeplab_kit.runtime.run_files import metrics_dict, read_confusion, write_tables
 from deeplab_kit.training.loop import train
 
 WORK = Path("runs") / "results"  # under the checkout
 PROVENANCE = "provenance.json"
+SESSIONS = "sessions.json"  # in the work folder: a make's sessions so far, and its arithmetic
 PROVENANCE_KEYS = (
     "command",
     "commit",
@@ -62,25 +77,37 @@ PROVENANCE_KEYS = (
     "machine",
     "torch",
     "torchvision",
+    "numpy",
+    "pillow",
     "started",
     "ended",
     "seconds",
+    "sessions",
+    "arithmetic",
+    "data",
 )
 # How far a retrained first epoch may be from the stored one on another CPU or torch version
 # (bf16 kernels round differently across CPUs): relative, on the losses; absolute, on mIoU.
 RETRAIN_TOLERANCE = {"train_loss": 0.02, "val_loss": 0.05, "miou": 0.02}
-# The run whose first epoch `verify` retrains, per stored result: (its folder under the stored
-# result, the generated dataset's folder and arguments); filled in below.
-RETRAIN: dict[str, tuple[str, str, dict]] = {}
+# The experiments train two runs at a time, each in its own process with half the cores as torch
+# threads: on a 2-core CPU, two one-thread runs of these small models do about 1.25 times the
+# work of one two-thread run (measured on the ablation's and going-deeper's models).
+WORKERS = 2
+RUN_FILES = ("history.csv", "metrics.json", "config.json")
 
 
 @dataclass(frozen=True)
 class StoredResult:
     name: str
     about: str
-    make: Callable[[Path, bool], dict]  # (work folder, progress) -> {stored name: source path}
-    check: Callable[[Path], list[str]]  # stored folder -> problems
-    data: Callable[[], dict]  # the generated dataset it is made on (make_synthetic_voc's args)
+    data: dict  # the generated dataset it is made on (make_synthetic_voc's arguments)
+    make: Callable[[Path, Arithmetic, bool], dict]  # (work, arithmetic, progress) -> record
+    check: Callable[[Path, dict], list[str]]  # (stored folder, its record) -> problems
+    retrain: Callable[[Arithmetic], tuple[str, RunConfig]] | None  # the run verify retrains
+
+    @property
+    def data_root(self) -> str:
+        return DEFAULT_ROOT if self.name == "demo" else f"{DEFAULT_ROOT}-{self.name}"
 
 
 # --- where things are ---------------------------------------------------------------------
@@ -100,7 +127,6 @@ def results_dir() -> Path:
 def stored(relative: str) -> Path:
     """A stored result file (notebooks/results/<relative>), read from the checkout; in Colab,
     where the kit is pip-installed without the notebooks, fetched from the repository first."""
-
     path = results_dir() / relative
     if path.is_file():
         return path
@@ -119,36 +145,36 @@ def read_stored_json(relative: str) -> dict:
     return json.loads(stored(relative).read_text())
 
 
-def stored_ablation() -> tuple[pd.DataFrame, dict, dict[str, np.ndarray]]:
-    """The stored ablation: its table, its provenance and, for each trained backbone and
-    setting, its effective receptive field (the seeds' gradient maps, each scaled to sum 1,
-    averaged), keyed "backbone / setting"."""
-    table, record = ablation.read_ablation(stored("ablation/ablation.json"))
-    trained = table[table["same network as"].isna()]
+def stored_experiment(name: str) -> tuple[pd.DataFrame, dict]:
+    """A stored experiment: its table (one row per run) and the rest of its record (provenance,
+    configuration, settings, seeds, planned pairs, geometry, the convergence check, ...)."""
+    record = read_stored_json(f"{name}/{name}.json")
+    columns = ablation.COLUMNS if name == "ablation" else going_deeper.COLUMNS
+    frame = pd.DataFrame(record["rows"], columns=list(columns))
+    if name == "ablation":
+        frame = ablation.table(record["rows"])
+    return frame, {k: v for k, v in record.items() if k != "rows"}
+
+
+def stored_erfs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """For each backbone and setting of the stored ablation, its effective receptive field (the
+    seeds' gradient maps, each scaled to sum 1, averaged), keyed "backbone / setting"."""
     maps = {}
-    for (backbone, setting), group in trained.groupby(["backbone", "setting"], sort=False):
+    for (backbone, setting), group in frame.groupby(["backbone", "setting"], sort=False):
         label = ablation.run_label(backbone, setting)
-        paths = [
-            stored(f"ablation/{setting_folder(label)}/seed-{seed}/erf.npy")
-            for seed in group["seed"]
-        ]
-        maps[label] = ablation.average_erf(paths)
-    return table, record, maps
+        folder = f"ablation/{setting_folder(label)}"
+        maps[label] = ablation.average_erf(
+            [stored(f"{folder}/seed-{seed}/erf.npy") for seed in group["seed"]]
+        )
+    return maps
 
 
 def stored_ablation_lr() -> float | None:
     """The learning rate the stored ablation's sweep chose (None when none is stored here)."""
     try:
-        return float(read_stored_json("ablation/ablation.json")["config"]["lr"])
+        return float(RunConfig.from_dict(read_stored_json("ablation/ablation.json")["config"]).lr)
     except (FileNotFoundError, KeyError, ValueError):
         return None
-
-
-def stored_going_deeper() -> tuple[pd.DataFrame, dict]:
-    """The stored going-deeper experiment: its table and its provenance."""
-    record = read_stored_json("going-deeper/going-deeper.json")
-    table = pd.DataFrame(record["rows"], columns=list(going_deeper.COLUMNS))
-    return table, {k: v for k, v in record.items() if k != "rows"}
 
 
 @contextlib.contextmanager
@@ -163,266 +189,301 @@ def _inside(folder: Path):
         os.chdir(before)
 
 
-# --- the demo -----------------------------------------------------------------------------
-
-DEMO_FILES = (
-    "history.csv",
-    "metrics.json",
-    "metrics.md",
-    "metrics.csv",
-    "per_class.csv",
-    "loss_curve.png",
-    "predictions.png",
-)
-DEMO_DATA_ROOT = DEFAULT_ROOT
+# --- the configurations the results are made with -------------------------------------------
 
 
-def demo_config():
+def demo_config() -> RunConfig:
     """The configuration `results make demo` runs (and `verify` expects)."""
+    root = RESULTS["demo"].data_root
+    return RunConfig.from_recipe("demo", data_root=root, cache_dir=f"{root}/cache")
 
+
+def experiment_config(name: str, arithmetic: Arithmetic, **overrides) -> RunConfig:
+    """The base configuration of a stored experiment (and what `verify` expects): its recipe on
+    its generated data, every run in one arithmetic."""
+    result = RESULTS[name]
+    recipe = "ablation" if name == "ablation" else "going-deeper"
     return RunConfig.from_recipe(
-        "demo", data_root=DEMO_DATA_ROOT, cache_dir=f"{DEMO_DATA_ROOT}/cache"
+        recipe,
+        data_root=result.data_root,
+        cache_dir=f"{result.data_root}/cache",
+        image_size=result.data["size"],
+        amp=arithmetic.amp,
+        channels_last=arithmetic.channels_last,
+        **overrides,
     )
 
 
-def _dataset(name: str) -> dict:
-    """The generated dataset a stored result is made on: make_synthetic_voc's arguments and the
-    generator's version."""
-
-    data = {
-        "demo": DEMO_DATA,
-        "ablation": ablation.ABLATION_DATA,
-        "going-deeper": going_deeper.GOING_DEEPER_DATA,
-    }
-    return plain({**data[name], "generator version": GENERATOR_VERSION})
+def _grid(progress: bool) -> dict:
+    return dict(workers=WORKERS, progress=progress, keep_checkpoints=False)
 
 
-def _make_demo(work: Path, progress: bool) -> dict:
+# --- making -----------------------------------------------------------------------------------
 
+
+def _make_demo(work: Path, arithmetic: Arithmetic, progress: bool) -> dict:
     config = demo_config()
-    make_synthetic_voc(DEMO_DATA_ROOT, **DEMO_DATA)  # regenerated if another set is there
-    run_demo(work, DEMO_DATA_ROOT, config=config, progress=progress)
+    make_synthetic_voc(config.data_root, **DEMO_DATA)  # regenerated if another set is there
+    run_demo(work, config.data_root, config=config, progress=progress)
     write_json(work / "config.json", config.to_dict())
-    return {name: work / name for name in (*DEMO_FILES, "config.json")}
+    return {}
 
 
-def _check_demo(folder: Path) -> list[str]:
+def _going_deeper_maker(design: going_deeper.Design):
+    def make(work: Path, arithmetic: Arithmetic, progress: bool) -> dict:
+        base = experiment_config(design.name, arithmetic)
+        make_synthetic_voc(base.data_root, **design.data)
+        masks = going_deeper.validation_masks(base)
+        rows = going_deeper.run(design, base, work, **_grid(progress))
+        longer = {name: design.configs(base)[name] for name in design.twice}
+        return {
+            "config": base.to_dict(),
+            "settings": design.settings,
+            "seeds": list(design.seeds),
+            "planned pairs": [list(pair) for pair in design.planned],
+            "geometry": going_deeper.geometry(design, base, masks).reset_index().to_dict("records"),
+            TWICE: twice_the_epochs(longer, rows, work, **_grid(progress)).to_dict("records"),
+            "rows": rows,
+        }
+
+    return make
+
+
+def _make_ablation(work: Path, arithmetic: Arithmetic, progress: bool) -> dict:
+    base = experiment_config("ablation", arithmetic)
+    make_synthetic_voc(base.data_root, **ablation.DATA)
+    grid = list(ablation.LR_GRID)
+    sweep = ablation.sweep_lr(base, work / "sweep", grid=grid, **_grid(progress))
+    while not ablation.inside_grid(sweep) and len(grid) < len(ablation.LR_GRID) + 3:
+        low = ablation.chosen_lr(sweep) == min(grid)  # extend the grid past the end it chose
+        grid = [grid[0] / 2, *grid] if low else [*grid, grid[-1] * 2]
+        sweep = ablation.sweep_lr(base, work / "sweep", grid=grid, **_grid(progress))
+    base = base.replace(lr=ablation.chosen_lr(sweep))
+    rows = ablation.run(base, work, erf_images=ablation.ERF_IMAGES, **_grid(progress))
+    longer = {name: ablation.configs(base)[name] for name in ablation.TWICE}
+    return {
+        "config": base.to_dict(),
+        "settings": {
+            k: {"rates": list(r), "image_pooling": p} for k, (r, p) in ablation.SETTINGS.items()
+        },
+        "backbones": ablation.BACKBONES,
+        "planned pairs": [list(pair) for pair in ablation.PLANNED],
+        "seeds": {
+            "planned": list(ablation.PLANNED_SEEDS),
+            "exploratory": list(ablation.EXPLORATORY_SEEDS),
+        },
+        "regions": {
+            "interior distance (px)": ablation.INTERIOR_DISTANCE,
+            "band (px)": ablation.BAND,
+        },
+        "lr sweep": sweep.to_dict("records"),
+        "geometry": ablation.geometry_table(base).to_dict("records"),
+        TWICE: twice_the_epochs(longer, rows, work, **_grid(progress)).to_dict("records"),
+        "rows": ablation.table(rows).to_dict("records"),
+    }
+
+
+def make(
+    name: str, *, command: str | None = None, progress: bool = True, other_code: bool = False
+) -> Path:
+    """Make the stored result `name` (resuming a stopped make) and replace its stored folder.
+    Returns the stored folder."""
+    result = _result(name)
+    root = checkout(required=True)
+    work = root / WORK / name
+    log = _read_json(work / SESSIONS)
+    session = provenance.start(command or f"deeplab_kit.course.results.make({name!r})")
+    earlier = log.get("sessions", [])
+    if earlier and not provenance.same_code(earlier[0], session) and not other_code:
+        raise RuntimeError(
+            f"{work}: this make started on commit {earlier[0].get('commit')} (clean: "
+            f"{earlier[0].get('clean')}) and would resume on {session['commit']} (clean: "
+            f"{session['clean']}); resume it on that code, or say so with --other-code"
+        )
+    arithmetic = log.get("arithmetic") or str(choose("cpu"))  # kept when it resumes elsewhere
+    with _inside(root):
+        try:
+            record = result.make(WORK / name, Arithmetic.parse(arithmetic), progress)
+        finally:  # a stopped make keeps its session, counted when it is resumed
+            sessions = [*earlier, provenance.finish(session)]
+            write_json(work / SESSIONS, plain({"arithmetic": arithmetic, "sessions": sessions}))
+        data = {**result.data, "generator version": GENERATOR_VERSION}
+        data["files sha256"] = tree_hash(result.data_root)
+    record = {**provenance.combine(sessions), "arithmetic": arithmetic, "data": data, **record}
+    record["other code"] = not all(provenance.same_code(sessions[0], s) for s in sessions)
+    if name != "demo":
+        record.update(workers=WORKERS, **{"threads per run": threads_per_worker(WORKERS)})
+    return _replace_store(name, work, record)
+
+
+def _stored_files(name: str, work: Path, record: dict) -> dict[str, Path]:
+    """{relative name: source} of what a result stores: the demo's run files, or each of the
+    record's runs' small files (no checkpoints): its rows', the convergence check's and the
+    learning-rate sweep's."""
+    if name == "demo":
+        names = ("history.csv", "metrics.json", "metrics.md", "metrics.csv", "per_class.csv")
+        return {n: work / n for n in (*names, "loss_curve.png", "predictions.png", "config.json")}
+    setting = (
+        (lambda r: ablation.run_label(r["backbone"], r["setting"]))
+        if name == "ablation"
+        else (lambda r: r["setting"])
+    )
+    runs = [run_folder(work, setting(row), int(row["seed"])) for row in record["rows"]]
+    runs += [run_folder(work / TWICE, row["setting"], 0) for row in record[TWICE]]
+    runs += [
+        run_folder(work / "sweep", f"lr {r['lr']:g} {r['setting']}", 0)
+        for r in record.get("lr sweep", [])
+    ]
+    extra = ("predictions.png", "regions.json", "erf.npy")
+    return {
+        str(path.relative_to(work)): path
+        for run in runs
+        for path in (run / n for n in (*RUN_FILES, *extra))
+        if path.is_file()
+    }
+
+
+def _replace_store(name: str, work: Path, record: dict) -> Path:
+    """Copy the result's files into a fresh stored folder with its record; the old folder is
+    replaced only once the new one is complete."""
+    target, record = store(name), plain(record)
+    fresh = target.with_name(f".{name}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    for relative, source in _stored_files(name, work, record).items():
+        (fresh / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, fresh / relative)
+    if name != "demo":  # an experiment's record holds its table; the CSV the same rows
+        write_json(fresh / f"{name}.json", record)
+        write_text(fresh / f"{name}.csv", pd.DataFrame(record["rows"]).to_csv(index=False))
+    provenance_only = {k: v for k, v in record.items() if k in PROVENANCE_KEYS or k == "other code"}
+    write_json(fresh / PROVENANCE, provenance_only)
+    old = target.with_name(f".{name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    fresh.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+# --- checking ---------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_demo(folder: Path, record: dict) -> list[str]:
     problems = _check_run(folder)
     problems += _check_config(folder / "config.json", demo_config())
-    problems += _check_tables(folder)
+    with tempfile.TemporaryDirectory() as tmp:  # the tables equal those its metrics.json gives
+        write_tables(Path(tmp), _read_json(folder / "metrics.json"))
+        problems += [
+            f"{folder / name}: differs from the table its metrics.json gives"
+            for name in ("metrics.md", "metrics.csv", "per_class.csv")
+            if not (folder / name).is_file()
+            or (folder / name).read_text() != (Path(tmp) / name).read_text()
+        ]
     return problems
 
 
-# --- the two experiments ------------------------------------------------------------------
-
-ABLATION_DATA_ROOT = f"{DEFAULT_ROOT}-ablation"
-GOING_DEEPER_DATA_ROOT = f"{DEFAULT_ROOT}-going-deeper"
-RUN_FILES = ("history.csv", "metrics.json", "config.json")
-# The experiments train two runs at a time, each in its own process with half the cores as torch
-# threads: on a 2-core CPU, two one-thread runs of these small models do about 1.25 times the
-# work of one two-thread run (measured on the ablation's and going-deeper's models).
-WORKERS = 2
-
-
-def ablation_config(lr: float | None = None) -> RunConfig:
-    """The base configuration of `results make ablation` (and what `verify` expects), at the
-    learning rate its sweep chose (the recipe's own without one)."""
-    config = RunConfig.from_recipe(
-        "ablation", data_root=ABLATION_DATA_ROOT, cache_dir=f"{ABLATION_DATA_ROOT}/cache"
-    )
-    return config if lr is None else config.replace(lr=lr)
-
-
-def going_deeper_config() -> RunConfig:
-    """The base configuration of `results make going-deeper` (and what `verify` expects)."""
-    return RunConfig.from_recipe(
-        "going-deeper",
-        data_root=GOING_DEEPER_DATA_ROOT,
-        cache_dir=f"{GOING_DEEPER_DATA_ROOT}/cache",
-    )
-
-
-def _make_ablation(work: Path, progress: bool) -> dict:
-    make_synthetic_voc(ABLATION_DATA_ROOT, **ablation.ABLATION_DATA)
-    sweep = ablation.sweep_lr(ablation_config(), work / "sweep", progress=progress, workers=WORKERS)
-    lr = ablation.chosen_lr(sweep)
-    table = ablation.run_ablation(
-        ablation_config(lr),
-        work,
-        seeds=ablation.SEEDS,
-        erf_images=ablation.ERF_IMAGES,
-        progress=progress,
-        keep_checkpoints=False,
-        sweep=sweep,
-        workers=WORKERS,
-    )
-    files = {"ablation.json": work / "ablation.json", "ablation.csv": work / "ablation.csv"}
-    for run in sorted((work / "sweep").glob("*/seed-0")):
-        files.update(_run_files(work, run, RUN_FILES))
-    for row in table[table["same network as"].isna()].to_dict("records"):
-        run = ablation.run_folder_of(work, row)
-        files.update(_run_files(work, run, (*RUN_FILES, "interior.json", "erf.npy")))
-    return files
-
-
-def _make_going_deeper(work: Path, progress: bool) -> dict:
-    make_synthetic_voc(GOING_DEEPER_DATA_ROOT, **going_deeper.GOING_DEEPER_DATA)
-    table = going_deeper.run_going_deeper(
-        going_deeper_config(),
-        work,
-        seeds=going_deeper.SEEDS,
-        progress=progress,
-        keep_checkpoints=False,
-        workers=WORKERS,
-    )
-    record = {
-        "config": going_deeper_config().to_dict(),
-        "settings": going_deeper.SETTINGS,
-        "seeds": list(going_deeper.SEEDS),
-        "rows": table.to_dict("records"),
-    }
-    write_json(work / "going-deeper.json", plain(record))
-    write_text(work / "going-deeper.csv", table.to_csv(index=False))
-    files = {name: work / name for name in ("going-deeper.json", "going-deeper.csv")}
-    for row in table.drop_duplicates(["setting", "seed"]).to_dict("records"):
-        run = run_folder(work, row["setting"], int(row["seed"]))
-        names = (*RUN_FILES, "predictions.png") if row["seed"] == 0 else RUN_FILES
-        files.update(_run_files(work, run, names))
-    return files
-
-
-def _run_files(work: Path, run: Path, names) -> dict:
-    return {
-        f"{run.relative_to(work)}/{name}": run / name for name in names if (run / name).is_file()
-    }
-
-
-def _check_ablation(folder: Path) -> list[str]:
-    try:
-        table, record = ablation.read_ablation(folder)
-    except (FileNotFoundError, ValueError) as error:
-        return [str(error)]
-    sweep = pd.DataFrame(record.get("lr sweep") or [])
-    problems = _check_sweep(folder, sweep)
-    lr = ablation.chosen_lr(sweep) if len(sweep) else None
-    base = ablation_config(lr)
-    problems += _check_experiment(folder, "ablation", table, record, base)
-    expected = [
-        (backbone, setting, seed)
-        for backbone in ablation.BACKBONES
-        for setting in ablation.SETTINGS
-        for seed in ablation.SEEDS
-    ]
-    if list(zip(table["backbone"], table["setting"], table["seed"], strict=True)) != expected:
-        problems.append(
-            "ablation.json: its rows are not the current backbones x settings x seeds: stale"
+def _check_going_deeper(design: going_deeper.Design):
+    def check(folder: Path, record: dict) -> list[str]:
+        base = experiment_config(
+            design.name, Arithmetic.parse(record.get("arithmetic", "fp32 + contiguous"))
         )
+        configs = design.configs(base)
+        expected = [(name, seed) for name in design.settings for seed in design.seeds]
+        problems = _check_experiment(folder, design.name, record, base, configs, expected)
+        for row in record.get("rows", []):
+            side = going_deeper.feature_size(
+                base.image_size, configs[row["setting"]].model.output_stride
+            )
+            if row["feature map"] != f"{side}x{side}":
+                problems.append(
+                    f"{row['setting']} seed {row['seed']}: feature map {row['feature map']}, the geometry says {side}x{side}"
+                )
         return problems
-    configs = ablation.configs(base)
-    twins = ablation.equivalent_settings(configs)
-    by_key = {(r["backbone"], r["setting"], r["seed"]): r for r in table.to_dict("records")}
-    for row in table.to_dict("records"):
-        label = ablation.run_label(row["backbone"], row["setting"])
-        where = f"ablation.json, {label} seed {row['seed']}"
-        if row["feature map"] != "16x16":
-            problems.append(f"{where}: ASPP saw a {row['feature map']} map, not the report's 16x16")
-        twin = twins.get(label)
-        if row["same network as"] != twin:
+
+    return check
+
+
+def _check_ablation(folder: Path, record: dict) -> list[str]:
+    base = RunConfig.from_dict(record.get("config") or {})
+    arithmetic = Arithmetic.parse(record.get("arithmetic", "fp32 + contiguous"))
+    expected_base = experiment_config("ablation", arithmetic, lr=base.lr)
+    configs = ablation.configs(expected_base)
+    expected = [(name, seed) for name in configs for seed in ablation.seeds_of(name)]
+    rows = [
+        {**r, "setting": ablation.run_label(r["backbone"], r["setting"])}
+        for r in record.get("rows", [])
+    ]
+    problems = _check_experiment(
+        folder, "ablation", {**record, "rows": rows}, expected_base, configs, expected
+    )
+    sweep = pd.DataFrame(record.get("lr sweep") or [])
+    if sweep.empty or not ablation.inside_grid(sweep) or ablation.chosen_lr(sweep) != base.lr:
+        problems.append(
+            "ablation.json: its learning rate is not the sweep's choice inside its grid"
+        )
+    for row in sweep.to_dict("records"):
+        run = run_folder(folder / "sweep", f"lr {row['lr']:g} {row['setting']}", 0)
+        problems += _check_run(run)
+        if _read_json(run / "metrics.json").get("miou") != row["tune miou"]:
             problems.append(
-                f"{where}: 'same network as' is {row['same network as']!r}, the geometry says {twin!r}"
+                f"ablation.json: the sweep's tune mIoU at lr {row['lr']:g} ({row['setting']}) is not its run's"
             )
-        if twin is not None:
-            backbone, setting = twin.split(" / ")
-            other = by_key.get((backbone, setting, row["seed"]), {})
-            if [row[k] for k in ABLATION_SCORES] != [other.get(k) for k in ABLATION_SCORES]:
-                problems.append(f"{where}: its scores differ from {twin}'s, the same network")
-            continue
-        run = ablation.run_folder_of(folder, row)
-        config = configs[label].replace(seed=int(row["seed"]))
-        problems += _check_row_run(where, run, row, config)
-        interior = _read_json(run / "interior.json")
-        if "confusion_matrix" not in interior:
-            problems.append(f"{run}/interior.json: missing or without a confusion matrix")
-        elif metrics_dict(read_confusion(interior))["miou"] != row["interior miou"]:
-            problems.append(
-                f"{where}: interior miou {row['interior miou']!r} is not its interior.json's"
-            )
+    for row in rows:
+        run = run_folder(folder, row["setting"], int(row["seed"]))
+        regions = _read_json(run / "regions.json")
+        for region in ("interior", "band"):
+            scores = regions.get(region, {})
+            if (
+                "confusion_matrix" not in scores
+                or metrics_dict(read_confusion(scores))["miou"] != row[f"{region} miou"]
+            ):
+                problems.append(f"{run}/regions.json: its {region} mIoU is not the table's")
         radii = ablation.erf_radii(run)
         if any(not math.isclose(radii[k], row[k]) for k in radii):
             problems.append(
-                f"{where}: ERF radii {[row[k] for k in radii]} but its erf.npy gives {list(radii.values())}"
+                f"{run}: ERF radii {[row[k] for k in radii]}, its erf.npy gives {list(radii.values())}"
             )
-    return problems
-
-
-ABLATION_SCORES = ("miou", "interior miou", "pixel_accuracy", "erf r50 (px)", "erf r90 (px)")
-
-
-def _check_sweep(folder: Path, sweep: pd.DataFrame) -> list[str]:
-    """The stored learning-rate sweep: each run's score from its own files, and its choice."""
-    if sweep.empty:
-        return ["ablation.json: no learning-rate sweep stored"]
-    problems = []
-    for row in sweep.to_dict("records"):
-        run = run_folder(folder / "sweep", f"lr {row['lr']:g} {row['backbone']}", 0)
-        problems += _check_run(run)
-        if _read_json(run / "metrics.json").get("miou") != row["miou"]:
-            problems.append(
-                f"ablation.json: the sweep's mIoU at lr {row['lr']:g} ({row['backbone']}) is "
-                "not its run's"
-            )
-        history = pd.read_csv(run / "history.csv") if (run / "history.csv").is_file() else None
-        if history is None or float(history["val_loss"].iloc[-1]) != row.get("val_loss"):
-            problems.append(
-                f"ablation.json: the sweep's validation loss at lr {row['lr']:g} "
-                f"({row['backbone']}) is not its run's"
-            )
-    return problems
-
-
-def _check_going_deeper(folder: Path) -> list[str]:
-    record = _read_json(folder / "going-deeper.json")
-    if "rows" not in record:
-        return [f"{folder / 'going-deeper.json'}: missing or without rows"]
-    table = pd.DataFrame(record["rows"], columns=list(going_deeper.COLUMNS))
-    base = going_deeper_config()
-    problems = _check_experiment(folder, "going-deeper", table, record, base)
-    expected = going_deeper.going_deeper_table(
-        [{"setting": s, "seed": k} for s in going_deeper.SETTINGS for k in going_deeper.SEEDS]
-    )
-    keys = ["experiment", "setting", "seed"]
-    if table[keys].values.tolist() != expected[keys].values.tolist():
-        problems.append("going-deeper.json: its rows are not the current settings x seeds: stale")
-        return problems
-    for row in table.to_dict("records"):
-        where = f"going-deeper.json, {row['experiment']}: {row['setting']} seed {row['seed']}"
-        overrides = going_deeper.SETTINGS[row["setting"]]
-        side = feature_size(base.image_size, overrides["output_stride"])
-        if row["feature map"] != f"{side}x{side}":
-            problems.append(
-                f"{where}: feature map {row['feature map']}, the geometry says {side}x{side}"
-            )
-        run = run_folder(folder, row["setting"], int(row["seed"]))
-        config = base.replace(**overrides, seed=int(row["seed"]))
-        problems += _check_row_run(where, run, row, config)
     return problems
 
 
 def _check_experiment(
-    folder: Path, name: str, table: pd.DataFrame, record: dict, base: RunConfig
+    folder: Path, name: str, record: dict, base: RunConfig, configs: Mapping, expected: list
 ) -> list[str]:
-    """What both experiments' tables share: the configuration the current code would run, the
-    CSV equal to the JSON's rows, the provenance at the JSON's top level."""
-    problems = []
-    problems += _check_config_dict(f"{name}.json", record.get("config"), base)
+    """What every experiment's record holds: the base configuration the current code would run,
+    its rows for the expected (setting, seed)s, each row's scores and configuration equal to
+    its run folder's, the convergence check's rows equal to their runs', the CSV equal to the
+    rows."""
+    problems = _check_config_dict(f"{name}.json", record.get("config"), base)
+    rows = record.get("rows", [])
+    if [(row["setting"], row["seed"]) for row in rows] != expected:
+        return problems + [f"{name}.json: its rows are not the current settings x seeds: stale"]
     csv = folder / f"{name}.csv"
-    if not csv.is_file() or csv.read_text() != table.to_csv(index=False):
+    original = _read_json(folder / f"{name}.json").get("rows", [])
+    if not csv.is_file() or csv.read_text() != pd.DataFrame(original).to_csv(index=False):
         problems.append(f"{name}.csv: missing or not {name}.json's rows")
-    problems += [
-        f"{name}.json: {key} is not the provenance's"
-        for key in PROVENANCE_KEYS
-        if record.get(key) != _read_provenance(folder).get(key)
-    ]
+    for row in rows:
+        where = f"{name}.json, {row['setting']} seed {row['seed']}"
+        run = run_folder(folder, row["setting"], int(row["seed"]))
+        problems += _check_row_run(
+            where, run, row, configs[row["setting"]].replace(seed=int(row["seed"]))
+        )
+    for row in record.get(TWICE, []):
+        run = run_folder(folder / TWICE, row["setting"], 0)
+        config = configs[row["setting"]].replace(seed=0, epochs=2 * configs[row["setting"]].epochs)
+        problems += _check_row_run(
+            f"{name}.json, {TWICE}: {row['setting']}",
+            run,
+            {"miou": row["twice the epochs"]},
+            config,
+        )
     return problems
 
 
@@ -433,69 +494,14 @@ def _check_row_run(where: str, run: Path, row: dict, config: RunConfig) -> list[
     problems += [
         f"{where}: {key} {row[key]!r} but its metrics.json says {metrics.get(key)!r}"
         for key in ("miou", "pixel_accuracy")
-        if metrics.get(key) != row[key]
+        if key in row and metrics.get(key) != row[key]
     ]
     return problems + _check_config(run / "config.json", config)
-
-
-def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> list[str]:
-    """Retrain the first epoch of the stored result's `RETRAIN` run and compare it with its
-    stored history: [] when it matches, else the problems. It retrains in the stored run's own
-    path (precision and memory format) with the provenance's thread count; bit for bit where
-    this machine runs the same kernels (`provenance.same_kernels`: fingerprint and torch
-    version), within RETRAIN_TOLERANCE elsewhere; it says which and why."""
-    relative, data_root, data = RETRAIN[name]
-    run = folder / relative
-    record = _read_provenance(folder)
-    stored = pd.read_csv(run / "history.csv").iloc[0]
-    arithmetic = Arithmetic.parse(stored.get("arithmetic", stored.get("path")))
-    config = RunConfig.from_dict(_read_json(run / "config.json")).replace(
-        session_epochs=1, amp=arithmetic.amp, channels_last=arithmetic.channels_last
-    )
-    exact, why = provenance.same_kernels(record)
-    threads = torch.get_num_threads()
-    with _inside(checkout(required=True)), tempfile.TemporaryDirectory() as tmp:
-        make_synthetic_voc(data_root, **data)
-        runs_threads = record.get("threads per run") or record.get("machine", {}).get("threads")
-        torch.set_num_threads(runs_threads or threads)
-        try:
-            again = train(config, Path(tmp) / "run", progress=progress).history[0]
-        finally:
-            torch.set_num_threads(threads)
-    how = f"bit-exact ({why})" if exact else f"within {RETRAIN_TOLERANCE} ({why})"
-    problems = []
-    for key, tolerance in RETRAIN_TOLERANCE.items():
-        old, new = float(stored[key]), float(again[key])
-        scale = abs(old) if key != "miou" else 1.0
-        if not (old == new if exact else abs(new - old) <= tolerance * scale):
-            problems.append(
-                f"{name}: {relative}: retrained epoch 1 {key} {new!r}, stored {old!r} ({how})"
-            )
-    verdict = "matches" if not problems else "DIFFERS"
-    print(
-        f"{name}: retrained epoch 1 of the stored run {relative} in {arithmetic}: {verdict}, {how}"
-    )
-    return problems
-
-
-# --- checks shared by the results ---------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _read_provenance(folder: Path) -> dict:
-    return _read_json(folder / PROVENANCE)
 
 
 def _check_run(run: Path) -> list[str]:
     """A run folder's scores equal those recomputed from its confusion matrix, and its history's
     last row equals its scores."""
-
     metrics = _read_json(run / "metrics.json")
     if "confusion_matrix" not in metrics:
         return [f"{run}/metrics.json: missing or without a confusion matrix"]
@@ -526,70 +532,113 @@ def _check_config_dict(where: str, stored: dict | None, expected: RunConfig) -> 
     """A stored configuration (in either form, nested or the older flat one) against the one
     the current code would run: [] when they are the same run, else why it is stale."""
     try:
-        same = RunConfig.from_dict(stored or {}) == expected
+        found = RunConfig.from_dict(stored or {})
     except ValueError as error:
         return [f"{where}: not a configuration the current code reads ({error}): stale"]
-    return [] if same else [_stale(where, flat(RunConfig.from_dict(stored or {})), flat(expected))]
+    if found == expected:
+        return []
+    a, b = flat(found), flat(expected)
+    shown = ", ".join(f"{k}: stored {a[k]!r}, now {b[k]!r}" for k in a if a[k] != b[k])
+    return [f"{where}: stale (the current code would run another configuration: {shown})"]
 
 
-def _stale(where: str, stored: dict, expected: dict) -> str:
-    fields = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
-    shown = ", ".join(f"{k}: stored {stored.get(k)!r}, now {expected.get(k)!r}" for k in fields)
-    return f"{where}: stale (the current code would run another configuration: {shown})"
-
-
-def _check_tables(folder: Path) -> list[str]:
-    """metrics.md/.csv and per_class.csv equal the tables rewritten from metrics.json."""
-
-    with tempfile.TemporaryDirectory() as tmp:
-        write_tables(Path(tmp), _read_json(folder / "metrics.json"))
-        return [
-            f"{folder / name}: differs from the table its metrics.json gives"
-            for name in ("metrics.md", "metrics.csv", "per_class.csv")
-            if not (folder / name).is_file()
-            or (folder / name).read_text() != (Path(tmp) / name).read_text()
-        ]
+def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> list[str]:
+    """Retrain the first epoch of the stored result's `retrain` run and compare it with its
+    stored history: [] when it matches, else the problems. It regenerates the dataset first (its
+    files must hash as stored) and retrains in the stored run's own arithmetic with the
+    provenance's thread count; bit for bit where this machine runs the same kernels
+    (`provenance.same_kernels`: fingerprint and torch version), within RETRAIN_TOLERANCE
+    elsewhere; it says which and why."""
+    result, record = RESULTS[name], _read_json(folder / PROVENANCE)
+    relative, config = result.retrain(Arithmetic.parse(record["arithmetic"]))
+    stored_epoch = pd.read_csv(folder / relative / "history.csv").iloc[0]
+    exact, why = provenance.same_kernels(record)
+    threads = torch.get_num_threads()
+    with _inside(checkout(required=True)), tempfile.TemporaryDirectory() as tmp:
+        make_synthetic_voc(result.data_root, **result.data)
+        problems = []
+        if tree_hash(result.data_root) != record["data"].get("files sha256"):
+            problems.append(f"{name}: the generated dataset's files differ from the stored hash")
+        torch.set_num_threads(
+            record.get("threads per run") or record["machine"].get("threads") or threads
+        )
+        try:
+            again = train(
+                config.replace(session_epochs=1), Path(tmp) / "run", progress=progress
+            ).history[0]
+        finally:
+            torch.set_num_threads(threads)
+    how = f"bit-exact ({why})" if exact else f"within {RETRAIN_TOLERANCE} ({why})"
+    for key, tolerance in RETRAIN_TOLERANCE.items():
+        old, new = float(stored_epoch[key]), float(again[key])
+        scale = abs(old) if key != "miou" else 1.0
+        if not (old == new if exact else abs(new - old) <= tolerance * scale):
+            problems.append(
+                f"{name}: {relative}: retrained epoch 1 {key} {new!r}, stored {old!r} ({how})"
+            )
+    verdict = "matches" if not problems else "DIFFERS"
+    print(
+        f"{name}: retrained epoch 1 of the stored run {relative} in {record['arithmetic']}: {verdict}, {how}"
+    )
+    return problems
 
 
 # --- the registry and the commands --------------------------------------------------------
+
+
+def _retrain_demo(arithmetic: Arithmetic) -> tuple[str, RunConfig]:
+    return ".", demo_config().replace(amp=arithmetic.amp, channels_last=arithmetic.channels_last)
+
+
+def _retrain_setting(name: str, setting: str):
+    def retrain(arithmetic: Arithmetic) -> tuple[str, RunConfig]:
+        if name == "ablation":
+            record = read_stored_json("ablation/ablation.json")
+            base = experiment_config(name, arithmetic, lr=RunConfig.from_dict(record["config"]).lr)
+            config = ablation.configs(base)[setting]
+        else:
+            config = going_deeper.DESIGNS[name].configs(experiment_config(name, arithmetic))[
+                setting
+            ]
+        return f"{setting_folder(setting)}/seed-0", config.replace(seed=0)
+
+    return retrain
+
 
 RESULTS = {
     "demo": StoredResult(
         "demo",
         "the demo run: 10 epochs of the demo recipe on the generated 96-pixel set",
+        DEMO_DATA,
         _make_demo,
         _check_demo,
-        lambda: _dataset("demo"),
+        None,
     ),
     "going-deeper": StoredResult(
         "going-deeper",
-        "going deeper with atrous convolution: block7 at output stride 8..256, blocks 4..7 at 16",
-        _make_going_deeper,
-        _check_going_deeper,
-        lambda: _dataset("going-deeper"),
+        "the paper's Table 1 at CPU scale: block7 at output stride 8..256 on 136-pixel images",
+        going_deeper.OUTPUT_STRIDE.data,
+        _going_deeper_maker(going_deeper.OUTPUT_STRIDE),
+        _check_going_deeper(going_deeper.OUTPUT_STRIDE),
+        _retrain_setting("going-deeper", going_deeper.label(7, 16)),
+    ),
+    "cascaded-blocks": StoredResult(
+        "cascaded-blocks",
+        "the paper's Table 2 at CPU scale: blocks 4..7 at output stride 16 on a 17 x 17 map",
+        going_deeper.CASCADED.data,
+        _going_deeper_maker(going_deeper.CASCADED),
+        _check_going_deeper(going_deeper.CASCADED),
+        _retrain_setting("cascaded-blocks", going_deeper.label(4, 16)),
     ),
     "ablation": StoredResult(
         "ablation",
-        "the ASPP rate ablation: 2 backbones x 5 ASPP settings x 5 seeds on a 16x16 map",
+        "ASPP's rates on a dilated and an undilated backbone of one depth, 16 x 16 map",
+        ablation.DATA,
         _make_ablation,
         _check_ablation,
-        lambda: _dataset("ablation"),
+        _retrain_setting("ablation", ablation.run_label("undilated", "paper")),
     ),
 }
-RETRAIN.update(
-    {
-        "ablation": (
-            f"{setting_folder(ablation.run_label('small field', 'report'))}/seed-0",
-            ABLATION_DATA_ROOT,
-            ablation.ABLATION_DATA,
-        ),
-        "going-deeper": (
-            f"{setting_folder(going_deeper.label(4, 16))}/seed-0",
-            GOING_DEEPER_DATA_ROOT,
-            going_deeper.GOING_DEEPER_DATA,
-        ),
-    }
-)
 
 
 def _result(name: str) -> StoredResult:
@@ -598,97 +647,44 @@ def _result(name: str) -> StoredResult:
     return RESULTS[name]
 
 
-def make(name: str, *, command: str | None = None, progress: bool = True) -> Path:
-    """Make the stored result `name` (resuming a stopped make) and replace its stored folder.
-    Returns the stored folder."""
-    result = _result(name)
-    root = checkout(required=True)
-    work = root / WORK / name
-    record = provenance.start(command or f"deeplab_kit.course.results.make({name!r})")
-    record["data"] = result.data()
-    if name in RETRAIN:  # the experiments' runs train in workers (see WORKERS)
-        record.update(workers=WORKERS, **{"threads per run": threads_per_worker(WORKERS)})
-    sessions = _read_json(work / "sessions.json")
-    with _inside(root):
-        try:
-            files = result.make(WORK / name, progress)
-        finally:  # a stopped make counts its time when it is resumed
-            record = provenance.finish(record, earlier_seconds=sessions.get("seconds", 0.0))
-            record.update(
-                started=sessions.get("first_started", record["started"]),
-                sessions=sessions.get("sessions", 0) + 1,
-            )
-            work.mkdir(parents=True, exist_ok=True)
-            write_json(
-                work / "sessions.json",
-                {
-                    "first_started": record["started"],
-                    "seconds": record["seconds"],
-                    "sessions": record["sessions"],
-                },
-            )
-    return _replace_store(name, {k: root / v for k, v in files.items()}, record)
-
-
-def _replace_store(name: str, files: dict[str, Path], record: dict) -> Path:
-    """Copy `files` ({relative name: source}) into a fresh stored folder with the provenance;
-    the old folder is replaced only once the new one is complete."""
-    target = store(name)
-    fresh = target.with_name(f".{name}.new")
-    shutil.rmtree(fresh, ignore_errors=True)
-    for relative, source in files.items():
-        (fresh / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, fresh / relative)
-    table = fresh / f"{name}.json"
-    if table.is_file():  # an experiment's table carries its provenance at its top level
-        write_json(table, {**record, **json.loads(table.read_text()), **record})
-    write_json(fresh / PROVENANCE, record)
-    old = target.with_name(f".{name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    fresh.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
 def verify(names=None, *, retrain: bool = True, progress: bool = False) -> list[str]:
     """The problems of the stored results `names` (default: all); [] when all hold."""
     problems = []
     for name in names or RESULTS:
-        folder = store(_result(name).name)
+        result, folder = _result(name), store(name)
         if not folder.is_dir():
             problems.append(
                 f"{folder}: not stored; make it with `python -m deeplab_kit results make {name}`"
             )
             continue
-        record = _read_provenance(folder)
+        record = _read_json(folder / PROVENANCE)
         missing = [k for k in PROVENANCE_KEYS if k not in record]
         if missing:
             problems.append(f"{folder / PROVENANCE}: missing or without {missing}")
-        if record.get("data") != RESULTS[name].data():
-            problems.append(
-                _stale(str(folder / PROVENANCE), record.get("data") or {}, RESULTS[name].data())
-            )
-        problems += RESULTS[name].check(folder)
-        if name in RETRAIN and retrain and not problems:
+            continue
+        data = {k: v for k, v in record["data"].items() if k != "files sha256"}
+        if data != plain({**result.data, "generator version": GENERATOR_VERSION}):
+            problems.append(f"{folder / PROVENANCE}: made on another generated dataset: stale")
+        full = {**record, **(_read_json(folder / f"{name}.json") if name != "demo" else {})}
+        problems += result.check(folder, full)
+        if retrain and not problems:
             problems += retrain_first_epoch(name, folder, progress=progress)
     return problems
 
 
 def listing() -> pd.DataFrame:
     """One row per stored result, short enough for a terminal: how long it took, on which kind
-    of machine, from which commit, when. `details(name)` says the rest."""
+    of machine, in which arithmetic, from which commit, when. `details(name)` says the rest."""
     rows = []
     for name in RESULTS:
-        record = _read_provenance(store(name))
+        record = _read_json(store(name) / PROVENANCE)
         commit = (record.get("commit") or "?")[:7] + ("" if record.get("clean", True) else "+")
         rows.append(
             {
                 "result": name,
                 "minutes": round(record["seconds"] / 60, 1) if record else np.nan,
                 "machine": fingerprint.kind_of(record.get("machine", {})) if record else "",
-                "cores": record.get("machine", {}).get("cores", ""),
+                "arithmetic": record.get("arithmetic", ""),
                 "commit": commit if record else "(not stored)",
                 "ended": record.get("ended", "")[:10],
             }
@@ -699,17 +695,17 @@ def listing() -> pd.DataFrame:
 def details(name: str) -> str:
     """A stored result in a few lines: what it is, and its provenance."""
     result = _result(name)
-    record = _read_provenance(store(name))
+    record = _read_json(store(name) / PROVENANCE)
     if not record:
         return f"{name}: {result.about}\nnot stored; make it with `python -m deeplab_kit results make {name}`"
     return f"{name}: {result.about}\n" + provenance.describe(record)
 
 
-def stored_gains(name: str, runs: pd.DataFrame) -> pd.DataFrame:
-    """How much each stored run's mIoU rose over its last two epochs (the convergence check),
-    read from its stored history: one row per (setting, seed) of `runs`."""
+def stored_gains(name: str, frame: pd.DataFrame, epochs: int = 6) -> pd.DataFrame:
+    """How much each stored run's mIoU rose over its last `epochs` epochs, read from its stored
+    history: one row per (setting, seed) of `frame`."""
     rows = []
-    for row in runs.to_dict("records"):
+    for row in frame.to_dict("records"):
         label = (
             row["setting"]
             if name != "ablation"
@@ -718,7 +714,5 @@ def stored_gains(name: str, runs: pd.DataFrame) -> pd.DataFrame:
         history = pd.read_csv(
             stored(f"{name}/{setting_folder(label)}/seed-{row['seed']}/history.csv")
         )
-        rows.append(
-            {**{k: row[k] for k in ("setting", "seed")}, "label": label, "gain": last_gain(history)}
-        )
+        rows.append({"setting": label, "seed": row["seed"], "gain": last_gain(history, epochs)})
     return pd.DataFrame(rows)

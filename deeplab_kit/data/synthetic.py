@@ -21,6 +21,7 @@ starts with the same images as a smaller one, and the same arguments give the sa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -39,7 +40,7 @@ MANIFEST_NAME = "synthetic.json"
 GENERATOR = "deeplab_kit.data.synthetic"
 # The generator's name in manifests written before the data package existed: still ours.
 FORMER_GENERATORS = ("deeplab_kit.synthetic",)
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "tune")  # "tune": a split for choosing settings, apart from val
 MIN_SIZE = 32
 JPEG_QUALITY = 90
 
@@ -209,6 +210,7 @@ def make_synthetic_voc(
     seed: int = 0,
     classes: Sequence[int] | None = None,
     object_scale: Sequence[float] | None = None,
+    num_tune: int = 0,
 ) -> Path:
     """Write a synthetic VOC 2012 tree under `root` (see the module docstring); return `root`.
 
@@ -216,6 +218,8 @@ def make_synthetic_voc(
     20), for experiments whose question is not recognition but, say, resolution.
     `object_scale` (low, high) draws each object's half-extent from that share of the image
     side (None: `OBJECT_SCALE`); larger objects have interiors farther from their outlines.
+    `num_tune` > 0 adds a third split, "tune", drawn like val but apart from it: where a setting
+    (a learning rate) is chosen, so that the val scores reported were not chosen on.
 
     `root/VOCdevkit/VOC2012` gets `JPEGImages/<id>.jpg`, `SegmentationClass/<id>.png` and
     `ImageSets/Segmentation/{train,val}.txt`, plus a manifest of the arguments. Calling again
@@ -224,9 +228,11 @@ def make_synthetic_voc(
     not write is never touched.
     """
     wanted = _manifest(num_train, num_val, size, seed, classes, object_scale)
+    if num_tune:
+        wanted["num_tune"] = int(num_tune)
     root = Path(root)
     voc = root / "VOCdevkit" / "VOC2012"
-    counts = {"train": wanted["num_train"], "val": wanted["num_val"]}
+    counts = {split: wanted[f"num_{split}"] for split in SPLITS if f"num_{split}" in wanted}
     old = _read_manifest(voc / MANIFEST_NAME, voc)
     if old == wanted and _complete(voc, counts):
         return root
@@ -332,6 +338,18 @@ def _remove_stale(voc: Path, old: dict, counts: dict[str, int]) -> None:
         for image_id in _ids(split, old_count)[count:]:
             (voc / "JPEGImages" / f"{image_id}.jpg").unlink(missing_ok=True)
             (voc / "SegmentationClass" / f"{image_id}.png").unlink(missing_ok=True)
+
+
+def tree_hash(root: str | Path) -> str:
+    """A SHA-256 over the names and bytes of a VOC tree's images, masks and split lists: the
+    same hash means the same dataset, whichever machine generated it."""
+    voc = Path(root) / "VOCdevkit" / "VOC2012"
+    digest = hashlib.sha256()
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        for path in sorted((voc / folder).iterdir()):
+            digest.update(f"{folder}/{path.name}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 # --- a tree at VOC's own image sizes --------------------------------------------------------

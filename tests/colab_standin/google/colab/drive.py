@@ -15,3 +15,13 @@ def mount(path: str) -> None:
         cloud.rename(target)
     (target / "MyDrive").mkdir(parents=True, exist_ok=True)
     record(f"drive.mount {target.name}")
+
+
+def flush_and_unmount(timeout_ms: int = 24 * 60 * 60 * 1000) -> None:
+    """Colab writes everything pending to Drive, then unmounts it: here Drive's folder goes back
+    to the cloud, so the VM no longer sees it."""
+    root = Path(os.environ.get("DEEPLAB_KIT_COLAB_ROOT", "."))
+    mounted = root / "drive"
+    if mounted.exists():
+        mounted.rename(root / "cloud")
+    record("drive.flush_and_unmount")
