@@ -585,17 +585,20 @@ RECIPES: dict[str, dict] = {
     "demo": _DEMO,
     # The ASPP rate ablation (deeplab_kit.course.ablation): ASPP on the report's own 16 x 16 map
     # (128-pixel generated images at output stride 8, as 256-pixel images at OS16), with ASPP
-    # as the only path to the scores (no decoder), on the demo's quarter-width resnet26 (the
-    # "dilated" arm; the "small field" arm cuts it after layer2). 16 epochs, so that the last
-    # two are the cosine schedule's tail; the learning rate is the stored sweep's choice.
+    # as the only path to the scores (no decoder), on an eighth-width resnet26 (8 channels, ASPP
+    # 32 wide: in a pilot it learned as the quarter width did, 2.2 times faster), 32 epochs (the
+    # same pilot: 16 epochs left 7 points to gain, 32 about 3); the learning rate is the stored
+    # sweep's choice.
     "ablation": {
         **_DEMO,
+        "backbone_width": 8,
+        "aspp_channels": 32,
         "output_stride": 8,
         "atrous_rates": (8, 12, 16),
         "image_pooling": False,
         "decoder": False,
         "image_size": 128,
-        "epochs": 16,
+        "epochs": 32,
     },
     # The paper's going-deeper experiment (deeplab_kit.course.going_deeper): the quarter-width
     # resnet26 with its three cascaded copies of block4 (block5..block7) and no ASPP (a 1x1

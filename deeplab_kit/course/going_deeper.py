@@ -82,7 +82,7 @@ CASCADED = Design(
     name="cascaded-blocks",
     settings={label(b, 16): dict(extra_blocks=b - 4, output_stride=16) for b in BLOCKS},
     seeds=(0, 1, 2, 3, 4),
-    data=dict(num_train=700, num_val=120, size=272, seed=0, classes=CLASSES),
+    data=dict(num_train=768, num_val=120, size=272, seed=0, classes=CLASSES),
     planned=(
         (label(4, 16), label(5, 16)),
         (label(5, 16), label(6, 16)),
