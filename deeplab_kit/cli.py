@@ -564,8 +564,8 @@ def _add_predict(commands) -> None:
 
         if (args.checkpoint is None) == (args.weights is None):
             raise ValueError("give one of --checkpoint RUN_OR_FILE and --weights torchvision")
-        model, size = load_predictor(args.checkpoint, weights=args.weights)
-        report = predict_files(model, size, args.inputs, args.out, device=args.device)
+        predictor = load_predictor(args.checkpoint, weights=args.weights)
+        report = predict_files(predictor, args.inputs, args.out, device=args.device)
         for path, reason in report.failed:
             print(f"error: {path}: {reason}; skipped", file=sys.stderr)
         print(f"{len(report.written)} prediction(s) in {args.out}")

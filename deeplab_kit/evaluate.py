@@ -433,6 +433,7 @@ def _score_checkpoint(path: Path, data_root, how: Scoring, export_dir, progress:
         checkpoint=str(path),
         split=how.split,
         arithmetic=str(result.arithmetic),
+        **({"class names": state["classes"]["names"]} if state.get("classes") else {}),
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deeplab_kit.data.classes import VOC_CLASSES, VOC_PALETTE
+from deeplab_kit.data.classes import Classes
 from deeplab_kit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_kit.files import write_json
 from deeplab_kit.predict import load_predictor
@@ -46,7 +46,7 @@ class Shipped(nn.Module):
 def export(checkpoint, out: str | Path, *, check: bool = True) -> Path:
     """Write the run's model to `out` (.onnx) and its description to `out`'s stem + .json;
     with `check`, run both in onnxruntime and torch and raise if they disagree."""
-    model, input_size = load_predictor(checkpoint)
+    model, input_size, classes = load_predictor(checkpoint)
     shipped = Shipped(model.float()).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -65,24 +65,20 @@ def export(checkpoint, out: str | Path, *, check: bool = True) -> Path:
         dynamo=True,
         verbose=False,
     )
-    classes = model.config.num_classes
     write_json(out.with_suffix(".json"), _description(classes, input_size))
     if check:
         agreement(shipped, out)
     return out
 
 
-def _description(classes: int, input_size: int | None) -> dict:
-    names = (
-        list(VOC_CLASSES) if classes == len(VOC_CLASSES) else [f"class {i}" for i in range(classes)]
-    )
+def _description(classes: Classes, input_size: int | None) -> dict:
     return {
         "input": "images: float32 (N, 3, H, W), RGB in 0..255; normalised inside the graph "
         f"with ImageNet's mean {list(IMAGENET_MEAN)} and std {list(IMAGENET_STD)}",
         "output": "logits: float32 (N, classes, H, W) at the input size; argmax over classes",
         "resize to": input_size,
-        "classes": names,
-        "colours": VOC_PALETTE[:classes].tolist(),
+        "classes": list(classes.names),
+        "colours": [list(c) for c in classes.colours],
         "opset": OPSET,
     }
 

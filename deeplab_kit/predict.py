@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
 from torchvision.transforms.v2 import functional as F_v2
 
 from deeplab_kit.config import RunConfig
-from deeplab_kit.data.classes import VOC_CLASSES, VOC_PALETTE, save_mask
+from deeplab_kit.data.classes import VOC, Classes, classes_for, save_mask
 from deeplab_kit.data.transforms import normalize
 from deeplab_kit.evaluate import resolve_checkpoint
 from deeplab_kit.model import from_preset, load_torchvision_weights, model_from_checkpoint
@@ -47,23 +48,35 @@ class PredictReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def load_predictor(checkpoint: str | Path | None = None, *, weights: str | None = None):
-    """(model in eval mode, input size or None for the image's own) from a run folder or a
-    checkpoint file, or torchvision's pretrained VOC-label model with `weights="torchvision"`
-    (downloaded and hash-checked by torchvision; a state-dict path works offline)."""
+class Predictor(NamedTuple):
+    """A model ready to predict: in eval mode, the side its validation resized images to (None:
+    whole images), and its classes' names and colours (from the checkpoint: no data needed)."""
+
+    model: torch.nn.Module
+    input_size: int | None
+    classes: Classes
+
+
+def load_predictor(
+    checkpoint: str | Path | None = None, *, weights: str | None = None
+) -> Predictor:
+    """A `Predictor` from a run folder or a checkpoint file, or torchvision's pretrained
+    VOC-label model with `weights="torchvision"` (downloaded and hash-checked by torchvision;
+    a state-dict path works offline)."""
     if weights is not None:
         model = from_preset("torchvision", aux_loss=True)
         if weights == TORCHVISION:
             weights = DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1
         load_torchvision_weights(model, weights)
-        return model.eval(), 520  # torchvision's own evaluation resizes to 520
+        return Predictor(model.eval(), 520, VOC)  # torchvision's own evaluation resizes to 520
     if checkpoint is None:
         raise ValueError("predict needs --checkpoint RUN_OR_FILE or --weights torchvision")
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
-    return model_from_checkpoint(state, path).eval(), input_size(
-        RunConfig.from_dict(state["config"])
-    )
+    model = model_from_checkpoint(state, path).eval()
+    saved = state.get("classes")
+    classes = Classes.from_dict(saved) if saved else classes_for(model.config.num_classes)
+    return Predictor(model, input_size(RunConfig.from_dict(state["config"])), classes)
 
 
 def input_size(config: RunConfig) -> int | None:
@@ -126,17 +139,17 @@ def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int], rows: int = 25
 
 
 def predict_files(
-    model,
-    input_size: int | None,
+    predictor: Predictor,
     inputs: Sequence[str | Path],
     out_dir: str | Path,
     *,
     device: str | torch.device = "auto",
 ) -> PredictReport:
-    """Predict every image of `inputs` (files or folders) into `out_dir`: <name>.png (palette,
-    the image's size) and <name>-overlay.png. Files that are not images are reported, not
-    raised."""
+    """Predict every image of `inputs` (files or folders) into `out_dir`: <name>.png (palette in
+    the classes' colours, the image's size) and <name>-overlay.png. Files that are not images
+    are reported, not raised."""
     device = resolve_device(device)
+    model, size, classes = predictor
     model = model.to(device).eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,10 +162,10 @@ def predict_files(
             reason = "not an image" if isinstance(error, UnidentifiedImageError) else str(error)
             report.failed.append((path, reason))
             continue
-        labels = predict_image(model, image, input_size, device)
+        labels = predict_image(model, image, size, device)
         target = out_dir / f"{path.stem}.png"
-        save_mask(labels, target)
-        overlay(image, labels).save(out_dir / f"{path.stem}-overlay.png")
+        save_mask(labels, target, classes.palette)
+        overlay(image, labels, classes).save(out_dir / f"{path.stem}-overlay.png")
         report.written.append(target)
     return report
 
@@ -161,7 +174,9 @@ def _rgb(image) -> Image.Image:
     return image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(image)
 
 
-def overlay(image, labels: np.ndarray, alpha: float = 0.5, longest: int = VIEW_SIDE) -> Image.Image:
+def overlay(
+    image, labels: np.ndarray, classes: Classes = VOC, alpha: float = 0.5, longest: int = VIEW_SIDE
+) -> Image.Image:
     """A viewing image, at most `longest` pixels on its longer side: the photo | the prediction
     blended over it | the classes present, with their colours (the class PNG keeps the photo's
     own size; this is for looking at)."""
@@ -171,19 +186,19 @@ def overlay(image, labels: np.ndarray, alpha: float = 0.5, longest: int = VIEW_S
     view = (max(1, round(width * scale)), max(1, round(height * scale)))
     photo = image.resize(view, Image.Resampling.BILINEAR)
     shown = np.asarray(Image.fromarray(labels).resize(view, Image.Resampling.NEAREST))
-    colours = VOC_PALETTE[shown].astype(np.float32)
+    colours = classes.palette[shown].astype(np.float32)
     blended = ((1 - alpha) * np.asarray(photo, dtype=np.float32) + alpha * colours).astype(np.uint8)
     canvas = Image.new("RGB", (2 * view[0] + LEGEND, view[1]), "white")
     canvas.paste(photo, (0, 0))
     canvas.paste(Image.fromarray(blended), (view[0], 0))
-    _draw_legend(ImageDraw.Draw(canvas), np.unique(labels), left=2 * view[0])
+    _draw_legend(ImageDraw.Draw(canvas), np.unique(labels), classes, left=2 * view[0])
     return canvas
 
 
-def _draw_legend(draw: ImageDraw.ImageDraw, present, left: int) -> None:
+def _draw_legend(draw: ImageDraw.ImageDraw, present, classes: Classes, left: int) -> None:
     for row, label in enumerate(present):
         top = 8 + 18 * row
         box = [left + 8, top, left + 22, top + 12]
-        draw.rectangle(box, fill=tuple(int(c) for c in VOC_PALETTE[label]))
-        name = VOC_CLASSES[label] if label < len(VOC_CLASSES) else str(label)
+        draw.rectangle(box, fill=tuple(int(c) for c in classes.palette[label]))
+        name = classes.names[label] if label < len(classes.names) else str(label)
         draw.text((left + 28, top), name, fill="black")

@@ -26,7 +26,7 @@ def test_an_exported_run_runs_in_onnxruntime_as_in_torch(synthetic_root, tmp_pat
     assert described["resize to"] == 32 and len(described["classes"]) == 21
     assert "0..255" in described["input"] and described["colours"][1] == [128, 0, 0]
 
-    model, _ = load_predictor(run)
+    model, _, _ = load_predictor(run)
     shipped = Shipped(model).eval()
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for shape in ((3, 3, 48, 40), (1, 3, 200, 64)):  # other batches and sizes than the check's

@@ -58,10 +58,11 @@ def test_predict_writes_palette_pngs_at_each_photo_s_size(run, photos, tmp_path,
 
 
 def test_predictions_follow_the_model_and_its_input_size(run, photos, tmp_path):
-    model, size = load_predictor(run)
-    assert size == 32  # the run's validation resized to its image_size
+    predictor = load_predictor(run)
+    model, size, classes = predictor
+    assert size == 32 and classes.names[1] == "aeroplane"  # the run's, from its checkpoint
     first = sorted(photos.glob("2012_*.jpg"))[:1]
-    report = predict_files(model, size, first, tmp_path, device="cpu")
+    report = predict_files(predictor, first, tmp_path, device="cpu")
     saved = np.asarray(Image.open(report.written[0]))
     photo = np.array(Image.open(sorted(photos.glob("2012_*.jpg"))[0]))
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -92,8 +93,7 @@ def test_predict_needs_one_model(tmp_path, capsys):
 def test_the_photo_widget_shows_an_upload(run, photos):
     from deeplab_kit.course.widgets import PhotoUpload
 
-    model, size = load_predictor(run)
-    widget = PhotoUpload(model, size)
+    widget = PhotoUpload(load_predictor(run))
     widget.show("notes.jpg", b"not a picture")
     assert widget.message.value == "notes.jpg: not an image"
     photo = sorted(photos.glob("2012_*.jpg"))[0]
@@ -108,7 +108,7 @@ def test_a_huge_photo_gives_a_full_size_mask_and_a_bounded_overlay(run, tmp_path
     time (never the 21 full-size maps: 6.8 GB)."""
     from deeplab_kit.predict import VIEW_SIDE, overlay, predict_image, upsampled_argmax
 
-    model, size = load_predictor(run)
+    model, size, _ = load_predictor(run)
     photo = Image.new("RGB", (9000, 9000), (120, 90, 60))
     labels = predict_image(model, photo, size)
     assert labels.shape == (9000, 9000) and labels.dtype == np.uint8

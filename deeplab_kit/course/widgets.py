@@ -27,7 +27,7 @@ from deeplab_kit.course.colab import in_colab
 from deeplab_kit.course.figures import plot_predictions
 from deeplab_kit.data.classes import VOC_CLASSES
 from deeplab_kit.evaluate import predicted_classes
-from deeplab_kit.predict import input_size, overlay, predict_image
+from deeplab_kit.predict import overlay, predict_image
 
 MAX_RATE = 48
 DPI = 80
@@ -186,8 +186,8 @@ class PhotoUpload(widgets.VBox):
     data)` does what an upload does, so code and tests can drive it; a file that is not an
     image is said in one line."""
 
-    def __init__(self, model, input_size: int | None, *, device="cpu") -> None:
-        self.model, self.input_size, self.device = model, input_size, device
+    def __init__(self, predictor, *, device="cpu") -> None:
+        self.predictor, self.device = predictor, device
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="photo")
         self.picture = widgets.Image(format="png")
         self.message = widgets.HTML("Choose a photo: its prediction appears here.")
@@ -204,17 +204,19 @@ class PhotoUpload(widgets.VBox):
         except (UnidentifiedImageError, OSError):
             self.message.value = f"{name}: not an image"
             return
-        labels = predict_image(self.model, photo, self.input_size, self.device)
+        model, size, classes = self.predictor
+        labels = predict_image(model, photo, size, self.device)
         buffer = io.BytesIO()
-        overlay(photo, labels).save(buffer, format="PNG")
+        overlay(photo, labels, classes).save(buffer, format="PNG")
         self.picture.value = buffer.getvalue()
         self.message.value = f"{name}: {photo.width} x {photo.height}"
 
 
-def photo_upload(model, config, *, device="cpu"):
-    """The notebooks' "your own photo": Colab's own upload dialog there (ipywidgets' upload
-    does not reach its kernel), an ipywidgets upload elsewhere."""
-    widget = PhotoUpload(model, input_size(config), device=device)
+def photo_upload(predictor, *, device="cpu"):
+    """The notebooks' "your own photo" (`predictor`: `predict.load_predictor(run)`): Colab's
+    own upload dialog there (ipywidgets' upload does not reach its kernel), an ipywidgets
+    upload elsewhere."""
+    widget = PhotoUpload(predictor, device=device)
     if not in_colab():
         return widget
     from google.colab import files  # only in Colab

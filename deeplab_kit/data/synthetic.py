@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deeplab_kit.data.classes import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE
+from deeplab_kit.data.classes import CLASSES_FILE, IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE, Classes
 from deeplab_kit.data.synthetic_shapes import NUM_DISTRACTOR_KINDS, SHAPES, Frame, distractor
 from deeplab_kit.files import write_json
 
@@ -406,3 +406,47 @@ def draw_voc_like_sample(
         image[inside <= 1.0] = rng.uniform(0, 255, size=3) + 20 * np.sin(x / 7)[inside <= 1.0, None]
     image += rng.normal(0, 16, size=image.shape)  # photo-like texture: JPEGs near VOC's ~100 KB
     return image.clip(0, 255).astype(np.uint8), labels
+
+
+# --- a dataset of your own, as one often comes ----------------------------------------------
+
+OWN_CLASSES = Classes(
+    ("background", "plane", "bottle", "cat"),
+    ((0, 0, 0), (255, 128, 0), (0, 160, 255), (200, 0, 200)),
+    void_colour=(255, 255, 255),
+)
+_OWN_LABELS = {0: 0, 1: 1, 5: 2, 8: 3, IGNORE_INDEX: IGNORE_INDEX}  # VOC's label -> its own
+
+
+def make_rgb_mask_set(
+    root: str | Path, num_train: int = 48, num_val: int = 16, size: int = 96, seed: int = 0
+) -> Path:
+    """A dataset as your own often comes: VOC's folder tree, its masks drawn as RGB colours, and
+    four classes named in a classes file beside it (`OWN_CLASSES`: background, plane, bottle,
+    cat; void in white). Made from the generated set's aeroplanes, bottles and cats, relabelled;
+    returns `root`."""
+    root = Path(root)
+    source = make_synthetic_voc(
+        root / ".generated", num_train, num_val, size, seed, classes=(1, 5, 8)
+    )
+    src, voc = source / "VOCdevkit" / "VOC2012", root / "VOCdevkit" / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / folder).mkdir(parents=True, exist_ok=True)
+    colours = OWN_CLASSES.palette
+    for mask_path in sorted((src / "SegmentationClass").glob("*.png")):
+        labels = np.vectorize(_OWN_LABELS.get)(np.asarray(Image.open(mask_path)))
+        Image.fromarray(colours[labels]).save(voc / "SegmentationClass" / mask_path.name)
+        image = src / "JPEGImages" / f"{mask_path.stem}.jpg"
+        (voc / "JPEGImages" / image.name).write_bytes(image.read_bytes())
+    for split in ("train", "val"):
+        lists = "ImageSets/Segmentation"
+        (voc / lists / f"{split}.txt").write_text((src / lists / f"{split}.txt").read_text())
+    lines = [
+        f"{name} {r} {g} {b}"
+        for name, (r, g, b) in zip(OWN_CLASSES.names, OWN_CLASSES.colours, strict=True)
+    ]
+    r, g, b = OWN_CLASSES.void_colour
+    (root / CLASSES_FILE).write_text(
+        "\n".join(["# name red green blue", *lines, f"void {r} {g} {b}"]) + "\n"
+    )
+    return root

@@ -33,7 +33,16 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from deeplab_kit.data.cache import SplitCache, make_manifest, open_cache
-from deeplab_kit.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, save_mask
+from deeplab_kit.data.classes import (
+    CLASSES_FILE,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    VOC,
+    VOC_CLASSES,
+    Classes,
+    classes_of,
+    save_mask,
+)
 from deeplab_kit.data.transforms import (
     SegmentationTransform,
     StackedBatch,
@@ -71,33 +80,61 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.array(image if image.mode == "RGB" else image.convert("RGB"))
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """A label PNG (palette or greyscale, values 0..20 or 255) as uint8 (H, W)."""
+def read_mask(path: str | os.PathLike, classes: Classes = VOC) -> np.ndarray:
+    """A mask file as uint8 (H, W) labels 0..C-1 or 255 (void): class indices in a palette ('P')
+    or greyscale ('L') PNG, whose void label `classes.void_label` becomes 255; or an RGB image
+    drawn in `classes`' colours (and its void colour)."""
     path = Path(path)
     mask = _open(path, "mask")
-    if mask.mode not in ("P", "L"):
+    if mask.mode in ("RGB", "RGBA"):
+        labels = _labels_of_colours(np.array(mask.convert("RGB")), classes, path)
+    elif mask.mode in ("P", "L"):
+        labels = np.array(mask)
+        if classes.void_label != IGNORE_INDEX:
+            labels = np.where(labels == classes.void_label, IGNORE_INDEX, labels).astype(np.uint8)
+    else:
         raise ValueError(
             f"{path}: mask has mode {mask.mode!r}; expected class indices in a palette ('P') or "
-            f"greyscale ('L') PNG (an RGB rendering of the colours is not a label file)"
+            "greyscale ('L') PNG, or an RGB image in the colours of the dataset's classes.txt"
         )
-    labels = np.array(mask)
-    check_labels(labels, path)
+    check_labels(labels, path, len(classes.names))
     return labels
 
 
-def check_labels(labels: np.ndarray, path: Path) -> None:
-    """Raise if any value is outside 0..20 and 255 (two vectorised comparisons over the mask)."""
-    invalid = (labels >= NUM_CLASSES) & (labels != IGNORE_INDEX)
+def _labels_of_colours(rgb: np.ndarray, classes: Classes, path: Path) -> np.ndarray:
+    """(H, W, 3) colours -> (H, W) labels by `classes`; an unknown colour is one error naming the
+    file, the colour and how many pixels have it."""
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    known = {(r << 16) | (g << 8) | b: k for k, (r, g, b) in enumerate(classes.colours)}
+    r, g, b = classes.void_colour
+    known[(r << 16) | (g << 8) | b] = IGNORE_INDEX
+    found, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    for code, count in zip(found, counts, strict=True):
+        if int(code) not in known:
+            colour = (int(code) >> 16, (int(code) >> 8) & 255, int(code) & 255)
+            raise ValueError(
+                f"{path}: colour {colour} on {count} pixels is not a class of the dataset's "
+                f"{CLASSES_FILE}"
+            )
+    lookup = np.array([known[int(code)] for code in found], dtype=np.uint8)
+    return lookup[inverse].reshape(codes.shape)
+
+
+def check_labels(labels: np.ndarray, path: Path, num_classes: int = NUM_CLASSES) -> None:
+    """Raise if any value is outside 0..C-1 and 255 (two vectorised comparisons over the mask)."""
+    invalid = (labels >= num_classes) & (labels != IGNORE_INDEX)
     if invalid.any():
         bad = np.unique(labels[invalid])
         raise ValueError(
-            f"{path}: labels {bad[:8].tolist()} outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}"
+            f"{path}: labels {bad[:8].tolist()} outside 0..{num_classes - 1} and {IGNORE_INDEX}"
         )
 
 
-def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_pair(
+    image_path: Path, mask_path: Path, classes: Classes = VOC
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (H, W, 3) image and (H, W) mask, checked to have the same size."""
-    image, mask = read_image(image_path), read_mask(mask_path)
+    image, mask = read_image(image_path), read_mask(mask_path, classes)
     if image.shape[:2] != mask.shape:
         raise ValueError(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path.name} "
@@ -268,11 +305,12 @@ class VOCDataset(Dataset):
             there (see `cache.py`) and read from it afterwards; needs a preset with a fixed
             `size` ("report"). Random stages (e.g. hflip) still run, keyed, on top.
 
-    Attributes: `ids`, `image_paths`, `mask_paths` (one per sample), `root`, `split`,
-    `transforms`, `seed`, `cache` (a `SplitCache` or None).
-    """
+    The classes are VOC's unless the root holds a classes file (`data.classes.CLASSES_FILE`:
+    your own dataset's names and colours; its masks may then be RGB images in those colours).
 
-    classes = VOC_CLASSES
+    Attributes: `ids`, `image_paths`, `mask_paths` (one per sample), `root`, `split`,
+    `transforms`, `seed`, `classes` (a `data.classes.Classes`), `cache` (a `SplitCache` or None).
+    """
 
     def __init__(
         self,
@@ -297,6 +335,7 @@ class VOCDataset(Dataset):
                 f"transforms must be a preset name, None or a callable, not {transforms!r}"
             )
         self.transforms = transforms
+        self.classes = classes_of(self.root)
         self.ids, self.image_paths, self.mask_paths = list_split(self.root, split)
         source = f"split {split!r} of {self.root}"
         _check_listed_files_exist(self.image_paths + self.mask_paths, source)
@@ -312,6 +351,8 @@ class VOCDataset(Dataset):
                 f"make_transforms('report', size=128)); got {self.transforms!r}"
             )
         pairs = list(zip(self.image_paths, self.mask_paths, strict=True))
+        if self.classes != VOC:  # the same files mean other labels under other classes
+            params = {**params, "classes": self.classes.to_dict()}
         manifest = make_manifest(self.root, pairs, params, params["size"])
         root_tag = hashlib.sha1(manifest["root"].encode()).hexdigest()[:8]
         folder = cache_dir / f"{self.split}-{params['size']}px-{root_tag}"
@@ -341,7 +382,7 @@ class VOCDataset(Dataset):
     def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample `index` as stored, for figures: uint8 (H, W, 3) RGB image, uint8 (H, W) mask."""
         index, _ = self._key(index)
-        return read_pair(self.image_paths[index], self.mask_paths[index])
+        return read_pair(self.image_paths[index], self.mask_paths[index], self.classes)
 
     def _read_prepared(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded, checked and through the preset's deterministic stage: uint8 tensors."""
@@ -385,7 +426,7 @@ class VOCDataset(Dataset):
         return StackedBatch(*transforms.augment_batch(pairs, generators))
 
 
-def class_statistics(masks: Iterable, num_classes: int = NUM_CLASSES):
+def class_statistics(masks: Iterable, num_classes: int = NUM_CLASSES, names=None):
     """Pixels per class over some (H, W) masks: the class imbalance in one table.
 
     One row per class and one for void (255, VOC's unlabelled border band): pixels, share of
@@ -408,7 +449,10 @@ def class_statistics(masks: Iterable, num_classes: int = NUM_CLASSES):
         pixels += counts
         images += counts > 0
     labelled = pixels[:num_classes].sum()
-    names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else [str(c) for c in range(num_classes)]
+    if names is None:
+        names = (
+            VOC_CLASSES if num_classes == len(VOC_CLASSES) else [str(c) for c in range(num_classes)]
+        )
     return pd.DataFrame(
         {
             "pixels": pixels,

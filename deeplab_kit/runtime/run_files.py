@@ -63,7 +63,8 @@ def write_tables(out_dir: Path, metrics: dict, name: str = "model") -> None:
     summary = report_table({name: confusion})
     write_text(out_dir / "metrics.csv", summary.to_csv())
     write_text(out_dir / "metrics.md", scored_line(metrics) + "\n\n" + markdown_table(summary))
-    write_text(out_dir / "per_class.csv", per_class_table(confusion).to_csv())
+    names = metrics.get("class names")  # a dataset of its own; else VOC's (or numbered)
+    write_text(out_dir / "per_class.csv", per_class_table(confusion, names).to_csv())
 
 
 def scored_line(metrics: dict) -> str:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from deeplab_kit.config import RunConfig
+from deeplab_kit.data.classes import Classes, classes_for
 from deeplab_kit.data.loader import make_loader
 from deeplab_kit.data.transforms import eval_collate, transforms_for, uint8_where_exact
 from deeplab_kit.data.voc import VOCDataset
@@ -83,6 +84,7 @@ def run_loaders(config: RunConfig, context, train_set=None, val_set=None):
             train_set = _dataset(config, config.train_split, config.train_transforms, config.hflip)
         if val_set is None:
             val_set = _dataset(config, config.val_split, config.val_transforms)
+    _check_classes(config, train_set)
     shared = set(getattr(train_set, "ids", ())) & set(getattr(val_set, "ids", ()))
     if shared and context.is_main:
         warnings.warn(
@@ -106,6 +108,24 @@ def run_loaders(config: RunConfig, context, train_set=None, val_set=None):
         **common,
     )
     return train_loader, val_loader
+
+
+def run_classes(config: RunConfig, train_set) -> Classes:
+    """The classes a run learns: its training set's (names and colours), else VOC's or numbered
+    ones for the config's count."""
+    classes = getattr(train_set, "classes", None)
+    return classes if isinstance(classes, Classes) else classes_for(config.model.num_classes)
+
+
+def _check_classes(config: RunConfig, train_set) -> None:
+    classes = getattr(train_set, "classes", None)
+    count = config.model.num_classes
+    if isinstance(classes, Classes) and len(classes.names) != count:
+        raise ValueError(
+            f"{config.data_root}: the dataset has {len(classes.names)} classes "
+            f"({', '.join(classes.names[:5])}{', ...' if len(classes.names) > 5 else ''}) but "
+            f"the run's num_classes is {count}: pass --num-classes {len(classes.names)}"
+        )
 
 
 def _dataset(config: RunConfig, split: str, preset: str, hflip: bool | None = None):

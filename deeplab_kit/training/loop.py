@@ -57,7 +57,13 @@ from deeplab_kit.runtime.checkpoint import (
 from deeplab_kit.runtime.device import determinism
 from deeplab_kit.runtime.lock import RunLock
 from deeplab_kit.runtime.run_files import metrics_dict, read_metrics, write_history
-from deeplab_kit.training.build import placed_model, run_arithmetic, run_loaders, steps_per_epoch
+from deeplab_kit.training.build import (
+    placed_model,
+    run_arithmetic,
+    run_classes,
+    run_loaders,
+    steps_per_epoch,
+)
 from deeplab_kit.training.loss import Criterion
 from deeplab_kit.training.schedule import (
     check_resumed_epochs,
@@ -172,6 +178,7 @@ class _Session:
         self.net = placed_model(config, context, pretrained=resumed is None)
         self.train_loader, self.val_loader = run_loaders(config, context, *datasets)
         self.per_epoch = steps_per_epoch(config, context, self.train_loader)
+        self.classes = run_classes(config, self.train_loader.dataset)
         self.used = self.per_epoch * config.accumulation  # batches used per epoch
         change = None
         if resumed is not None:
@@ -331,7 +338,9 @@ class _Session:
         state = self.state
         state.history.append(row)
         if self.config.tensorboard and self.context.is_main:  # before the checkpoint: never lost
-            self.board = self.board or Board(self.out_dir, resume_epoch=self.first_epoch)
+            self.board = self.board or Board(
+                self.out_dir, self.classes, resume_epoch=self.first_epoch
+            )
             self.board.epoch(row, evaluation.scores, *self._example())
         state.epoch, state.batch, state.loss_sum, state.seconds = state.epoch + 1, 0, 0.0, 0.0
         self.session_epochs += 1
@@ -398,6 +407,7 @@ class _Session:
                     "model": self.net.state_dict(),
                     "config": self.config.to_dict(),
                     "arithmetic": dataclasses.asdict(self.arithmetic),
+                    "classes": self.classes.to_dict(),
                     "epoch": self.state.epoch,
                     "miou": miou,
                 }
@@ -437,6 +447,7 @@ class _Session:
             "rng": rng_state(),
             "config": self.config.to_dict(),
             "arithmetic": dataclasses.asdict(self.arithmetic),
+            "classes": self.classes.to_dict(),
             "history": state.history,
             "reason": reason,
         }

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from deeplab_kit.data.classes import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE
+from deeplab_kit.data.classes import IGNORE_INDEX, VOC, Classes
 from deeplab_kit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 FOLDER = "tensorboard"
@@ -27,8 +27,11 @@ FOLDER = "tensorboard"
 class Board:
     """The run's TensorBoard writer (rank 0 only)."""
 
-    def __init__(self, run_dir: str | Path, *, resume_epoch: int = 0) -> None:
+    def __init__(
+        self, run_dir: str | Path, classes: Classes = VOC, *, resume_epoch: int = 0
+    ) -> None:
         self.folder = Path(run_dir) / FOLDER
+        self.classes = classes
         purge = resume_epoch + 1 if resume_epoch else None
         self.writer = SummaryWriter(log_dir=str(self.folder), purge_step=purge)
 
@@ -43,12 +46,11 @@ class Board:
         write("lr", float(row["lr"]), step)
         iou = scores.get("iou")
         if iou is not None:
-            names = _class_names(len(iou))
-            for name, value in zip(names, iou, strict=True):
+            for name, value in zip(self.classes.names, iou, strict=True):
                 if not np.isnan(float(value)):
                     write(f"iou/{name}", float(value), step)
         if image is not None:
-            strip = _strip(image, truth, prediction)
+            strip = _strip(image, truth, prediction, self.classes.palette)
             self.writer.add_image("val/image | truth | prediction", strip, step, dataformats="HWC")
         self.writer.flush()
 
@@ -56,11 +58,7 @@ class Board:
         self.writer.close()
 
 
-def _class_names(count: int) -> list[str]:
-    return list(VOC_CLASSES) if count == len(VOC_CLASSES) else [f"class {i}" for i in range(count)]
-
-
-def _strip(image, truth, prediction) -> np.ndarray:
+def _strip(image, truth, prediction, palette: np.ndarray) -> np.ndarray:
     """image | truth | prediction side by side, uint8 (H, 3W, 3)."""
     image = torch.as_tensor(image).cpu()
     if image.dtype == torch.uint8:
@@ -68,9 +66,9 @@ def _strip(image, truth, prediction) -> np.ndarray:
     else:  # normalised floats back to colours
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         rgb = (image.float().permute(1, 2, 0) * std + mean).clamp(0, 1).mul(255).byte().numpy()
-    return np.concatenate([rgb, _colour(truth), _colour(prediction)], axis=1)
+    return np.concatenate([rgb, _colour(truth, palette), _colour(prediction, palette)], axis=1)
 
 
-def _colour(labels) -> np.ndarray:
+def _colour(labels, palette: np.ndarray) -> np.ndarray:
     labels = torch.as_tensor(labels).cpu().numpy().astype(np.int64)
-    return VOC_PALETTE[np.where((labels >= 0) & (labels < 256), labels, IGNORE_INDEX)]
+    return palette[np.where((labels >= 0) & (labels < 256), labels, IGNORE_INDEX)]
