@@ -9,7 +9,7 @@ The layers, bottom to top (README's module table has the same order):
   data         datasets, transforms, loaders, cache, downloads, the generated set
   evaluation   evaluate
   training     the training loop and its parts
-  applications predict
+  applications predict, export
   course       what the notebooks teach with
   command line cli, __main__
 A module imports only from its own layer or the layers below; the core (everything under the
@@ -90,7 +90,7 @@ LAYERS = (
     ("data", ("deeplab_kit.data",)),
     ("evaluation", ("deeplab_kit.evaluate",)),
     ("training", ("deeplab_kit.training",)),
-    ("applications", ("deeplab_kit.predict",)),
+    ("applications", ("deeplab_kit.predict", "deeplab_kit.export")),
     ("course", ("deeplab_kit.course",)),
     ("command line", ("deeplab_kit.cli", "deeplab_kit.__main__")),
 )

@@ -13,6 +13,9 @@
 | `going_deeper` | the paper's going-deeper experiment: output stride and cascaded blocks |
 | `results` | stored results: make, verify, read |
 | `provenance` | how and where a stored result was made |
+| `exercises` | the notebooks' exercises and the checks that answer in one line |
+| `listing` | the code being taught on the page: a class's source, the shapes through a module |
+| `plan` | what each notebook costs per profile on a 2-core CPU and a free T4 |
 | `quoted_numbers` | numbers quoted from the report, the paper and torchvision, with their sources |
 | `table1` | the report's Table 1 worked through: quoted beside measured, the bound, micro vs macro |
 | `demo` | the demo run |

@@ -33,6 +33,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -45,7 +46,7 @@ import torch
 
 from deeplab_kit.config import RunConfig, flat
 from deeplab_kit.course import ablation, going_deeper, provenance
-from deeplab_kit.course.colab import checkout, in_colab, raw_url
+from deeplab_kit.course.colab import NOTEBOOKS, checkout, in_colab, raw_url
 from deeplab_kit.course.demo import DEMO_DATA, run_demo
 from deeplab_kit.course.experiments import (
     TWICE,
@@ -283,6 +284,48 @@ def _make_ablation(work: Path, arithmetic: Arithmetic, progress: bool) -> dict:
     }
 
 
+def _make_notebook_times(work: Path, arithmetic: Arithmetic, progress: bool) -> dict:
+    """Each notebook executed once in the quick profile (a fresh kernel, the checkout's stored
+    results), its wall seconds recorded: what the Colab plan's quick rows quote."""
+    import nbformat  # the notebook tools, only for this make
+    from nbclient import NotebookClient
+
+    folder = checkout(required=True) / "notebooks"
+    rows = []
+    for name in NOTEBOOKS:
+        notebook = nbformat.read(folder / name, as_version=4)
+        client = NotebookClient(
+            notebook, timeout=1800, resources={"metadata": {"path": str(folder)}}
+        )
+        started = time.monotonic()
+        with _environment(DEEPLAB_KIT_PROFILE="quick"):
+            client.execute()
+        rows.append(
+            {"notebook": name, "profile": "quick", "seconds": round(time.monotonic() - started, 1)}
+        )
+    return {"rows": rows}
+
+
+@contextlib.contextmanager
+def _environment(**values):
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+def _check_notebook_times(folder: Path, record: dict) -> list[str]:
+    rows = record.get("rows", [])
+    if [row["notebook"] for row in rows] != list(NOTEBOOKS) or not all(
+        r["seconds"] > 0 for r in rows
+    ):
+        return ["notebook-times.json: not one positive time per current notebook: stale"]
+    return []
+
+
 def make(
     name: str, *, command: str | None = None, progress: bool = True, other_code: bool = False
 ) -> Path:
@@ -307,11 +350,12 @@ def make(
         finally:  # a stopped make keeps its session, counted when it is resumed
             sessions = [*earlier, provenance.finish(session)]
             write_json(work / SESSIONS, plain({"arithmetic": arithmetic, "sessions": sessions}))
-        data = {**result.data, "generator version": GENERATOR_VERSION}
-        data["files sha256"] = tree_hash(result.data_root)
+        data = {**result.data, "generator version": GENERATOR_VERSION} if result.data else {}
+        if result.data:
+            data["files sha256"] = tree_hash(result.data_root)
     record = {**provenance.combine(sessions), "arithmetic": arithmetic, "data": data, **record}
     record["other code"] = not all(provenance.same_code(sessions[0], s) for s in sessions)
-    if name != "demo":
+    if name not in ("demo", "notebook-times"):
         record.update(workers=WORKERS, **{"threads per run": threads_per_worker(WORKERS)})
     return _replace_store(name, work, record)
 
@@ -320,6 +364,8 @@ def _stored_files(name: str, work: Path, record: dict) -> dict[str, Path]:
     """{relative name: source} of what a result stores: the demo's run files, or each of the
     record's runs' small files (no checkpoints): its rows', the convergence check's and the
     learning-rate sweep's."""
+    if name == "notebook-times":
+        return {}
     if name == "demo":
         names = ("history.csv", "metrics.json", "metrics.md", "metrics.csv", "per_class.csv")
         return {n: work / n for n in (*names, "loss_curve.png", "predictions.png", "config.json")}
@@ -630,6 +676,14 @@ RESULTS = {
         _check_going_deeper(going_deeper.CASCADED),
         _retrain_setting("cascaded-blocks", going_deeper.label(4, 16)),
     ),
+    "notebook-times": StoredResult(
+        "notebook-times",
+        "every notebook executed once in the quick profile: the Colab plan's measured times",
+        {},
+        _make_notebook_times,
+        _check_notebook_times,
+        None,
+    ),
     "ablation": StoredResult(
         "ablation",
         "ASPP's rates on a dilated and an undilated backbone of one depth, 16 x 16 map",
@@ -663,11 +717,12 @@ def verify(names=None, *, retrain: bool = True, progress: bool = False) -> list[
             problems.append(f"{folder / PROVENANCE}: missing or without {missing}")
             continue
         data = {k: v for k, v in record["data"].items() if k != "files sha256"}
-        if data != plain({**result.data, "generator version": GENERATOR_VERSION}):
+        expected = {**result.data, "generator version": GENERATOR_VERSION} if result.data else {}
+        if data != plain(expected):
             problems.append(f"{folder / PROVENANCE}: made on another generated dataset: stale")
         full = {**record, **(_read_json(folder / f"{name}.json") if name != "demo" else {})}
         problems += result.check(folder, full)
-        if retrain and not problems:
+        if retrain and result.retrain and not problems:
             problems += retrain_first_epoch(name, folder, progress=progress)
     return problems
 

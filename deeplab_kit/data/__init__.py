@@ -6,12 +6,12 @@
 
 | module | what it holds |
 |---|---|
-| `classes` | VOC's 21 class names, the void label (255), the mask palette, `save_mask` |
+| `classes` | a dataset's classes (VOC's, or your own from a classes file), the void label, the palette |
 | `voc` | `VOCDataset` (VOC 2012 and SBD trainaug), finding VOC on disk, reading and checking files, class statistics |
 | `transforms` | joint image/mask transforms keyed by (seed, epoch, index), the presets, ImageNet normalisation |
 | `loader` | a seeded, DDP-aware sampler and a loader that knows its epoch |
 | `cache` | a split preprocessed once into memory-mapped uint8 arrays |
-| `download` | VOC and SBD through torchvision (checksummed), with offline guidance |
+| `download` | VOC and SBD from a list of sources, each copy checked by its MD5, resumed when broken |
 | `synthetic`, `synthetic_shapes` | the generated VOC-format dataset and its 20 classes' shapes |
 """
 

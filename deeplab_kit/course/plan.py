@@ -1,0 +1,163 @@
+"""What each notebook costs, per profile, on a 2-core CPU and on Colab's free T4: the plan a class
+reads before it spends a Colab day.
+
+    plan()            # one row per notebook and profile: what it runs, CPU time, T4 time
+    plan("04")        # one notebook's rows (each notebook shows its own in its first cells)
+
+Every time says how it is known. "measured": the quick profile's from `notebook-times` (each
+notebook executed in the quick profile by `python -m deeplab_kit results make notebook-times`),
+the cpu profile's from the stored results' own provenance (the make that produced what the cpu
+profile reproduces). "estimated": a T4's, from the training steps' floating-point operations
+(counted by torch's FlopCounterMode on the notebook's own configuration) at `T4_FLOPS`, an
+assumed sustained rate; no T4 was measured by this project.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from deeplab_kit.config import RunConfig
+from deeplab_kit.course import results
+from deeplab_kit.model import build_model
+
+# Assumed: a sixteenth of the T4's 65 TFLOPS fp16 tensor-core peak, what a segmentation net at a
+# batch of 4 with batch norm may sustain under autocast; and Colab's 2 vCPUs decoding and
+# resizing VOC's JPEGs at 300 images a second (benchmarks/bench_data.py measured 310 on a 2-core
+# Xeon). An estimate's error is these assumptions'.
+T4_FLOPS = 4e12
+DECODE_PER_SECOND = 300
+VOC_TRAIN, VOC_VAL = 1464, 1449
+
+# What each notebook runs per profile: (notebook, profile, what, how its time is known). The
+# `full` profile is sized for a student (one seed, the few settings that carry each lesson);
+# `complete` runs an experiment whole, as the stored result's design has it.
+ROWS = (
+    ("01", "quick", "a small generated set: counts, figures, the cache", "quick"),
+    ("01", "full", "VOC 2012 downloaded (2 GB) and counted", "download"),
+    ("02", "quick", "geometry and figures, no training", "quick"),
+    ("02", "full", "the same: nothing to train", "quick"),
+    ("03", "quick", "nine tiny runs on a few generated images", "quick"),
+    ("03", "cpu", "both stored experiments remade (going-deeper, cascaded-blocks)", "cpu:going-deeper,cascaded-blocks"),
+    ("03", "full", "VOC, ImageNet ResNet-50 at 321 px, one seed: block7 at OS 8, 16, 32; blocks 4 and 7 at OS 16", "t4:going-deeper"),
+    ("04", "quick", "one epoch of each backbone and setting on a few generated images", "quick"),
+    ("04", "cpu", "the stored ablation remade", "cpu:ablation"),
+    ("04", "full", "VOC, the report's recipe 20 epochs, one seed: control, rate 1, the paper's rates", "t4:ablation"),
+    ("04", "complete", "VOC, every setting of both backbones with the stored design's seeds", "t4:ablation-complete"),
+    ("05", "quick", "four tiny epochs in two sessions", "quick"),
+    ("05", "cpu", "the stored demo run, twice (in sessions, then in one)", "cpu:demo,demo"),
+    ("05", "full", "VOC, the report's recipe: one 20-epoch session", "t4:report-session"),
+    ("05", "complete", "VOC, the report's recipe: all 200 epochs (ten sessions)", "t4:report"),
+    ("06", "quick", "the stored demo's tables; the notebook-05 run scored", "quick"),
+    ("06", "full", "the trained report run scored, protocols, the paper's inference table", "t4:inference"),
+    ("07", "quick", "a generated RGB-mask set: trained, evaluated, predicted, exported", "quick"),
+    ("07", "full", "the same steps on your own data (its size decides)", "yours"),
+)  # fmt: skip
+
+
+def plan(notebook: str | None = None) -> pd.DataFrame:
+    """One row per notebook and profile: what it runs, the time on a 2-core CPU and on a free
+    T4, each labelled measured or estimated."""
+    rows = []
+    for name, profile, what, how in ROWS:
+        if notebook is None or name == notebook:
+            cpu, t4 = _times(name, how)
+            rows.append(
+                {
+                    "notebook": name,
+                    "profile": profile,
+                    "runs": what,
+                    "2-core CPU": cpu,
+                    "free T4": t4,
+                }
+            )
+    return pd.DataFrame(rows).set_index(["notebook", "profile"])
+
+
+def _times(notebook: str, how: str) -> tuple[str, str]:
+    if how == "quick":
+        seconds = _notebook_seconds().get(notebook)
+        cpu = f"{_minutes(seconds)} (measured)" if seconds else "not measured"
+        return cpu, "about the CPU's: the quick profile runs on the CPU (estimated)"
+    if how.startswith("cpu:"):
+        seconds = sum(_made_seconds(name) for name in how[4:].split(","))
+        return f"{_minutes(seconds)} (measured, stored)", "runs on the CPU: as the CPU column"
+    if how.startswith("t4:"):
+        return "needs a GPU", f"{_minutes(60 * t4_minutes(how[3:]))} (estimated)"
+    if how == "download":
+        return "the download (network)", "the download and 2 minutes of counting (estimated)"
+    return "as your data's size decides", "as your data's size decides"
+
+
+def _minutes(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def _notebook_seconds() -> dict[str, float]:
+    try:
+        record = results.read_stored_json("notebook-times/notebook-times.json")
+    except FileNotFoundError:
+        return {}
+    return {row["notebook"][:2]: row["seconds"] for row in record["rows"]}
+
+
+def _made_seconds(name: str) -> float:
+    try:
+        return float(results.read_stored_json(f"{name}/provenance.json")["seconds"])
+    except FileNotFoundError:
+        return 0.0
+
+
+# --- estimates ---------------------------------------------------------------------------------
+
+
+def step_flops(config: RunConfig, size: int) -> float:
+    """Floating-point operations per image of a training step (forward and backward) of
+    `config`'s network on `size` x `size` images, counted on the meta device (no memory, no
+    compute) over a batch of two (batch norm trains on more than one)."""
+    with torch.device("meta"):
+        model = build_model(config.model, pretrained_backbone=False).train()
+        images = torch.empty(2, 3, size, size)
+        with FlopCounterMode(display=False) as counter:
+            model(images)["out"].sum().backward()
+    return float(counter.get_total_flops()) / 2
+
+
+def _run_minutes(config: RunConfig, size: int, train: int, val: int, epochs: int) -> float:
+    flops = step_flops(config, size)
+    compute = (flops * train + flops / 3 * val) / T4_FLOPS  # a forward pass: about a third
+    return epochs * (compute + (train + val) / DECODE_PER_SECOND) / 60
+
+
+def t4_minutes(what: str) -> float:
+    """The estimated T4 minutes of one plan entry (see `ROWS`)."""
+    report = RunConfig.from_recipe("report")
+    session = report.session_epochs or report.epochs
+    if what == "report":
+        return _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, report.epochs)
+    if what == "report-session":
+        return _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, session)
+    if what == "ablation":
+        return 3 * _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, session)
+    if what == "ablation-complete":
+        record = results.read_stored_json("ablation/ablation.json")
+        runs = len(record["rows"])
+        return runs * _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, session)
+    if what == "going-deeper":
+        deep = report.replace(extra_blocks=3, aspp=False, output_stride=16)
+        return 5 * _run_minutes(deep, 321, VOC_TRAIN, VOC_VAL, 10)
+    if what == "inference":
+        return 6 * _run_minutes(report, 256, 0, VOC_VAL, 1)  # the paper's table and protocols
+    raise ValueError(f"no estimate for {what!r}")
+
+
+def dumps(frame: pd.DataFrame) -> str:
+    """The plan as README's Markdown table."""
+    lines = ["| notebook | profile | runs | 2-core CPU | free T4 |", "|---|---|---|---|---|"]
+    for (notebook, profile), row in frame.iterrows():
+        lines.append(
+            f"| {notebook} | {profile} | {row['runs']} | {row['2-core CPU']} | {row['free T4']} |"
+        )
+    return "\n".join(lines)
