@@ -243,13 +243,21 @@ def _add_synth(commands) -> None:
     parser.add_argument("--val", type=int, default=50, metavar="M", help="validation images")
     parser.add_argument("--size", type=int, default=128, metavar="S", help="image side, pixels")
     parser.add_argument("--seed", type=int, default=0, metavar="K", help="random seed")
+    parser.add_argument(
+        "--rgb-masks",
+        action="store_true",
+        help="a dataset as your own often comes: four classes named in ROOT/classes.txt, masks "
+        "drawn as RGB colours",
+    )
 
     def run(args) -> None:
-        from deeplab_kit.data.synthetic import make_synthetic_voc
+        from deeplab_kit.data.synthetic import make_rgb_mask_set, make_synthetic_voc
 
-        root = make_synthetic_voc(args.out, args.train, args.val, args.size, args.seed)
+        make = make_rgb_mask_set if args.rgb_masks else make_synthetic_voc
+        root = make(args.out, args.train, args.val, args.size, args.seed)
+        kind = "RGB-mask set with classes.txt" if args.rgb_masks else "VOC"
         print(
-            f"synthetic VOC ({args.train} train, {args.val} val, {args.size}x{args.size}, "
+            f"synthetic {kind} ({args.train} train, {args.val} val, {args.size}x{args.size}, "
             f"seed {args.seed}) in {root / 'VOCdevkit' / 'VOC2012'}"
         )
 

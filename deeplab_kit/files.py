@@ -7,9 +7,11 @@ reader never sees half a file and a failed write leaves the previous one.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -32,11 +34,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except OSError as error:
-        raise OSError(f"{path}: could not be written ({error.strerror or error})") from None
+        raise OSError(f"{path}: could not be written ({_why(error, tmp)})") from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_folder(path.parent)
     return path
+
+
+def _why(error: OSError, tmp: Path) -> str:
+    """Why a write failed, in words; for a full disk, how much was written before it stopped
+    and how much room is left there."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        free = shutil.disk_usage(tmp.parent).free
+        reason += f": {size_text(written)} written before it stopped, {size_text(free)} free there"
+    return reason
+
+
+def size_text(size: int) -> str:
+    """A byte count as people read it: "0 B", "12.0 MB", "3.4 GB"."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -303,9 +303,12 @@ def class_names(num_classes: int) -> list[str]:
     return [f"class {i}" for i in range(num_classes)]
 
 
-def per_class_table(cm: ConfusionMatrix, names: list[str] | None = None) -> pd.DataFrame:
-    """One row per class: IoU, precision, recall, F1 (0..1; NaN for a class absent from truth
-    and prediction) and pixel counts."""
+def per_class_table(
+    cm: ConfusionMatrix, names: list[str] | None = None, *, percent: bool = False
+) -> pd.DataFrame:
+    """One row per class: IoU, precision, recall, F1 (0..1, or in % with `percent`, the
+    columns then named "IoU (%)" and so on; NaN for a class absent from truth and prediction)
+    and pixel counts."""
     names = names or class_names(cm.num_classes)
     s = class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
     present = (s["tp"] + s["fp"] + s["fn"]) > 0
@@ -324,6 +327,10 @@ def per_class_table(cm: ConfusionMatrix, names: list[str] | None = None) -> pd.D
         },
         index=pd.Index(names, name="class"),
     )
+    if percent:
+        scores = ["IoU", "precision", "recall", "F1"]
+        table[scores] = 100 * table[scores]
+        table = table.rename(columns={name: f"{name} (%)" for name in scores})
     return table
 
 

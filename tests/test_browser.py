@@ -28,8 +28,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("DEEPLAB_KIT_CHROMIUM", "/usr/bin/chromium"))
-EXPLORER = "notebooks/03_aspp_atrous_rates.ipynb"
-REPORT = "notebooks/05_report.ipynb"
+EXPLORER = "notebooks/02_atrous_convolution.ipynb"
+REPORT = "notebooks/06_report.ipynb"
 SCREENSHOT = ROOT / "notebooks" / "results" / "rate_explorer.png"
 FALLBACKS = (
     "Loading widget",
@@ -352,7 +352,7 @@ def test_the_stride_toggle_changes_the_map_size(explorer):
     assert "output stride 8" in explorer.inner_text()
 
 
-# --- notebook 04: the prediction browser -----------------------------------------------------
+# --- notebook 06: the prediction browser -----------------------------------------------------
 
 
 def test_the_prediction_browser_slider_changes_the_image(page, lab):

@@ -180,6 +180,9 @@ def test_history_is_read_from_a_csv_or_a_run_folder(tmp_path):
     _history().drop(columns="session").to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match=r"bad.csv: missing column\(s\) \['session'\]"):
         figures.read_history(tmp_path / "bad.csv")
+    table = figures.history_table(tmp_path)  # as the notebooks show it: mIoU in %
+    np.testing.assert_allclose(table["mIoU (%)"], (100 * _history()["miou"]).round(2))
+    assert "miou" not in table.columns
 
 
 # --- scores -------------------------------------------------------------------------------------
@@ -192,9 +195,13 @@ def test_confusion_heat_map_is_row_normalised():
         SimpleNamespace(matrix=torch.as_tensor(counts)), ["a", "b", "c", "d"]
     )
     data = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
-    np.testing.assert_allclose(data[[0, 1, 3]].sum(axis=1), 1.0)
-    np.testing.assert_allclose(data[1], counts[1] / counts[1].sum())
+    np.testing.assert_allclose(data[[0, 1, 3]].sum(axis=1), 100.0)  # in %, as its colour bar
+    np.testing.assert_allclose(data[1], 100 * counts[1] / counts[1].sum())
     assert np.isnan(data[2]).all()
+    assert fig.axes[1].get_ylabel() == "share of the true class's pixels (%)"
+    assert fig.axes[1].get_ylim() == (0.0, 100.0)
+    diagonal = [float(t.get_text()) for t in fig.axes[0].texts]
+    np.testing.assert_allclose(diagonal, np.round(np.diag(data)[[0, 1, 3]]))
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b", "c", "d"]
     raw = figures.plot_confusion(counts, normalize=False).axes[0].images[0].get_array()
     assert np.array_equal(raw, counts)
@@ -228,6 +235,19 @@ def test_class_frequency_bars_are_pixel_shares_in_class_colours():
     bars = figures.plot_class_frequency(counts).axes[0].patches
     np.testing.assert_allclose([b.get_height() for b in bars], 100 * counts / counts.sum())
     np.testing.assert_allclose(bars[15].get_facecolor()[:3], VOC_PALETTE[15] / 255)
+
+
+def test_class_frequency_log_axis_has_readable_ticks():
+    counts = np.array([7300, 290, 120, 40, 9, 3] + [50] * 15)
+    ax = figures.plot_class_frequency(counts, log=True).axes[0]
+    ax.figure.canvas.draw()
+    low, high = ax.get_ylim()
+    ticks = [t for t in ax.get_yticks() if low <= t <= high]
+    assert len(ticks) >= 6  # 1, 2 and 5 of each decade the shares span
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert "1" in labels and "10" in labels and all("^" not in label for label in labels)
+    written = [float(t.get_text()) for t in ax.texts]
+    np.testing.assert_allclose(written, 100 * counts / counts.sum(), rtol=0.05)
 
 
 # --- atrous -------------------------------------------------------------------------------------

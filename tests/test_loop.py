@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -509,6 +510,8 @@ def test_a_failed_write_keeps_the_newest_good_checkpoint_and_says_so(tmp_path, m
 
     def full_disk(obj, file, *args, **kwargs):
         if obj.get("epoch") == 2 and "optimizer" in obj:  # the second epoch's checkpoint
+            file.write(b"x" * 3000)  # part of it reached the disk
+            file.flush()
             raise OSError(28, "No space left on device")
         return real_save(obj, file, *args, **kwargs)
 
@@ -516,7 +519,9 @@ def test_a_failed_write_keeps_the_newest_good_checkpoint_and_says_so(tmp_path, m
     with pytest.raises(OSError) as raised:
         train(tiny(), tmp_path, progress=False, **DATA)
     message = str(raised.value)
-    assert "epoch-0002.pt: could not be written (No space left on device)" in message
+    assert "epoch-0002.pt: could not be written (No space left on device: " in message
+    # the space: what was written before it stopped, what is left there
+    assert re.search(r"3\.0 kB written before it stopped, [\d.]+ [kMG]?B free there", message)
     assert "epoch-0001.pt, is kept" in message and "\n" not in message
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
@@ -524,6 +529,8 @@ def test_a_failed_write_keeps_the_newest_good_checkpoint_and_says_so(tmp_path, m
         "epoch-0001.pt",
     ]
     assert load_checkpoint(tmp_path / "checkpoints" / "epoch-0001.pt")["epoch"] == 1
+    resumed = train(tiny(), tmp_path, progress=False, **DATA)  # the next session resumes
+    assert [row["session"] for row in resumed.history] == [1, 2, 2, 2]  # from epoch 2 on
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):

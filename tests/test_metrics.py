@@ -292,6 +292,9 @@ def test_per_class_table_names_and_values():
     assert table["support_pixels"].tolist() == cm.matrix.sum(1).tolist()
     assert table["predicted_pixels"].tolist() == cm.matrix.sum(0).tolist()
     assert list(per_class_table(ConfusionMatrix(3)).index) == ["class 0", "class 1", "class 2"]
+    percent = per_class_table(cm, percent=True)  # as the notebooks show it
+    assert percent["IoU (%)"].tolist() == pytest.approx(100 * table["IoU"], nan_ok=True)
+    assert percent["support_pixels"].tolist() == table["support_pixels"].tolist()
 
 
 def test_report_table_rows_units_and_conventions():

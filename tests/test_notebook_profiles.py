@@ -1,8 +1,6 @@
-"""Notebook support: profiles, Colab/Drive paths, the full profile's stops, the repository
-address, and a structural check of the notebooks themselves (cheap: JSON only, no kernel)."""
+"""Notebook support: profiles, Colab/Drive paths, the full profile's stops, and the repository
+address the notebooks install from (the notebooks themselves: test_course.py)."""
 
-import json
-import re
 import sys
 import types
 import urllib.error
@@ -19,7 +17,6 @@ from deeplab_kit.data.voc import class_statistics, voc_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-MAX_CELL_LINES = 15
 
 
 @pytest.fixture(autouse=True)
@@ -237,7 +234,7 @@ def test_full_profile_without_gpu_stops(full, monkeypatch):
 
 
 def test_full_profile_needs_a_trained_run(full):
-    with pytest.raises(ResourceMissing, match="no trained model in .*04_training_sessions"):
+    with pytest.raises(ResourceMissing, match="no trained model in .*05_training_sessions"):
         notebook_profiles.trained_model(full, full.run_folder("report"), full.config("report"))
 
 
@@ -316,10 +313,10 @@ def test_link_check_finds_disagreements(tmp_path):
     assert colab.check_repository_links(good, NOTEBOOKS) == []
     other = good.replace("deeplab-kit/deeplab-kit/blob", "someone/fork/blob", 1)
     assert any("someone/fork" in p for p in colab.check_repository_links(other, NOTEBOOKS))
-    missing = good.replace("05_report.ipynb", "06_missing.ipynb")
+    missing = good.replace("06_report.ipynb", "08_missing.ipynb")
     problems = colab.check_repository_links(missing, NOTEBOOKS)
-    assert any("06_missing.ipynb, which does not exist" in p for p in problems)
-    assert any("no Colab badge for 05_report.ipynb" in p for p in problems)
+    assert any("08_missing.ipynb, which does not exist" in p for p in problems)
+    assert any("no Colab badge for 06_report.ipynb" in p for p in problems)
     for name in colab.NOTEBOOKS:  # notebooks that install from elsewhere
         text = (NOTEBOOKS / name).read_text().replace("deeplab-kit/deeplab-kit", "someone/fork")
         (tmp_path / name).write_text(text)
@@ -327,39 +324,6 @@ def test_link_check_finds_disagreements(tmp_path):
     assert len(problems) == len(colab.NOTEBOOKS) and all(
         "installs from https://github.com/someone/fork" in p for p in problems
     )
-
-
-# --- the notebooks' structure ------------------------------------------------------------------
-
-DEFINITION = re.compile(r"^\s*(async\s+def|def|class)\s", re.MULTILINE)
-
-
-def code_cells(name):
-    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
-    return [cell for cell in cells if cell["cell_type"] == "code"]
-
-
-@pytest.mark.parametrize("name", colab.NOTEBOOKS)
-def test_notebook_cells_are_short_thin_and_executed(name):
-    cells = code_cells(name)
-    for k, cell in enumerate(cells):
-        source = "".join(cell["source"])
-        lines = [line for line in source.splitlines() if line.strip()]
-        assert len(lines) <= MAX_CELL_LINES, f"{name} code cell {k}: {len(lines)} lines"
-        assert not DEFINITION.search(source), f"{name} code cell {k} defines a function or class"
-        assert cell["execution_count"] is not None, f"{name} code cell {k} was not executed"
-        if re.search(r"widgets\.\w+_(explorer|browser)\(", source):
-            # nbval reads the marker only as a comment line of its own
-            assert source.splitlines()[0] == "# NBVAL_IGNORE_OUTPUT", f"{name} code cell {k}"
-    assert "Profile.from_env()" in "".join(cells[1]["source"])  # the parameters cell
-    assert cells[1]["metadata"].get("tags") == ["parameters"]
-
-
-def test_notebook_03_has_the_rate_sliders_and_the_five_settings():
-    sources = ["".join(cell["source"]) for cell in code_cells("03_aspp_atrous_rates.ipynb")]
-    assert any("widgets.atrous_rate_explorer(" in source for source in sources)
-    assert any("plot_atrous_explorer(" in source for source in sources)  # its plain twin
-    assert any("ablation.run_ablation(base" in source for source in sources)
 
 
 # --- VOC already on disk, the cpu profile, paths as shown ---------------------------------------
@@ -388,7 +352,7 @@ def test_a_missing_voc_says_how_to_point_at_one(full):
 
 def test_cpu_profile_reproduces_the_stored_results_configurations(tmp_path, no_colab):
     from deeplab_kit.course import results
-    from deeplab_kit.course.ablation import SEEDS
+    from deeplab_kit.runtime.arithmetic import choose
 
     profile = Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE="cpu"))
     assert (profile.device, profile.synthetic, profile.threads) == ("cpu", True, None)
@@ -397,11 +361,67 @@ def test_cpu_profile_reproduces_the_stored_results_configurations(tmp_path, no_c
         **paths, session_epochs=notebook_profiles.CPU_SESSION_EPOCHS
     )
     assert profile.config("report").replace(**paths) == demo  # the stored demo run, in sessions
-    stored = results.ablation_config(results.stored_ablation_lr()).replace(**paths)
-    assert profile.ablation_config().replace(**paths) == stored.replace(device="cpu")
-    assert profile.ablation_seeds == SEEDS
+    arithmetic = choose(torch.device("cpu"))
+    for name in ("going-deeper", "cascaded-blocks", "ablation"):
+        stored = results.experiment_config(name, arithmetic)
+        if name == "ablation":
+            stored = stored.replace(lr=results.stored_ablation_lr() or stored.lr)
+        assert profile.experiment_config(name).replace(**paths) == stored.replace(
+            **paths, device="cpu"
+        )
+        assert profile.experiment_config(name).data_root.startswith(str(tmp_path / "data"))
+        assert profile.experiment_labels(name) is None and profile.experiment_seeds(name) is None
     shown = repr(profile)
-    assert str(tmp_path) not in shown and "data/synthetic" in shown and "takes" in shown
+    assert str(tmp_path) not in shown and "data/synthetic" in shown
+
+
+def test_each_profile_trains_its_share_of_the_experiments(tmp_path, no_colab):
+    from deeplab_kit.course import ablation, going_deeper
+
+    quick, full, complete = (
+        Profile.from_env(env(tmp_path, DEEPLAB_KIT_PROFILE=name))
+        for name in ("quick", "full", "complete")
+    )
+    for name in ("going-deeper", "cascaded-blocks", "ablation"):
+        assert quick.experiment_labels(name) is None and quick.experiment_seeds(name) == (0,)
+        assert quick.experiment_config(name).epochs == 1
+        student = full.experiment_labels(name)
+        assert full.experiment_seeds(name) == (0,) and student
+        assert complete.experiment_labels(name) is None and complete.experiment_seeds(name) is None
+        base = full.experiment_config(name)
+        assert base.data_root == str(tmp_path / "data") and base.device == "cuda"
+        assert base.epochs == notebook_profiles.FULL_EXPERIMENT_EPOCHS
+        settings = (
+            ablation.configs(base)
+            if name == "ablation"
+            else going_deeper.DESIGNS[name].configs(base)
+        )
+        assert set(student) <= set(settings)  # the student's settings are the design's
+    deeper = full.experiment_config("going-deeper")
+    assert (deeper.model.backbone, deeper.model.pretrained_backbone) == ("resnet50", True)
+    assert (deeper.val_transforms, deeper.image_size) == ("paper-eval", 321)
+    assert full.experiment_config("ablation").model.backbone == "resnet50"
+
+
+def test_the_cost_is_estimated_before_an_experiment_trains(tmp_path, no_colab, monkeypatch):
+    from deeplab_kit.course import experiments
+
+    timed = []
+
+    def one_second(config, steps=2):
+        timed.append(config.model.output_stride)
+        return 1.0
+
+    monkeypatch.setattr(experiments, "seconds_per_step", one_second)
+    quick = Profile.from_env(env(tmp_path))
+    monkeypatch.setattr(notebook_profiles, "QUICK_EXPERIMENT_DATA", dict(num_train=8, num_val=2))
+    base = quick.experiment_config("going-deeper")
+    quick.experiment_data("going-deeper")
+    estimate = quick.experiment_estimate("going-deeper", base)
+    assert timed == [8, 16, 32, 64, 128, 256]  # every setting the quick profile trains, timed
+    # one epoch of 8 images in batches of 8: one step of one second, one run each
+    assert estimate["minutes"].tolist() == [round(1 / 60, 1)] * 6
+    assert estimate["runs"].tolist() == [1] * 6
 
 
 def test_profiles_show_paths_relative_to_the_checkout(tmp_path, no_colab):

@@ -114,3 +114,14 @@ def test_train_evaluate_and_predict_by_the_dataset_s_names(own, tmp_path, capsys
     assert palette.tolist() == [
         list(c) for c in OWN_CLASSES.colours
     ]  # no data needed: the checkpoint's
+
+
+def test_the_command_line_writes_the_example_of_your_own_data(tmp_path, capsys):
+    root = tmp_path / "own"
+    assert main(["synth", "--rgb-masks", "--out", str(root), "--train", "2", "--val", "1"]) == 0
+    assert "RGB-mask set with classes.txt" in capsys.readouterr().out
+    assert read_classes(root / "classes.txt") == OWN_CLASSES
+    mask = root / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "train_00000.png"
+    assert Image.open(mask).mode == "RGB"
+    labels = VOCDataset(root, split="train", transforms=None).read_raw(0)[1]
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, IGNORE_INDEX}

@@ -9,8 +9,9 @@ import pytest
 
 from deeplab_kit.cli import main
 from deeplab_kit.config import RECIPES
-from deeplab_kit.course import ablation, provenance, results
+from deeplab_kit.course import ablation, colab, going_deeper, provenance, results
 from deeplab_kit.runtime import fingerprint
+from deeplab_kit.runtime.arithmetic import Arithmetic
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +29,8 @@ def copy_of(tmp_path):
 
 
 def _check(name, folder):
-    return results.RESULTS[name].check(folder)
+    record = json.loads((folder / f"{name}.json").read_text()) if name != "demo" else {}
+    return results.RESULTS[name].check(folder, record)
 
 
 @pytest.mark.parametrize("name", sorted(results.RESULTS))
@@ -46,39 +48,53 @@ def _provenance(name):
     return json.loads((results.store(name) / "provenance.json").read_text())
 
 
-def test_the_stored_ablation_is_the_issue_s_experiment():
-    table, record = ablation.read_ablation(results.store("ablation"))
+def _one_arithmetic(table, record):
+    """Every run of an experiment in the arithmetic its make chose once."""
+    assert set(table["arithmetic"]) == {record["arithmetic"]}
+
+
+def test_the_stored_ablation_is_the_designed_experiment():
+    table, record = results.stored_experiment("ablation")
     assert (table["feature map"] == "16x16").all()
     assert set(table["backbone"]) == set(ablation.BACKBONES)
-    named = {"control", "no atrous", "paper", "report", "report variant"}
-    assert named <= set(table["setting"])
-    assert table.groupby(["backbone", "setting"]).size().min() >= 5  # seeds
+    assert list(dict.fromkeys(table["setting"])) == list(ablation.SETTINGS)
+    pairs = zip(table["backbone"], table["setting"], strict=True)
+    labels = [ablation.run_label(b, s) for b, s in pairs]
+    seeds = table.assign(label=labels).groupby("label", sort=False)["seed"].apply(tuple)
+    assert all(seeds[label] == ablation.seeds_of(label) for label in seeds.index)
     for key in ("command", "commit", "machine", "torch"):  # its provenance, at the top level
         assert record[key] == _provenance("ablation")[key]
-    assert (table["miou"] >= 0.10).all()  # every run left the background plateau
-    assert record["seconds"] <= 120 * 60
+    _one_arithmetic(table, record)
+    assert table["finished"].all() and (table["miou"] >= 0.10).all()  # off the plateau
     sweep = pd.DataFrame(record["lr sweep"])
-    assert record["config"]["lr"] == ablation.chosen_lr(sweep)
+    assert record["config"]["lr"] == ablation.chosen_lr(sweep) and ablation.inside_grid(sweep)
+    assert [row["setting"] for row in record["twice the epochs"]] == list(ablation.TWICE)
+    assert [list(pair) for pair in ablation.PLANNED] == record["planned pairs"]
     trained = table[table["same network as"].isna()]
     per_seed = trained.pivot_table(index="seed", columns=["backbone", "setting"], values="miou")
     assert per_seed.T.duplicated().sum() == 0  # distinct networks give distinct results
 
 
-def test_the_stored_going_deeper_is_the_issue_s_experiment():
-    table, record = results.stored_going_deeper()
+@pytest.mark.parametrize("name", ["going-deeper", "cascaded-blocks"])
+def test_the_stored_going_deeper_experiments_are_their_designs(name):
+    design = going_deeper.DESIGNS[name]
+    table, record = results.stored_experiment(name)
     for key in ("command", "commit", "machine", "torch", "seconds"):
-        assert record[key] == _provenance("going-deeper")[key]
-    assert record["seconds"] <= 100 * 60
-    strides = table[table["experiment"] == "output stride"]
-    assert sorted(set(strides["output_stride"])) == [8, 16, 32, 64, 128, 256]
-    assert (strides["blocks"] == 7).all()
-    depths = table[table["experiment"] == "cascaded blocks"]
-    assert sorted(set(depths["blocks"])) == [4, 5, 6, 7] and (depths["output_stride"] == 16).all()
-    assert table.groupby(["experiment", "setting"]).size().min() >= 3  # seeds
-    sides = strides.drop_duplicates("output_stride")["feature map"]
-    assert sides.is_unique  # every output stride a map of its own side
-    shared = table[table["setting"] == "block7 OS16"]
-    assert shared.groupby("seed")["miou"].nunique().eq(1).all()  # trained once, in both
+        assert record[key] == _provenance(name)[key]
+    assert list(dict.fromkeys(table["setting"])) == list(design.settings)
+    assert table.groupby("setting")["seed"].apply(tuple).eq(design.seeds).all()
+    _one_arithmetic(table, record)
+    assert table["finished"].all()
+    assert [tuple(pair) for pair in record["planned pairs"]] == list(design.planned)
+    assert [row["setting"] for row in record["twice the epochs"]] == list(design.twice)
+    geometry = pd.DataFrame(record["geometry"]).set_index("setting")
+    assert list(geometry.index) == list(design.settings)
+    assert geometry["oracle mIoU (%)"].between(0, 100).all()
+    sides = table.drop_duplicates("setting")["feature map"]
+    if name == "going-deeper":  # every output stride a map of its own side
+        assert sides.is_unique and (table["blocks"] == 7).all()
+    else:  # every depth on the one 17 x 17 map
+        assert set(sides) == {"17x17"} and (table["output_stride"] == 16).all()
 
 
 def test_a_changed_number_is_caught_in_each_experiment(copy_of):
@@ -91,7 +107,7 @@ def test_a_changed_number_is_caught_in_each_experiment(copy_of):
 
 def test_a_history_that_does_not_match_its_scores_is_caught(copy_of):
     folder = copy_of("ablation")
-    table, _ = ablation.read_ablation(folder)
+    table = ablation.table(json.loads((folder / "ablation.json").read_text())["rows"])
     run = ablation.run_folder_of(folder, table.iloc[0])
     history = pd.read_csv(run / "history.csv")
     history.loc[len(history) - 1, "miou"] = 0.5
@@ -113,16 +129,18 @@ def test_a_configuration_the_code_would_not_run_is_stale(copy_of, monkeypatch):
     assert any("stale" in p and message in p for p in _check("ablation", folder))
 
 
-@pytest.mark.parametrize("name", sorted(results.RETRAIN))
+RETRAINED = sorted(name for name, result in results.RESULTS.items() if result.retrain)
+
+
+@pytest.mark.parametrize("name", RETRAINED)
 def test_retraining_the_first_epoch_matches_the_stored_history(name, capsys):
     """Bit for bit where the kernels (the machine's fingerprint) and torch version are the
     provenance's, within the stated tolerance elsewhere; it says which, and names the run."""
     record = _provenance(name)
     assert results.retrain_first_epoch(name, results.store(name)) == []
     said = capsys.readouterr().out
-    assert said.startswith(
-        f"{name}: retrained epoch 1 of the stored run {results.RETRAIN[name][0]}"
-    )
+    relative, _ = results.RESULTS[name].retrain(Arithmetic.parse(record["arithmetic"]))
+    assert said.startswith(f"{name}: retrained epoch 1 of the stored run {relative}")
     assert ("bit-exact" in said) == provenance.same_kernels(record)[0]
     assert "run the same command again" not in said  # no training advice in a check
 
@@ -138,6 +156,15 @@ def test_a_machine_with_the_same_model_name_but_other_flags_retrains_within_the_
     assert results.retrain_first_epoch("going-deeper", results.store("going-deeper")) == []
     said = capsys.readouterr().out
     assert "matches, within" in said and "same model name, other instruction sets" in said
+
+
+def test_the_notebook_times_are_one_per_notebook_and_go_stale_with_the_course(copy_of):
+    folder = copy_of("notebook-times")
+    record = json.loads((folder / "notebook-times.json").read_text())
+    assert [row["notebook"] for row in record["rows"]] == list(colab.NOTEBOOKS)
+    assert all(row["seconds"] > 0 and row["profile"] == "quick" for row in record["rows"])
+    record["rows"] = record["rows"][:-1]  # a notebook added since
+    assert any("stale" in p for p in results.RESULTS["notebook-times"].check(folder, record))
 
 
 def test_results_command(capsys):

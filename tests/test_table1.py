@@ -15,7 +15,7 @@ def test_explain_micro_macro_shows_how_background_dominates():
         [[900, 20, 10, 10], [20, 10, 0, 0], [20, 0, 10, 0], [20, 0, 0, 10]], dtype=torch.long
     )
     cm = ConfusionMatrix.from_matrix(matrix)
-    table = explain_micro_macro(cm)["value"]
+    table = explain_micro_macro(cm)["value (%)"] / 100  # every quantity in %, as mIoU is read
     s = cm.compute()
     assert table["precision (micro)"] == pytest.approx(table["pixel accuracy"])
     assert table["pixel accuracy"] == pytest.approx(930 / 1030)

@@ -189,17 +189,22 @@ COLUMNS = (
 )
 
 
-def run(base: RunConfig, out_dir, *, erf_images: int = 0, seeds=None, **grid) -> list[dict]:
-    """Train every backbone x ASPP setting on `base` (the `ablation` recipe), each with its
-    seeds (`seeds_of`, or `seeds` for all); one row per run, in table order. `erf_images` > 0
-    measures each trained model's effective receptive field on that many validation images
-    (erf.npy in its run folder). `grid`: `run_grid`'s options."""
+def run(
+    base: RunConfig, out_dir, *, erf_images: int = 0, seeds=None, labels=None, **grid
+) -> list[dict]:
+    """Train every backbone x ASPP setting (or those named in `labels`) on `base` (the
+    `ablation` recipe), each with its seeds (`seeds_of`, or `seeds` for all); one row per run,
+    in table order. `erf_images` > 0 measures each trained model's effective receptive field on
+    that many validation images (erf.npy in its run folder). `grid`: `run_grid`'s options."""
     settings = configs(base)
+    if labels is not None:
+        settings = {label: settings[label] for label in labels}
     groups = [seeds] if seeds else [PLANNED_SEEDS, EXPLORATORY_SEEDS]
     rows = []
     for group in groups:
         chosen = {k: c for k, c in settings.items() if seeds or seeds_of(k) == group}
-        rows += run_grid(chosen, out_dir, seeds=group, measure=Measure(erf_images), **grid)
+        if chosen:
+            rows += run_grid(chosen, out_dir, seeds=group, measure=Measure(erf_images), **grid)
     order = {label: k for k, label in enumerate(settings)}
     return sorted(rows, key=lambda row: (order[row["run"]], row["seed"]))
 

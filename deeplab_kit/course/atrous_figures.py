@@ -308,11 +308,15 @@ def plot_going_deeper(
     xlabel: str,
     title: str,
     log_x: bool = True,
+    oracle: Mapping[int, float] | None = None,
+    tick_labels: Mapping[int, str] | None = None,
 ) -> Figure:
     """mIoU against output stride (or depth): each seed's measured value as a dot and their mean
     as a line, on the left axis; the paper's quoted curve on a right axis of its own (hatched
     markers, labelled quoted), so the shapes can be compared without pretending the scales are
-    the same."""
+    the same. `oracle` ({x: mIoU %}) draws what the block-majority oracle scores on each
+    setting's map, on the measured axis; `tick_labels` ({x: text}) labels the x ticks (say,
+    with the map's size)."""
     fig = KitFigure(figsize=(7.5, 4), layout="constrained")
     ax = fig.subplots()
     xs = sorted(measured)
@@ -320,6 +324,10 @@ def plot_going_deeper(
         ax.plot([x] * len(measured[x]), measured[x], "o", color="C0", alpha=0.6, markersize=5)
     means = [float(np.mean(measured[x])) for x in xs]
     ax.plot(xs, means, "-", color="C0", label="measured here (dots: seeds, line: mean)")
+    if oracle:
+        ticks = sorted(oracle)
+        ax.plot(ticks, [oracle[x] for x in ticks], ":", color="C2", marker="_", markersize=12,
+                label="block-majority oracle on the map (rough ceiling)")  # fmt: skip
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mIoU (%), measured here", color="C0")
     paper = ax.twinx()
@@ -329,7 +337,7 @@ def plot_going_deeper(
     paper.set_ylabel("mIoU (%), the paper's (quoted)", color="0.35")
     if log_x:
         ax.set_xscale("log", base=2)
-    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_xticks(xs, [(tick_labels or {}).get(x, str(x)) for x in xs])
     lines = ax.get_legend_handles_labels()
     more = paper.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize="small")

@@ -32,10 +32,12 @@ REPOSITORY = "https://github.com/deeplab-kit/deeplab-kit"
 BRANCH = "main"
 NOTEBOOKS = (
     "01_data.ipynb",
-    "02_going_deeper.ipynb",
-    "03_aspp_atrous_rates.ipynb",
-    "04_training_sessions.ipynb",
-    "05_report.ipynb",
+    "02_atrous_convolution.ipynb",
+    "03_going_deeper.ipynb",
+    "04_aspp_ablation.ipynb",
+    "05_training_sessions.ipynb",
+    "06_report.ipynb",
+    "07_your_own_data.ipynb",
 )
 
 COLAB_MODULE = "google.colab"
@@ -143,16 +145,20 @@ def colab_url(notebook: str, address: str = REPOSITORY, branch: str = BRANCH) ->
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 NOTEBOOK_TOPICS = {
-    "01_data.ipynb": "VOC 2012 or the generated set, the 21 classes, class imbalance, "
-    "preprocessing, the cache",
-    "02_going_deeper.ipynb": "atrous convolution in cascade: the paper's output stride 8..256 "
-    "and cascaded blocks 4..7, replicated",
-    "03_aspp_atrous_rates.ipynb": "atrous convolution and ASPP with sliders; the rate ablation on "
-    "two backbones",
-    "04_training_sessions.ipynb": "training in sessions that resume, one loss curve, the lr step, "
-    "TensorBoard",
-    "05_report.ipynb": "the report's Table 1 and why it cannot be one confusion matrix, per-class "
-    "IoU, confusion, predictions, your own photo",
+    "01_data.ipynb": "VOC 2012 or the generated set, the 21 classes and void, class imbalance, "
+    "the report's and the paper's preprocessing, the cache",
+    "02_atrous_convolution.ipynb": "atrous convolution, output stride, receptive field, "
+    "multi-grid, the ASPP module's code, the valid share, the rate sliders",
+    "03_going_deeper.ipynb": "the paper's Tables 1 and 2 at CPU scale: output stride 8..256 and "
+    "cascaded blocks 4..7, with seeds, tests and a map-size oracle",
+    "04_aspp_ablation.ipynb": "ASPP's rates on a dilated and an undilated backbone: planned "
+    "contrasts, interior and band scores, effective receptive fields",
+    "05_training_sessions.ipynb": "training in sessions that resume, one loss curve, the lr step, "
+    "the arithmetic, TensorBoard, ending a Colab session",
+    "06_report.ipynb": "the report's Table 1 and why it cannot be one confusion matrix, per-class "
+    "IoU, confusion, protocols, multi-scale inference, your own photo",
+    "07_your_own_data.ipynb": "your own classes and colour masks: train, score, predict, "
+    "export to ONNX",
 }
 
 

@@ -1,11 +1,12 @@
 """The notebooks' exercises and their checks: the student writes a short function in the
 notebook; `check_<name>(function)` runs it on a few cases against the kit's own answer and says
-in one line whether it is right, what is wrong, or what is still to do. The checks return
-True when right (the tests run each with a right and a wrong answer).
+in one line whether it is right, what is wrong, or what is still to do. A check returns a
+`Verdict`: shown, it is that line; as a truth value, whether the answer is right (the tests run
+each check with a right and a wrong answer).
 
     def output_size(n, kernel, rate, stride=1, padding=0):
         ...                                   # the student's code
-    exercises.check_output_size(output_size)  # -> "right: ..." / "not yet: ..." / "to do: ..."
+    exercises.check_output_size(output_size)  # -> right: ... / not yet: ... / to do: ...
 """
 
 from __future__ import annotations
@@ -21,24 +22,37 @@ from deeplab_kit.data.classes import IGNORE_INDEX
 from deeplab_kit.metrics import ConfusionMatrix
 
 
-def _say(name: str, cases, answer: Callable, expected: Callable, close=None) -> bool:
-    """Run `answer` on each case (a tuple of arguments) beside `expected`; print one line."""
+class Verdict:
+    """A check's answer: shown, one line ("right: ...", "not yet: ...", "to do: ..."); as a
+    truth value, whether the answer was right."""
+
+    def __init__(self, right: bool, line: str) -> None:
+        self.right, self.line = right, line
+
+    def __bool__(self) -> bool:
+        return self.right
+
+    def __repr__(self) -> str:
+        return self.line
+
+
+def _say(name: str, cases, answer: Callable, expected: Callable, close=None) -> Verdict:
+    """Run `answer` on each case (a tuple of arguments) beside `expected`; one line for all."""
     close = close or (lambda a, b: a == b)
     for args in cases:
         try:
             got = answer(*args)
         except Exception as error:  # the student's code: any error is part of the answer
-            print(f"not yet: {name}{_shown(args)} raised {type(error).__name__}: {error}")
-            return False
+            return Verdict(
+                False, f"not yet: {name}{_shown(args)} raised {type(error).__name__}: {error}"
+            )
         if got is None:
-            print(f"to do: fill in {name} (it returned None)")
-            return False
+            return Verdict(False, f"to do: fill in {name} (it returned None)")
         want = expected(*args)
         if not close(got, want):
-            print(f"not yet: {name}{_shown(args)} gives {_value(got)}, expected {_value(want)}")
-            return False
-    print(f"right: {name} agrees with the kit on {len(cases)} cases")
-    return True
+            line = f"not yet: {name}{_shown(args)} gives {_value(got)}, expected {_value(want)}"
+            return Verdict(False, line)
+    return Verdict(True, f"right: {name} agrees with the kit on {len(cases)} cases")
 
 
 def _shown(args) -> str:
@@ -63,7 +77,7 @@ def _allclose(a, b) -> bool:
 # --- 01: the data -----------------------------------------------------------------------------
 
 
-def check_class_shares(class_shares: Callable) -> bool:
+def check_class_shares(class_shares: Callable) -> Verdict:
     """`class_shares(mask, num_classes)`: each class's share of the mask's labelled pixels (void,
     255, left out), an array of `num_classes` numbers that sum to 1."""
     rng = np.random.default_rng(0)
@@ -80,7 +94,7 @@ def check_class_shares(class_shares: Callable) -> bool:
 # --- 02: atrous convolution -------------------------------------------------------------------
 
 
-def check_output_size(output_size: Callable) -> bool:
+def check_output_size(output_size: Callable) -> Verdict:
     """`output_size(n, kernel, rate, stride=1, padding=0)`: the length of a convolution's output
     along an axis of length n (PyTorch's rule: the kernel spans rate * (kernel - 1) + 1)."""
     cases = [
@@ -97,7 +111,7 @@ def check_output_size(output_size: Callable) -> bool:
     return _say("output_size", cases, output_size, expected)
 
 
-def check_receptive_field(receptive_field: Callable) -> bool:
+def check_receptive_field(receptive_field: Callable) -> Verdict:
     """`receptive_field(layers)`: the input pixels one output of a stack of convolutions sees,
     for `layers` a list of (kernel, stride, rate) from the input up."""
     cases = [
@@ -117,14 +131,14 @@ def check_receptive_field(receptive_field: Callable) -> bool:
     return _say("receptive_field", cases, receptive_field, expected)
 
 
-def check_valid_share(share: Callable) -> bool:
+def check_valid_share(share: Callable) -> Verdict:
     """`share(size, rate)`: the share of a 3x3 kernel's 9 weights that read a size x size map
     rather than its zero padding, averaged over the map's positions (padding = rate)."""
     cases = [(33, 1), (33, 6), (16, 12), (16, 16), (9, 4)]
     return _say("share", cases, share, lambda size, rate: valid_share(size, rate), math.isclose)
 
 
-def check_aspp_forward(forward: Callable, aspp: torch.nn.Module) -> bool:
+def check_aspp_forward(forward: Callable, aspp: torch.nn.Module) -> Verdict:
     """`forward(aspp, x)`: ASPP's forward pass written from its parts (`aspp.convs`, its branches;
     `aspp.project`), on `aspp`'s own weights; compared with `aspp(x)` in eval mode."""
     aspp = aspp.eval()
@@ -152,7 +166,7 @@ def check_aspp_forward(forward: Callable, aspp: torch.nn.Module) -> bool:
 # --- 03: going deeper -------------------------------------------------------------------------
 
 
-def check_feature_side(side: Callable) -> bool:
+def check_feature_side(side: Callable) -> Verdict:
     """`side(n, output_stride)`: the side of the backbone's feature map for an n x n input (each
     halving rounds up: 513 -> 257 -> 129 -> 65 -> 33 at output stride 16)."""
     cases = [(513, 16), (513, 8), (136, 32), (272, 16), (128, 8), (136, 256)]
@@ -162,7 +176,7 @@ def check_feature_side(side: Callable) -> bool:
 # --- 04: the ablation -------------------------------------------------------------------------
 
 
-def check_holm(holm: Callable) -> bool:
+def check_holm(holm: Callable) -> Verdict:
     """`holm(p)`: Holm's adjusted p-values for a list of p-values, in the list's order: sort
     ascending, multiply the k-th smallest (k from 0) by (m - k), carry the running maximum,
     cap at 1."""
@@ -175,7 +189,7 @@ def check_holm(holm: Callable) -> bool:
 # --- 05: training in sessions -----------------------------------------------------------------
 
 
-def check_cosine_lr(lr: Callable) -> bool:
+def check_cosine_lr(lr: Callable) -> Verdict:
     """`lr(step, total, warmup, peak)`: the learning rate at optimiser step `step` of `total`:
     a linear warm-up to `peak` over the first `warmup` steps ((step + 1) / warmup of it), then
     half a cosine from `peak` down to 0 at the end of the run."""
@@ -201,14 +215,14 @@ def _cases() -> list[tuple[np.ndarray]]:
     ]
 
 
-def check_iou(iou: Callable) -> bool:
+def check_iou(iou: Callable) -> Verdict:
     """`iou(matrix)`: each class's IoU from a confusion matrix (rows truth, columns prediction):
     TP / (TP + FP + FN), NaN for a class absent from truth and prediction."""
     expected = lambda m: np.array(ConfusionMatrix.from_matrix(torch.tensor(m)).compute()["iou"])  # noqa: E731
     return _say("iou", _cases(), iou, expected, _allclose)
 
 
-def check_micro_macro(precisions: Callable) -> bool:
+def check_micro_macro(precisions: Callable) -> Verdict:
     """`precisions(matrix)`: (micro, macro) precision of a confusion matrix: pooled over all
     pixels, and averaged over the classes present in truth or prediction."""
 

@@ -45,6 +45,7 @@ from deeplab_kit.files import write_json
 from deeplab_kit.model import describe
 from deeplab_kit.runtime.arithmetic import choose
 from deeplab_kit.runtime.checkpoint import check_config, find_checkpoints
+from deeplab_kit.runtime.device import resolve_device
 from deeplab_kit.runtime.run_files import read_metrics
 from deeplab_kit.training.build import build_run_model
 from deeplab_kit.training.loop import train
@@ -252,13 +253,13 @@ def architecture(outcome: Outcome) -> dict:
 
 
 def seconds_per_step(config: RunConfig, steps: int = 2) -> float:
-    """A training step's median seconds here, on a random batch of the run's shape in the
-    arithmetic the run would take, after one step to warm up (for estimates before a long run)."""
+    """A training step's median seconds here, on the run's device, on a random batch of the
+    run's shape in the arithmetic the run would take, after one step to warm up (for estimates
+    before a long run)."""
     model = build_run_model(config, pretrained=False)
-    arithmetic = choose(
-        config.device if config.device != "auto" else "cpu", config.amp, config.channels_last
-    )
-    step = TrainStep(model, make_optimizer(model, config), device="cpu", arithmetic=arithmetic)
+    device = resolve_device(config.device)
+    arithmetic = choose(device, config.amp, config.channels_last)
+    step = TrainStep(model, make_optimizer(model, config), device=device, arithmetic=arithmetic)
     generator = torch.Generator().manual_seed(0)
     shape = (config.batch_size, 3, config.image_size, config.image_size)
     images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
@@ -268,9 +269,27 @@ def seconds_per_step(config: RunConfig, steps: int = 2) -> float:
     times = []
     for _ in range(steps + 1):
         started = time.perf_counter()
-        step(images, targets)
+        step(images, targets).item()  # .item() waits for a GPU to finish the step
         times.append(time.perf_counter() - started)
     return float(np.median(times[1:]))
+
+
+def estimate_minutes(
+    settings: Mapping[str, RunConfig], runs: Mapping[str, int], train_images: int
+) -> pd.DataFrame:
+    """Before a long run: each setting's seconds per training step here (`seconds_per_step`)
+    and the minutes its `runs[label]` runs of its epochs over `train_images` images would take,
+    validation aside."""
+    rows = []
+    for label, config in settings.items():
+        seconds = seconds_per_step(config)
+        steps = config.epochs * max(1, train_images // config.batch_size)
+        minutes = seconds * steps * runs[label] / 60
+        rows.append(
+            {"setting": label, "runs": runs[label], "seconds per step": round(seconds, 3),
+             "minutes": round(minutes, 1)}
+        )  # fmt: skip
+    return pd.DataFrame(rows).set_index("setting")
 
 
 # --- convergence ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from deeplab_kit.data.classes import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE
 from deeplab_kit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -232,6 +233,15 @@ def read_history(history) -> pd.DataFrame:
     return history.sort_values("epoch", kind="stable").reset_index(drop=True)
 
 
+def history_table(history) -> pd.DataFrame:
+    """The history as a student reads it: one row per epoch, the validation mIoU in % ("mIoU
+    (%)"), losses and seconds rounded to what they resolve."""
+    table = read_history(history).copy()
+    table["miou"] = 100 * table["miou"]
+    table = table.rename(columns={"miou": "mIoU (%)"})
+    return table.round({"train_loss": 4, "val_loss": 4, "mIoU (%)": 2, "seconds": 1})
+
+
 def session_spans(history) -> pd.DataFrame:
     """One row per training session, in order: session, first_epoch, last_epoch, epochs."""
     history = read_history(history)
@@ -375,7 +385,8 @@ def plot_confusion(
     ax: Axes | None = None,
 ) -> Figure:
     """The confusion matrix as a heat map: rows = truth, columns = prediction, row-normalised
-    (each row sums to 1; absent classes blank), the diagonal (per-class recall) written in.
+    in % (each row sums to 100; absent classes blank), the diagonal (per-class recall, %)
+    written in, on the colour bar's scale.
 
     `confusion` is a `ConfusionMatrix`, or its (C, C) counts as a tensor or array.
     """
@@ -384,15 +395,14 @@ def plot_confusion(
         raise ValueError(f"a confusion matrix is (C, C), got shape {counts.shape}")
     n = counts.shape[0]
     names = _class_names(n, class_names)
-    data = row_normalize(counts) if normalize else counts.astype(np.float64)
+    data = 100 * row_normalize(counts) if normalize else counts.astype(np.float64)
     fig, ax = figure_and_axes(ax, (0.5 * n + 2.5, 0.5 * n + 1.5))  # cells wide enough to read
     cmap = matplotlib.colormaps["Blues"].with_extremes(bad="0.92")
     image = ax.imshow(
-        data, cmap=cmap, vmin=0, vmax=1 if normalize else None, interpolation="nearest"
+        data, cmap=cmap, vmin=0, vmax=100 if normalize else None, interpolation="nearest"
     )
-    fig.colorbar(
-        image, ax=ax, shrink=0.8, label="share of the true class" if normalize else "pixels"
-    )
+    label = "share of the true class's pixels (%)" if normalize else "pixels"
+    fig.colorbar(image, ax=ax, shrink=0.8, label=label)
     ax.set_xticks(range(n), names, rotation=90, fontsize="small")
     ax.set_yticks(range(n), names, fontsize="small")
     ax.set_xlabel("predicted")
@@ -400,11 +410,11 @@ def plot_confusion(
     if normalize:
         for i in range(n):
             if np.isfinite(data[i, i]):
-                colour = "white" if data[i, i] > 0.6 else "black"
+                colour = "white" if data[i, i] > 60 else "black"
                 ax.text(
                     i,
                     i,
-                    f"{100 * data[i, i]:.0f}",
+                    f"{data[i, i]:.0f}",
                     ha="center",
                     va="center",
                     fontsize=8 if n > 12 else 10,
@@ -473,6 +483,11 @@ def plot_class_frequency(
     ax.bar(range(n), share, color=colours, edgecolor="0.3")
     ax.set_xticks(range(n), _class_names(n, class_names), rotation=90, fontsize="small")
     ax.set_ylabel("share of labelled pixels (%)")
-    if log:
+    if log:  # ticks at 1, 2 and 5 of each decade, written as plain numbers
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+    for x, value in enumerate(share):  # each bar's share written above it
+        ax.text(x, value, f"{value:.2g}", ha="center", va="bottom", fontsize="x-small")
     return fig

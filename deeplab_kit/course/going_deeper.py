@@ -33,7 +33,7 @@ from PIL import Image
 from deeplab_kit.backbone import stage_plan
 from deeplab_kit.config import RunConfig
 from deeplab_kit.course.atrous import feature_size, receptive_field_from_config, valid_share
-from deeplab_kit.course.experiments import Outcome, paired_tests, run_grid, seconds_per_step
+from deeplab_kit.course.experiments import Outcome, paired_tests, run_grid
 from deeplab_kit.data.classes import IGNORE_INDEX, save_mask
 from deeplab_kit.data.transforms import model_input, transforms_for
 from deeplab_kit.data.voc import VOCDataset
@@ -108,13 +108,15 @@ COLUMNS = (
 )
 
 
-def run(design: Design, base: RunConfig, out_dir, *, seeds=None, **grid) -> list[dict]:
-    """Train every setting of `design` once per seed (the design's, unless `seeds`) on `base`
-    (the `going-deeper` recipe at the design's image size); one row per (setting, seed).
-    Seed-0 runs also store their predictions of the first validation images
-    (predictions.png). `grid`: `run_grid`'s options."""
-    seeds = seeds or design.seeds
-    return run_grid(design.configs(base), out_dir, seeds=seeds, measure=measure_run, **grid)
+def run(design: Design, base: RunConfig, out_dir, *, seeds=None, labels=None, **grid) -> list[dict]:
+    """Train every setting of `design` (or those named in `labels`) once per seed (the
+    design's, unless `seeds`) on `base` (the `going-deeper` recipe at the design's image size);
+    one row per (setting, seed). Seed-0 runs also store their predictions of the first
+    validation images (predictions.png). `grid`: `run_grid`'s options."""
+    settings = design.configs(base)
+    if labels is not None:
+        settings = {name: settings[name] for name in labels}
+    return run_grid(settings, out_dir, seeds=seeds or design.seeds, measure=measure_run, **grid)
 
 
 def measure_run(name: str, config: RunConfig, run_dir: Path, outcome: Outcome) -> dict:
@@ -213,18 +215,6 @@ def geometry(design: Design, base: RunConfig, masks=None) -> pd.DataFrame:
             row[f"{stage} rate"] = rate
             row[f"{stage} taps on the map"] = round(valid_share(side, rate), 2)
         rows.append(row)
-    return pd.DataFrame(rows).set_index("setting")
-
-
-def estimate_minutes(design: Design, base: RunConfig, seeds: Sequence[int]) -> pd.DataFrame:
-    """Before a long run: each setting's seconds per training step here (`seconds_per_step`, in
-    the arithmetic the run would take) and the minutes its runs would take, validation aside."""
-    rows = []
-    for name, config in design.configs(base).items():
-        seconds = seconds_per_step(config)
-        steps = config.epochs * (design.data["num_train"] // config.batch_size)
-        minutes = round(seconds * steps * len(seeds) / 60, 1)
-        rows.append({"setting": name, "seconds per step": round(seconds, 3), "minutes": minutes})
     return pd.DataFrame(rows).set_index("setting")
 
 

@@ -1,34 +1,37 @@
 """What the notebooks need besides the library: profiles, data and run folders, Colab helpers.
 
 A notebook's parameters cell reads its profile from the environment variable
-`DEEPLAB_KIT_PROFILE` (in Colab, the first cell's form sets it), so one notebook runs in four
-ways without editing a cell:
+`DEEPLAB_KIT_PROFILE` (in Colab, the first cell's form sets it), so one notebook runs in five
+ways without editing a cell (`course.plan` says what each costs, per notebook):
 
 - `quick` (the default; what CI runs): CPU, small generated VOC-format datasets, small models
   and budgets of seconds. It shows every code path, not a converged result.
-- `cpu`: a laptop CPU reproduces the stored results at their own scale (the demo run in
-  03-04, the whole atrous-rate ablation in 02), minutes to an hour; the profile says how long.
-- `full`: a GPU and PASCAL VOC 2012, the recipes' own models and budgets (hours). Where a
+- `cpu`: a laptop CPU reproduces the stored results at their own scale (the experiments of
+  notebooks 03 and 04, the demo run of 05), an hour or more each; the profile says how long.
+- `full`: a GPU and PASCAL VOC 2012, sized for a student's Colab: the recipes' own models, one
+  seed and the few settings that carry each experiment's lesson (`STUDENT_SETTINGS`). Where a
   notebook needs VOC or a GPU that is not there, it stops with a `ResourceMissing` error that
   says what is missing and how to get it. `DEEPLAB_KIT_DATA` names the folder holding
   VOCdevkit/ (default: data/ of the checkout).
+- `complete`: as `full`, with every setting of each experiment and the stored designs' seeds
+  (days of GPU time: a class's, or a lab's, not one student's).
 - `rehearsal`: the full profile's code paths (its recipes, VOC's splits, ResNet-50, run folders
   on Drive, the evaluation protocols, the paper's inference table) on any device and any
   VOC-format tree, however small, with budgets cut to a few steps and sizes as small as still
   exercise each path: to rehearse a Colab session before spending one.
 
-    profile = Profile.from_env()                  # DEEPLAB_KIT_PROFILE=quick|cpu|full|rehearsal
+    profile = Profile.from_env()                  # DEEPLAB_KIT_PROFILE=quick|cpu|full|...
     root = prepare_data(profile)                  # synthetic set, or VOC (stops if absent)
     config = profile.config("report")             # a RunConfig sized for the profile
     run = profile.run_folder("report")            # on Google Drive in Colab when mounted
 
-Colab, Google Drive and the repository's address are `deeplab_kit.course.colab`'s; stored results are
-read through `deeplab_kit.course.results`, quoted numbers come from `deeplab_kit.course.quoted_numbers`.
+Colab, Google Drive and the repository's address are `deeplab_kit.course.colab`'s; stored results
+are read through `deeplab_kit.course.results`, quoted numbers come from
+`deeplab_kit.course.quoted_numbers`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -44,36 +47,34 @@ import torch
 
 from deeplab_kit.backbone import IMAGENET_WEIGHTS
 from deeplab_kit.config import RunConfig, flat
-from deeplab_kit.course import results
-from deeplab_kit.course.ablation import ABLATION_DATA, ERF_IMAGES, SEEDS
+from deeplab_kit.course import ablation, experiments, going_deeper, results
+from deeplab_kit.course.ablation import ERF_IMAGES
 from deeplab_kit.course.colab import drive_folder, home, mount_drive
 from deeplab_kit.course.demo import DEMO_DATA
-from deeplab_kit.course.going_deeper import GOING_DEEPER_DATA
-from deeplab_kit.course.going_deeper import SEEDS as GOING_DEEPER_SEEDS
+from deeplab_kit.course.going_deeper import label
 from deeplab_kit.data.classes import VOC_CLASSES
 from deeplab_kit.data.download import DownloadError
 from deeplab_kit.data.download import download as fetch
-from deeplab_kit.data.synthetic import make_synthetic_voc, render
+from deeplab_kit.data.synthetic import make_rgb_mask_set, make_synthetic_voc, render
 from deeplab_kit.data.voc import locate_voc, sbd_folder
 from deeplab_kit.evaluate import INFERENCE_SETTINGS
 from deeplab_kit.model import load_model
-from deeplab_kit.runtime import fingerprint
+from deeplab_kit.runtime.arithmetic import choose
 from deeplab_kit.runtime.checkpoint import find_checkpoints
 from deeplab_kit.runtime.device import resolve_device
 from deeplab_kit.training.loop import train
 
 PROFILE_VARIABLE = "DEEPLAB_KIT_PROFILE"
 DATA_VARIABLE = "DEEPLAB_KIT_DATA"
-PROFILES = ("quick", "cpu", "full", "rehearsal")
+PROFILES = ("quick", "cpu", "full", "complete", "rehearsal")
 DEFAULT_PROFILE = "quick"
 
 # The quick profile: the demo recipe's small model (a 16-wide resnet26, 2M parameters) on a
 # small synthetic set at 96 px; budgets of seconds on a 2-core CPU.
 QUICK_DATA = dict(num_train=48, num_val=16, size=96, seed=0)
-QUICK_BUDGET = dict(epochs=4, session_epochs=2, ablation_epochs=1, batch_size=8, eval_batch_size=16)
-# The quick ablation keeps the stored ablation's geometry (128 px at output stride 8: a 16 x 16
-# map), on a handful of images.
-QUICK_ABLATION_DATA = {**ABLATION_DATA, "num_train": 16, "num_val": 8}
+QUICK_BUDGET = dict(epochs=4, session_epochs=2, batch_size=8, eval_batch_size=16)
+# The quick experiments keep the stored ones' geometry (image sizes, maps), on a few images.
+QUICK_EXPERIMENT_DATA = dict(num_train=16, num_val=4, num_tune=0)
 QUICK_ERF_IMAGES = 4
 # A from-scratch model hardly moves in 4 short epochs at the report's 1e-4: quick runs start from
 # at least this learning rate, so that their loss curves show something.
@@ -93,52 +94,66 @@ QUICK_MODEL = dict(
     pretrained_backbone=False,
     freeze_backbone=False,
 )
-# The cpu profile trains the stored demo run in two sessions (03), as the stored one was made.
+# The cpu profile trains the stored demo run in two sessions (notebook 05).
 CPU_SESSION_EPOCHS = 5
-FULL_ABLATION_EPOCHS = 20  # one Colab session per rate setting and seed
-FULL_GOING_DEEPER_EPOCHS = 10  # per setting, one seed: the notebook estimates the time first
-# The quick going-deeper: the stored geometry (136 px, maps of 17 down to 1), a few images.
-QUICK_GOING_DEEPER_DATA = {**GOING_DEEPER_DATA, "num_train": 16, "num_val": 4}
+# The experiments on VOC (full, complete): 20 epochs a run (one Colab session); going deeper
+# with ImageNet ResNet-50 and its three cascaded blocks on the paper's crops (321 px: a 21 x 21
+# map at output stride 16, 41 x 41 at 8), scored on whole images.
+FULL_EXPERIMENT_EPOCHS = 20
+FULL_GOING_DEEPER = dict(
+    backbone="resnet50",
+    backbone_width=64,
+    pretrained_backbone=True,
+    train_transforms="paper-train",
+    val_transforms="paper-eval",
+    image_size=321,
+    batch_size=8,
+    epochs=FULL_EXPERIMENT_EPOCHS,
+    cache_dir=None,
+)
+# What the full profile trains of each experiment, one seed each: the settings that carry its
+# lesson (the complete profile trains every setting with the stored design's seeds).
+STUDENT_SETTINGS = {
+    "going-deeper": (label(7, 8), label(7, 16), label(7, 32)),
+    "cascaded-blocks": (label(4, 16), label(7, 16)),
+    "ablation": ("dilated / paper", "undilated / paper", "undilated / rate 1"),
+}
+# Notebook 07's generated example of a dataset of your own (RGB masks, four classes).
+OWN_EXAMPLE_DATA = dict(num_train=48, num_val=16, size=96, seed=0)
 # The rehearsal: the full profile's recipes with their models, cut to two one-epoch sessions
 # (so that resuming runs too) on small inputs, one seed, two scales for multi-scale inference.
 REHEARSAL = dict(epochs=2, session_epochs=1, image_size=64, scales=(0.5, 1.0), erf_images=2)
 
 
 # Each profile's budgets (None: the recipe's own): the training run's epochs and session length,
-# the ablation's epochs and seeds, the images per effective receptive field, torch's threads.
+# the images per effective receptive field, torch's threads.
 BUDGETS = {
     "quick": dict(
         epochs=QUICK_BUDGET["epochs"],
         session_epochs=QUICK_BUDGET["session_epochs"],
-        ablation_epochs=QUICK_BUDGET["ablation_epochs"],
-        ablation_seeds=(0,),
         erf_images=QUICK_ERF_IMAGES,
         threads=QUICK_THREADS,
     ),
     "cpu": dict(
-        epochs=None,
-        session_epochs=CPU_SESSION_EPOCHS,
-        ablation_epochs=None,
-        ablation_seeds=SEEDS,
-        erf_images=ERF_IMAGES,
-        threads=None,
+        epochs=None, session_epochs=CPU_SESSION_EPOCHS, erf_images=ERF_IMAGES, threads=None
     ),
-    "full": dict(
-        epochs=None,
-        session_epochs=None,
-        ablation_epochs=FULL_ABLATION_EPOCHS,
-        ablation_seeds=SEEDS,
-        erf_images=ERF_IMAGES,
-        threads=None,
-    ),
+    "full": dict(epochs=None, session_epochs=None, erf_images=ERF_IMAGES, threads=None),
+    "complete": dict(epochs=None, session_epochs=None, erf_images=ERF_IMAGES, threads=None),
     "rehearsal": dict(
         epochs=REHEARSAL["epochs"],
         session_epochs=REHEARSAL["session_epochs"],
-        ablation_epochs=1,
-        ablation_seeds=(0,),
         erf_images=REHEARSAL["erf_images"],
         threads=None,
     ),
+}
+GPU_PROFILES = ("full", "complete")
+ON_DRIVE = (*GPU_PROFILES, "rehearsal")  # run folders on Google Drive, mounted in Colab
+KINDS = {
+    "quick": "CPU, synthetic data, tiny budgets",
+    "cpu": "CPU, synthetic data, the stored results' own budgets",
+    "full": "GPU, PASCAL VOC 2012, sized for a student: one seed, the telling settings",
+    "complete": "GPU, PASCAL VOC 2012, every setting with the stored designs' seeds",
+    "rehearsal": "the full profile's code, any device and VOC-format tree, a few steps",
 }
 
 
@@ -147,9 +162,8 @@ def _profile_name(environ: Mapping[str, str]) -> str:
     name = raw.strip().lower() or DEFAULT_PROFILE
     if name not in PROFILES:
         raise ValueError(
-            f"{PROFILE_VARIABLE}={raw!r} is not a profile; use 'quick' (CPU, synthetic data, "
-            "tiny budgets), 'cpu' (a CPU reproduces the stored results), 'full' (GPU, PASCAL "
-            "VOC 2012) or 'rehearsal' (the full profile's code, a few steps, any device)"
+            f"{PROFILE_VARIABLE}={raw!r} is not a profile; use one of: "
+            + "; ".join(f"'{name}' ({kind})" for name, kind in KINDS.items())
         )
     return name
 
@@ -175,7 +189,7 @@ class Profile:
     Build it with `Profile.from_env()`. Budgets that are None mean "the recipe's own".
     """
 
-    name: str  # "quick", "cpu" or "full"
+    name: str  # one of PROFILES
     device: str  # "cpu" (quick, cpu) or "cuda" (full)
     home: Path  # the folder data/ and runs/ are under (shown paths are relative to it)
     data_root: Path  # the folder holding VOCdevkit/VOC2012 (generated unless full)
@@ -183,12 +197,9 @@ class Profile:
     cache_dir: Path  # decoded-image caches
     synthetic: bool  # a generated VOC-format set instead of VOC 2012
     on_drive: bool
-    epochs: int | None  # a training run's length (03, 04)
-    session_epochs: int | None  # epochs per session (03)
-    ablation_root: Path  # the atrous-rate ablation's data (02)
-    ablation_epochs: int | None  # epochs per rate setting and seed (02)
-    ablation_seeds: tuple[int, ...]  # seeds per rate setting (02)
-    erf_images: int  # validation images per effective receptive field (02)
+    epochs: int | None  # a training run's length (05, 06)
+    session_epochs: int | None  # epochs per session (05)
+    erf_images: int  # validation images per effective receptive field (04)
     threads: int | None  # torch's CPU threads (None: torch's default)
     progress: bool  # progress bars (off in quick mode: CI logs and stable outputs)
 
@@ -204,24 +215,24 @@ class Profile:
         environ = os.environ if environ is None else environ
         name = _profile_name(environ)
         base = home(environ)
-        drive = mount_drive() if (mount and name in ("full", "rehearsal")) else drive_folder()
+        drive = mount_drive() if (mount and name in ON_DRIVE) else drive_folder()
         runs = (drive or base) / "runs"
         data = environ.get(DATA_VARIABLE)
         voc = Path(data).expanduser().resolve() if data else base / "data"
         synthetic = name in ("quick", "cpu")
         suffix = "-quick" if name == "quick" else ""
-        device = {"full": "cuda", "rehearsal": str(resolve_device("auto"))}.get(name, "cpu")
+        device = "cuda" if name in GPU_PROFILES else "cpu"
+        device = str(resolve_device("auto")) if name == "rehearsal" else device
         profile = cls(
             name=name,
             device=device,
             home=base,
             data_root=base / "data" / f"synthetic{suffix}" if synthetic else voc,
-            runs_dir=runs if name == "full" else runs / name,
+            runs_dir=runs if name in GPU_PROFILES else runs / name,
             cache_dir=base / "data" / "cache",
             synthetic=synthetic,
             on_drive=drive is not None,
-            ablation_root=base / "data" / f"synthetic-ablation{suffix}" if synthetic else voc,
-            progress=name in ("cpu", "full"),
+            progress=name in ("cpu", *GPU_PROFILES),
             **BUDGETS[name],
         )
         return profile._apply_threads()
@@ -240,12 +251,7 @@ class Profile:
             return str(path)
 
     def __repr__(self) -> str:
-        kind = {
-            "quick": "CPU, synthetic data, tiny budgets",
-            "cpu": "CPU, synthetic data, the stored results' own budgets",
-            "full": "GPU, PASCAL VOC 2012",
-            "rehearsal": "the full profile's code, any device and VOC-format tree, a few steps",
-        }[self.name]
+        kind = KINDS[self.name]
         threads = f", {self.threads} thread{'s' * (self.threads > 1)}" if self.threads else ""
         missing = " (none visible here: training cells will stop)" * (
             self.device == "cuda" and not torch.cuda.is_available()
@@ -258,15 +264,8 @@ class Profile:
             "  training     "
             + (f"{self.epochs} epochs" if self.epochs else "the recipes' epochs")
             + (f", {self.session_epochs} per session" if self.session_epochs else ""),
-            f"  ablation     {len(self.ablation_seeds)} seed(s) per rate setting, "
-            + (
-                f"{self.ablation_epochs} epoch(s) each"
-                if self.ablation_epochs
-                else "the stored ablation's epochs"
-            ),
+            "  experiments  " + _experiment_scale(self.name),
         ]
-        if self.name == "cpu":
-            lines.append(f"  takes        {stored_durations()}")
         return "\n".join(lines)
 
     # --- what the profile needs -----------------------------------------------------------
@@ -274,7 +273,7 @@ class Profile:
     def require_gpu(self) -> str:
         """The device to train on; in the full profile, stop here when there is no GPU (the
         rehearsal runs on whatever device there is)."""
-        if self.name == "full" and not torch.cuda.is_available():
+        if self.name in GPU_PROFILES and not torch.cuda.is_available():
             raise ResourceMissing(
                 "the full profile trains on a GPU and torch sees none here. In Colab: Runtime > "
                 "Change runtime type > GPU. Or run this notebook with "
@@ -297,7 +296,7 @@ class Profile:
         torchvision's weights keep their model.
         """
 
-        if self.name == "full":
+        if self.name in GPU_PROFILES:
             return RunConfig.from_recipe(
                 recipe, data_root=str(self.data_root), device=self.device, **overrides
             )
@@ -368,47 +367,6 @@ class Profile:
 
         return (QUICK_DATA if self.name == "quick" else DEMO_DATA)["size"]
 
-    def ablation_config(self):
-        """The base configuration of the ASPP ablation (03): the `ablation` recipe on the
-        generated 128-pixel set (quick: a few images and one epoch; cpu: exactly the stored
-        ablation's, at its swept learning rate), or the `report` recipe on VOC (full;
-        rehearsal: cut), all with ASPP on a 16 x 16 map."""
-
-        if self.name in ("full", "rehearsal"):
-            config = RunConfig.from_recipe(
-                "report",
-                data_root=str(self.data_root),
-                device=self.device,
-                epochs=self.ablation_epochs,
-                session_epochs=None,
-                lr_steps=(),
-            )
-            if self.name == "rehearsal":
-                config = self._rehearsed(config, session_epochs=None, epochs=1, image_size=128)
-            return config
-        config = RunConfig.from_recipe(
-            "ablation",
-            data_root=str(self.ablation_root),
-            device=self.device,
-            cache_dir=str(self.ablation_root / "cache"),
-        )
-        if self.name == "quick":
-            config = config.replace(
-                epochs=self.ablation_epochs, batch_size=8, eval_batch_size=8, cache_dir=None
-            )
-        else:  # cpu: the stored ablation's own, at the learning rate its sweep chose
-            config = config.replace(lr=results.stored_ablation_lr() or config.lr)
-        return config
-
-    def prepare_ablation_data(self) -> Path:
-        """The ablation's data, generated if absent (quick, cpu) or VOC (full, rehearsal; see
-        `prepare_data`)."""
-        if not self.synthetic:
-            return prepare_data(self)
-
-        data = QUICK_ABLATION_DATA if self.name == "quick" else ABLATION_DATA
-        return make_synthetic_voc(self.ablation_root, **data)
-
     def inference_settings(self) -> tuple:
         """The paper's Table 5 settings (OS16, OS8, + multi-scale, + flip); the quick profile
         and the rehearsal average two scales instead of six."""
@@ -419,53 +377,83 @@ class Profile:
             )
         return INFERENCE_SETTINGS
 
-    # --- the going-deeper experiment (02) ---------------------------------------------------
+    # --- the experiments (03: going-deeper, cascaded-blocks; 04: ablation) ---------------------
 
-    def going_deeper_config(self) -> RunConfig:
-        """The base configuration of the going-deeper experiment (02): the `going-deeper`
-        recipe at its 136-pixel geometry (quick: a few generated images, one epoch; cpu: the
-        stored result's own), or on VOC with ImageNet ResNet-50, the paper's crops and
-        evaluation on whole images (full; rehearsal: cut as everything else)."""
+    def experiment_config(self, name: str) -> RunConfig:
+        """The base configuration of stored experiment `name` in this profile.
+
+        quick: its recipe and geometry on a few generated images, one epoch. cpu: the stored
+        make's own (its data, its swept learning rate, the arithmetic this machine's rule
+        picks). full, complete: on VOC, `FULL_EXPERIMENT_EPOCHS` per run: going deeper with
+        ImageNet ResNet-50 on the paper's crops, scored on whole images; the ablation with the
+        report's recipe (256 px at output stride 16: the same 16 x 16 map). rehearsal: the full
+        configuration cut to a few steps.
+        """
         if self.synthetic:
-            config = RunConfig.from_recipe(
-                "going-deeper",
-                data_root=str(self.home / "data" / self._going_deeper_folder()),
-                device=self.device,
-                cache_dir=str(self.home / "data" / self._going_deeper_folder() / "cache"),
+            return self._synthetic_experiment(name)
+        if name == "ablation":
+            full = RunConfig.from_recipe(
+                "report", data_root=str(self.data_root), device=self.device
             )
-            if self.name == "quick":
-                config = config.replace(epochs=1, batch_size=8, eval_batch_size=8, cache_dir=None)
-            return config
-        full = RunConfig.from_recipe(
-            "going-deeper",
-            data_root=str(self.data_root),
-            device=self.device,
-            backbone="resnet50",
-            backbone_width=64,
-            pretrained_backbone=True,
-            train_transforms="paper-train",
-            val_transforms="paper-eval",
-            image_size=321,
-            batch_size=8,
-            epochs=FULL_GOING_DEEPER_EPOCHS,
-            cache_dir=None,
-        )
+            full = full.replace(epochs=FULL_EXPERIMENT_EPOCHS, session_epochs=None, lr_steps=())
+        else:
+            full = RunConfig.from_recipe(
+                "going-deeper",
+                **FULL_GOING_DEEPER,
+                data_root=str(self.data_root),
+                device=self.device,
+            )
         if self.name == "rehearsal":  # resized validation: whole images through block7 at OS8
-            return self._rehearsed(full, val_transforms="report")  # take minutes a CPU lacks
+            return self._rehearsed(full, session_epochs=None, val_transforms="report")
         return full
 
-    def going_deeper_seeds(self) -> tuple[int, ...]:
-        return GOING_DEEPER_SEEDS if self.name == "cpu" else (0,)
+    def _synthetic_experiment(self, name: str) -> RunConfig:
+        stored = results.RESULTS[name]
+        folder = self.home / "data" / (Path(stored.data_root).name + "-quick" * self.quick)
+        config = results.experiment_config(name, choose(torch.device("cpu")))
+        config = config.replace(
+            data_root=str(folder), cache_dir=str(folder / "cache"), device=self.device
+        )
+        if name == "ablation":
+            config = config.replace(lr=results.stored_ablation_lr() or config.lr)
+        if self.quick:
+            config = config.replace(epochs=1, batch_size=8, eval_batch_size=8, cache_dir=None)
+        return config
 
-    def prepare_going_deeper_data(self) -> Path:
-        """The experiment's data: generated (quick, cpu) or VOC (full, rehearsal)."""
+    @property
+    def quick(self) -> bool:
+        return self.name == "quick"
+
+    def experiment_data(self, name: str) -> Path:
+        """Experiment `name`'s data: generated (quick: a few images; cpu: the stored make's
+        own) or VOC (see `prepare_data`)."""
         if not self.synthetic:
             return prepare_data(self)
-        data = QUICK_GOING_DEEPER_DATA if self.name == "quick" else GOING_DEEPER_DATA
-        return make_synthetic_voc(self.home / "data" / self._going_deeper_folder(), **data)
+        data = results.RESULTS[name].data
+        if self.quick:
+            data = {**data, **QUICK_EXPERIMENT_DATA}
+        return make_synthetic_voc(self.experiment_config(name).data_root, **data)
 
-    def _going_deeper_folder(self) -> str:
-        return "synthetic-going-deeper" + ("-quick" if self.name == "quick" else "")
+    def experiment_labels(self, name: str) -> tuple[str, ...] | None:
+        """The settings of experiment `name` this profile trains (None: every one)."""
+        return STUDENT_SETTINGS[name] if self.name in ("full", "rehearsal") else None
+
+    def experiment_seeds(self, name: str) -> tuple[int, ...] | None:
+        """The seeds this profile trains each setting with (None: the stored design's)."""
+        return None if self.name in ("cpu", "complete") else (0,)
+
+    def experiment_estimate(self, name: str, base: RunConfig) -> pd.DataFrame:
+        """Before experiment `name` trains: for each setting this profile runs, a training
+        step's seconds timed here on the run's device and the minutes its runs would take on
+        the training split, validation aside."""
+        settings = _experiment_settings(name, base)
+        labels = self.experiment_labels(name) or tuple(settings)
+        seeds = self.experiment_seeds(name)
+        runs = {label: len(seeds or _design_seeds(name, label)) for label in labels}
+        root = locate_voc(base.data_root) or Path(base.data_root)
+        train_images = _split_size(root, base.train_split.replace("trainaug", "train"))
+        chosen = {label: settings[label] for label in labels}
+        return experiments.estimate_minutes(chosen, runs, train_images)
 
     def run_folder(self, name: str, *, fresh: bool = False) -> Path:
         """The run folder `name` under `runs_dir` (train() creates it).
@@ -482,24 +470,26 @@ class Profile:
         return folder
 
 
-def stored_durations() -> str:
-    """How long the cpu profile's notebooks take, from the stored results' provenance (what they
-    reproduce) and the machine that made them: 02 and 03 make the two experiments, 04 trains the
-    demo run twice (in two sessions, then once more in one, to compare the weights)."""
-    parts, machines = [], set()
-    for name, notebook, times in (
-        ("going-deeper", "02", 1),
-        ("ablation", "03", 1),
-        ("demo", "04", 2),
-    ):
-        path = results.results_dir() / name / "provenance.json"
-        if path.is_file():
-            record = json.loads(path.read_text())
-            parts.append(f"{notebook}: about {times * record['seconds'] / 60:.0f} min")
-            machines.add(fingerprint.kind_of(record.get("machine", {})) or "?")
-    if not parts:
-        return "as long as the stored results took (see `python -m deeplab_kit results list`)"
-    return "; ".join(parts) + f" (as on the machine that made them: {', '.join(sorted(machines))})"
+def _experiment_settings(name: str, base: RunConfig) -> dict[str, RunConfig]:
+    if name == "ablation":
+        return ablation.configs(base)
+    return going_deeper.DESIGNS[name].configs(base)
+
+
+def _design_seeds(name: str, label: str) -> tuple[int, ...]:
+    if name == "ablation":
+        return ablation.seeds_of(label)
+    return going_deeper.DESIGNS[name].seeds
+
+
+def _experiment_scale(name: str) -> str:
+    return {
+        "quick": "every setting, one seed, one epoch on a few images",
+        "cpu": "the stored designs, remade (`course.plan` says how long they took)",
+        "full": f"one seed, the telling settings, {FULL_EXPERIMENT_EPOCHS} epochs each",
+        "complete": f"every setting, the stored designs' seeds, {FULL_EXPERIMENT_EPOCHS} epochs",
+        "rehearsal": "the telling settings, one seed, cut to a few steps",
+    }[name]
 
 
 def _split_size(root: Path, split: str) -> int:
@@ -574,6 +564,21 @@ def prepare_data(profile: Profile, *, download: bool = False, sbd: bool = False)
     return root
 
 
+def own_data(profile: Profile, folder: str | os.PathLike = "") -> Path:
+    """The dataset of notebook 07: `folder` when given (your own: VOC's folder tree, masks as
+    class indices, a palette or RGB colours, and a classes.txt beside VOCdevkit/), else a
+    generated one in that form (`synthetic.make_rgb_mask_set`: four classes, RGB masks)."""
+    if str(folder).strip():
+        root = Path(folder).expanduser().resolve()
+        if locate_voc(root) is None:
+            raise ResourceMissing(
+                f"{root}: no VOCdevkit/VOC2012 with JPEGImages, SegmentationClass and "
+                "ImageSets/Segmentation/{train,val}.txt there (data/README.md shows the layout)"
+            )
+        return root
+    return make_rgb_mask_set(profile.home / "data" / "own-example", **OWN_EXAMPLE_DATA)
+
+
 def example_image(
     size: int = 513, classes: Sequence[str] = ("person", "dog"), seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -594,14 +599,14 @@ def trained_model(profile: Profile, run: str | os.PathLike, config=None):
     """The newest model in run folder `run`, in eval mode on the CPU.
 
     When the folder holds no checkpoint yet: in the quick profile, train `config` there first
-    (seconds); in the full profile, stop with a `ResourceMissing` (train it in notebook 03).
+    (seconds); in the full profile, stop with a `ResourceMissing` (train it in notebook 05).
     """
 
     run = Path(run)
     if not find_checkpoints(run / "checkpoints"):
-        if profile.name == "full" or config is None:
+        if profile.name in GPU_PROFILES or config is None:
             raise ResourceMissing(
-                f"no trained model in {run}: train it first (04_training_sessions.ipynb, or "
+                f"no trained model in {run}: train it first (05_training_sessions.ipynb, or "
                 f"`python -m deeplab_kit train --out {run} ...`)"
             )
 
@@ -638,7 +643,7 @@ def pretrained_weights(profile: Profile) -> Path | None:
     path = pretrained_weights_file()
     if path.is_file():
         return path
-    if profile.name != "full":
+    if profile.name not in GPU_PROFILES:
         print(
             f"torchvision's DeepLabv3-ResNet50 weights ({path.name}) are not in torch's cache, "
             f"and the {profile.name} profile downloads nothing: the pretrained comparison is "

@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deeplab_kit.config import RunConfig
-from deeplab_kit.course import results
+from deeplab_kit.course import ablation, going_deeper, notebook_profiles, results
 from deeplab_kit.model import build_model
 
 # Assumed: a sixteenth of the T4's 65 TFLOPS fp16 tensor-core peak, what a segmentation net at a
@@ -31,25 +31,27 @@ DECODE_PER_SECOND = 300
 VOC_TRAIN, VOC_VAL = 1464, 1449
 
 # What each notebook runs per profile: (notebook, profile, what, how its time is known). The
-# `full` profile is sized for a student (one seed, the few settings that carry each lesson);
-# `complete` runs an experiment whole, as the stored result's design has it.
+# `full` profile is sized for a student (one seed, the few settings that carry each lesson:
+# `notebook_profiles.STUDENT_SETTINGS`); `complete` runs an experiment whole, as the stored
+# result's design has it.
 ROWS = (
     ("01", "quick", "a small generated set: counts, figures, the cache", "quick"),
     ("01", "full", "VOC 2012 downloaded (2 GB) and counted", "download"),
-    ("02", "quick", "geometry and figures, no training", "quick"),
+    ("02", "quick", "geometry, figures and the ASPP source: nothing to train", "quick"),
     ("02", "full", "the same: nothing to train", "quick"),
-    ("03", "quick", "nine tiny runs on a few generated images", "quick"),
+    ("03", "quick", "every setting of both experiments, one epoch on a few generated images", "quick"),
     ("03", "cpu", "both stored experiments remade (going-deeper, cascaded-blocks)", "cpu:going-deeper,cascaded-blocks"),
-    ("03", "full", "VOC, ImageNet ResNet-50 at 321 px, one seed: block7 at OS 8, 16, 32; blocks 4 and 7 at OS 16", "t4:going-deeper"),
-    ("04", "quick", "one epoch of each backbone and setting on a few generated images", "quick"),
+    ("03", "full", "VOC, ImageNet ResNet-50 on 321 px crops, 20 epochs, one seed: block7 at OS 8, 16, 32; blocks 4 and 7 at OS 16", "t4:going-deeper"),
+    ("03", "complete", "VOC, every setting of both experiments with the stored designs' seeds", "t4:going-deeper-complete"),
+    ("04", "quick", "every backbone and ASPP setting, one epoch on a few generated images", "quick"),
     ("04", "cpu", "the stored ablation remade", "cpu:ablation"),
-    ("04", "full", "VOC, the report's recipe 20 epochs, one seed: control, rate 1, the paper's rates", "t4:ablation"),
+    ("04", "full", "VOC, the report's recipe 20 epochs, one seed: the paper's rates on both backbones, rate 1 on the undilated", "t4:ablation"),
     ("04", "complete", "VOC, every setting of both backbones with the stored design's seeds", "t4:ablation-complete"),
     ("05", "quick", "four tiny epochs in two sessions", "quick"),
     ("05", "cpu", "the stored demo run, twice (in sessions, then in one)", "cpu:demo,demo"),
     ("05", "full", "VOC, the report's recipe: one 20-epoch session", "t4:report-session"),
     ("05", "complete", "VOC, the report's recipe: all 200 epochs (ten sessions)", "t4:report"),
-    ("06", "quick", "the stored demo's tables; the notebook-05 run scored", "quick"),
+    ("06", "quick", "the stored demo's tables; notebook 05's run scored", "quick"),
     ("06", "full", "the trained report run scored, protocols, the paper's inference table", "t4:inference"),
     ("07", "quick", "a generated RGB-mask set: trained, evaluated, predicted, exported", "quick"),
     ("07", "full", "the same steps on your own data (its size decides)", "yours"),
@@ -125,32 +127,65 @@ def step_flops(config: RunConfig, size: int) -> float:
     return float(counter.get_total_flops()) / 2
 
 
-def _run_minutes(config: RunConfig, size: int, train: int, val: int, epochs: int) -> float:
+def _run_minutes(
+    config: RunConfig, size: int, train: int, val: int, epochs: int, val_size: int | None = None
+) -> float:
     flops = step_flops(config, size)
-    compute = (flops * train + flops / 3 * val) / T4_FLOPS  # a forward pass: about a third
+    val_flops = step_flops(config, val_size) if val_size else flops
+    compute = (flops * train + val_flops / 3 * val) / T4_FLOPS  # a forward pass: about a third
     return epochs * (compute + (train + val) / DECODE_PER_SECOND) / 60
+
+
+# VOC's images are about 500 x 375: a whole-image evaluation costs about a 433-pixel square's.
+VOC_WHOLE_IMAGE = 433
+
+
+def _experiment_runs(name: str, complete: bool) -> list[tuple[RunConfig, int]]:
+    """(configuration, seeds) of each run of experiment `name` on VOC: the full profile's
+    settings with one seed, or (complete) every setting with the design's seeds."""
+    profile = notebook_profiles.Profile.from_env({"DEEPLAB_KIT_PROFILE": "full"}, mount=False)
+    base = profile.experiment_config(name)
+    if name == "ablation":
+        configs = ablation.configs(base)
+        seeds = {label: len(ablation.seeds_of(label)) for label in configs}
+    else:
+        design = going_deeper.DESIGNS[name]
+        configs = design.configs(base)
+        seeds = dict.fromkeys(configs, len(design.seeds))
+    labels = configs if complete else notebook_profiles.STUDENT_SETTINGS[name]
+    return [(configs[label], seeds[label] if complete else 1) for label in labels]
+
+
+def _experiment_minutes(names: tuple[str, ...], complete: bool) -> float:
+    total = 0.0
+    for name in names:
+        for config, seeds in _experiment_runs(name, complete):
+            val_size = None if name == "ablation" else VOC_WHOLE_IMAGE
+            minutes = _run_minutes(
+                config, config.image_size, VOC_TRAIN, VOC_VAL, config.epochs, val_size
+            )
+            total += seeds * minutes
+    return total
 
 
 def t4_minutes(what: str) -> float:
     """The estimated T4 minutes of one plan entry (see `ROWS`)."""
     report = RunConfig.from_recipe("report")
     session = report.session_epochs or report.epochs
-    if what == "report":
-        return _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, report.epochs)
-    if what == "report-session":
-        return _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, session)
-    if what == "ablation":
-        return 3 * _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, session)
-    if what == "ablation-complete":
-        record = results.read_stored_json("ablation/ablation.json")
-        runs = len(record["rows"])
-        return runs * _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, session)
-    if what == "going-deeper":
-        deep = report.replace(extra_blocks=3, aspp=False, output_stride=16)
-        return 5 * _run_minutes(deep, 321, VOC_TRAIN, VOC_VAL, 10)
-    if what == "inference":
-        return 6 * _run_minutes(report, 256, 0, VOC_VAL, 1)  # the paper's table and protocols
-    raise ValueError(f"no estimate for {what!r}")
+    deeper = ("going-deeper", "cascaded-blocks")
+    estimates = {
+        "report": lambda: _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, report.epochs),
+        "report-session": lambda: _run_minutes(report, 256, VOC_TRAIN, VOC_VAL, session),
+        "ablation": lambda: _experiment_minutes(("ablation",), complete=False),
+        "ablation-complete": lambda: _experiment_minutes(("ablation",), complete=True),
+        "going-deeper": lambda: _experiment_minutes(deeper, complete=False),
+        "going-deeper-complete": lambda: _experiment_minutes(deeper, complete=True),
+        # the paper's table (four settings) and the two protocols, on whole images
+        "inference": lambda: 6 * _run_minutes(report, 256, 0, VOC_VAL, 1, VOC_WHOLE_IMAGE),
+    }
+    if what not in estimates:
+        raise ValueError(f"no estimate for {what!r}")
+    return estimates[what]()
 
 
 def dumps(frame: pd.DataFrame) -> str:

@@ -107,7 +107,7 @@ AVERAGING_ROWS = (
 def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFrame:
     """Why precision near 0.99 and mIoU near 55% can describe the same predictions, in numbers.
 
-    One row per quantity, with its value (0..1) and what it shows: micro precision equals pixel
+    One row per quantity, with its value in % ("value (%)") and what it shows: micro precision equals pixel
     accuracy; what each averaging gives for precision, recall and F1; background's share of
     the pixels; background IoU against the mean IoU over the object classes.
     """
@@ -128,7 +128,7 @@ def explain_micro_macro(cm: ConfusionMatrix, background: int = 0) -> pd.DataFram
         ("mIoU", scores["miou"], f"{name} and each object class count once"),
     ]
     return pd.DataFrame(
-        [(value, why) for _, value, why in rows],
-        columns=["value", "what it shows"],
+        [(100.0 * value, why) for _, value, why in rows],
+        columns=["value (%)", "what it shows"],
         index=pd.Index([label for label, _, _ in rows], name="quantity"),
     )
