@@ -374,3 +374,39 @@ def test_a_flat_miou_is_drawn_flat_from_zero():
     history["miou"] = 0.035 + 0.0005 * (history["epoch"] % 2)  # noise around 0.035
     miou_ax = figures.plot_history(history).axes[1]
     assert miou_ax.get_ylim() == (0.0, pytest.approx(10.0))  # in %: at least 10 points high
+
+
+# --- going deeper ---------------------------------------------------------------------------
+
+
+def test_the_going_deeper_figure_puts_the_paper_on_the_same_axis():
+    measured = {8: [79.0, 80.0], 16: [66.0, 68.0], 32: [47.0, 49.0]}
+    quoted = {8: 75.18, 16: 73.88, 32: 70.06}
+    fig = atrous_figures.plot_going_deeper(
+        measured,
+        quoted,
+        xlabel="output stride",
+        title="t",
+        oracle={8: 86.8, 16: 71.2, 32: 52.4},
+        tick_labels={8: "8\n17x17"},
+    )
+    (ax,) = fig.axes  # one axis: no second scale for the quoted numbers
+    assert ax.get_ylim() == (0.0, 100.0) and ax.get_ylabel() == "mIoU (%)"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    quoted_line = next(line for label, line in lines.items() if "quoted" in label)
+    assert list(quoted_line.get_ydata()) == [75.18, 73.88, 70.06]
+    oracle = next(line for label, line in lines.items() if "oracle" in label)
+    assert list(oracle.get_ydata()) == [86.8, 71.2, 52.4]
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == "8\n17x17"
+
+
+def test_the_map_size_figure_compares_shares_of_the_best_by_cells():
+    measured = {17: [80.0, 78.0], 9: [66.0], 5: [47.0]}  # keyed by the kit's map sides
+    quoted = {65: 75.18, 33: 73.88, 17: 70.06}  # by the paper's, on 513-px crops
+    fig = atrous_figures.plot_map_size(measured, quoted, oracle={17: 86.8, 9: 71.2, 5: 52.4})
+    left, right = fig.axes
+    assert left.get_ylabel() == "mIoU (%)" and "share" in right.get_ylabel()
+    kit, paper = right.get_lines()
+    assert max(kit.get_ydata()) == pytest.approx(100) and max(paper.get_ydata()) == 100
+    assert list(kit.get_xdata()) == [5, 9, 17] and list(paper.get_xdata()) == [17, 33, 65]
+    np.testing.assert_allclose(kit.get_ydata(), [100 * 47 / 79, 100 * 66 / 79, 100])

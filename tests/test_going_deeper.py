@@ -80,3 +80,16 @@ def test_a_stopped_make_reuses_the_finished_runs(grid, monkeypatch):
         going_deeper.OUTPUT_STRIDE, base, out, seeds=(0, 1), keep_checkpoints=False
     )
     pd.testing.assert_series_equal(pd.DataFrame(again)["miou"], table["miou"])
+
+
+def test_the_output_stride_curve_is_keyed_by_map_side_for_the_map_size_figure():
+    table = pd.DataFrame(
+        {"setting": ["block7 OS8", "block7 OS8", "block7 OS16"], "miou": [0.8, 0.78, 0.67]}
+    )
+    geometry = [
+        {"setting": "block7 OS8", "feature map": "17x17", "oracle mIoU (%)": 86.8},
+        {"setting": "block7 OS16", "feature map": "9x9", "oracle mIoU (%)": 71.2},
+    ]
+    measured, paper, oracle = going_deeper.by_map_side(table, geometry, {8: 75.18, 256: 20.29})
+    assert measured == {17: [80.0, 78.0], 9: [67.0]} and oracle == {17: 86.8, 9: 71.2}
+    assert paper == {65: 75.18, 3: 20.29}  # the paper's 513-px crops: 65 cells at 8, 3 at 256

@@ -311,12 +311,11 @@ def plot_going_deeper(
     oracle: Mapping[int, float] | None = None,
     tick_labels: Mapping[int, str] | None = None,
 ) -> Figure:
-    """mIoU against output stride (or depth): each seed's measured value as a dot and their mean
-    as a line, on the left axis; the paper's quoted curve on a right axis of its own (hatched
-    markers, labelled quoted), so the shapes can be compared without pretending the scales are
-    the same. `oracle` ({x: mIoU %}) draws what the block-majority oracle scores on each
-    setting's map, on the measured axis; `tick_labels` ({x: text}) labels the x ticks (say,
-    with the map's size)."""
+    """mIoU (%) against output stride (or depth), on one axis from 0 to 100: each seed's measured
+    value as a dot and their mean as a line; the paper's quoted values (hollow squares, labelled
+    quoted: another network on other data, so compare shapes, not levels); `oracle` ({x: mIoU
+    %}), what the block-majority oracle scores on each setting's map. `tick_labels` ({x: text})
+    labels the x ticks (say, with the map's size)."""
     fig = KitFigure(figsize=(7.5, 4), layout="constrained")
     ax = fig.subplots()
     xs = sorted(measured)
@@ -324,22 +323,87 @@ def plot_going_deeper(
         ax.plot([x] * len(measured[x]), measured[x], "o", color="C0", alpha=0.6, markersize=5)
     means = [float(np.mean(measured[x])) for x in xs]
     ax.plot(xs, means, "-", color="C0", label="measured here (dots: seeds, line: mean)")
+    qs = sorted(quoted)
+    label = "the paper (quoted: ResNet-50, VOC 2012 val)"
+    ax.plot(qs, [quoted[q] for q in qs], "s--", color="0.35", mfc="white", label=label)
     if oracle:
         ticks = sorted(oracle)
-        ax.plot(ticks, [oracle[x] for x in ticks], ":", color="C2", marker="_", markersize=12,
-                label="block-majority oracle on the map (rough ceiling)")  # fmt: skip
+        ax.plot(
+            ticks,
+            [oracle[x] for x in ticks],
+            ":",
+            color="C2",
+            marker="_",
+            markersize=12,
+            label="block-majority oracle on the map (rough ceiling)",
+        )
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("mIoU (%), measured here", color="C0")
-    paper = ax.twinx()
-    qs = sorted(quoted)
-    label = "the paper (quoted, VOC 2012 val)"
-    paper.plot(qs, [quoted[q] for q in qs], "s--", color="0.35", mfc="white", label=label)
-    paper.set_ylabel("mIoU (%), the paper's (quoted)", color="0.35")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, 100)
     if log_x:
         ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [(tick_labels or {}).get(x, str(x)) for x in xs])
-    lines = ax.get_legend_handles_labels()
-    more = paper.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize="small")
+    ax.legend(loc="lower left", fontsize="small")
     ax.set_title(title)
+    return fig
+
+
+def plot_map_size(
+    measured: Mapping[int, Sequence[float]],
+    quoted: Mapping[int, float],
+    oracle: Mapping[int, float],
+) -> Figure:
+    """What the output-stride curves share, by the feature map's side in cells (log axis).
+    Left: the measured runs (dots: seeds; line: mean) and the block-majority oracle, in mIoU %.
+    Right: the measured means and the paper's quoted values, each as a share of its own best (%)
+    on one axis: the two curves are comparable by map size, which their strides are not.
+    `measured` and `oracle` are keyed by the kit's map sides, `quoted` by the paper's."""
+    fig = KitFigure(figsize=(11, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    sides = sorted(measured)
+    means = {side: float(np.mean(measured[side])) for side in sides}
+    for side in sides:
+        left.plot([side] * len(measured[side]), measured[side], "o", color="C0", alpha=0.6)
+    left.plot(sides, [means[s] for s in sides], "-", color="C0", label="measured (mean)")
+    ticks = sorted(oracle)
+    left.plot(
+        ticks,
+        [oracle[s] for s in ticks],
+        ":",
+        color="C2",
+        marker="_",
+        markersize=12,
+        label="block-majority oracle (rough ceiling)",
+    )
+    left.set_ylabel("mIoU (%)")
+    left.set_ylim(0, 100)
+    best, paper_best = max(means.values()), max(quoted.values())
+    right.plot(
+        sides,
+        [100 * means[s] / best for s in sides],
+        "o-",
+        color="C0",
+        label="measured here (share of its best)",
+    )
+    paper_sides = sorted(quoted)
+    right.plot(
+        paper_sides,
+        [100 * quoted[s] / paper_best for s in paper_sides],
+        "s--",
+        color="0.35",
+        mfc="white",
+        label="the paper, 513-px crops (quoted; share of its best)",
+    )
+    right.set_ylabel("mIoU as a share of the curve's best (%)")
+    right.set_ylim(0, 105)
+    for ax, title in (
+        (left, "the runs and the oracle"),
+        (right, "the kit and the paper, by map size"),
+    ):
+        ax.set_xscale("log", base=2)
+        all_sides = sorted(set(sides) | set(ticks) | (set(paper_sides) if ax is right else set()))
+        ax.set_xticks(all_sides, [str(s) for s in all_sides])
+        ax.set_xlabel("feature map side (cells)")
+        ax.set_title(title)
+        ax.legend(loc="lower right", fontsize="small")
     return fig

@@ -286,9 +286,13 @@ def estimate_minutes(
         steps = config.epochs * max(1, train_images // config.batch_size)
         minutes = seconds * steps * runs[label] / 60
         rows.append(
-            {"setting": label, "runs": runs[label], "seconds per step": round(seconds, 3),
-             "minutes": round(minutes, 1)}
-        )  # fmt: skip
+            {
+                "setting": label,
+                "runs": runs[label],
+                "seconds per step": round(seconds, 3),
+                "minutes": round(minutes, 1),
+            }
+        )
     return pd.DataFrame(rows).set_index("setting")
 
 

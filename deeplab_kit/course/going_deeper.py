@@ -218,6 +218,17 @@ def geometry(design: Design, base: RunConfig, masks=None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("setting")
 
 
+def by_map_side(table: pd.DataFrame, geometry: Sequence[dict], quoted: dict, crop: int = 513):
+    """The output-stride experiment keyed by the feature map's side in cells: ({side: each seed's
+    mIoU in %}, {side of the paper's map on `crop`-pixel crops: its quoted mIoU}, {side: the
+    block-majority oracle in %}), for `atrous_figures.plot_map_size`."""
+    side = {row["setting"]: int(row["feature map"].split("x")[0]) for row in geometry}
+    measured = {side[name]: list(100 * group["miou"]) for name, group in table.groupby("setting")}
+    paper = {feature_size(crop, stride): value for stride, value in quoted.items()}
+    oracle = {side[row["setting"]]: row["oracle mIoU (%)"] for row in geometry}
+    return measured, paper, oracle
+
+
 def stage_table(base: RunConfig, output_strides: Sequence[int]) -> pd.DataFrame:
     """Each stage's stride and dilations at each output stride, read back from built models."""
     columns = {}

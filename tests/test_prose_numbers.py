@@ -1,0 +1,146 @@
+"""Numbers in prose cannot go stale: every number with a decimal point that README or a
+notebook's markdown states as a score, a difference or a time (followed by %, "points" or "s")
+is either quoted (`course.quoted_numbers`, and what `course.table1` derives from it) or listed
+below with how it is computed from the stored files in notebooks/results/; the test recomputes
+each and compares it within the rounding shown. README's sections of quoted numbers and of
+benchmark measurements (each with the command that measures it) are not stored results and are
+left out."""
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from deeplab_kit.course import ablation, colab, experiments, going_deeper, results, table1
+from deeplab_kit.course.quoted_numbers import (
+    PAPER_TABLE1,
+    PAPER_TABLE2,
+    QUOTED_MIOU,
+    REPORT_TABLE1,
+)
+from deeplab_kit.runtime.run_files import read_confusion
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = re.compile(r"(?<![\w.])([-+]?\d+\.\d+)(?=\s?(?:%|points?\b|s\b))")
+LEFT_OUT = ("## Performance", "## Reference numbers")  # README sections that are not stored
+
+
+# --- what the stored files say ------------------------------------------------------------------
+
+
+@cache
+def experiment(name):
+    return results.stored_experiment(name)
+
+
+def mean(name, setting, column="miou"):
+    table, _ = experiment(name)
+    if name == "ablation":
+        backbone, setting = setting.split(" / ")
+        table = table[table["backbone"] == backbone]
+    return 100 * table.loc[table["setting"] == setting, column].mean()
+
+
+def contrast(name, a, b, key="mean difference", column="miou", pairs=None):
+    """A paired test's number in points (or its p-value), over the stored planned pairs."""
+    table, record = experiment(name)
+    pairs = pairs or [tuple(pair) for pair in record["planned pairs"]]
+    if name == "ablation":
+        tests = ablation.tests(table, pairs, column=column)
+    else:
+        tests = going_deeper.tests(table, pairs)
+    value = tests.loc[(a, b), key]
+    return value if key.startswith("p") else 100 * value
+
+
+def twice(name, setting):
+    rows = {row["setting"]: row for row in experiment(name)[1][experiments.TWICE]}
+    return rows[setting]["change (points)"]
+
+
+def oracle(name, setting):
+    rows = {row["setting"]: row for row in experiment(name)[1]["geometry"]}
+    return rows[setting]["oracle mIoU (%)"]
+
+
+def largest_gain(name):
+    table, _ = experiment(name)
+    return 100 * results.stored_gains(name, table)["gain"].max()
+
+
+def seconds(name):
+    return results.read_stored_json(f"{name}/provenance.json")["seconds"]
+
+
+def demo(key):
+    scores = results.read_stored_json("demo/metrics.json")
+    explained = table1.explain_micro_macro(read_confusion(scores))["value (%)"]
+    return explained[key]
+
+
+# (file, the number as written, how the stored files give it)
+STORED = [
+    # filled in with the prose that states them
+]
+
+
+# --- what prose may state -------------------------------------------------------------------------
+
+
+def quoted_numbers() -> list[float]:
+    values = [*PAPER_TABLE1.values(), *PAPER_TABLE2.values(), *QUOTED_MIOU["mIoU (%)"]]
+    for scores in REPORT_TABLE1.values():
+        values += [v for v in scores.values()] + [100 * v for v in scores.values()]
+    bound = table1.table1_bound()
+    values += [v for column in bound.columns for v in bound[column]]
+    return values
+
+
+def prose(name: str) -> str:
+    if name == "README.md":
+        text = (ROOT / name).read_text()
+        sections = re.split(r"(?m)^(?=## )", text)
+        return "".join(s for s in sections if not s.startswith(LEFT_OUT))
+    cells = json.loads((ROOT / "notebooks" / name).read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
+def shown(value: float, written: str) -> bool:
+    """Whether `value` rounds to `written` (a sign, if written, must match too)."""
+    digits = len(written.split(".")[1])
+    number = float(written)
+    return any(
+        abs(round(candidate, digits) - number) < 10 ** (-digits) / 2
+        for candidate in ((value,) if written[0] in "+-" else (value, abs(value)))
+    )
+
+
+FILES = ("README.md", *colab.NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_stated_number_is_quoted_or_stored(name):
+    quoted = quoted_numbers()
+    stored = {written: how for file, written, how in STORED if file == name}
+    for written in NUMBER.findall(prose(name)):
+        if written in stored:
+            assert shown(stored[written](), written), (
+                f"{name}: {written} is now {stored[written]()}"
+            )
+        else:
+            assert any(shown(v, written) for v in quoted), (
+                f"{name}: {written} is neither quoted nor listed"
+            )
+
+
+def test_every_listed_number_is_still_stated():
+    for name, written, _ in STORED:
+        assert written in NUMBER.findall(prose(name)), f"{name} no longer states {written}"
+
+
+def test_a_number_that_the_files_no_longer_hold_is_caught():
+    assert shown(81.94, "81.9") and not shown(81.84, "81.9")
+    assert shown(-3.3, "3.3") and not shown(-3.3, "+3.3")
+    assert not any(shown(v, "54.9") for v in quoted_numbers())  # 54.82 is quoted, 54.9 is not
