@@ -33,7 +33,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and not _failed_write(error):
+            raise
         raise OSError(f"{path}: could not be written ({_why(error, tmp)})") from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -41,11 +43,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
     return path
 
 
-def _why(error: OSError, tmp: Path) -> str:
-    """Why a write failed, in words; for a full disk, how much was written before it stopped
-    and how much room is left there."""
-    reason = error.strerror or str(error)
-    if error.errno == errno.ENOSPC:
+def _failed_write(error: RuntimeError) -> bool:
+    """torch's zip writer reports a failed write (a full disk, say) as a RuntimeError."""
+    return "failed writing" in str(error) or "file write failed" in str(error)
+
+
+def _why(error: OSError | RuntimeError, tmp: Path) -> str:
+    """Why a write failed, in words; for a full disk (or torch's writer failing, which does not
+    say why), how much was written before it stopped and how much room is left there."""
+    reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[-1]
+    if getattr(error, "errno", None) == errno.ENOSPC or isinstance(error, RuntimeError):
         written = tmp.stat().st_size if tmp.exists() else 0
         free = shutil.disk_usage(tmp.parent).free
         reason += f": {size_text(written)} written before it stopped, {size_text(free)} free there"

@@ -58,6 +58,50 @@ def test_save_is_atomic_and_loads_with_weights_only(tmp_path):
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.full((3,), 2.0))
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(28, "No space left on device"),  # Python's writer on a full disk
+        RuntimeError(  # torch's zip writer on a full disk: it does not say why
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+            "file data/0: file write failed"
+        ),
+    ],
+)
+def test_a_full_disk_is_one_line_with_the_space_and_the_old_file_stays(
+    tmp_path, monkeypatch, failure
+):
+    import deeplab_kit.runtime.checkpoint as checkpoint_module
+
+    path = save_checkpoint(resumable(1), tmp_path / checkpoint_name(1))
+    before = path.read_bytes()
+
+    def fills_the_disk(obj, file, *args, **kwargs):
+        file.write(b"x" * 2500)
+        file.flush()
+        raise failure
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", fills_the_disk)
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(resumable(2), path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: could not be written (") and "\n" not in message
+    assert "2.5 kB written before it stopped" in message and " free there)" in message
+    assert path.read_bytes() == before  # the previous file, whole
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_another_runtime_error_is_not_taken_for_a_full_disk(tmp_path, monkeypatch):
+    import deeplab_kit.runtime.checkpoint as checkpoint_module
+
+    def broken(obj, file, *args, **kwargs):
+        raise RuntimeError("cannot pickle this")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", broken)
+    with pytest.raises(RuntimeError, match="cannot pickle this"):
+        save_checkpoint(resumable(1), tmp_path / checkpoint_name(1))
+
+
 def test_newest_is_by_training_progress_and_pruning_keeps_last_k(tmp_path):
     for epoch, batch in [(1, 0), (2, 0), (2, 5), (10, 0), (2, 12)]:
         save_checkpoint(resumable(epoch, batch), tmp_path / checkpoint_name(epoch, batch))

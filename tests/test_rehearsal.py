@@ -79,6 +79,8 @@ def test_every_notebook_runs_end_to_end_in_a_colab_rehearsal(name, colab, monkey
     assert (root / "data" / "VOCdevkit" / "VOC2012" / "JPEGImages").is_dir()  # on the VM's disk
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     shown = "".join(o.get("text", "") for o in outputs)
+    if name == "05_training_sessions.ipynb":  # the session ends with Drive flushed
+        assert "drive.flush_and_unmount" in calls and "Google Drive flushed" in shown
     if name == "01_data.ipynb":
         assert "profile rehearsal" in shown  # the form, not the environment, set the profile
         assert "SBD" in shown  # the missing SBD is said, and the notebook goes on
