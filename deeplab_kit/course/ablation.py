@@ -43,7 +43,14 @@ from deeplab_kit.course.atrous import (
     valid_share,
 )
 from deeplab_kit.course.erf import erf_radius, gradient_map
-from deeplab_kit.course.experiments import Outcome, last_gain, paired_tests, run_folder, run_grid
+from deeplab_kit.course.experiments import (
+    Outcome,
+    last_gain,
+    paired_tests,
+    run_folder,
+    run_grid,
+    setting_folder,
+)
 from deeplab_kit.data.classes import IGNORE_INDEX
 from deeplab_kit.data.loader import make_loader
 from deeplab_kit.data.transforms import eval_collate, model_input, transforms_for
@@ -338,6 +345,19 @@ def average_erf(paths) -> np.ndarray:
     weighs the same)."""
     maps = [np.load(path) for path in paths]
     return np.mean([m / m.sum() for m in maps], axis=0)
+
+
+def erf_maps(frame: pd.DataFrame, path_of) -> dict[str, np.ndarray]:
+    """For each backbone and setting of an ablation table, its effective receptive field (the
+    seeds' gradient maps averaged, `average_erf`), keyed "backbone / setting". `path_of` maps a
+    run's file ("<setting folder>/seed-<n>/erf.npy", relative to the ablation's folder) to where
+    it is."""
+    maps = {}
+    for (backbone, setting), group in frame.groupby(["backbone", "setting"], sort=False):
+        label = run_label(backbone, setting)
+        paths = [path_of(f"{setting_folder(label)}/seed-{s}/erf.npy") for s in group["seed"]]
+        maps[label] = average_erf(paths)
+    return maps
 
 
 # --- the learning rate ----------------------------------------------------------------------

@@ -360,50 +360,27 @@ def plot_map_size(
     `measured` and `oracle` are keyed by the kit's map sides, `quoted` by the paper's."""
     fig = KitFigure(figsize=(11, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
-    sides = sorted(measured)
+    sides, ticks, paper_sides = sorted(measured), sorted(oracle), sorted(quoted)
     means = {side: float(np.mean(measured[side])) for side in sides}
     for side in sides:
         left.plot([side] * len(measured[side]), measured[side], "o", color="C0", alpha=0.6)
     left.plot(sides, [means[s] for s in sides], "-", color="C0", label="measured (mean)")
-    ticks = sorted(oracle)
-    left.plot(
-        ticks,
-        [oracle[s] for s in ticks],
-        ":",
-        color="C2",
-        marker="_",
-        markersize=12,
-        label="block-majority oracle (rough ceiling)",
-    )
-    left.set_ylabel("mIoU (%)")
-    left.set_ylim(0, 100)
+    oracle_style = dict(color="C2", marker="_", markersize=12)
+    oracle_label = "block-majority oracle (rough ceiling)"
+    left.plot(ticks, [oracle[s] for s in ticks], ":", **oracle_style, label=oracle_label)
+    left.set(ylabel="mIoU (%)", ylim=(0, 100), title="the runs and the oracle")
     best, paper_best = max(means.values()), max(quoted.values())
-    right.plot(
-        sides,
-        [100 * means[s] / best for s in sides],
-        "o-",
-        color="C0",
-        label="measured here (share of its best)",
-    )
-    paper_sides = sorted(quoted)
-    right.plot(
-        paper_sides,
-        [100 * quoted[s] / paper_best for s in paper_sides],
-        "s--",
-        color="0.35",
-        mfc="white",
-        label="the paper, 513-px crops (quoted; share of its best)",
-    )
-    right.set_ylabel("mIoU as a share of the curve's best (%)")
-    right.set_ylim(0, 105)
-    for ax, title in (
-        (left, "the runs and the oracle"),
-        (right, "the kit and the paper, by map size"),
-    ):
+    shares = [100 * means[s] / best for s in sides]
+    right.plot(sides, shares, "o-", color="C0", label="measured here (share of its best)")
+    paper_label = "the paper, 513-px crops (quoted; share of its best)"
+    paper_shares = [100 * quoted[s] / paper_best for s in paper_sides]
+    right.plot(paper_sides, paper_shares, "s--", color="0.35", mfc="white", label=paper_label)
+    right.set(ylabel="mIoU as a share of the curve's best (%)", ylim=(0, 105))
+    right.set_title("the kit and the paper, by map size")
+    for ax in (left, right):
         ax.set_xscale("log", base=2)
         all_sides = sorted(set(sides) | set(ticks) | (set(paper_sides) if ax is right else set()))
         ax.set_xticks(all_sides, [str(s) for s in all_sides])
         ax.set_xlabel("feature map side (cells)")
-        ax.set_title(title)
         ax.legend(loc="lower right", fontsize="small")
     return fig

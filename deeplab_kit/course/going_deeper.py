@@ -35,6 +35,7 @@ from deeplab_kit.config import RunConfig
 from deeplab_kit.course.atrous import feature_size, receptive_field_from_config, valid_share
 from deeplab_kit.course.experiments import Outcome, paired_tests, run_grid
 from deeplab_kit.data.classes import IGNORE_INDEX, save_mask
+from deeplab_kit.data.synthetic import make_synthetic_voc
 from deeplab_kit.data.transforms import model_input, transforms_for
 from deeplab_kit.data.voc import VOCDataset
 from deeplab_kit.metrics import ConfusionMatrix
@@ -216,6 +217,17 @@ def geometry(design: Design, base: RunConfig, masks=None) -> pd.DataFrame:
             row[f"{stage} taps on the map"] = round(valid_share(side, rate), 2)
         rows.append(row)
     return pd.DataFrame(rows).set_index("setting")
+
+
+def design_geometry(design: Design, root) -> pd.DataFrame:
+    """`geometry` of a design as its make will store it, before any training: its validation
+    images generated into `root` (the training split, which the oracle does not read, cut to one
+    image; each split is drawn from its own seeds, so the validation masks are the make's)."""
+    make_synthetic_voc(root, **{**design.data, "num_train": 1})
+    base = RunConfig.from_recipe(
+        "going-deeper", data_root=str(root), image_size=design.data["size"]
+    )
+    return geometry(design, base, validation_masks(base))
 
 
 def by_map_side(table: pd.DataFrame, geometry: Sequence[dict], quoted: dict, crop: int = 513):

@@ -44,11 +44,11 @@ ROWS = (
     ("02", "quick", "geometry, figures and the ASPP source: nothing to train", "quick"),
     ("02", "full", "the same: nothing to train", "quick"),
     ("03", "quick", "every setting of both experiments, one epoch on a few generated images", "quick"),
-    ("03", "cpu", "both stored experiments remade (going-deeper, cascaded-blocks)", "cpu:going-deeper,cascaded-blocks"),
+    ("03", "cpu", "both experiments made at their stored scale (going-deeper, cascaded-blocks)", "cpu:going-deeper,cascaded-blocks"),
     ("03", "full", "VOC, ImageNet ResNet-50 on 321 px crops, 20 epochs, one seed: block7 at OS 8, 16, 32; blocks 4 and 7 at OS 16", "t4:going-deeper"),
     ("03", "complete", "VOC, every setting of both experiments with the stored designs' seeds", "t4:going-deeper-complete"),
     ("04", "quick", "every backbone and ASPP setting, one epoch on a few generated images", "quick"),
-    ("04", "cpu", "the stored ablation remade", "cpu:ablation"),
+    ("04", "cpu", "the ablation made at its stored scale", "cpu:ablation"),
     ("04", "full", "VOC, the report's recipe 20 epochs, one seed: the paper's rates on both backbones, rate 1 on the undilated", "t4:ablation"),
     ("04", "complete", "VOC, every setting of both backbones with the stored design's seeds", "t4:ablation-complete"),
     ("05", "quick", "four tiny epochs in two sessions", "quick"),
@@ -87,7 +87,11 @@ def _times(notebook: str, how: str) -> tuple[str, str]:
         cpu = f"{_minutes(seconds)} (measured)" if seconds else "not measured"
         return cpu, "about the CPU's: the quick profile runs on the CPU (estimated)"
     if how.startswith("cpu:"):
-        seconds = sum(_made_seconds(name) for name in how[4:].split(","))
+        names = how[4:].split(",")
+        missing = [name for name in dict.fromkeys(names) if not results.is_stored(name)]
+        if missing:
+            return f"not made yet ({', '.join(missing)})", "runs on the CPU: as the CPU column"
+        seconds = sum(_made_seconds(name) for name in names)
         return f"{_minutes(seconds)} (measured, stored)", "runs on the CPU: as the CPU column"
     if how.startswith("t4:"):
         return "needs a GPU", f"{_minutes(60 * t4_minutes(how[3:]))} (estimated)"
@@ -111,10 +115,7 @@ def _notebook_seconds() -> dict[str, float]:
 
 
 def _made_seconds(name: str) -> float:
-    try:
-        return float(results.read_stored_json(f"{name}/provenance.json")["seconds"])
-    except FileNotFoundError:
-        return 0.0
+    return float(results.read_stored_json(f"{name}/provenance.json")["seconds"])
 
 
 # --- estimates ---------------------------------------------------------------------------------

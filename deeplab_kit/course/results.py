@@ -158,16 +158,9 @@ def stored_experiment(name: str) -> tuple[pd.DataFrame, dict]:
 
 
 def stored_erfs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """For each backbone and setting of the stored ablation, its effective receptive field (the
-    seeds' gradient maps, each scaled to sum 1, averaged), keyed "backbone / setting"."""
-    maps = {}
-    for (backbone, setting), group in frame.groupby(["backbone", "setting"], sort=False):
-        label = ablation.run_label(backbone, setting)
-        folder = f"ablation/{setting_folder(label)}"
-        maps[label] = ablation.average_erf(
-            [stored(f"{folder}/seed-{seed}/erf.npy") for seed in group["seed"]]
-        )
-    return maps
+    """For each backbone and setting of the stored ablation, its effective receptive field
+    (`ablation.erf_maps` on the stored gradient maps)."""
+    return ablation.erf_maps(frame, lambda relative: stored(f"ablation/{relative}"))
 
 
 def stored_ablation_lr() -> float | None:
@@ -695,6 +688,29 @@ RESULTS = {
 }
 
 
+# Designed and runnable, not yet made: each make takes two hours or more on a 2-core
+# CPU. The notebooks show their design and geometry and how to make them; a test keeps this true
+# (none of these is stored, every other result is).
+NOT_MADE = ("going-deeper", "cascaded-blocks", "ablation")
+
+
+def is_stored(name: str) -> bool:
+    """Whether the result `name` is stored (in Colab: whether the repository has it)."""
+    try:
+        stored(f"{name}/{PROVENANCE}")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def not_made(name: str) -> str:
+    """What a notebook says where a result is not stored: what it is and how to make it."""
+    return (
+        f"{name}: {_result(name).about}.\nNot stored with the kit yet; "
+        f"`python -m deeplab_kit results make {name}` makes it (a stopped make resumes)."
+    )
+
+
 def _result(name: str) -> StoredResult:
     if name not in RESULTS:
         raise ValueError(f"no stored result {name!r}; known: {sorted(RESULTS)}")
@@ -704,7 +720,7 @@ def _result(name: str) -> StoredResult:
 def verify(names=None, *, retrain: bool = True, progress: bool = False) -> list[str]:
     """The problems of the stored results `names` (default: all); [] when all hold."""
     problems = []
-    for name in names or RESULTS:
+    for name in names or [n for n in RESULTS if n not in NOT_MADE]:
         result, folder = _result(name), store(name)
         if not folder.is_dir():
             problems.append(
