@@ -103,6 +103,8 @@ def _times(notebook: str, how: str) -> tuple[str, str]:
 
 def _minutes(seconds: float) -> str:
     minutes = seconds / 60
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
