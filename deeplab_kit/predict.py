@@ -182,7 +182,7 @@ def overlay(
     own size; this is for looking at)."""
     image = _rgb(image)
     height, width = labels.shape
-    scale = min(1.0, longest / max(2 * width + LEGEND, height))
+    scale = min(1.0, (longest - LEGEND) / (2 * width), longest / height)  # legend unscaled
     view = (max(1, round(width * scale)), max(1, round(height * scale)))
     photo = image.resize(view, Image.Resampling.BILINEAR)
     shown = np.asarray(Image.fromarray(labels).resize(view, Image.Resampling.NEAREST))

@@ -15,6 +15,7 @@ from deeplab_kit.data.synthetic import make_synthetic_voc
 TINY_RUN = dict(
     backbone="resnet26",
     backbone_width=8,
+    pretrained_backbone=False,  # the report recipe's ImageNet weights need the full width
     aspp_channels=8,
     image_size=32,
     batch_size=2,

@@ -443,11 +443,15 @@ def test_corrupt_or_truncated_files_are_named(small_root, which, how):
     ds[0]  # the others still load
 
 
-def test_rgb_mask_is_rejected(small_root):
+def test_an_rgb_mask_reads_by_its_colours_and_an_unknown_colour_is_named(small_root):
     ds = VOCDataset(small_root, "train")
-    rgb = VOC_PALETTE[np.array(Image.open(ds.mask_paths[0]))]  # the colours, not the indices
+    indices = np.array(Image.open(ds.mask_paths[0]))
+    Image.fromarray(VOC_PALETTE[indices]).save(ds.mask_paths[0])  # the colours, not the indices
+    assert (ds.read_raw(0)[1] == indices).all()
+    rgb = VOC_PALETTE[indices].copy()
+    rgb[0, 0] = (1, 2, 3)  # a colour of no class
     Image.fromarray(rgb).save(ds.mask_paths[0])
-    with pytest.raises(ValueError, match=f"{ds.mask_paths[0]}: mask has mode 'RGB'"):
+    with pytest.raises(ValueError, match=rf"{ds.mask_paths[0]}: .*\(1, 2, 3\)"):
         ds[0]
 
 

@@ -205,7 +205,10 @@ def test_fixed_size_presets_load_uint8_and_padding_presets_load_floats(synthetic
     dtypes = {}
     for train_preset, val_preset in (("report", "report"), ("paper-train", "paper-eval")):
         run = tiny(
-            data_root=str(synthetic_root), train_transforms=train_preset, val_transforms=val_preset
+            data_root=str(synthetic_root),
+            num_classes=21,  # the generated set's classes
+            train_transforms=train_preset,
+            val_transforms=val_preset,
         )
         for loader in run_loaders(run, context):
             images, masks = next(iter(loader))

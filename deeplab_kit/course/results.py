@@ -754,9 +754,9 @@ def listing() -> pd.DataFrame:
             {
                 "result": name,
                 "minutes": round(record["seconds"] / 60, 1) if record else np.nan,
-                "machine": fingerprint.kind_of(record.get("machine", {})) if record else "",
+                "machine": fingerprint.kind_of(record["machine"]) if record else "(not stored)",
                 "arithmetic": record.get("arithmetic", ""),
-                "commit": commit if record else "(not stored)",
+                "commit": commit if record else "",
                 "ended": record.get("ended", "")[:10],
             }
         )
