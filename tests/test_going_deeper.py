@@ -82,6 +82,42 @@ def test_a_stopped_make_reuses_the_finished_runs(grid, monkeypatch):
     pd.testing.assert_series_equal(pd.DataFrame(again)["miou"], table["miou"])
 
 
+def test_the_convergence_check_trains_beside_the_grid_and_is_read_back(
+    synthetic_root, tmp_path, monkeypatch
+):
+    from deeplab_kit.course import experiments
+
+    base = RunConfig.from_recipe("going-deeper", data_root=str(synthetic_root), **TINY)
+    design, checked = going_deeper.OUTPUT_STRIDE, going_deeper.label(7, 256)
+    labels = [going_deeper.label(7, 128), checked]
+    rows = going_deeper.run(
+        design, base, tmp_path, seeds=(0, 1), labels=labels, twice=[checked],
+        keep_checkpoints=False,
+    )  # fmt: skip
+    assert [(row["setting"], row["seed"]) for row in rows] == [
+        (label, seed) for label in labels for seed in (0, 1)
+    ]
+    longer = tmp_path / experiments.TWICE / "block7-os256" / "seed-0"
+    assert len(pd.read_csv(longer / "history.csv")) == 2 * base.epochs
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("retrained"))
+    check = experiments.twice_the_epochs(
+        {checked: design.configs(base)[checked]}, rows, tmp_path, keep_checkpoints=False
+    )
+    assert check["setting"].tolist() == [checked] and check["epochs"].tolist() == [base.epochs]
+    assert check["miou"].tolist() == [rows[2]["miou"]]  # block7 OS256, seed 0
+
+
+def test_the_longest_runs_go_first():
+    from deeplab_kit.course import experiments
+
+    settings = going_deeper.OUTPUT_STRIDE.configs(RunConfig.from_recipe("going-deeper"))
+    jobs = [(label, config, None) for label, config in settings.items()]
+    jobs.append(("OS32 twice", settings["block7 OS32"].replace(epochs=32), None))
+    order = [job[0] for job in experiments.longest_first(jobs)]
+    assert order[0] == "block7 OS8" and order[-1] == "block7 OS256"
+    assert order.index("OS32 twice") < order.index("block7 OS32")
+
+
 def test_the_output_stride_curve_is_keyed_by_map_side_for_the_map_size_figure():
     table = pd.DataFrame(
         {"setting": ["block7 OS8", "block7 OS8", "block7 OS16"], "miou": [0.8, 0.78, 0.67]}

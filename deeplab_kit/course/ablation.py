@@ -206,14 +206,8 @@ def run(
     settings = configs(base)
     if labels is not None:
         settings = {label: settings[label] for label in labels}
-    groups = [seeds] if seeds else [PLANNED_SEEDS, EXPLORATORY_SEEDS]
-    rows = []
-    for group in groups:
-        chosen = {k: c for k, c in settings.items() if seeds or seeds_of(k) == group}
-        if chosen:
-            rows += run_grid(chosen, out_dir, seeds=group, measure=Measure(erf_images), **grid)
-    order = {label: k for k, label in enumerate(settings)}
-    return sorted(rows, key=lambda row: (order[row["run"]], row["seed"]))
+    chosen = {label: seeds or seeds_of(label) for label in settings}
+    return run_grid(settings, out_dir, seeds=chosen, measure=Measure(erf_images), **grid)
 
 
 class Measure:

@@ -23,6 +23,7 @@ figure).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import multiprocessing
@@ -39,10 +40,11 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
+from torch.utils.flop_counter import FlopCounterMode
 
-from deeplab_kit.config import RunConfig
+from deeplab_kit.config import ModelConfig, RunConfig
 from deeplab_kit.files import write_json
-from deeplab_kit.model import describe
+from deeplab_kit.model import build_model, describe
 from deeplab_kit.runtime.arithmetic import choose
 from deeplab_kit.runtime.checkpoint import check_config, find_checkpoints
 from deeplab_kit.runtime.device import resolve_device
@@ -120,9 +122,10 @@ def run_grid(
     settings: Mapping[str, RunConfig],
     out_dir,
     *,
-    seeds: Sequence[int],
+    seeds: Sequence[int] | Mapping[str, Sequence[int]],
     measure: Callable[[str, RunConfig, Path, Outcome], dict] | None = None,
     same_as: Mapping[str, str] | None = None,
+    twice: Sequence[str] = (),
     progress: bool = False,
     keep_checkpoints: bool = True,
     train_set=None,
@@ -132,59 +135,107 @@ def run_grid(
     """Train each setting's config once per seed (its `seed` replaced) and return one row per
     (setting, seed), in settings order: the run's label (as "run" and "setting"; `measure` may
     give "setting" another value), the seed, what `measure` adds, the scores, epochs, training
-    seconds, the arithmetic it trained in and whether it finished.
+    seconds, the arithmetic it trained in and whether it finished. `seeds`: the same for every
+    setting, or each setting's own ({label: seeds}).
 
     `same_as` ({label: earlier label}) marks settings that build the same network as an earlier
     one: they are not trained again; their rows carry the twin's scores and name it.
 
-    `workers` > 1 trains that many runs at once, each in its own process with an equal share of
-    the cores as torch threads (`threads_per_worker`): on a 2-core CPU two one-thread runs of
-    these small models do about 1.25 times the work of one two-thread run. Each run's numbers
-    depend on its thread count, never on what ran beside it; `measure` must then be picklable
-    (a module-level function or a dataclass), and the datasets come from the configs.
+    `twice` names settings whose convergence check (`twice_the_epochs`) trains beside the grid,
+    so that one pool serves both; `twice_the_epochs` then reads those runs back.
+
+    `workers` > 1 trains that many runs at once, longest first (so that no worker idles at the
+    end while another finishes a long run), each in its own process with an equal share of the
+    cores as torch threads (`threads_per_worker`): on a 2-core CPU two one-thread runs of these
+    small models do about 1.25 times the work of one two-thread run. Each run's numbers depend
+    on its thread count, never on what ran beside it; `measure` must then be picklable (a
+    module-level function or a dataclass), and the datasets come from the configs.
     """
     same_as = dict(same_as or {})
+    seeds = _seeds_of(settings, seeds)
     jobs = _jobs(settings, out_dir, seeds, same_as)
+    if twice:
+        jobs += _jobs(
+            _longer(settings, twice), Path(out_dir) / TWICE, dict.fromkeys(twice, (0,)), {}
+        )
     options = dict(measure=measure, keep_checkpoints=keep_checkpoints)
     if workers <= 1:
         extra = dict(progress=progress, train_set=train_set, val_set=val_set)
-        done = {
-            (label, c.seed): _train_one(label, c, run, **options, **extra) for label, c, run in jobs
-        }
+        done = {run: _train_one(label, c, run, **options, **extra) for label, c, run in jobs}
     elif train_set is not None or val_set is not None:
         raise ValueError("workers > 1 read the data from the configs: give no datasets")
     else:
-        done = _train_in_workers(jobs, workers, progress, options)
+        done = _train_in_workers(longest_first(jobs), workers, progress, options)
     rows = {}
-    for seed in seeds:
-        for label in settings:
+    for label in settings:
+        for seed in seeds[label]:
             if label in same_as:
                 twin = {**rows[same_as[label], seed], "same network as": same_as[label]}
                 rows[label, seed] = {**twin, "run": label, "setting": label}
             else:
-                rows[label, seed] = done[label, seed]
-    return [rows[label, seed] for label in settings for seed in seeds]
+                rows[label, seed] = done[run_folder(out_dir, label, seed)]
+    return [rows[label, seed] for label in settings for seed in seeds[label]]
 
 
-def _jobs(settings: Mapping[str, RunConfig], out_dir, seeds, same_as) -> list[tuple]:
+def _seeds_of(settings: Mapping[str, RunConfig], seeds) -> dict[str, list[int]]:
+    """{label: its seeds}, checked: distinct, at least one each."""
+    if not isinstance(seeds, Mapping):
+        seeds = dict.fromkeys(settings, seeds)
+    for label in settings:
+        chosen = list(seeds.get(label, ()))
+        if not chosen or len(set(chosen)) != len(chosen):
+            raise ValueError(f"seeds must be distinct and at least one, got {chosen} for {label}")
+    return {label: [int(seed) for seed in seeds[label]] for label in settings}
+
+
+def _jobs(settings: Mapping[str, RunConfig], out_dir, seeds: Mapping, same_as) -> list[tuple]:
     """(label, config with its seed, run folder) of every run to train, seed by seed."""
     if not settings:
         raise ValueError("no settings to run")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
     folders = [setting_folder(label) for label in settings]
     if len(set(folders)) != len(folders):
         raise ValueError(f"setting labels must give distinct folder names, got {folders}")
-    return [
-        (label, settings[label].replace(seed=int(seed)), run_folder(out_dir, label, seed))
-        for seed in seeds
+    jobs = [
+        (k, label, settings[label].replace(seed=seed), run_folder(out_dir, label, seed))
         for label in settings
         if label not in same_as
+        for k, seed in enumerate(seeds[label])
     ]
+    return [job for _, *job in sorted(jobs, key=lambda job: job[0])]  # seed by seed
+
+
+def _longer(settings: Mapping[str, RunConfig], labels: Sequence[str]) -> dict[str, RunConfig]:
+    """The convergence check's settings: those named, each for twice its epochs."""
+    return {label: settings[label].replace(epochs=2 * settings[label].epochs) for label in labels}
+
+
+def longest_first(jobs: list[tuple]) -> list[tuple]:
+    """The jobs by their estimated cost, largest first: epochs times a training step's counted
+    floating-point operations per image (the ties keep their order)."""
+    cost = {id(job): job[1].epochs * step_flops(job[1], job[1].image_size) for job in jobs}
+    return sorted(jobs, key=lambda job: -cost[id(job)])
+
+
+def step_flops(config: RunConfig, size: int) -> float:
+    """Floating-point operations per image of a training step (forward and backward) of
+    `config`'s network on `size` x `size` images, counted on the meta device (no memory, no
+    compute) over a batch of two (batch norm trains on more than one)."""
+    return _model_flops(config.model.replace(pretrained_backbone=False), size)
+
+
+@functools.cache
+def _model_flops(model_config: ModelConfig, size: int) -> float:  # counted once per network
+    with torch.device("meta"):
+        model = build_model(model_config).train()
+        images = torch.empty(2, 3, size, size)
+        with FlopCounterMode(display=False) as counter:
+            model(images)["out"].sum().backward()
+    return float(counter.get_total_flops()) / 2
 
 
 def _train_in_workers(jobs, workers: int, progress: bool, options: dict) -> dict:
-    """Each job in a worker process of its own torch (spawned), `workers` at a time."""
+    """Each job in a worker process of its own torch (spawned), `workers` at a time, in the
+    jobs' order; {run folder: row}."""
     context = multiprocessing.get_context("spawn")
     threads = threads_per_worker(workers)
     pool = ProcessPoolExecutor(
@@ -193,7 +244,7 @@ def _train_in_workers(jobs, workers: int, progress: bool, options: dict) -> dict
     done = {}
     with pool:
         futures = {
-            pool.submit(_train_one, label, config, run, **options): (label, config.seed)
+            pool.submit(_train_one, label, config, run, **options): run
             for label, config, run in jobs
         }
         for future in as_completed(futures):
@@ -318,7 +369,7 @@ def twice_the_epochs(
     (its whole schedule stretched), beside the seed-0 row of the experiment (`rows`). A run
     has finished learning when the longer run moves its mIoU by little. One row per setting:
     the epochs, both mIoUs and the change in points. `grid`: `run_grid`'s options."""
-    longer = {label: config.replace(epochs=2 * config.epochs) for label, config in settings.items()}
+    longer = _longer(settings, list(settings))
     again = run_grid(longer, Path(out_dir) / TWICE, seeds=(0,), **grid)
     first = {(row["run"], row["seed"]): row["miou"] for row in rows}
     return pd.DataFrame(

@@ -14,15 +14,11 @@ assumed sustained rate; no T4 was measured by this project.
 
 from __future__ import annotations
 
-import functools
-
 import pandas as pd
-import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from deeplab_kit.config import ModelConfig, RunConfig
+from deeplab_kit.config import RunConfig
 from deeplab_kit.course import ablation, going_deeper, notebook_profiles, results
-from deeplab_kit.model import build_model
+from deeplab_kit.course.experiments import step_flops
 
 # Assumed: a sixteenth of the T4's 65 TFLOPS fp16 tensor-core peak, what a segmentation net at a
 # batch of 4 with batch norm may sustain under autocast; and Colab's 2 vCPUs decoding and
@@ -122,23 +118,6 @@ def _made_seconds(name: str) -> float:
 
 
 # --- estimates ---------------------------------------------------------------------------------
-
-
-def step_flops(config: RunConfig, size: int) -> float:
-    """Floating-point operations per image of a training step (forward and backward) of
-    `config`'s network on `size` x `size` images, counted on the meta device (no memory, no
-    compute) over a batch of two (batch norm trains on more than one)."""
-    return _model_flops(config.model.replace(pretrained_backbone=False), size)
-
-
-@functools.cache
-def _model_flops(model_config: ModelConfig, size: int) -> float:  # counted once per network
-    with torch.device("meta"):
-        model = build_model(model_config).train()
-        images = torch.empty(2, 3, size, size)
-        with FlopCounterMode(display=False) as counter:
-            model(images)["out"].sum().backward()
-    return float(counter.get_total_flops()) / 2
 
 
 def _run_minutes(

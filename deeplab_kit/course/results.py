@@ -228,7 +228,7 @@ def _going_deeper_maker(design: going_deeper.Design):
         base = experiment_config(design.name, arithmetic)
         make_synthetic_voc(base.data_root, **design.data)
         masks = going_deeper.validation_masks(base)
-        rows = going_deeper.run(design, base, work, **_grid(progress))
+        rows = going_deeper.run(design, base, work, twice=design.twice, **_grid(progress))
         longer = {name: design.configs(base)[name] for name in design.twice}
         return {
             "config": base.to_dict(),
@@ -253,7 +253,9 @@ def _make_ablation(work: Path, arithmetic: Arithmetic, progress: bool) -> dict:
         grid = [grid[0] / 2, *grid] if low else [*grid, grid[-1] * 2]
         sweep = ablation.sweep_lr(base, work / "sweep", grid=grid, **_grid(progress))
     base = base.replace(lr=ablation.chosen_lr(sweep))
-    rows = ablation.run(base, work, erf_images=ablation.ERF_IMAGES, **_grid(progress))
+    rows = ablation.run(
+        base, work, erf_images=ablation.ERF_IMAGES, twice=ablation.TWICE, **_grid(progress)
+    )
     longer = {name: ablation.configs(base)[name] for name in ablation.TWICE}
     return {
         "config": base.to_dict(),
