@@ -72,6 +72,25 @@ def largest_gain(name):
     return 100 * results.stored_gains(name, table)["gain"].max()
 
 
+def seed_zero(name, setting):
+    table, _ = experiment(name)
+    return 100 * table.loc[(table["setting"] == setting) & (table["seed"] == 0), "miou"].item()
+
+
+def spread(name, setting, how):
+    table, _ = experiment(name)
+    return 100 * getattr(table.loc[table["setting"] == setting, "miou"], how)()
+
+
+def twice_result(setting):
+    rows = {row["setting"]: row for row in experiment("cascaded-blocks")[1][experiments.TWICE]}
+    return 100 * rows[setting]["twice the epochs"]
+
+
+def paper_step(blocks):
+    return lambda: PAPER_TABLE2[blocks] - PAPER_TABLE2[blocks - 1]
+
+
 def seconds(name):
     return results.read_stored_json(f"{name}/provenance.json")["seconds"]
 
@@ -110,6 +129,40 @@ STORED = [
     ("03_going_deeper.ipynb", "84.4", cascaded),
     ("README.md", "84.4", cascaded),
     ("README.md", "71.2", deeper(16)),
+    ("03_going_deeper.ipynb", "58.3", lambda: mean("cascaded-blocks", "block4 OS16")),
+    ("README.md", "58.3", lambda: mean("cascaded-blocks", "block4 OS16")),
+    ("03_going_deeper.ipynb", "70.1", lambda: mean("cascaded-blocks", "block5 OS16")),
+    ("README.md", "70.1", lambda: mean("cascaded-blocks", "block5 OS16")),
+    ("03_going_deeper.ipynb", "70.8", lambda: mean("cascaded-blocks", "block6 OS16")),
+    ("README.md", "70.8", lambda: mean("cascaded-blocks", "block6 OS16")),
+    ("03_going_deeper.ipynb", "66.6", lambda: mean("cascaded-blocks", "block7 OS16")),
+    ("README.md", "66.6", lambda: mean("cascaded-blocks", "block7 OS16")),
+    ("03_going_deeper.ipynb", "11.9", lambda: contrast("cascaded-blocks", "block4 OS16", "block5 OS16")),
+    ("README.md", "11.9", lambda: contrast("cascaded-blocks", "block4 OS16", "block5 OS16")),
+    ("03_going_deeper.ipynb", "13.1", lambda: contrast("cascaded-blocks", "block4 OS16", "block5 OS16", "smallest resolvable")),
+    ("README.md", "13.1", lambda: contrast("cascaded-blocks", "block4 OS16", "block5 OS16", "smallest resolvable")),
+    ("03_going_deeper.ipynb", "7.3", paper_step(5)),
+    ("03_going_deeper.ipynb", "2.2", paper_step(6)),
+    ("03_going_deeper.ipynb", "0.4", paper_step(7)),
+    ("03_going_deeper.ipynb", "51.8", lambda: spread("cascaded-blocks", "block4 OS16", "min")),
+    ("03_going_deeper.ipynb", "68.1", lambda: spread("cascaded-blocks", "block4 OS16", "max")),
+    ("03_going_deeper.ipynb", "0.7", lambda: contrast("cascaded-blocks", "block5 OS16", "block6 OS16")),
+    ("03_going_deeper.ipynb", "4.7", lambda: contrast("cascaded-blocks", "block5 OS16", "block6 OS16", "smallest resolvable")),
+    ("03_going_deeper.ipynb", "4.2", lambda: contrast("cascaded-blocks", "block6 OS16", "block7 OS16")),
+    ("03_going_deeper.ipynb", "6.9", lambda: contrast("cascaded-blocks", "block6 OS16", "block7 OS16", "smallest resolvable")),
+    ("03_going_deeper.ipynb", "8.3", lambda: contrast("cascaded-blocks", "block4 OS16", "block7 OS16")),
+    ("03_going_deeper.ipynb", "15.0", lambda: contrast("cascaded-blocks", "block4 OS16", "block7 OS16", "smallest resolvable")),
+    ("03_going_deeper.ipynb", "65.3", lambda: seed_zero("cascaded-blocks", "block7 OS16")),
+    ("03_going_deeper.ipynb", "72.0", lambda: seed_zero("cascaded-blocks", "block5 OS16")),
+    ("03_going_deeper.ipynb", "8.3", lambda: twice("cascaded-blocks", "block4 OS16")),
+    ("03_going_deeper.ipynb", "10.1", lambda: twice("cascaded-blocks", "block7 OS16")),
+    ("03_going_deeper.ipynb", "76.4", lambda: twice_result("block4 OS16")),
+    ("03_going_deeper.ipynb", "75.3", lambda: twice_result("block7 OS16")),
+    ("03_going_deeper.ipynb", "1.0", lambda: twice_result("block4 OS16") - twice_result("block7 OS16")),
+    ("03_going_deeper.ipynb", "21.6", lambda: largest_gain("cascaded-blocks")),
+    ("README.md", "8.3", lambda: twice("cascaded-blocks", "block4 OS16")),
+    ("README.md", "10.1", lambda: twice("cascaded-blocks", "block7 OS16")),
+    ("README.md", "7119.2", lambda: seconds("cascaded-blocks")),
     ("README.md", "424.7", lambda: seconds("demo")),
     ("README.md", "237.7", lambda: seconds("notebook-times")),
     ("06_report.ipynb", "89.0", lambda: demo("pixel accuracy")),

@@ -14,6 +14,8 @@ assumed sustained rate; no T4 was measured by this project.
 
 from __future__ import annotations
 
+import contextlib
+
 import pandas as pd
 
 from deeplab_kit.config import RunConfig
@@ -84,12 +86,20 @@ def _times(notebook: str, how: str) -> tuple[str, str]:
         return cpu, "about the CPU's: the quick profile runs on the CPU (estimated)"
     if how.startswith("cpu:"):
         names, gpu = how[4:].split(","), "runs on the CPU: as the CPU column"
-        try:  # each provenance read once
-            seconds = sum(_made_seconds(name) for name in names)
-        except FileNotFoundError:
-            missing = [name for name in dict.fromkeys(names) if not results.is_stored(name)]
+        made = {}
+        for name in dict.fromkeys(names):  # each provenance read once
+            with contextlib.suppress(FileNotFoundError):
+                made[name] = _made_seconds(name)
+        missing = [name for name in dict.fromkeys(names) if name not in made]
+        if not made:
             return f"not made yet ({', '.join(missing)})", gpu
-        return f"{_minutes(seconds)} (measured, stored)", gpu
+        shown = _minutes(sum(made[name] for name in names if name in made))
+        if missing:  # said, not counted as nothing
+            return (
+                f"{shown} for {', '.join(made)} (measured, stored); not made yet ({', '.join(missing)})",
+                gpu,
+            )
+        return f"{shown} (measured, stored)", gpu
     if how.startswith("t4:"):
         return "needs a GPU", f"{_minutes(60 * t4_minutes(how[3:]))} (estimated)"
     if how == "download":
