@@ -65,8 +65,9 @@ def test_measured_times_are_the_stored_files(table):
         factor = 2 if notebook == "05" else 1  # the demo run twice: in sessions, then in one
         expected = f"{plan._minutes(factor * seconds)} (measured, stored)"
         if missing:
-            expected = expected.replace(" (", f" for {', '.join(made)} (", 1)
-            expected += f"; not made yet ({', '.join(missing)})"
+            expected = f"not made yet ({', '.join(missing)}); " + expected.replace(
+                " (", f" for {', '.join(made)} (", 1
+            )
         assert shown == expected
 
 

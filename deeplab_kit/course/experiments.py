@@ -132,24 +132,21 @@ def run_grid(
     val_set=None,
     workers: int = 1,
 ) -> list[dict]:
-    """Train each setting's config once per seed (its `seed` replaced) and return one row per
-    (setting, seed), in settings order: the run's label (as "run" and "setting"; `measure` may
-    give "setting" another value), the seed, what `measure` adds, the scores, epochs, training
-    seconds, the arithmetic it trained in and whether it finished. `seeds`: the same for every
-    setting, or each setting's own ({label: seeds}).
+    """Train each setting's config once per seed (its `seed` replaced; `seeds` the same for
+    every setting, or {label: seeds}) and return one row per (setting, seed), in settings order:
+    the run's label (as "run" and "setting"; `measure` may give "setting" another value), the
+    seed, what `measure` adds, the scores, epochs, training seconds, the arithmetic it trained in
+    and whether it finished. `same_as` ({label: earlier label}) marks settings that build the
+    same network as an earlier one: not trained again, their rows carry the twin's scores.
+    `twice` names settings whose convergence check (`twice_the_epochs`, which then reads those
+    runs back) trains in the same pool.
 
-    `same_as` ({label: earlier label}) marks settings that build the same network as an earlier
-    one: they are not trained again; their rows carry the twin's scores and name it.
-
-    `twice` names settings whose convergence check (`twice_the_epochs`) trains beside the grid,
-    so that one pool serves both; `twice_the_epochs` then reads those runs back.
-
-    `workers` > 1 trains that many runs at once, longest first (so that no worker idles at the
-    end while another finishes a long run), each in its own process with an equal share of the
-    cores as torch threads (`threads_per_worker`): on a 2-core CPU two one-thread runs of these
-    small models do about 1.25 times the work of one two-thread run. Each run's numbers depend
-    on its thread count, never on what ran beside it; `measure` must then be picklable (a
-    module-level function or a dataclass), and the datasets come from the configs.
+    `workers` > 1 trains that many runs at once, longest first (no worker idles at the end
+    while another finishes a long run), each in its own process with an equal share of the
+    cores as torch threads: on a 2-core CPU two one-thread runs of these small models do about
+    1.25 times the work of one two-thread run. A run's numbers depend on its thread count,
+    never on what ran beside it; `measure` must then be picklable, and the datasets come from
+    the configs.
     """
     same_as = dict(same_as or {})
     seeds = _seeds_of(settings, seeds)
@@ -166,6 +163,13 @@ def run_grid(
         raise ValueError("workers > 1 read the data from the configs: give no datasets")
     else:
         done = _train_in_workers(longest_first(jobs), workers, progress, options)
+    return _rows(
+        settings, seeds, same_as, lambda label, seed: done[run_folder(out_dir, label, seed)]
+    )
+
+
+def _rows(settings, seeds: Mapping, same_as: Mapping, trained) -> list[dict]:
+    """Each (setting, seed)'s row in table order: `trained(label, seed)`, or its twin's."""
     rows = {}
     for label in settings:
         for seed in seeds[label]:
@@ -173,7 +177,7 @@ def run_grid(
                 twin = {**rows[same_as[label], seed], "same network as": same_as[label]}
                 rows[label, seed] = {**twin, "run": label, "setting": label}
             else:
-                rows[label, seed] = done[run_folder(out_dir, label, seed)]
+                rows[label, seed] = trained(label, seed)
     return [rows[label, seed] for label in settings for seed in seeds[label]]
 
 

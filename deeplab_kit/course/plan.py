@@ -96,7 +96,7 @@ def _times(notebook: str, how: str) -> tuple[str, str]:
         shown = _minutes(sum(made[name] for name in names if name in made))
         if missing:  # said, not counted as nothing
             return (
-                f"{shown} for {', '.join(made)} (measured, stored); not made yet ({', '.join(missing)})",
+                f"not made yet ({', '.join(missing)}); {shown} for {', '.join(made)} (measured, stored)",
                 gpu,
             )
         return f"{shown} (measured, stored)", gpu

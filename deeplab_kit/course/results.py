@@ -757,7 +757,7 @@ def listing() -> pd.DataFrame:
                 "result": name,
                 "minutes": round(record["seconds"] / 60, 1) if record else np.nan,
                 "machine": fingerprint.kind_of(record["machine"]) if record else "(not stored)",
-                "arithmetic": record.get("arithmetic", ""),
+                "arithmetic": record.get("arithmetic", "").replace(" autocast", ""),  # short
                 "commit": commit if record else "",
                 "ended": record.get("ended", "")[:10],
             }
