@@ -216,8 +216,7 @@ def _longer(settings: Mapping[str, RunConfig], labels: Sequence[str]) -> dict[st
 def longest_first(jobs: list[tuple]) -> list[tuple]:
     """The jobs by their estimated cost, largest first: epochs times a training step's counted
     floating-point operations per image (the ties keep their order)."""
-    cost = {id(job): job[1].epochs * step_flops(job[1], job[1].image_size) for job in jobs}
-    return sorted(jobs, key=lambda job: -cost[id(job)])
+    return sorted(jobs, key=lambda job: -job[1].epochs * step_flops(job[1], job[1].image_size))
 
 
 def step_flops(config: RunConfig, size: int) -> float:
