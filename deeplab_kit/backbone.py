@@ -76,19 +76,14 @@ class Backbone(nn.Module):
         self, resnet: tv_resnet.ResNet, extra_layers: Sequence[nn.Module] = (), stages: int = 4
     ) -> None:
         super().__init__()
-        self.conv1, self.bn1, self.relu, self.maxpool = (
-            resnet.conv1,
-            resnet.bn1,
-            resnet.relu,
-            resnet.maxpool,
-        )
+        for name in ("conv1", "bn1", "relu", "maxpool"):
+            self.add_module(name, getattr(resnet, name))
         for index in range(1, stages + 1):  # a backbone cut short keeps layer1..layer`stages`
             self.add_module(f"layer{index}", getattr(resnet, f"layer{index}"))
         for index, layer in enumerate(extra_layers, start=5):
             self.add_module(f"layer{index}", layer)
         self.num_stages = stages + len(extra_layers)
-        last = self.stages()[-1][1][-1]
-        self.out_channels = last.conv3.out_channels  # 2048 at width 64 (with layer4)
+        self.out_channels = self.stages()[-1][1][-1].conv3.out_channels  # 2048 at width 64
 
     def stages(self) -> list[tuple[str, nn.Sequential]]:
         """(name, stage) for layer1, layer2, ... in order."""
@@ -113,8 +108,7 @@ def build_backbone(model: ModelConfig) -> Backbone:
     """The backbone `model` describes. A backbone cut short is built whole and loses its later
     stages (the weights of the stages it keeps are as the whole one's)."""
     blocks = BACKBONE_BLOCKS[model.backbone]
-    whole = model if model.backbone_stages == 4 else model.replace(backbone_stages=4)
-    plan = stage_plan(whole)
+    plan = stage_plan(model.replace(backbone_stages=4))  # a backbone cut short is built whole
     dilate = [units[0][0] == 1 for _, units in plan[1:4]]  # layer2..layer4 that do not stride
     resnet = tv_resnet.ResNet(
         tv_resnet.Bottleneck, list(blocks), replace_stride_with_dilation=dilate
@@ -127,15 +121,9 @@ def build_backbone(model: ModelConfig) -> Backbone:
         plan[1:4], (resnet.layer2, resnet.layer3, resnet.layer4), strict=True
     ):
         for block, (_, rate) in zip(stage, units, strict=True):  # multi-grid, or no dilation
-            _set_dilation(block, rate)
+            block.conv2.dilation = block.conv2.padding = (rate, rate)  # the padding keeps the size
     extra = [_extra_layer(units, model.backbone_width) for _, units in plan[4:]]
     return Backbone(resnet, extra, model.backbone_stages)
-
-
-def _set_dilation(block: tv_resnet.Bottleneck, rate: int) -> None:
-    """Give a bottleneck's 3x3 conv the dilation `rate` (padding = rate keeps the size)."""
-    block.conv2.dilation = (rate, rate)
-    block.conv2.padding = (rate, rate)
 
 
 def _init_like_resnet(module: nn.Module) -> None:
@@ -194,8 +182,7 @@ def _load_backbone_weights(resnet: tv_resnet.ResNet, backbone: str, pretrained) 
                 f"no ImageNet weights exist for backbone={backbone!r}; "
                 f"pretrained_backbone=True needs one of {sorted(IMAGENET_WEIGHTS)}"
             )
-        weights = IMAGENET_WEIGHTS[backbone]
-        state = download_state_dict(weights)
+        state = download_state_dict(IMAGENET_WEIGHTS[backbone])
     else:
         state = read_state_dict(Path(pretrained))
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -8,6 +8,7 @@ call it makes; the logic lives in the library modules, imported only when a comm
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import re
 import sys
@@ -63,13 +64,6 @@ def _close(typed: str, known: list[str]) -> str:
     return f" (did you mean {words[close[0]]!r}?)" if close else ""
 
 
-def _command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(
         prog="python -m deeplab_kit",
@@ -95,20 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra:  # an option the command does not have: its own parser says so, with its --help
-        _command_parsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     warnings.formatwarning = _warning_line
     try:
         return int(args.run(args) or 0)
-    except NotImplementedError as error:  # an op without a kernel on Apple's GPU, say
-        from deeplab_kit.runtime.device import mps_missing_kernel
-
-        if mps_missing_kernel(error) is None:
-            raise
-        print(f"error: {mps_missing_kernel(error)}", file=sys.stderr)
-        return 2
     except (OSError, ValueError, RuntimeError) as error:
-        # Bad input or a folder that cannot be written: one clear line naming the file and the
-        # problem, no traceback. (FileNotFoundError and the checkpoint errors are among these.)
+        # Bad input, a folder that cannot be written, an op without a kernel on Apple's GPU: one
+        # clear line naming the file and the problem, no traceback. (FileNotFoundError and the
+        # checkpoint errors are among these; any other NotImplementedError keeps its traceback.)
+        if isinstance(error, NotImplementedError) and "MPS" not in str(error):
+            raise
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
 
@@ -128,8 +118,6 @@ def _one_line(error: BaseException) -> str:
         return mps_missing_kernel(error) or str(error)
     return str(error)
 
-
-# --- run configuration options ---------------------------------------------------------------
 
 # Settings the command line does not offer as --options: the recipe label (set by --recipe).
 _NOT_ON_CLI = ("recipe",)
@@ -186,9 +174,6 @@ def _argument_type(name: str):
     return convert
 
 
-# --- demo ----------------------------------------------------------------------------------
-
-
 def _add_demo(commands) -> None:
     from deeplab_kit.data.synthetic import DEFAULT_ROOT
 
@@ -212,22 +197,15 @@ def _add_demo(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_run_options(parser, exclude=("data_root",))
 
-    def run(args) -> int:
+    def run(args) -> None:
         from deeplab_kit.course.demo import run_demo
 
         config = RunConfig.from_recipe("demo", **_run_overrides(args))
-        data = {
-            k: getattr(args, k)
-            for k in ("num_train", "num_val", "size")
-            if getattr(args, k) is not None
-        }
+        sizes = {k: getattr(args, k) for k in ("num_train", "num_val", "size")}
+        data = {k: size for k, size in sizes.items() if size is not None}
         run_demo(args.out, args.data_root, config=config, data=data, progress=not args.quiet)
-        return 0
 
     parser.set_defaults(run=run)
-
-
-# --- synth ---------------------------------------------------------------------------------
 
 
 def _add_synth(commands) -> None:
@@ -264,9 +242,6 @@ def _add_synth(commands) -> None:
     parser.set_defaults(run=run)
 
 
-# --- download ------------------------------------------------------------------------------
-
-
 def _add_download(commands) -> None:
     parser = commands.add_parser(
         "download",
@@ -286,11 +261,7 @@ def _add_download(commands) -> None:
     parser.set_defaults(run=run)
 
 
-# --- train ---------------------------------------------------------------------------------
-
-
 def _add_train(commands) -> None:
-
     parser = commands.add_parser(
         "train",
         help="train or resume a run (also under torchrun)",
@@ -316,21 +287,16 @@ def _add_train(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_run_options(parser)
 
-    def run(args) -> int:
+    def run(args) -> None:  # exit 0 also when the session ended before the last epoch
         from deeplab_kit.training.loop import train
 
         config = RunConfig.from_recipe(args.recipe, **_run_overrides(args))
         train(config, args.out, progress=not args.quiet, extend=args.extend)
-        return 0  # also when the session ended before the last epoch: a clean stop
 
     parser.set_defaults(run=run)
 
 
-# --- evaluate ------------------------------------------------------------------------------
-
-
 def _add_evaluate(commands) -> None:
-
     parser = commands.add_parser(
         "evaluate",
         help="score a checkpoint on a split",
@@ -354,7 +320,7 @@ def _add_evaluate(commands) -> None:
 
 
 def _add_scoring_options(parser) -> None:
-    """`evaluate.Scoring`'s fields as options."""
+    """`evaluate.Scoring`'s fields as options (`_evaluate` passes them on by name)."""
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument(
         "--protocol",
@@ -393,37 +359,21 @@ def _add_scoring_options(parser) -> None:
 
 def _scales(text: str) -> tuple[float, ...]:
     """--scales "0.5,1,1.5": positive numbers, or the kit's own one-line error."""
-
-    try:
-        scales = parse_value("eval_scales", text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    scales = _argument_type("eval_scales")(text)
     if not scales or any(scale <= 0 for scale in scales):
         raise argparse.ArgumentTypeError(f"every scale must be a positive number, got {text!r}")
     return scales
 
 
-def _evaluate(args) -> int:
-    from deeplab_kit.evaluate import evaluate_checkpoint
+def _evaluate(args) -> None:
+    from deeplab_kit.evaluate import Scoring, evaluate_checkpoint
     from deeplab_kit.metrics import report_table
     from deeplab_kit.runtime.run_files import markdown_table
 
-    metrics = evaluate_checkpoint(
-        args.checkpoint,
-        args.data,
-        split=args.split,
-        protocol=args.protocol,
-        output_stride=args.output_stride,
-        scales=args.scales,
-        flip=args.flip,
-        batch_size=args.batch_size,
-        device=args.device,
-        amp=args.amp,
-        num_workers=args.num_workers,
-        out_dir=args.out,
-        export_dir=args.export_dir,
-        progress=not args.quiet,
-    )
+    names = {f.name for f in dataclasses.fields(Scoring)}  # the scoring options
+    scoring = {name: value for name, value in vars(args).items() if name in names}
+    options = dict(out_dir=args.out, export_dir=args.export_dir, progress=not args.quiet)
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, **options, **scoring)
     print(
         f"{metrics['split']}, protocol {metrics['protocol']}, output stride "
         f"{metrics['output_stride']}, scales {metrics['scales']}, flip {metrics['flip']}"
@@ -431,10 +381,6 @@ def _evaluate(args) -> int:
     print(markdown_table(report_table({"model": metrics})), end="")
     if args.export_dir:
         print(f"predictions for the VOC server in {args.export_dir}")
-    return 0
-
-
-# --- ablation ------------------------------------------------------------------------------
 
 
 def _add_ablation(commands) -> None:
@@ -518,18 +464,16 @@ def _experiment_config(args, synthetic_data: dict, folder: str):
     return config, seeds, options
 
 
-def _ablation(args) -> int:
+def _ablation(args) -> None:
     from deeplab_kit.course import ablation
 
     config, seeds, options = _experiment_config(args, ablation.DATA, "ablation")
     rows = ablation.run(config, args.out, erf_images=args.erf_images, seeds=seeds, **options)
-    table = ablation.table(rows)
     shown = ["backbone", "setting", "seed", "miou", "interior miou", "band miou"]
-    print(table[shown].to_string(index=False))
-    return 0
+    print(ablation.table(rows)[shown].to_string(index=False))
 
 
-def _going_deeper(args) -> int:
+def _going_deeper(args) -> None:
     import pandas as pd
 
     from deeplab_kit.course import going_deeper
@@ -540,10 +484,6 @@ def _going_deeper(args) -> int:
     table = pd.DataFrame(going_deeper.run(design, config, args.out, seeds=seeds, **options))
     write_text(f"{args.out}/going-deeper.csv", table.to_csv(index=False))
     print(table[["setting", "seed", "feature map", "miou"]].to_string(index=False))
-    return 0
-
-
-# --- predict -------------------------------------------------------------------------------
 
 
 def _add_predict(commands) -> None:
@@ -582,9 +522,6 @@ def _add_predict(commands) -> None:
     parser.set_defaults(run=run)
 
 
-# --- export --------------------------------------------------------------------------------
-
-
 def _add_export(commands) -> None:
     parser = commands.add_parser(
         "export",
@@ -597,17 +534,13 @@ def _add_export(commands) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="RUN_OR_FILE")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
 
-    def run(args) -> int:
+    def run(args) -> None:
         from deeplab_kit.export import export
 
         path = export(args.checkpoint, args.out)
         print(f"{path} and {path.with_suffix('.json')}: onnxruntime agrees with torch")
-        return 0
 
     parser.set_defaults(run=run)
-
-
-# --- results -------------------------------------------------------------------------------
 
 
 def _add_results(commands) -> None:
@@ -661,9 +594,6 @@ def _add_results(commands) -> None:
     parser.set_defaults(run=run)
 
 
-# --- recipes -------------------------------------------------------------------------------
-
-
 def _add_recipes(commands) -> None:
     parser = commands.add_parser(
         "recipes",
@@ -672,10 +602,4 @@ def _add_recipes(commands) -> None:
         "overridden on the command line: --lr 1e-3, --atrous-rates 12,16,24, ...).",
     )
     parser.add_argument("--all", action="store_true", help="also the fields all recipes share")
-
-    def run(args) -> int:
-
-        print(recipes_table(differing_only=not args.all))
-        return 0
-
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=lambda args: print(recipes_table(differing_only=not args.all)))

@@ -7,9 +7,7 @@ which embeds the network's settings), and the named recipes the kit ships.
     python -m deeplab_kit train --recipe report --lr 1e-3 --atrous-rates 8,12,16 ...
 
 Each setting is declared once, here, with its default, its help text (the command line's
---help) and its check. `to_dict` / `from_dict` give plain data (lists, numbers, strings) for
-checkpoints and JSON; `from_dict` also reads the flat form of configurations written before
-the network's settings had a dataclass of their own.
+--help) and its check; `to_dict` / `from_dict` give plain data for checkpoints and JSON.
 
 This module imports no torch: the command line builds its options (and answers --help) from
 it in a fraction of torch's import time.
@@ -51,9 +49,6 @@ def _setting(default, text: str):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default, metadata={"help": text})
     return field(default=default, metadata={"help": text})
-
-
-# --- the network ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -192,9 +187,6 @@ MODEL_PRESETS = {
 }
 
 
-# --- the run -------------------------------------------------------------------------------
-
-
 @dataclass
 class RunConfig:
     """Everything a training run needs. Build one with `RunConfig.from_recipe(name, **overrides)`;
@@ -210,7 +202,6 @@ class RunConfig:
         "DeepLabV3_ResNet50_Weights name such as COCO_WITH_VOC_LABELS_V1, or a file path",
     )
 
-    # --- data -------------------------------------------------------------------------------
     data_root: str | None = _setting(None, "folder holding VOCdevkit/VOC2012")
     train_split: str = _setting("train", "training split: train, trainaug, trainval")
     val_split: str = _setting("val", "validation split")
@@ -225,7 +216,6 @@ class RunConfig:
     cache_dir: str | None = _setting(None, "decoded-image cache folder (none: no cache)")
     num_workers: int = _setting(0, "DataLoader worker processes")
 
-    # --- optimisation -----------------------------------------------------------------------
     optimizer: str = _setting("adam", "adam, adamw or sgd")
     lr: float = _setting(1e-4, "initial learning rate")
     weight_decay: float = _setting(0.0, "L2 weight decay")
@@ -251,7 +241,6 @@ class RunConfig:
     accumulation: int = _setting(1, "batches whose gradients add up to one optimiser step")
     epochs: int = _setting(200, "total epochs of the run")
 
-    # --- sessions and checkpoints -----------------------------------------------------------
     session_epochs: int | None = _setting(None, "end this session after K epochs (none: no limit)")
     session_minutes: float | None = _setting(
         None, "end this session after M minutes (none: no limit)"
@@ -260,7 +249,6 @@ class RunConfig:
     keep_last: int = _setting(2, "checkpoints kept besides best.pt")
     tensorboard: bool = _setting(False, "also write TensorBoard curves under the run folder")
 
-    # --- arithmetic and reproducibility -----------------------------------------------------
     seed: int = _setting(0, "seed of the weights, the data order, the augmentation and dropout")
     amp: str = _setting(
         "auto", "auto (this machine's rule: deeplab_kit.runtime.arithmetic), bf16, fp16 or off"
@@ -272,7 +260,6 @@ class RunConfig:
     deterministic: bool = _setting(False, "deterministic GPU kernels (CPU runs are exact anyway)")
     sync_bn: bool = _setting(False, "SyncBatchNorm across processes under torchrun")
 
-    # --- evaluation -------------------------------------------------------------------------
     eval_batch_size: int | None = _setting(None, "validation batch size (none: batch_size)")
     eval_scales: tuple[float, ...] = _setting(
         (1.0,), "scales of the final evaluation, e.g. 0.75,1,1.25"
@@ -340,25 +327,10 @@ def _check_run(config: RunConfig) -> None:
 
 
 # Fields that shape the optimisation: resuming with other values would not continue the same run.
-TRAINING_FIELDS = (
-    "train_split",
-    "train_transforms",
-    "image_size",
-    "hflip",
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "momentum",
-    "schedule",
-    "lr_steps",
-    "lr_gamma",
-    "poly_power",
-    "warmup_epochs",
-    "aux_weight",
-    "aux_lr_factor",
-    "batch_size",
-    "accumulation",
-    "seed",
+TRAINING_FIELDS = tuple(
+    "train_split train_transforms image_size hflip optimizer lr weight_decay momentum schedule "
+    "lr_steps lr_gamma poly_power warmup_epochs aux_weight aux_lr_factor batch_size accumulation "
+    "seed".split()
 )
 
 
@@ -367,9 +339,6 @@ def flat(config: RunConfig) -> dict:
     command line's options)."""
     values = config.to_dict()
     return {"recipe": values.pop("recipe"), **values.pop("model"), **values}
-
-
-# --- fields as data -----------------------------------------------------------------------
 
 
 def field_names(kind=RunConfig) -> list[str]:
@@ -485,8 +454,6 @@ def parse_value(name: str, text: str):
     raise ValueError(f"--{name.replace('_', '-')} expects {_type_name(kind)}, got {text!r}")
 
 
-# --- recipes -------------------------------------------------------------------------------
-
 _DEMO = dict(
     backbone="resnet26",
     backbone_width=16,
@@ -509,24 +476,18 @@ _DEMO = dict(
     epochs=10,
     keep_last=1,
 )
-# The report, as it most likely ran (course/quoted_numbers.REPORT_SETTINGS quotes the sentence
-# behind each setting): ResNet-50 from torchvision's ImageNet weights (inferred: "The encoder
-# network, typically based on a pre-trained CNN", "fine-tuning the DeepLabv3 ResNet50
-# model", "could only train the upper-level features"), output stride 16 (inferred: the
-# paper's training setting; the report gives none), ASPP rates (8, 12, 16), 256x256 resize,
-# Adam (stated) at 1e-4 (inferred: the report gives no rate), cross-entropy, batch 4, 200
-# epochs in Colab sessions of 20 (stated). Its "divide the learning rate by 10" came in a
-# later session; its Figure 3 is "6th session ... after slicing learning rate by 10", and
-# with 20 epochs a session the 6th session starts at epoch 100: a scheduled step there
-# (inferred).
+# The report's data and optimiser, which its comparison model (`pretrained`) shares.
+_REPORT_TRAINING = dict(
+    train_transforms="report", val_transforms="report", image_size=256, optimizer="adam", lr=1e-4
+)
+# The report, as it most likely ran: course/quoted_numbers.REPORT_SETTINGS gives each setting,
+# stated by the report or inferred from it, with the sentence behind it. The step at epoch 100
+# (inferred): its Figure 3 is the "6th session ... after slicing learning rate by 10", and at 20
+# epochs a session the 6th session starts at epoch 100.
 _REPORT = dict(
     **MODEL_PRESETS["report"],
     pretrained_backbone=True,
-    train_transforms="report",
-    val_transforms="report",
-    image_size=256,
-    optimizer="adam",
-    lr=1e-4,
+    **_REPORT_TRAINING,
     schedule="step",
     lr_steps=(100,),
     lr_gamma=0.1,
@@ -538,11 +499,9 @@ RECIPES: dict[str, dict] = {
     "report": _REPORT,
     # The other reading of the report: the same run from a randomly initialised ResNet-50.
     "report-scratch": {**_REPORT, "pretrained_backbone": False},
-    # The paper: ImageNet ResNet-50, OS16, multi-grid (1, 2, 4), rates (6, 12, 18), no auxiliary
-    # loss (the paper trains none; --aux-loss adds torchvision's, weighted as aux_weight); SGD with
-    # momentum 0.9 and weight decay 1e-4, poly lr 0.007 (power 0.9) per iteration, batch 16,
-    # crops of 513 with random scale and flip, batch norm trained ("fine-tuned") at OS16, on
-    # trainaug. 30k iterations at batch 16 are 30000 * 16 / 10582 = 45.4 epochs: 46 here.
+    # The paper's training, as its values below: no auxiliary loss (the paper trains none;
+    # --aux-loss adds torchvision's, weighted as aux_weight), batch norm trained ("fine-tuned")
+    # at OS16, 30k iterations at batch 16 on trainaug: 30000 * 16 / 10582 = 45.4 epochs, 46 here.
     # On a small GPU keep the effective batch: --batch-size 4 --accumulation 4 (batch-norm
     # statistics then come from 4 images at a time).
     "paper": dict(
@@ -569,11 +528,7 @@ RECIPES: dict[str, dict] = {
         **{**MODEL_PRESETS["torchvision"], "aux_loss": False},
         pretrained_weights="COCO_WITH_VOC_LABELS_V1",
         freeze_backbone=True,
-        train_transforms="report",
-        val_transforms="report",
-        image_size=256,
-        optimizer="adam",
-        lr=1e-4,
+        **_REPORT_TRAINING,
         batch_size=4,
         epochs=20,
     ),
@@ -627,11 +582,10 @@ def recipes_table(differing_only: bool = True) -> str:
             rows.append([name, *values])
     header = ["field", *RECIPES]
     widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header))]
-    lines = [
+    return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
-    ]
-    return "\n".join(lines)
+    )
 
 
 def _shown(value) -> str:

@@ -7,11 +7,9 @@ Protocols (what a score is compared against, recorded in every metrics.json):
 - "resized": compared with the mask resized by the validation preset (nearest neighbour), as the
   report most likely scored; cheaper, and not the number the paper's tables mean.
 
-A prediction never depends on the other images of its batch: a batch of one size runs at once;
-images of different sizes come from `transforms.eval_collate` as lists and run one by one at
-their own size (padding would reach ASPP's image pooling). Multi-scale (the paper's 0.5..1.75)
-resizes the input, runs the model, resizes its scores back and averages the softmax
-probabilities over scales (and over the horizontally flipped input when `flip=True`).
+A prediction never depends on the other images of its batch: images of different sizes run one
+by one at their own size (padding would reach ASPP's image pooling). Multi-scale (the paper's
+0.5..1.75) averages the softmax probabilities over resized (and flipped) inputs.
 
     metrics = evaluate_checkpoint("runs/paper", "data", output_stride=8,
                                   scales=(0.5, 0.75, 1, 1.25, 1.5, 1.75), flip=True)
@@ -41,7 +39,6 @@ from deeplab_kit.data.voc import VOCDataset
 from deeplab_kit.files import ensure_writable, write_json
 from deeplab_kit.metrics import ConfusionMatrix
 from deeplab_kit.model import build_model, model_from_checkpoint
-from deeplab_kit.runtime import distributed
 from deeplab_kit.runtime.arithmetic import Arithmetic, allowed, choose
 from deeplab_kit.runtime.checkpoint import BEST, find_checkpoints, load_checkpoint, saved_arithmetic
 from deeplab_kit.runtime.device import autocast, resolve_device
@@ -248,27 +245,6 @@ def predicted_classes(
     return logits.argmax(dim=1)[0].cpu()
 
 
-# --- during training ------------------------------------------------------------------------
-
-
-def validate(
-    net, loader, *, device, config: RunConfig, arithmetic, criterion=None, scales=(1.0,), flip=False
-) -> EvalResult:
-    """Evaluate on the validation loader in the training's arithmetic; under DDP each process
-    scores its shard and `evaluate` pools the counts and the loss over all of them."""
-    distributed.broadcast_buffers(net)  # every shard scored with rank 0's BN statistics
-    return evaluate(
-        net,
-        loader,
-        device=device,
-        num_classes=config.model.num_classes,
-        scales=tuple(scales),
-        flip=flip,
-        arithmetic=arithmetic,
-        criterion=criterion,
-    )
-
-
 def scored_as(config: RunConfig, scales=(1.0,), flip: bool = False) -> dict:
     """How a run's validation scores were made, for its metrics.json: the protocol ("resized":
     masks resized with the images by the val preset; "original": each image's own size), the
@@ -311,8 +287,7 @@ class OriginalMasks(Dataset):
     "original" protocol): (preprocessed image, int64 (H0, W0) mask). Keeps the dataset's `ids`."""
 
     def __init__(self, dataset) -> None:
-        self.dataset = dataset
-        self.ids = dataset.ids
+        self.dataset, self.ids = dataset, dataset.ids
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -341,8 +316,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 class Scoring:
     """How `evaluate_checkpoint` scores a saved model.
 
-    protocol: "original" (scores resized to each image's own size, against its original mask)
-        or "resized" (against the mask as the validation preset resizes it).
+    protocol: "original" or "resized" (the module's docstring says what each compares with).
     output_stride: another output stride than the model trained at (the paper trains at 16 and
         evaluates at 8; dilations and ASPP rates scale with it, `at_output_stride`); None: its own.
     amp, channels_last: None (both): the arithmetic the run trained in, so that a checkpoint

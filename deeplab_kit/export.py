@@ -50,13 +50,12 @@ def export(checkpoint, out: str | Path, *, check: bool = True) -> Path:
     shipped = Shipped(model.float()).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, 3, 64, 64)
     side = dict(min=32, max=4096)
     dims = {0: torch.export.Dim("batch", max=256), 2: torch.export.Dim("height", **side)}
     dims[3] = torch.export.Dim("width", **side)
     torch.onnx.export(
         shipped,
-        (example,),
+        (torch.zeros(1, 3, 64, 64),),
         str(out),
         input_names=["images"],
         output_names=["logits"],

@@ -7,6 +7,7 @@ reader never sees half a file and a failed write leaves the previous one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -34,18 +35,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as error:
-        if isinstance(error, RuntimeError) and not _failed_write(error):
+        # torch's zip writer reports a failed write (a full disk, say) as a RuntimeError
+        failed_write = "failed writing" in str(error) or "file write failed" in str(error)
+        if isinstance(error, RuntimeError) and not failed_write:
             raise
         raise OSError(f"{path}: could not be written ({_why(error, tmp)})") from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_folder(path.parent)
     return path
-
-
-def _failed_write(error: RuntimeError) -> bool:
-    """torch's zip writer reports a failed write (a full disk, say) as a RuntimeError."""
-    return "failed writing" in str(error) or "file write failed" in str(error)
 
 
 def _why(error: OSError | RuntimeError, tmp: Path) -> str:
@@ -73,9 +71,8 @@ def _fsync_folder(folder: Path) -> None:
     except OSError:  # folders cannot be opened on some systems (Windows); the rename stands
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 

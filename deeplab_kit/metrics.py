@@ -161,12 +161,8 @@ class ConfusionMatrix:
             if 0 <= value < self.num_classes or value == self.ignore_index:
                 continue
             bad_pixels += int(per_row[row])
-            if row == 0:
-                bad_values.append(f"<= {value}")
-            elif row == self._rows - 1:
-                bad_values.append(f">= {value}")
-            else:
-                bad_values.append(str(value))
+            side = "<= " if row == 0 else ">= " if row == self._rows - 1 else ""  # the side rows
+            bad_values.append(f"{side}{value}")
         if bad_values:
             raise ValueError(
                 f"target holds {bad_pixels} pixels with labels outside 0..{self.num_classes - 1} "
@@ -311,25 +307,16 @@ def per_class_table(
     and pixel counts."""
     names = names or class_names(cm.num_classes)
     s = class_stats(cm.matrix.cpu().double(), cm.out_of_range_predictions.cpu().double())
-    present = (s["tp"] + s["fp"] + s["fn"]) > 0
-
-    def per_class(x: torch.Tensor):  # NaN for a class absent from truth and prediction
-        return torch.where(present, x, torch.nan).numpy()
-
+    present = (s["tp"] + s["fp"] + s["fn"]) > 0  # the others get NaN scores
+    scores = {"IoU": "iou", "precision": "precision", "recall": "recall", "F1": "f1"}
     table = pd.DataFrame(
-        {
-            "IoU": per_class(s["iou"]),
-            "precision": per_class(s["precision"]),
-            "recall": per_class(s["recall"]),
-            "F1": per_class(s["f1"]),
-            "support_pixels": s["support"].numpy().astype("int64"),
-            "predicted_pixels": s["predicted"].numpy().astype("int64"),
-        },
+        {name: torch.where(present, s[key], torch.nan).numpy() for name, key in scores.items()},
         index=pd.Index(names, name="class"),
     )
+    table["support_pixels"] = s["support"].numpy().astype("int64")
+    table["predicted_pixels"] = s["predicted"].numpy().astype("int64")
     if percent:
-        scores = ["IoU", "precision", "recall", "F1"]
-        table[scores] = 100 * table[scores]
+        table[list(scores)] = 100 * table[list(scores)]
         table = table.rename(columns={name: f"{name} (%)" for name in scores})
     return table
 
@@ -345,12 +332,10 @@ def report_table(
 
     `models` maps a name to a ConfusionMatrix or to its `compute()` dict. `average` picks the
     precision/recall/F1 convention: "micro", "macro" or "weighted" (scikit-learn's names). The
-    report does not say which it used; weighted is the default here because with it recall is
-    pixel accuracy, the number a pixel-level "recall near 0.99" most likely is. (No convention
-    reproduces the report's Table 1 from one confusion matrix: see
-    `deeplab_kit.course.table1`.) Units, as the report prints them and as the
-    "unit" column says: precision, recall and F1 in 0..1, mIoU in percent. The rows name their
-    averaging ("Precision (weighted)"); mIoU is always the macro mean.
+    report does not say which it used; weighted is the default, as with it recall is pixel
+    accuracy, what a pixel-level "recall near 0.99" most likely is (no convention reproduces the
+    report's Table 1: see `deeplab_kit.course.table1`). Units as the report prints them (the
+    "unit" column): P, R and F1 in 0..1, mIoU in %. Rows name their averaging; mIoU is macro.
     """
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
@@ -358,12 +343,8 @@ def report_table(
     for name, scores in models.items():
         if isinstance(scores, ConfusionMatrix):
             scores = scores.compute()
-        columns[name] = [
-            scores[f"precision_{average}"],
-            scores[f"recall_{average}"],
-            scores[f"f1_{average}"],
-            100.0 * scores["miou"],
-        ]
+        averaged = [scores[f"{score}_{average}"] for score in ("precision", "recall", "f1")]
+        columns[name] = [*averaged, 100.0 * scores["miou"]]
     return pd.DataFrame(columns, index=pd.Index(table1_rows(average), name="score"))
 
 

@@ -205,9 +205,6 @@ class FCNHead(nn.Sequential):
         )
 
 
-# --- the model -------------------------------------------------------------------------------
-
-
 class DeepLabV3(nn.Module):
     """Backbone, classifier (and optional auxiliary head); logits come back at the input size.
 
@@ -253,25 +250,13 @@ class DeepLabV3(nn.Module):
         return result
 
 
-# --- building --------------------------------------------------------------------------------
-
-
 def build_model(config: ModelConfig | None = None, /, **settings) -> DeepLabV3:
-    """Build a DeepLabv3 (or, with `decoder=True`, DeepLabv3+) on a dilated ResNet.
+    """Build a DeepLabv3 (or, with `decoder=True`, DeepLabv3+) on a dilated ResNet; the settings
+    are `deeplab_kit.config.ModelConfig`'s, each with its help text and check there.
 
         build_model(num_classes=21, backbone="resnet50", output_stride=16, atrous_rates=(6, 12, 18))
         build_model(ModelConfig(...))               # the same from a config
         build_model(config, output_stride=8)        # a config with settings changed
-
-    The settings are `deeplab_kit.config.ModelConfig`'s, each with its help text and check
-    there: the backbone (resnet26/50/101, its width, its stages kept, ImageNet weights, frozen
-    or not), the output stride (stages stride until it is reached and dilate after, each at
-    twice the previous rate: `backbone.stage_plan`), multi-grid, the cascaded block5..block7
-    (`extra_blocks`), ASPP (its rates, image pooling, width, dropout; `aspp=False` gives the
-    cascaded model's 1x1 classifier), DeepLabv3+'s decoder and torchvision's aux head.
-
-    Returns a `DeepLabV3` whose forward returns {"out": (N, num_classes, H, W)} at the input
-    size and whose `config` is the ModelConfig it was built from.
     """
     config = config or ModelConfig()
     if settings:
@@ -299,21 +284,16 @@ def build_model(config: ModelConfig | None = None, /, **settings) -> DeepLabV3:
 def from_preset(name: str, **overrides) -> DeepLabV3:
     """`build_model` with a named configuration of `deeplab_kit.config.MODEL_PRESETS` ("report",
     "paper", "paper-os8", "torchvision")."""
-
     if name not in MODEL_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
     return build_model(**{**MODEL_PRESETS[name], **overrides})
 
 
-# --- a saved model --------------------------------------------------------------------------
-
-
 def model_from_checkpoint(state: dict, path: str | Path) -> DeepLabV3:
     """Rebuild the network of a loaded checkpoint `state` (read from `path`) from the config it
     carries, and load its weights."""
-    model = RunConfig.from_dict(state["config"]).model
     # The weights come from the checkpoint: no pretrained download to rebuild it.
-    built = build_model(model, pretrained_backbone=False)
+    built = build_model(RunConfig.from_dict(state["config"]).model, pretrained_backbone=False)
     try:
         built.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -324,11 +304,7 @@ def model_from_checkpoint(state: dict, path: str | Path) -> DeepLabV3:
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> DeepLabV3:
     """The model a checkpoint (or best.pt) holds, rebuilt from its config, in eval mode."""
-    state = load_checkpoint(path, map_location="cpu")
-    return model_from_checkpoint(state, path).to(device).eval()
-
-
-# --- torchvision weights ---------------------------------------------------------------------
+    return model_from_checkpoint(load_checkpoint(path, map_location="cpu"), path).to(device).eval()
 
 
 def load_torchvision_weights(
@@ -336,14 +312,13 @@ def load_torchvision_weights(
 ) -> DeepLabV3:
     """Load a torchvision DeepLabV3 state dict into `model` (in place; returns it).
 
-    `weights` is a state dict, a path to a saved one (for offline machines), or a torchvision
+    `weights`: a state dict, a path to a saved one (for offline machines), or a torchvision
     Weights enum such as `DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1` (downloaded and
-    hash-checked by torchvision). torchvision's model is `from_preset("torchvision")`: output
-    stride 8 and rates (12, 24, 36); dilations are not stored in a state dict, so build the
-    model you mean. Tensors of torchvision's aux head are ignored when `model` has none.
-    `skip_classifier=True` keeps the model's own last 1x1 convs (a new classifier, any number
-    of classes), as in the report's comparison model.
-    A tensor that is missing, unexpected or of another shape raises a ValueError naming it.
+    hash-checked). torchvision's model is `from_preset("torchvision")` (OS8, rates 12, 24, 36):
+    a state dict stores no dilations, so build the model you mean. Its aux head's tensors are
+    ignored when `model` has none; `skip_classifier=True` keeps the model's own last 1x1 convs (a
+    new classifier, any number of classes), as in the report's comparison model. A tensor that
+    is missing, unexpected or of another shape raises a ValueError naming it.
     """
     if isinstance(weights, (str, Path)):
         state = read_state_dict(Path(weights))
@@ -355,7 +330,6 @@ def load_torchvision_weights(
         raise TypeError(
             f"weights must be a state dict, a path or a torchvision Weights enum, got {type(weights).__name__}"
         )
-
     skip = _last_conv_prefixes(model) if skip_classifier else ()  # str.startswith(()) is False
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
     state = {k: v for k, v in state.items() if not k.startswith(skip)}
@@ -384,15 +358,10 @@ def _last_conv_prefixes(model: DeepLabV3) -> tuple[str, ...]:
     """Names of the final 1x1 convs (the ones that depend on the number of classes)."""
     names = []
     for head in ("classifier", "aux_classifier"):
-        module = getattr(model, head)
-        if module is None:
-            continue
-        last = [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)][-1]
-        names.append(f"{head}.{last}.")
+        if (module := getattr(model, head)) is not None:
+            last = [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)][-1]
+            names.append(f"{head}.{last}.")
     return tuple(names)
-
-
-# --- inspection ------------------------------------------------------------------------------
 
 
 def aspp_of(model: DeepLabV3) -> ASPP | None:

@@ -1,14 +1,13 @@
 """Segment your own photos: a trained run (or torchvision's pretrained model) on image files.
 
     python -m deeplab_kit predict --checkpoint runs/report --out predicted photo.jpg folder/
-    report = predict_files(model, input_size, ["photo.jpg", "folder/"], "predicted")
+    report = predict_files(load_predictor("runs/report"), ["photo.jpg", "folder/"], "predicted")
 
 For each image, `DIR/<name>.png` holds the predicted classes at the image's own size as a
 palette PNG with VOC's colours (what VOC's masks and its evaluation server use), and
 `DIR/<name>-overlay.png` the photo | the prediction over it | a legend of the classes found. An
 image is preprocessed as the model's validation was (resized to the run's input size for the
 report's recipe, whole for the paper's) and its scores are resized back to the image's size.
-A file that is not an image is named in one line and the others are still written.
 """
 
 from __future__ import annotations
@@ -76,12 +75,9 @@ def load_predictor(
     model = model_from_checkpoint(state, path).eval()
     saved = state.get("classes")
     classes = Classes.from_dict(saved) if saved else classes_for(model.config.num_classes)
-    return Predictor(model, input_size(RunConfig.from_dict(state["config"])), classes)
-
-
-def input_size(config: RunConfig) -> int | None:
-    """The side a run's validation resized its images to (None: whole images, as the paper's)."""
-    return config.image_size if config.val_transforms == "report" else None
+    config = RunConfig.from_dict(state["config"])  # its validation resized, or took whole images
+    size = config.image_size if config.val_transforms == "report" else None
+    return Predictor(model, size, classes)
 
 
 def image_files(inputs: Iterable[str | Path]) -> list[Path]:
@@ -102,11 +98,8 @@ def predict_image(model, image, input_size: int | None, device="cpu") -> np.ndar
     any photo: the scores are resized back to the photo's size a strip of rows at a time."""
     rgb = torch.from_numpy(np.array(_rgb(image))).permute(2, 0, 1)  # (3, H, W) uint8
     size = (input_size, input_size) if input_size else _within(rgb.shape[-2:], MAX_INPUT_SIDE)
-    x = (
-        rgb
-        if tuple(size) == tuple(rgb.shape[-2:])
-        else F_v2.resize(rgb, list(size), antialias=True)
-    )
+    same = tuple(size) == tuple(rgb.shape[-2:])
+    x = rgb if same else F_v2.resize(rgb, list(size), antialias=True)
     device = resolve_device(device)
     model = model.to(device).eval()
     with torch.inference_mode():

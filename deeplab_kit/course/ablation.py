@@ -4,21 +4,18 @@ apart from the other.
 Both arms hand ASPP the report's own 16 x 16 map (128-pixel generated images at output stride
 8, as 256-pixel images give at output stride 16), with the same network, parameters and depth:
 
-- "dilated": the `ablation` recipe's quarter-width ResNet-26, layer3 and layer4 dilated (rates 2
+- "dilated": the `ablation` recipe's eighth-width ResNet-26, layer3 and layer4 dilated (rates 2
   and 4): one output's theoretical field is 195 pixels, more than the image.
 - "undilated": the same four stages with layer3 and layer4 at stride 1 and dilation 1
   (`dilated=False`): only the field changes (115 pixels).
 
-ASPP settings, from the 1x1 branch alone to the paper's and the report's rates, with image
-pooling on for the paper's rates once (`SETTINGS`). The lesson rests on four contrasts named
-before the make (`PLANNED`, Holm over those, each with `PLANNED_SEEDS`); every other pair is
-exploratory (`EXPLORATORY_SEEDS`). Each model is also scored on interior pixels (at least
-`INTERIOR_DISTANCE` from any outline: what the local shape cannot tell) and on a band along the
-outlines (within `BAND`), so that a loss from gridding near edges and one from padding on the
-whole map can be told apart, and its effective receptive field is measured
-(`deeplab_kit.course.erf`).
+Both run every ASPP setting (`SETTINGS`). Four contrasts named before the make (`PLANNED`)
+carry the lesson; every other pair is exploratory. Each model is also scored on interior pixels
+(what the local shape cannot tell) and on a band along the outlines, so that a loss from
+gridding near edges and one from padding on the whole map can be told apart, and its effective
+receptive field is measured (`deeplab_kit.course.erf`).
 
-    base = config(arithmetic, lr)                 # the recipe at the stored data and sweep's lr
+    base = results.experiment_config("ablation", arithmetic, lr=lr)   # the sweep's lr
     rows = run(base, "runs/ablation", erf_images=64, workers=2)
     tests(pd.DataFrame(rows))                     # the planned contrasts, Holm-corrected
 """
@@ -131,16 +128,13 @@ def seeds_of(label: str) -> tuple[int, ...]:
 def equivalent_settings(settings: Mapping[str, RunConfig]) -> dict[str, str]:
     """{label: the earlier label it is the same network as}: the same backbone and pooling, and
     rates that differ only where the taps read padding (`atrous.effective_rates`)."""
-    first: dict[tuple, str] = {}
-    same = {}
+    first, same = {}, {}
     for label, config in settings.items():
-        size = feature_size(config.image_size, config.model.output_stride)
         model = config.model
+        size = feature_size(config.image_size, model.output_stride)
         key = (model.dilated, model.image_pooling, effective_rates(size, model.atrous_rates))
-        if key in first:
+        if first.setdefault(key, label) != label:  # an earlier label has this network
             same[label] = first[key]
-        else:
-            first[key] = label
     return same
 
 
@@ -172,28 +166,11 @@ def geometry_table(base: RunConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# --- the runs -------------------------------------------------------------------------------
-
 COLUMNS = (
-    "backbone",
-    "setting",
-    "rates",
-    "image_pooling",
-    "seed",
-    "feature map",
-    "same network as",
-    "miou",
-    "interior miou",
-    "band miou",
-    "pixel_accuracy",
-    "erf r50 (px)",
-    "erf r90 (px)",
-    "last six epochs gain",
-    "epochs",
-    "train seconds",
-    "arithmetic",
-    "finished",
-)
+    "backbone", "setting", "rates", "image_pooling", "seed", "feature map", "same network as",
+    "miou", "interior miou", "band miou", "pixel_accuracy", "erf r50 (px)", "erf r90 (px)",
+    "last six epochs gain", "epochs", "train seconds", "arithmetic", "finished",
+)  # fmt: skip
 
 
 def run(
@@ -251,9 +228,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-# --- interior pixels and the band along the outlines ------------------------------------------
 
 
 def outline_distance(mask: np.ndarray) -> np.ndarray:
@@ -314,9 +288,6 @@ def score_regions(model, config: RunConfig, arithmetic: str) -> dict:
     return found
 
 
-# --- effective receptive fields -------------------------------------------------------------
-
-
 def measure_erf(model, val_set, count: int = ERF_IMAGES) -> np.ndarray:
     """The effective receptive field of a trained model's central output (`erf.gradient_map`)
     over the first `count` validation images, preprocessed as its validation was: (H, W)."""
@@ -337,8 +308,7 @@ def erf_radii(run_dir: Path) -> dict:
 def average_erf(paths) -> np.ndarray:
     """The mean of some erf.npy gradient maps, each scaled to sum 1 first (so every seed
     weighs the same)."""
-    maps = [np.load(path) for path in paths]
-    return np.mean([m / m.sum() for m in maps], axis=0)
+    return np.mean([m / m.sum() for m in map(np.load, paths)], axis=0)
 
 
 def erf_maps(frame: pd.DataFrame, path_of) -> dict[str, np.ndarray]:
@@ -352,9 +322,6 @@ def erf_maps(frame: pd.DataFrame, path_of) -> dict[str, np.ndarray]:
         paths = [path_of(f"{setting_folder(label)}/seed-{s}/erf.npy") for s in group["seed"]]
         maps[label] = average_erf(paths)
     return maps
-
-
-# --- the learning rate ----------------------------------------------------------------------
 
 
 def sweep_lr(
@@ -387,9 +354,6 @@ def inside_grid(sweep: pd.DataFrame) -> bool:
     """Whether the chosen rate lies inside the swept grid, not at one of its ends."""
     rates = sorted(sweep["lr"].unique())
     return rates[0] < chosen_lr(sweep) < rates[-1]
-
-
-# --- the table and the statistics -------------------------------------------------------------
 
 
 def table(rows: Sequence[Mapping]) -> pd.DataFrame:
@@ -425,14 +389,3 @@ def exploratory_pairs() -> list[tuple[str, str]]:
     found += [(run_label("dilated", s), run_label("undilated", s)) for s in SETTINGS]
     planned = set(PLANNED) | {(b, a) for a, b in PLANNED}
     return [pair for pair in dict.fromkeys(found) if pair not in planned]
-
-
-def seed_points(frame: pd.DataFrame, column: str = "miou") -> dict[str, dict[str, list[float]]]:
-    """{backbone: {setting: each seed's value in %}}, for the figure."""
-    return {
-        backbone: {
-            setting: [100.0 * v for v in group[column]]
-            for setting, group in rows.groupby("setting", sort=False)
-        }
-        for backbone, rows in frame.groupby("backbone", sort=False)
-    }

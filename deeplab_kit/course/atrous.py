@@ -30,12 +30,7 @@ from torch.nn import functional as F
 
 from deeplab_kit.backbone import stage_plan
 from deeplab_kit.config import ModelConfig, output_strides
-from deeplab_kit.model import (
-    ASPPPooling,
-    DeepLabV3,
-    aspp_of,
-    aspp_rates,
-)
+from deeplab_kit.model import ASPPPooling, DeepLabV3, aspp_of, aspp_rates
 
 Size = int | tuple[int, int]
 # The stem gives 4; each later stage may halve once more: layer2..layer4 give 8 to 32, and the
@@ -138,11 +133,9 @@ def valid_tap_counts(size: Size, rate: int, kernel_size: int = 3) -> dict[int, f
     that occurs: the paper's Figure 4 plots these for n = 1, 4, 9 on a 65 x 65 map."""
     h, w = _pair(size)
     rate = check_rate(rate)
-    counts = np.outer(
-        _valid_counts_1d(h, rate, kernel_size), _valid_counts_1d(w, rate, kernel_size)
-    )
-    values, frequency = np.unique(counts, return_counts=True)  # counts: (h, w)
-    return {int(v): float(f) / counts.size for v, f in zip(values, frequency, strict=True)}
+    rows, cols = (_valid_counts_1d(n, rate, kernel_size) for n in (h, w))
+    values, frequency = np.unique(np.outer(rows, cols), return_counts=True)
+    return {int(v): float(f) / (h * w) for v, f in zip(values, frequency, strict=True)}
 
 
 def effective_rates(size: Size, rates: Sequence[int]) -> tuple[tuple[int, int], ...]:

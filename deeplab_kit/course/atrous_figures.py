@@ -1,6 +1,6 @@
 """Figures of atrous convolution, ASPP and the rate ablation: where a dilated kernel's taps
 land (on an image, on a feature map), how much of each ASPP branch still reads the map, the
-rate explorer's figure, the experiments' seeds and the effective receptive fields.
+rate explorer's figure, the effective receptive fields and the output-stride curves.
 
 Each function returns a `figures.KitFigure`, which Jupyter and Colab show as a PNG.
 """
@@ -49,41 +49,16 @@ def _draw_taps(ax: Axes, center, rates, size: tuple[int, int], scale: int = 1) -
         taps = sampling_positions(center, rate)  # (9, 2) rows, columns
         inside = taps_inside(taps, size)
         xy = taps[:, ::-1] * scale  # (x, y) = (column, row)
+        tap = dict(s=60, marker=marker, zorder=3)
+        filled = dict(color=colour, edgecolors="black", linewidths=0.6)
         label = f"rate {rate}: {inside.sum()}/9 inside"
-        ax.scatter(
-            *xy[inside].T,
-            s=60,
-            marker=marker,
-            color=colour,
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=3,
-            label=label,
-            gid=f"rate-{rate}-inside",
-        )
-        ax.scatter(
-            *xy[~inside].T,
-            s=60,
-            marker=marker,
-            facecolors="none",
-            edgecolors=colour,
-            linewidths=1.2,
-            zorder=3,
-            gid=f"rate-{rate}-outside",
-        )
+        ax.scatter(*xy[inside].T, **tap, **filled, label=label, gid=f"rate-{rate}-inside")
+        hollow = dict(facecolors="none", edgecolors=colour, linewidths=1.2)
+        ax.scatter(*xy[~inside].T, **tap, **hollow, gid=f"rate-{rate}-outside")
         ax.scatter(*xy[~inside].T, s=25, marker="x", color=colour, linewidths=1, zorder=3)
-        corner = (np.asarray(center)[::-1] - rate - 0.5) * scale
-        ax.add_patch(
-            Rectangle(
-                corner,
-                (2 * rate + 1) * scale,
-                (2 * rate + 1) * scale,
-                fill=False,
-                edgecolor=colour,
-                linestyle="--",
-                linewidth=0.8,
-            )
-        )
+        corner, side = (np.asarray(center)[::-1] - rate - 0.5) * scale, (2 * rate + 1) * scale
+        extent = dict(fill=False, edgecolor=colour, linestyle="--", linewidth=0.8)
+        ax.add_patch(Rectangle(corner, side, side, **extent))
 
 
 def plot_atrous_sampling(size: Size, rates, center=None, *, ax: Axes | None = None) -> Figure:
@@ -95,11 +70,8 @@ def plot_atrous_sampling(size: Size, rates, center=None, *, ax: Axes | None = No
     rates = _rate_list(rates)
     center = ((h - 1) // 2, (w - 1) // 2) if center is None else tuple(center)
     fig, ax = figure_and_axes(ax, (5.5, 5.5))
-    ax.add_patch(
-        Rectangle(
-            (-0.5, -0.5), w, h, facecolor="0.93", edgecolor="0.2", zorder=0, gid="feature-map"
-        )
-    )
+    feature_map = dict(facecolor="0.93", edgecolor="0.2", zorder=0, gid="feature-map")
+    ax.add_patch(Rectangle((-0.5, -0.5), w, h, **feature_map))
     if max(h, w) <= 80:  # one line per cell while they stay visible
         ax.vlines(np.arange(w + 1) - 0.5, -0.5, h - 0.5, color="white", linewidth=0.5, zorder=1)
         ax.hlines(np.arange(h + 1) - 0.5, -0.5, w - 0.5, color="white", linewidth=0.5, zorder=1)
@@ -150,21 +122,13 @@ def _zoom_on_taps(ax: Axes, rgb, center, rates, small, size, scale: int) -> None
     reach = (max(small) + 1.5) * scale
     cy, cx = (np.asarray(center) * scale).tolist()
     inset.imshow(rgb)
-    keep = [rate if rate in small else None for rate in rates]  # same colour per position
-    for k, rate in enumerate(keep):
-        if rate is None:
+    for k, rate in enumerate(rates):  # k as in the main axes: the same colour and marker
+        if rate not in small:
             continue
-        taps = sampling_positions(center, rate)[:, ::-1] * scale  # (x, y)
-        inside = taps_inside(sampling_positions(center, rate), size)
-        inset.scatter(
-            *taps[inside].T,
-            s=40,
-            marker=BRANCH_MARKERS[k % len(BRANCH_MARKERS)],
-            color=f"C{k}",
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=3,
-        )
+        taps = sampling_positions(center, rate)
+        xy, marker = taps[:, ::-1] * scale, BRANCH_MARKERS[k % len(BRANCH_MARKERS)]  # (x, y)
+        style = dict(color=f"C{k}", edgecolors="black", linewidths=0.6, zorder=3)
+        inset.scatter(*xy[taps_inside(taps, size)].T, s=40, marker=marker, **style)
     inset.set_xlim(cx - reach, cx + reach)
     inset.set_ylim(cy + reach, cy - reach)
     inset.set_xticks([])
@@ -269,38 +233,6 @@ def _erf_panel(ax: Axes, name: str, share: np.ndarray, norm, masses, field) -> o
     return image
 
 
-def plot_seed_points(
-    points: Mapping[str, Mapping[str, Sequence[float]]],
-    *,
-    ylabel: str = "mIoU (%)",
-    title: str | None = None,
-    ax: Axes | None = None,
-) -> Figure:
-    """Each seed's value as a dot and their mean as a bar outline, per setting, one colour per
-    group ({group: {setting: values}}, e.g. the ablation's backbones): the spread behind every
-    mean stays visible, and the groups sit side by side at each setting."""
-    groups = list(points)
-    settings = list(dict.fromkeys(s for group in points.values() for s in group))
-    fig, ax = figure_and_axes(ax, (1.2 * len(settings) + 3, 4))
-    width = 0.8 / len(groups)
-    for k, group in enumerate(groups):
-        for i, setting in enumerate(settings):
-            values = list(points[group].get(setting, ()))
-            if not values:
-                continue
-            x = i - 0.4 + width * (k + 0.5)
-            label = group if i == 0 else None
-            mean = float(np.mean(values))
-            ax.bar(x, mean, width=width * 0.9, fill=False, edgecolor=f"C{k}", lw=1.5, label=label)
-            ax.plot([x] * len(values), values, "o", color=f"C{k}", markersize=4, alpha=0.8)
-    ax.set_xticks(range(len(settings)), settings, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title="bars: mean")
-    return fig
-
-
 def plot_going_deeper(
     measured: Mapping[int, Sequence[float]],
     quoted: Mapping[int, float],
@@ -327,16 +259,9 @@ def plot_going_deeper(
     label = "the paper (quoted: ResNet-50, VOC 2012 val)"
     ax.plot(qs, [quoted[q] for q in qs], "s--", color="0.35", mfc="white", label=label)
     if oracle:
-        ticks = sorted(oracle)
-        ax.plot(
-            ticks,
-            [oracle[x] for x in ticks],
-            ":",
-            color="C2",
-            marker="_",
-            markersize=12,
-            label="block-majority oracle on the map (rough ceiling)",
-        )
+        ticks, label = sorted(oracle), "block-majority oracle on the map (rough ceiling)"
+        oracle_style = dict(color="C2", marker="_", markersize=12, label=label)
+        ax.plot(ticks, [oracle[x] for x in ticks], ":", **oracle_style)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mIoU (%)")
     ax.set_ylim(0, 100)

@@ -30,15 +30,23 @@ from deeplab_kit.data.voc import locate_voc
 # Colab badges repeat it; `check_repository_links` and tests/test_notebook.py keep them equal).
 REPOSITORY = "https://github.com/deeplab-kit/deeplab-kit"
 BRANCH = "main"
-NOTEBOOKS = (
-    "01_data.ipynb",
-    "02_atrous_convolution.ipynb",
-    "03_going_deeper.ipynb",
-    "04_aspp_ablation.ipynb",
-    "05_training_sessions.ipynb",
-    "06_report.ipynb",
-    "07_your_own_data.ipynb",
-)
+NOTEBOOK_TOPICS = {  # the notebooks, in order, and what each covers (README's table)
+    "01_data.ipynb": "VOC 2012 or the generated set, the 21 classes and void, class imbalance, "
+    "the report's and the paper's preprocessing, the cache",
+    "02_atrous_convolution.ipynb": "atrous convolution, output stride, receptive field, "
+    "multi-grid, the ASPP module's code, the valid share, the rate sliders",
+    "03_going_deeper.ipynb": "the paper's Tables 1 and 2 at CPU scale: output stride 8..256 and "
+    "cascaded blocks 4..7, with seeds, tests and a map-size oracle",
+    "04_aspp_ablation.ipynb": "ASPP's rates on a dilated and an undilated backbone: planned "
+    "contrasts, interior and band scores, effective receptive fields",
+    "05_training_sessions.ipynb": "training in sessions that resume, one loss curve, the lr step, "
+    "the arithmetic, TensorBoard, ending a Colab session",
+    "06_report.ipynb": "the report's Table 1 and why it cannot be one confusion matrix, per-class "
+    "IoU, confusion, protocols, multi-scale inference, your own photo",
+    "07_your_own_data.ipynb": "your own classes and colour masks: train, score, predict, "
+    "export to ONNX",
+}
+NOTEBOOKS = tuple(NOTEBOOK_TOPICS)
 
 COLAB_MODULE = "google.colab"
 # Colab's working folder; DEEPLAB_KIT_COLAB_ROOT moves it (the tests' stand-in for Colab).
@@ -57,17 +65,13 @@ def in_colab() -> bool:
 def drive_folder() -> Path | None:
     """The kit's folder on Google Drive when Drive is mounted in Colab, else None."""
     my_drive = DRIVE_MOUNT / "MyDrive"
-    if in_colab() and my_drive.is_dir():
-        return my_drive / DRIVE_FOLDER
-    return None
+    return my_drive / DRIVE_FOLDER if in_colab() and my_drive.is_dir() else None
 
 
 def mount_drive() -> Path | None:
     """Mount Google Drive in Colab (Colab asks for permission) and return the kit's folder on
     it; outside Colab, or if mounting fails, None (run folders then stay on the local disk)."""
-    if not in_colab():
-        return None
-    if drive_folder() is None:
+    if in_colab() and drive_folder() is None:
         try:
             from google.colab import drive
 
@@ -123,9 +127,6 @@ def home(environ: Mapping[str, str] | None = None) -> Path:
     return _checkout_at_or_above(here) or here
 
 
-# --- the repository's address ------------------------------------------------------------
-
-
 def _owner_repo(address: str = REPOSITORY) -> str:
     match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)(\.git)?/?", address)
     if not match:
@@ -144,22 +145,6 @@ def colab_url(notebook: str, address: str = REPOSITORY, branch: str = BRANCH) ->
 
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
-NOTEBOOK_TOPICS = {
-    "01_data.ipynb": "VOC 2012 or the generated set, the 21 classes and void, class imbalance, "
-    "the report's and the paper's preprocessing, the cache",
-    "02_atrous_convolution.ipynb": "atrous convolution, output stride, receptive field, "
-    "multi-grid, the ASPP module's code, the valid share, the rate sliders",
-    "03_going_deeper.ipynb": "the paper's Tables 1 and 2 at CPU scale: output stride 8..256 and "
-    "cascaded blocks 4..7, with seeds, tests and a map-size oracle",
-    "04_aspp_ablation.ipynb": "ASPP's rates on a dilated and an undilated backbone: planned "
-    "contrasts, interior and band scores, effective receptive fields",
-    "05_training_sessions.ipynb": "training in sessions that resume, one loss curve, the lr step, "
-    "the arithmetic, TensorBoard, ending a Colab session",
-    "06_report.ipynb": "the report's Table 1 and why it cannot be one confusion matrix, per-class "
-    "IoU, confusion, protocols, multi-scale inference, your own photo",
-    "07_your_own_data.ipynb": "your own classes and colour masks: train, score, predict, "
-    "export to ONNX",
-}
 
 
 def badge_table() -> str:
@@ -183,13 +168,9 @@ _COLAB_LINK = re.compile(
 def install_address(notebook: str | os.PathLike) -> str | None:
     """The address a notebook's first code cell pip-installs the kit from (None if none)."""
     cells = json.loads(Path(notebook).read_text())["cells"]
-    code = next((c for c in cells if c["cell_type"] == "code"), None)
-    if code is None:
-        return None
-    source = "".join(code["source"])
-    if f'"{COLAB_MODULE}" in sys.modules' not in source:
-        return None
-    match = _INSTALL.search(source + "\n")
+    source = next(("".join(c["source"]) for c in cells if c["cell_type"] == "code"), "")
+    in_colab_only = f'"{COLAB_MODULE}" in sys.modules' in source
+    match = _INSTALL.search(source + "\n") if in_colab_only else None
     return match[1] if match else None
 
 
@@ -200,8 +181,7 @@ def check_repository_links(
     the kit from it only in Colab, and README "Open in Colab" links (if `readme`, its text, is
     given) that point elsewhere or at a missing notebook. An empty list: all agree."""
     if notebooks_dir is None:
-        found = checkout()
-        notebooks_dir = (found or Path.cwd()) / "notebooks"
+        notebooks_dir = (checkout() or Path.cwd()) / "notebooks"
     notebooks_dir = Path(notebooks_dir)
     problems = []
     for name in NOTEBOOKS:
@@ -229,9 +209,6 @@ def check_repository_links(
                 f"README: no Colab badge for {name}" for name in NOTEBOOKS if name not in linked
             ]
     return problems
-
-
-# --- the first cell of every notebook -----------------------------------------------------
 
 
 def setup(profile: str, voc: str = "", sbd: str = "") -> dict:
@@ -270,11 +247,9 @@ def local_copy(source: Path, target: Path, what: str = "VOC") -> Path:
         return target
     print(f"copying {what} from {source} to this VM's disk (once per session) ...")
     if source.is_file():
-        with tarfile.open(source) as archive:
-            if hasattr(tarfile, "data_filter"):  # no paths outside `target`, no devices
-                archive.extractall(target, filter="data")
-            else:
-                archive.extractall(target)
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        with tarfile.open(source) as archive:  # "data": no paths outside `target`, no devices
+            archive.extractall(target, **safe)
     elif what == "VOC" and locate_voc(source) is not None:  # a folder holding VOCdevkit
         voc = locate_voc(source) / "VOCdevkit" / "VOC2012"
         shutil.copytree(voc, target / "VOCdevkit" / "VOC2012", dirs_exist_ok=True)

@@ -38,9 +38,7 @@ def run_demo(
     data_root, out_dir = Path(data_root), Path(out_dir)
     if not (data_root / "VOCdevkit" / "VOC2012").is_dir():
         make_synthetic_voc(data_root, **{**DEMO_DATA, **(data or {})})
-    if config is None:
-        config = RunConfig.from_recipe("demo")
-    config = config.replace(data_root=str(data_root))
+    config = (config or RunConfig.from_recipe("demo")).replace(data_root=str(data_root))
     if config.cache_dir is None:  # decode and resize once: about 2 s an epoch less on 2 cores
         config = config.replace(cache_dir=str(data_root / "cache"))
     result = train(config, out_dir, progress=progress)
@@ -55,9 +53,6 @@ def run_demo(
     return result
 
 
-# --- figures ------------------------------------------------------------------------------
-
-
 def save_figure(fig, path: Path) -> None:
     """A figure as a PNG at 100 dpi, written atomically."""
     atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=100))
@@ -65,7 +60,6 @@ def save_figure(fig, path: Path) -> None:
 
 def save_figures(result: RunResult, config: RunConfig, out_dir: Path, count: int = 4) -> None:
     """loss_curve.png (sessions shaded) and predictions.png (image | truth | prediction)."""
-
     save_figure(plot_history(out_dir), out_dir / "loss_curve.png")
     dataset = VOCDataset(
         config.data_root,

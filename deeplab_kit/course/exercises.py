@@ -43,9 +43,8 @@ def _say(name: str, cases, answer: Callable, expected: Callable, close=None) -> 
         try:
             got = answer(*args)
         except Exception as error:  # the student's code: any error is part of the answer
-            return Verdict(
-                False, f"not yet: {name}{_shown(args)} raised {type(error).__name__}: {error}"
-            )
+            line = f"not yet: {name}{_shown(args)} raised {type(error).__name__}: {error}"
+            return Verdict(False, line)
         if got is None:
             return Verdict(False, f"to do: fill in {name} (it returned None)")
         want = expected(*args)
@@ -97,13 +96,8 @@ def check_class_shares(class_shares: Callable) -> Verdict:
 def check_output_size(output_size: Callable) -> Verdict:
     """`output_size(n, kernel, rate, stride=1, padding=0)`: the length of a convolution's output
     along an axis of length n (PyTorch's rule: the kernel spans rate * (kernel - 1) + 1)."""
-    cases = [
-        (33, 3, 1, 1, 1),
-        (33, 3, 6, 1, 6),
-        (33, 3, 12, 1, 0),
-        (65, 3, 2, 2, 1),
-        (16, 1, 1, 1, 0),
-    ]
+    cases = [(33, 3, 1, 1, 1), (33, 3, 6, 1, 6), (33, 3, 12, 1, 0)]
+    cases += [(65, 3, 2, 2, 1), (16, 1, 1, 1, 0)]  # a stride, a 1x1 kernel
 
     def expected(n, kernel, rate, stride, padding):
         return (n + 2 * padding - rate * (kernel - 1) - 1) // stride + 1
@@ -142,9 +136,8 @@ def check_aspp_forward(forward: Callable, aspp: torch.nn.Module) -> Verdict:
     """`forward(aspp, x)`: ASPP's forward pass written from its parts (`aspp.convs`, its branches;
     `aspp.project`), on `aspp`'s own weights; compared with `aspp(x)` in eval mode."""
     aspp = aspp.eval()
-    x = torch.randn(
-        2, aspp.convs[0][0].in_channels, 9, 9, generator=torch.Generator().manual_seed(0)
-    )
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, aspp.convs[0][0].in_channels, 9, 9, generator=generator)
 
     def expected(module, x):
         with torch.no_grad():
@@ -154,13 +147,8 @@ def check_aspp_forward(forward: Callable, aspp: torch.nn.Module) -> Verdict:
         with torch.no_grad():
             return forward(module, x)
 
-    return _say(
-        "forward",
-        [(aspp, x)],
-        run,
-        expected,
-        lambda a, b: a.shape == b.shape and torch.allclose(a, b, atol=1e-5),
-    )
+    close = lambda a, b: a.shape == b.shape and torch.allclose(a, b, atol=1e-5)  # noqa: E731
+    return _say("forward", [(aspp, x)], run, expected, close)
 
 
 # --- 03: going deeper -------------------------------------------------------------------------

@@ -14,11 +14,9 @@ that its configuration is the one asked for.
 
 The statistics: for each pair of settings, the differences seed by seed (the same seed gives
 the same data order, so the pair shares its noise), a two-sided paired t-test, and Holm's
-step-down correction over all the pairs of the table (the family). A difference is "resolved"
-when its Holm-adjusted p is below 1 - level. Otherwise the table says the smallest mean
-difference these seeds could have resolved: t(1 - alpha / 2m, n - 1) * sd / sqrt(n), with the
-pair's own spread sd, n seeds and m pairs (Holm's first, strictest step; so a conservative
-figure).
+step-down correction over all the pairs of the table. A difference is "resolved" when its
+Holm-adjusted p is below 1 - level; otherwise the table says the smallest mean difference these
+seeds could have resolved (`resolvable`).
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from deeplab_kit.config import ModelConfig, RunConfig
 from deeplab_kit.files import write_json
-from deeplab_kit.model import build_model, describe
+from deeplab_kit.model import build_model
 from deeplab_kit.runtime.arithmetic import choose
 from deeplab_kit.runtime.checkpoint import check_config, find_checkpoints
 from deeplab_kit.runtime.device import resolve_device
@@ -114,8 +112,8 @@ def _finished_without_checkpoints(run: Path, config: RunConfig) -> bool:
             f"{run}: a finished run without checkpoints or config.json; its configuration "
             "cannot be checked, so use a new output folder"
         )
-    history = pd.read_csv(run / "history.csv") if (run / "history.csv").is_file() else None
-    return history is not None and len(history) >= config.epochs
+    history = run / "history.csv"
+    return history.is_file() and len(pd.read_csv(history)) >= config.epochs
 
 
 def run_grid(
@@ -138,23 +136,20 @@ def run_grid(
     seed, what `measure` adds, the scores, epochs, training seconds, the arithmetic it trained in
     and whether it finished. `same_as` ({label: earlier label}) marks settings that build the
     same network as an earlier one: not trained again, their rows carry the twin's scores.
-    `twice` names settings whose convergence check (`twice_the_epochs`, which then reads those
-    runs back) trains in the same pool.
+    `twice` names settings whose convergence check (`twice_the_epochs`) trains in the same pool.
 
-    `workers` > 1 trains that many runs at once, longest first (no worker idles at the end
-    while another finishes a long run), each in its own process with an equal share of the
-    cores as torch threads: on a 2-core CPU two one-thread runs of these small models do about
-    1.25 times the work of one two-thread run. A run's numbers depend on its thread count,
-    never on what ran beside it; `measure` must then be picklable, and the datasets come from
-    the configs.
+    `workers` > 1 trains that many runs at once, longest first (no worker idles at the end),
+    each in its own process with an equal share of the cores as torch threads: on a 2-core CPU
+    two one-thread runs of these small models do about 1.25 times the work of one two-thread
+    run. A run's numbers depend on its thread count, never on what ran beside it; `measure`
+    must then be picklable, and the datasets come from the configs.
     """
     same_as = dict(same_as or {})
     seeds = _seeds_of(settings, seeds)
     jobs = _jobs(settings, out_dir, seeds, same_as)
-    if twice:
-        jobs += _jobs(
-            _longer(settings, twice), Path(out_dir) / TWICE, dict.fromkeys(twice, (0,)), {}
-        )
+    if twice:  # the convergence check's runs: seed 0, twice the epochs
+        longer = _longer(settings, twice)
+        jobs += _jobs(longer, Path(out_dir) / TWICE, dict.fromkeys(twice, (0,)), {})
     options = dict(measure=measure, keep_checkpoints=keep_checkpoints)
     if workers <= 1:
         extra = dict(progress=progress, train_set=train_set, val_set=val_set)
@@ -269,18 +264,8 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _train_one(
-    label, config, run, *, measure, keep_checkpoints, progress=False, train_set=None, val_set=None
-) -> dict:
-    outcome = train_or_reuse(
-        config,
-        run,
-        progress=progress,
-        train_set=train_set,
-        val_set=val_set,
-        keep_checkpoints=keep_checkpoints,
-    )
-    return _row(label, config, run, outcome, measure)
+def _train_one(label, config, run, *, measure, **options) -> dict:
+    return _row(label, config, run, train_or_reuse(config, run, **options), measure)
 
 
 def _row(label, config, run, outcome: Outcome, measure) -> dict:
@@ -301,11 +286,6 @@ def _row(label, config, run, outcome: Outcome, measure) -> dict:
     }
 
 
-def architecture(outcome: Outcome) -> dict:
-    """What the trained network really is (`model.describe`), for a row."""
-    return describe(outcome.model)
-
-
 def seconds_per_step(config: RunConfig, steps: int = 2) -> float:
     """A training step's median seconds here, on the run's device, on a random batch of the
     run's shape in the arithmetic the run would take, after one step to warm up (for estimates
@@ -317,9 +297,8 @@ def seconds_per_step(config: RunConfig, steps: int = 2) -> float:
     generator = torch.Generator().manual_seed(0)
     shape = (config.batch_size, 3, config.image_size, config.image_size)
     images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
-    targets = torch.randint(
-        0, config.model.num_classes, (shape[0], *shape[2:]), generator=generator
-    )
+    classes = config.model.num_classes
+    targets = torch.randint(0, classes, (shape[0], *shape[2:]), generator=generator)
     times = []
     for _ in range(steps + 1):
         started = time.perf_counter()
@@ -339,14 +318,8 @@ def estimate_minutes(
         seconds = seconds_per_step(config)
         steps = config.epochs * max(1, train_images // config.batch_size)
         minutes = seconds * steps * runs[label] / 60
-        rows.append(
-            {
-                "setting": label,
-                "runs": runs[label],
-                "seconds per step": round(seconds, 3),
-                "minutes": round(minutes, 1),
-            }
-        )
+        row = {"setting": label, "runs": runs[label], "seconds per step": round(seconds, 3)}
+        rows.append({**row, "minutes": round(minutes, 1)})
     return pd.DataFrame(rows).set_index("setting")
 
 
@@ -395,15 +368,7 @@ def twice_the_epochs(
 def summarize(table: pd.DataFrame, column: str = "miou", by: str = "setting") -> pd.DataFrame:
     """One row per setting (in table order): seeds, mean, standard deviation (n - 1), min, max."""
     scores = table.groupby(by, sort=False)[column]
-    return pd.DataFrame(
-        {
-            "seeds": scores.size(),
-            "mean": scores.mean(),
-            "sd": scores.std(ddof=1),
-            "min": scores.min(),
-            "max": scores.max(),
-        }
-    )
+    return scores.agg(seeds="size", mean="mean", sd="std", min="min", max="max")  # sd: n - 1
 
 
 def all_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
@@ -430,15 +395,6 @@ def resolvable(sd: float, seeds: int, family: int, level: float = 0.95) -> float
     first, strictest step: a conservative figure)."""
     quantile = stats.t.ppf(1 - (1 - level) / (2 * family), df=seeds - 1)
     return float(quantile * sd / np.sqrt(seeds))
-
-
-def seeds_to_resolve(difference: float, sd: float, family: int, level: float = 0.95) -> int:
-    """The fewest paired seeds that resolve `difference` at the paired spread `sd` after Holm
-    over `family` contrasts (`resolvable`)."""
-    seeds = 2
-    while resolvable(sd, seeds, family, level) > difference:
-        seeds += 1
-    return seeds
 
 
 def paired_tests(
@@ -513,14 +469,3 @@ def describe_tests(tests: pd.DataFrame, unit: float = 100.0, what: str = "points
                 f"differences of {unit * row['smallest resolvable']:.1f} or more."
             )
     return "\n".join(lines)
-
-
-RUN_COLUMNS = (
-    "same network as",
-    "miou",
-    "pixel_accuracy",
-    "epochs",
-    "train seconds",
-    "arithmetic",
-    "finished",
-)

@@ -14,7 +14,7 @@ Images are (3, H, W) ImageNet-normalised tensors or arrays (what `VOCDataset` re
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -81,11 +81,8 @@ def denormalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     array = _numpy(image).astype(np.float32)
     if array.ndim != 3 or array.shape[0] != 3:
         raise ValueError(f"expected a normalised (3, H, W) image, got shape {array.shape}")
-    rgb = (
-        array * np.asarray(std, np.float32)[:, None, None]
-        + np.asarray(mean, np.float32)[:, None, None]
-    )
-    return np.clip(rgb.transpose(1, 2, 0), 0.0, 1.0)
+    std, mean = (np.asarray(v, np.float32)[:, None, None] for v in (std, mean))
+    return np.clip((array * std + mean).transpose(1, 2, 0), 0.0, 1.0)
 
 
 def as_rgb(image) -> np.ndarray:
@@ -115,17 +112,12 @@ def overlay(image, mask, alpha: float = 0.5) -> np.ndarray:
     return np.where(labelled, (1 - alpha) * rgb + alpha * colours, rgb)
 
 
-def _legend_patches(labels: Iterable[int], class_names: Sequence[str]) -> list[Patch]:
-    patches = []
-    for label in sorted(set(int(v) for v in labels)):
-        name = "void" if label == IGNORE_INDEX else class_names[label]
-        patches.append(Patch(facecolor=_class_colour(label), edgecolor="0.3", label=name))
-    return patches
-
-
 def _class_legend(fig: Figure, present, class_names: Sequence[str], columns: int) -> None:
     """The classes present, in their VOC colours, below the figure."""
-    handles = _legend_patches(present, class_names)
+    handles = []
+    for label in sorted(set(int(v) for v in present)):
+        name = "void" if label == IGNORE_INDEX else class_names[label]
+        handles.append(Patch(facecolor=_class_colour(label), edgecolor="0.3", label=name))
     fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize="small")
 
 
@@ -258,11 +250,10 @@ def session_spans(history) -> pd.DataFrame:
 
 def lr_changes(history, factor: float = 2.0, flat: float = 1.1) -> pd.DataFrame:
     """Epochs where the learning rate stepped: it changed by at least `factor` from the previous
-    epoch while it held steady (within `flat`) over the epoch before, as a scheduled "divide by
+    epoch after holding steady (within `flat`) over the epoch before, as a scheduled "divide by
     10" or a manual change does. A smooth schedule is never marked: its warm-up has no steady
-    epoch before it, and its decay changes every epoch (the history's lr is each epoch's mean,
-    so a cosine or poly tail falls by large factors between the last epochs). Returns epoch,
-    before, after."""
+    epoch before it, and its decay changes every epoch (a cosine tail's per-epoch mean falls by
+    large factors at the end). Returns epoch, before, after."""
     history = read_history(history)
     if "lr" not in history.columns:
         return pd.DataFrame(columns=["epoch", "before", "after"])
@@ -271,30 +262,17 @@ def lr_changes(history, factor: float = 2.0, flat: float = 1.1) -> pd.DataFrame:
     ratio, steady = after / before, before / lr.shift(2)
     jumps = (before > 0) & (after > 0) & ((ratio >= factor) | (ratio <= 1 / factor))
     jumps &= steady.between(1 / flat, flat)
-    return pd.DataFrame({"epoch": history["epoch"], "before": before, "after": after})[
-        jumps
-    ].reset_index(drop=True)
+    table = pd.DataFrame({"epoch": history["epoch"], "before": before, "after": after})
+    return table[jumps].reset_index(drop=True)
 
 
 def _draw_session_bands(ax: Axes, spans: pd.DataFrame, numbered: bool) -> None:
+    style = dict(transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize="small")
     for k, span in enumerate(spans.itertuples()):
-        ax.axvspan(
-            span.first_epoch - 0.5,
-            span.last_epoch + 0.5,
-            color=SESSION_COLOURS[k % 2],
-            zorder=0,
-            gid=f"session-{span.session}",
-        )
+        first, last, gid = span.first_epoch, span.last_epoch, f"session-{span.session}"
+        ax.axvspan(first - 0.5, last + 0.5, color=SESSION_COLOURS[k % 2], zorder=0, gid=gid)
         if numbered:
-            ax.text(
-                (span.first_epoch + span.last_epoch) / 2,
-                1.0,
-                f"session {span.session}",
-                transform=ax.get_xaxis_transform(),
-                ha="center",
-                va="bottom",
-                fontsize="small",
-            )
+            ax.text((first + last) / 2, 1.0, f"session {span.session}", **style)
 
 
 def plot_history(history, *, title: str | None = None) -> Figure:
@@ -330,17 +308,13 @@ def plot_history(history, *, title: str | None = None) -> Figure:
 
 
 def _mark_lr_changes(axes, jumps: pd.DataFrame) -> None:
+    where = axes[0].get_xaxis_transform()
     for jump in jumps.itertuples():
+        x, label = jump.epoch - 0.5, f"lr x{jump.after / jump.before:.3g}"
         for ax in axes:
-            ax.axvline(jump.epoch - 0.5, color="0.2", linestyle=":", linewidth=1, gid="lr-change")
+            ax.axvline(x, color="0.2", linestyle=":", linewidth=1, gid="lr-change")
         axes[0].annotate(
-            f"lr x{jump.after / jump.before:.3g}",
-            (jump.epoch - 0.5, 0.5),
-            xycoords=axes[0].get_xaxis_transform(),
-            rotation=90,
-            ha="right",
-            va="center",
-            fontsize="small",
+            label, (x, 0.5), xycoords=where, rotation=90, ha="right", va="center", fontsize="small"
         )
 
 
@@ -398,9 +372,8 @@ def plot_confusion(
     data = 100 * row_normalize(counts) if normalize else counts.astype(np.float64)
     fig, ax = figure_and_axes(ax, (0.5 * n + 2.5, 0.5 * n + 1.5))  # cells wide enough to read
     cmap = matplotlib.colormaps["Blues"].with_extremes(bad="0.92")
-    image = ax.imshow(
-        data, cmap=cmap, vmin=0, vmax=100 if normalize else None, interpolation="nearest"
-    )
+    vmax = 100 if normalize else None
+    image = ax.imshow(data, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
     label = "share of the true class's pixels (%)" if normalize else "pixels"
     fig.colorbar(image, ax=ax, shrink=0.8, label=label)
     ax.set_xticks(range(n), names, rotation=90, fontsize="small")
@@ -408,17 +381,12 @@ def plot_confusion(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if normalize:
+        size = 8 if n > 12 else 10
         for i in range(n):
             if np.isfinite(data[i, i]):
                 colour = "white" if data[i, i] > 60 else "black"
                 ax.text(
-                    i,
-                    i,
-                    f"{data[i, i]:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=8 if n > 12 else 10,
-                    color=colour,
+                    i, i, f"{data[i, i]:.0f}", ha="center", va="center", fontsize=size, color=colour
                 )
     return fig
 
@@ -448,18 +416,13 @@ def plot_class_iou(
     for k, (name, v) in enumerate(values.items()):
         y = positions - 0.4 + height * (k + 0.5)
         colours = [_class_colour(c) for c in range(n)] if len(values) == 1 and n <= 21 else f"C{k}"
-        ax.barh(
-            y, np.nan_to_num(100 * v), height=height, color=colours, edgecolor="0.3", label=name
-        )
+        bars = np.nan_to_num(100 * v)
+        ax.barh(y, bars, height=height, color=colours, edgecolor="0.3", label=name)
         for yy in y[~np.isfinite(v)]:
             ax.text(1, yy, "absent", va="center", fontsize="x-small", color="0.4")
         mean = 100 * np.nanmean(v) if np.isfinite(v).any() else np.nan
-        ax.axvline(
-            mean,
-            color="0.2" if len(values) == 1 else f"C{k}",
-            linestyle="--",
-            label=f"{name} mean {mean:.1f}",
-        )
+        line_colour = "0.2" if len(values) == 1 else f"C{k}"
+        ax.axvline(mean, color=line_colour, linestyle="--", label=f"{name} mean {mean:.1f}")
     ax.set_yticks(positions, names, fontsize="small")
     ax.invert_yaxis()
     ax.set_xlim(0, 100)

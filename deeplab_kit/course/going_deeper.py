@@ -9,13 +9,10 @@ output stride 16 (block4..block7). The kit runs each as its own stored experimen
     OUTPUT_STRIDE   block7 at output stride 8..256 on 136-pixel images: maps of 17 down to 1 cell
     CASCADED        blocks 4..7 at output stride 16 on 272-pixel images: a 17 x 17 map, where the
                     block-majority oracle leaves room above block4 and block5's and block6's taps
-                    land mostly on the map (`depth_geometry`)
+                    land mostly on the map (`geometry`)
 
     rows = run(OUTPUT_STRIDE, base, "runs/results/going-deeper", workers=2)
     table = pd.DataFrame(rows); tests(table, OUTPUT_STRIDE.planned)
-
-Each experiment names the contrasts its lesson rests on before it runs (`planned`: Holm over
-those), and the settings whose schedule `experiments.twice_the_epochs` checks.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ from PIL import Image
 from deeplab_kit.backbone import stage_plan
 from deeplab_kit.config import RunConfig
 from deeplab_kit.course.atrous import feature_size, receptive_field_from_config, valid_share
-from deeplab_kit.course.experiments import Outcome, paired_tests, run_grid
+from deeplab_kit.course.experiments import Outcome, last_gain, paired_tests, run_grid
 from deeplab_kit.data.classes import IGNORE_INDEX, save_mask
 from deeplab_kit.data.synthetic import make_synthetic_voc
 from deeplab_kit.data.transforms import model_input, transforms_for
@@ -88,29 +85,15 @@ CASCADED = Design(
     # made the whole make about 156 minutes there, over its 150-minute budget; 512 make it
     # about 115.
     data=dict(num_train=512, num_val=120, size=272, seed=0, classes=CLASSES),
-    planned=(
-        (label(4, 16), label(5, 16)),
-        (label(5, 16), label(6, 16)),
-        (label(6, 16), label(7, 16)),
-        (label(4, 16), label(7, 16)),
-    ),  # fmt: skip
+    planned=tuple((label(a, 16), label(b, 16)) for a, b in ((4, 5), (5, 6), (6, 7), (4, 7))),
     twice=(label(4, 16), label(7, 16)),
 )
 DESIGNS = {design.name: design for design in (OUTPUT_STRIDE, CASCADED)}
 COLUMNS = (
-    "setting",
-    "output_stride",
-    "blocks",
-    "seed",
-    "feature map",
-    "miou",
-    "pixel_accuracy",
-    "last six epochs gain",
-    "epochs",
-    "train seconds",
-    "arithmetic",
-    "finished",
-)
+    "setting", "output_stride", "blocks", "seed", "feature map",
+    "miou", "pixel_accuracy", "last six epochs gain",
+    "epochs", "train seconds", "arithmetic", "finished",
+)  # fmt: skip
 
 
 def run(design: Design, base: RunConfig, out_dir, *, seeds=None, labels=None, **grid) -> list[dict]:
@@ -130,12 +113,11 @@ def measure_run(name: str, config: RunConfig, run_dir: Path, outcome: Outcome) -
     if config.seed == 0 and outcome.finished and not outcome.reused:
         _store_predictions(outcome.model, config, run_dir)
     side = feature_size(config.image_size, config.model.output_stride)
-    gains = pd.DataFrame(outcome.history)["miou"].tolist()
     return {
         "output_stride": config.model.output_stride,
         "blocks": 4 + config.model.extra_blocks,
         "feature map": f"{side}x{side}",
-        "last six epochs gain": gains[-1] - gains[-7] if len(gains) > 6 else float("nan"),
+        "last six epochs gain": last_gain(outcome.history, 6),
     }
 
 
@@ -164,9 +146,6 @@ def tests(table: pd.DataFrame, pairs: Sequence[tuple[str, str]], level: float = 
     """Paired t-tests seed by seed with Holm's correction over `pairs` (the planned ones, or any
     other family: say which)."""
     return paired_tests(table, list(pairs), level=level)
-
-
-# --- what a map of a given size allows -------------------------------------------------------
 
 
 def cell_majority(mask: np.ndarray, side: int) -> np.ndarray:
@@ -216,8 +195,7 @@ def geometry(design: Design, base: RunConfig, masks=None) -> pd.DataFrame:
             row["oracle mIoU (%)"] = round(100 * map_oracle(masks, side), 1)
         row["receptive field (px)"] = receptive_field_from_config(config.model).backbone
         for stage, units in stage_plan(config.model)[4:]:
-            rate = units[-1][1]
-            row[f"{stage} rate"] = rate
+            row[f"{stage} rate"] = rate = units[-1][1]
             row[f"{stage} taps on the map"] = round(valid_share(side, rate), 2)
         rows.append(row)
     return pd.DataFrame(rows).set_index("setting")

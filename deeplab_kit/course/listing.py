@@ -30,10 +30,8 @@ def shapes(module: nn.Module, *inputs, depth: int = 1) -> pd.DataFrame:
     """Run `module` on `inputs` (no gradients, eval mode, its mode restored after) and list each
     of its parts down to `depth` levels in the order they ran: name, type, output shape."""
     rows, hooks = [], []
-    root_depth = 0
     for name, part in module.named_modules():
-        level = name.count(".") + 1 if name else root_depth
-        if name and level <= depth:
+        if name and name.count(".") + 1 <= depth:
             hooks.append(part.register_forward_hook(_recorder(rows, name)))
     was_training = module.training
     try:

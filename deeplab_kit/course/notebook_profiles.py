@@ -9,10 +9,9 @@ ways without editing a cell (`course.plan` says what each costs, per notebook):
 - `cpu`: a laptop CPU reproduces the stored results at their own scale (the experiments of
   notebooks 03 and 04, the demo run of 05), an hour or more each; the profile says how long.
 - `full`: a GPU and PASCAL VOC 2012, sized for a student's Colab: the recipes' own models, one
-  seed and the few settings that carry each experiment's lesson (`STUDENT_SETTINGS`). Where a
-  notebook needs VOC or a GPU that is not there, it stops with a `ResourceMissing` error that
-  says what is missing and how to get it. `DEEPLAB_KIT_DATA` names the folder holding
-  VOCdevkit/ (default: data/ of the checkout).
+  seed and the few settings that carry each experiment's lesson (`STUDENT_SETTINGS`). Without
+  VOC or a GPU a notebook stops with a `ResourceMissing` that says how to get it.
+  `DEEPLAB_KIT_DATA` names the folder holding VOCdevkit/ (default: data/ of the checkout).
 - `complete`: as `full`, with every setting of each experiment and the stored designs' seeds
   (days of GPU time: a class's, or a lab's, not one student's).
 - `rehearsal`: the full profile's code paths (its recipes, VOC's splits, ResNet-50, run folders
@@ -25,9 +24,8 @@ ways without editing a cell (`course.plan` says what each costs, per notebook):
     config = profile.config("report")             # a RunConfig sized for the profile
     run = profile.run_folder("report")            # on Google Drive in Colab when mounted
 
-Colab, Google Drive and the repository's address are `deeplab_kit.course.colab`'s; stored results
-are read through `deeplab_kit.course.results`, quoted numbers come from
-`deeplab_kit.course.quoted_numbers`.
+Colab, Google Drive and the repository's address are `course.colab`'s; stored results are read
+through `course.results`, quoted numbers come from `course.quoted_numbers`.
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ import torch
 
 from deeplab_kit.backbone import IMAGENET_WEIGHTS
 from deeplab_kit.config import RunConfig, flat
-from deeplab_kit.course import ablation, experiments, going_deeper, results
+from deeplab_kit.course import experiments, results
 from deeplab_kit.course.ablation import ERF_IMAGES
 from deeplab_kit.course.colab import drive_folder, home, mount_drive
 from deeplab_kit.course.demo import DEMO_DATA
@@ -123,10 +121,9 @@ OWN_EXAMPLE_DATA = dict(num_train=48, num_val=16, size=96, seed=0)
 # The rehearsal: the full profile's recipes with their models, cut to two one-epoch sessions
 # (so that resuming runs too) on small inputs, one seed, two scales for multi-scale inference.
 REHEARSAL = dict(epochs=2, session_epochs=1, image_size=64, scales=(0.5, 1.0), erf_images=2)
-
-
 # Each profile's budgets (None: the recipe's own): the training run's epochs and session length,
 # the images per effective receptive field, torch's threads.
+RECIPES_OWN = dict(epochs=None, session_epochs=None, erf_images=ERF_IMAGES, threads=None)
 BUDGETS = {
     "quick": dict(
         epochs=QUICK_BUDGET["epochs"],
@@ -134,17 +131,10 @@ BUDGETS = {
         erf_images=QUICK_ERF_IMAGES,
         threads=QUICK_THREADS,
     ),
-    "cpu": dict(
-        epochs=None, session_epochs=CPU_SESSION_EPOCHS, erf_images=ERF_IMAGES, threads=None
-    ),
-    "full": dict(epochs=None, session_epochs=None, erf_images=ERF_IMAGES, threads=None),
-    "complete": dict(epochs=None, session_epochs=None, erf_images=ERF_IMAGES, threads=None),
-    "rehearsal": dict(
-        epochs=REHEARSAL["epochs"],
-        session_epochs=REHEARSAL["session_epochs"],
-        erf_images=REHEARSAL["erf_images"],
-        threads=None,
-    ),
+    "cpu": {**RECIPES_OWN, "session_epochs": CPU_SESSION_EPOCHS},
+    "full": RECIPES_OWN,
+    "complete": RECIPES_OWN,
+    "rehearsal": {**RECIPES_OWN, **{k: REHEARSAL[k] for k in RECIPES_OWN if k != "threads"}},
 }
 GPU_PROFILES = ("full", "complete")
 ON_DRIVE = (*GPU_PROFILES, "rehearsal")  # run folders on Google Drive, mounted in Colab
@@ -154,6 +144,13 @@ KINDS = {
     "full": "GPU, PASCAL VOC 2012, sized for a student: one seed, the telling settings",
     "complete": "GPU, PASCAL VOC 2012, every setting with the stored designs' seeds",
     "rehearsal": "the full profile's code, any device and VOC-format tree, a few steps",
+}
+EXPERIMENT_SCALES = {  # what each profile trains of an experiment
+    "quick": "every setting, one seed, one epoch on a few images",
+    "cpu": "the stored designs, remade (`course.plan` says how long they took)",
+    "full": f"one seed, the telling settings, {FULL_EXPERIMENT_EPOCHS} epochs each",
+    "complete": f"every setting, the stored designs' seeds, {FULL_EXPERIMENT_EPOCHS} epochs",
+    "rehearsal": "the telling settings, one seed, cut to a few steps",
 }
 
 
@@ -170,24 +167,16 @@ def _profile_name(environ: Mapping[str, str]) -> str:
 
 class ResourceMissing(RuntimeError):
     """The profile needs something this machine lacks (VOC, a GPU, a trained run, weights).
-
-    In Jupyter it shows as its message alone, without a traceback: it is an instruction, not
-    a bug.
-    """
+    Jupyter shows its message alone, without a traceback: it is an instruction, not a bug."""
 
     def _render_traceback_(self) -> list[str]:  # IPython's hook for how an error is shown
         return [f"{type(self).__name__}: {self}"]
 
 
-# --- profiles -------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Profile:
-    """Where a notebook's data and runs live, on which device, with which budgets.
-
-    Build it with `Profile.from_env()`. Budgets that are None mean "the recipe's own".
-    """
+    """Where a notebook's data and runs live, on which device, with which budgets (None: the
+    recipe's own). Build it with `Profile.from_env()`."""
 
     name: str  # one of PROFILES
     device: str  # "cpu" (quick, cpu) or "cuda" (full)
@@ -205,13 +194,11 @@ class Profile:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, mount: bool = True) -> Profile:
-        """The profile named by $DEEPLAB_KIT_PROFILE ("quick" if unset).
-
-        Also read: $DEEPLAB_KIT_DATA (the folder holding VOCdevkit, full profile) and
-        $DEEPLAB_KIT_HOME (see `home`). In Colab with the full profile, Google Drive is mounted
-        (with `mount`) so that run folders outlive the session. The quick profile also sets
-        torch's CPU threads to `QUICK_THREADS`, for the kernel the notebook runs in.
-        """
+        """The profile named by $DEEPLAB_KIT_PROFILE ("quick" if unset). Also read:
+        $DEEPLAB_KIT_DATA (the folder holding VOCdevkit) and $DEEPLAB_KIT_HOME (see `home`). In
+        Colab with a GPU profile or the rehearsal, Google Drive is mounted (with `mount`) so
+        that run folders outlive the session. The quick profile sets torch's CPU threads to
+        `QUICK_THREADS`, for the kernel the notebook runs in."""
         environ = os.environ if environ is None else environ
         name = _profile_name(environ)
         base = home(environ)
@@ -235,12 +222,9 @@ class Profile:
             progress=name in ("cpu", *GPU_PROFILES),
             **BUDGETS[name],
         )
-        return profile._apply_threads()
-
-    def _apply_threads(self) -> Profile:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        return self
+        if profile.threads is not None:
+            torch.set_num_threads(profile.threads)
+        return profile
 
     def shown(self, path: Path) -> str:
         """A path as the notebooks print it: relative to `home` when under it (a notebook's
@@ -251,20 +235,19 @@ class Profile:
             return str(path)
 
     def __repr__(self) -> str:
-        kind = KINDS[self.name]
         threads = f", {self.threads} thread{'s' * (self.threads > 1)}" if self.threads else ""
         missing = " (none visible here: training cells will stop)" * (
             self.device == "cuda" and not torch.cuda.is_available()
         )
         lines = [
-            f"profile {self.name!r}: {kind}",
+            f"profile {self.name!r}: {KINDS[self.name]}",
             f"  device       {self.device}{threads}{missing}",
             f"  data         {self.shown(self.data_root)}",
             f"  runs         {self.shown(self.runs_dir)}" + ("  (Google Drive)" * self.on_drive),
             "  training     "
             + (f"{self.epochs} epochs" if self.epochs else "the recipes' epochs")
             + (f", {self.session_epochs} per session" if self.session_epochs else ""),
-            "  experiments  " + _experiment_scale(self.name),
+            "  experiments  " + EXPERIMENT_SCALES[self.name],
         ]
         return "\n".join(lines)
 
@@ -285,17 +268,13 @@ class Profile:
     # --- run configurations and folders ---------------------------------------------------
 
     def config(self, recipe: str, **overrides):
-        """`RunConfig.from_recipe(recipe)` for this profile's data, device and budgets.
-
-        full: the recipe as it is, on `data_root`. cpu: the stored demo run's configuration
-        (the demo recipe) in place of a recipe that needs VOC, in sessions of
-        `CPU_SESSION_EPOCHS`. quick: the recipe's optimiser, schedule, rates and output stride
-        on the demo's small model at 96 px, `epochs` long, with a learning rate of at least
-        `QUICK_MIN_LR`; a scheduled step of the learning rate keeps its place in the run (the
-        report's step at epoch 100 of 200 comes at epoch 2 of 4). Recipes that load
-        torchvision's weights keep their model.
-        """
-
+        """`RunConfig.from_recipe(recipe)` for this profile's data, device and budgets. full: the
+        recipe as it is, on `data_root`. cpu: the stored demo run's configuration in place of a
+        recipe that needs VOC, in sessions of `CPU_SESSION_EPOCHS`. quick: the recipe's
+        optimiser, schedule, rates and output stride on the demo's small model at 96 px,
+        `epochs` long, at a learning rate of at least `QUICK_MIN_LR`, a step of the learning
+        rate in its place in the run (the report's at epoch 100 of 200 comes at 2 of 4).
+        Recipes that load torchvision's weights keep their model."""
         if self.name in GPU_PROFILES:
             return RunConfig.from_recipe(
                 recipe, data_root=str(self.data_root), device=self.device, **overrides
@@ -304,13 +283,12 @@ class Profile:
             return self._rehearsed(RunConfig.from_recipe(recipe), **overrides)
         base = RunConfig.from_recipe(recipe)
         if self.name == "cpu" and not base.pretrained_weights:
-            stored = RunConfig.from_recipe(
+            return RunConfig.from_recipe(
                 "demo",
                 data_root=str(self.data_root),
                 cache_dir=str(self.data_root / "cache"),
                 session_epochs=self.session_epochs,
-            )
-            return stored.replace(**overrides)
+            ).replace(**overrides)
         epochs = self.epochs or base.epochs
         quick = dict(
             data_root=str(self.data_root),
@@ -323,7 +301,7 @@ class Profile:
             batch_size=QUICK_BUDGET["batch_size"],
             eval_batch_size=QUICK_BUDGET["eval_batch_size"],
             session_epochs=self.session_epochs if base.session_epochs else None,
-            lr_steps=tuple(_scaled_epoch(step, base.epochs, epochs) for step in base.lr_steps),
+            lr_steps=_scaled_steps(base, epochs),
         )
         if not base.pretrained_weights:
             quick.update(QUICK_MODEL)
@@ -339,10 +317,8 @@ class Profile:
             print("rehearsal: no SBD here, so the paper's trainaug split is rehearsed with train")
             split = "train"
         count = _split_size(root, "train" if split == "trainaug" else split)
-        scales = REHEARSAL["scales"] if tuple(config.eval_scales) != (1.0,) else (1.0,)
-        pretrained = config.model.pretrained_backbone and _imagenet_weights_cached(
-            config.model.backbone
-        )
+        model = config.model  # a pretrained backbone only if torch has it cached
+        pretrained = model.pretrained_backbone and _imagenet_weights_cached(model.backbone)
         cut = dict(
             data_root=str(root),
             device=self.device,
@@ -353,10 +329,8 @@ class Profile:
             batch_size=max(1, min(config.batch_size, count)),
             accumulation=1,
             eval_batch_size=max(1, min(config.eval_batch_size or config.batch_size, 4)),
-            eval_scales=scales,
-            lr_steps=tuple(
-                _scaled_epoch(s, config.epochs, REHEARSAL["epochs"]) for s in config.lr_steps
-            ),
+            eval_scales=REHEARSAL["scales"] if tuple(config.eval_scales) != (1.0,) else (1.0,),
+            lr_steps=_scaled_steps(config, REHEARSAL["epochs"]),
             pretrained_backbone=pretrained,
             num_workers=0,
         )
@@ -364,53 +338,41 @@ class Profile:
 
     def data_size(self) -> int:
         """The side of the generated images of `data_root` (quick and cpu profiles)."""
-
         return (QUICK_DATA if self.name == "quick" else DEMO_DATA)["size"]
 
     def inference_settings(self) -> tuple:
         """The paper's Table 5 settings (OS16, OS8, + multi-scale, + flip); the quick profile
         and the rehearsal average two scales instead of six."""
-        if self.name in ("quick", "rehearsal"):
-            scales = REHEARSAL["scales"]
-            return tuple(
-                (n, s, scales if len(sc) > 1 else sc, f) for n, s, sc, f in INFERENCE_SETTINGS
-            )
-        return INFERENCE_SETTINGS
+        if self.name not in ("quick", "rehearsal"):
+            return INFERENCE_SETTINGS
+        two = REHEARSAL["scales"]
+        return tuple((n, s, two if len(sc) > 1 else sc, f) for n, s, sc, f in INFERENCE_SETTINGS)
 
     # --- the experiments (03: going-deeper, cascaded-blocks; 04: ablation) ---------------------
 
     def experiment_config(self, name: str) -> RunConfig:
-        """The base configuration of stored experiment `name` in this profile.
-
-        quick: its recipe and geometry on a few generated images, one epoch. cpu: the stored
-        make's own (its data, its swept learning rate, the arithmetic this machine's rule
-        picks). full, complete: on VOC, `FULL_EXPERIMENT_EPOCHS` per run: going deeper with
-        ImageNet ResNet-50 on the paper's crops, scored on whole images; the ablation with the
-        report's recipe (256 px at output stride 16: the same 16 x 16 map). rehearsal: the full
-        configuration cut to a few steps.
-        """
+        """The base configuration of stored experiment `name` in this profile. quick: its recipe
+        and geometry on a few generated images, one epoch. cpu: the stored make's own (its
+        data, its swept learning rate, the arithmetic this machine's rule picks). full,
+        complete: on VOC, `FULL_EXPERIMENT_EPOCHS` per run: going deeper with ImageNet
+        ResNet-50 on the paper's crops, scored on whole images; the ablation with the report's
+        recipe (256 px at output stride 16: the same 16 x 16 map). rehearsal: the full one cut
+        to a few steps."""
         if self.synthetic:
             return self._synthetic_experiment(name)
+        on_voc = dict(data_root=str(self.data_root), device=self.device)
         if name == "ablation":
-            full = RunConfig.from_recipe(
-                "report", data_root=str(self.data_root), device=self.device
-            )
+            full = RunConfig.from_recipe("report", **on_voc)
             full = full.replace(epochs=FULL_EXPERIMENT_EPOCHS, session_epochs=None, lr_steps=())
         else:
-            full = RunConfig.from_recipe(
-                "going-deeper",
-                **FULL_GOING_DEEPER,
-                data_root=str(self.data_root),
-                device=self.device,
-            )
+            full = RunConfig.from_recipe("going-deeper", **FULL_GOING_DEEPER, **on_voc)
         if self.name == "rehearsal":  # resized validation: whole images through block7 at OS8
             return self._rehearsed(full, session_epochs=None, val_transforms="report")
         return full
 
     def _synthetic_experiment(self, name: str) -> RunConfig:
-        stored = results.RESULTS[name]
-        folder = self.home / "data" / (Path(stored.data_root).name + "-quick" * self.quick)
         config = results.experiment_config(name, choose(torch.device("cpu")))
+        folder = self.home / "data" / (Path(config.data_root).name + "-quick" * self.quick)
         config = config.replace(
             data_root=str(folder), cache_dir=str(folder / "cache"), device=self.device
         )
@@ -429,9 +391,7 @@ class Profile:
         own) or VOC (see `prepare_data`)."""
         if not self.synthetic:
             return prepare_data(self)
-        data = results.RESULTS[name].data
-        if self.quick:
-            data = {**data, **QUICK_EXPERIMENT_DATA}
+        data = {**results.RESULTS[name].data, **(QUICK_EXPERIMENT_DATA if self.quick else {})}
         return make_synthetic_voc(self.experiment_config(name).data_root, **data)
 
     def experiment_labels(self, name: str) -> tuple[str, ...] | None:
@@ -446,50 +406,26 @@ class Profile:
         """Before experiment `name` trains: for each setting this profile runs, a training
         step's seconds timed here on the run's device and the minutes its runs would take on
         the training split, validation aside."""
-        settings = _experiment_settings(name, base)
+        settings = results.experiment_settings(name, base)
         labels = self.experiment_labels(name) or tuple(settings)
         seeds = self.experiment_seeds(name)
-        runs = {label: len(seeds or _design_seeds(name, label)) for label in labels}
+        runs = {label: len(seeds or results.design_seeds(name, label)) for label in labels}
         root = locate_voc(base.data_root) or Path(base.data_root)
         train_images = _split_size(root, base.train_split.replace("trainaug", "train"))
         chosen = {label: settings[label] for label in labels}
         return experiments.estimate_minutes(chosen, runs, train_images)
 
     def run_folder(self, name: str, *, fresh: bool = False) -> Path:
-        """The run folder `name` under `runs_dir` (train() creates it).
-
-        With `fresh=True` the quick profile deletes its previous run of that name first (a
-        quick run only demonstrates the code path, and a notebook re-run should show the same
-        thing); the other profiles never delete a run: the same cell resumes it instead.
-        """
+        """The run folder `name` under `runs_dir` (train() creates it). With `fresh=True` the
+        quick profile deletes its previous run of that name first (a quick run only shows the
+        code path, and a re-run should show the same); the others never delete a run: the same
+        cell resumes it."""
         if not re.fullmatch(r"\w[\w.-]*", name):  # no separators, no "..": stays in runs_dir
             raise ValueError(f"run name {name!r}: use letters, digits, '.', '-' and '_' only")
         folder = self.runs_dir / name
         if fresh and self.name == "quick" and folder.exists():
             shutil.rmtree(folder)
         return folder
-
-
-def _experiment_settings(name: str, base: RunConfig) -> dict[str, RunConfig]:
-    if name == "ablation":
-        return ablation.configs(base)
-    return going_deeper.DESIGNS[name].configs(base)
-
-
-def _design_seeds(name: str, label: str) -> tuple[int, ...]:
-    if name == "ablation":
-        return ablation.seeds_of(label)
-    return going_deeper.DESIGNS[name].seeds
-
-
-def _experiment_scale(name: str) -> str:
-    return {
-        "quick": "every setting, one seed, one epoch on a few images",
-        "cpu": "the stored designs, remade (`course.plan` says how long they took)",
-        "full": f"one seed, the telling settings, {FULL_EXPERIMENT_EPOCHS} epochs each",
-        "complete": f"every setting, the stored designs' seeds, {FULL_EXPERIMENT_EPOCHS} epochs",
-        "rehearsal": "the telling settings, one seed, cut to a few steps",
-    }[name]
 
 
 def _split_size(root: Path, split: str) -> int:
@@ -506,26 +442,20 @@ def _imagenet_weights_cached(backbone: str) -> bool:
     return (Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]).is_file()
 
 
-def _scaled_epoch(epoch: int, total: int, new_total: int) -> int:
-    """The epoch at the same place in a run of `new_total` epochs (never the first or past the
-    last, so that a scheduled step still happens inside the shorter run)."""
-    return min(new_total - 1, max(1, round(epoch * new_total / total)))
-
-
-# --- data ---------------------------------------------------------------------------------
+def _scaled_steps(config: RunConfig, epochs: int) -> tuple[int, ...]:
+    """`config`'s learning-rate steps at the same places in a run of `epochs` epochs (never the
+    first or past the last, so that each still happens inside the shorter run)."""
+    total = config.epochs
+    return tuple(min(epochs - 1, max(1, round(step * epochs / total))) for step in config.lr_steps)
 
 
 def prepare_data(profile: Profile, *, download: bool = False, sbd: bool = False) -> Path:
-    """The data root for this profile, ready to read.
-
-    quick, cpu: generate the synthetic set (seconds to a minute; kept and reused). full: PASCAL
-    VOC 2012 already on disk at `profile.data_root` ($DEEPLAB_KIT_DATA), or in a VOCdevkit,
-    VOC2012 or extracted-archive folder there (`data.locate_voc`); only when there is none,
-    downloaded there with `download=True` (and SBD, for the paper's trainaug split, with
-    `sbd=True`, unless it is there; its failure only warns). When VOC cannot be had, stop
-    with a `ResourceMissing` that says how to get it or point to it.
-    """
-
+    """The data root for this profile, ready to read. quick, cpu: the synthetic set, generated
+    (seconds to a minute; kept and reused). full: PASCAL VOC 2012 already at `data_root`
+    ($DEEPLAB_KIT_DATA) or in a VOCdevkit, VOC2012 or extracted-archive folder there
+    (`data.locate_voc`); only when there is none, downloaded with `download=True` (and SBD, for
+    the trainaug split, with `sbd=True` unless it is there; its failure only warns). When VOC
+    cannot be had, stop with a `ResourceMissing` that says how to get it or point to it."""
     if profile.synthetic:
         data = QUICK_DATA if profile.name == "quick" else DEMO_DATA
         return make_synthetic_voc(profile.data_root, **data)
@@ -584,7 +514,6 @@ def example_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A generated picture at any size, with its mask, for figures that need no dataset (the
     atrous taps of notebook 02): uint8 (size, size, 3) RGB and (size, size) labels."""
-
     unknown = [name for name in classes if name not in VOC_CLASSES[1:]]
     if unknown:
         raise ValueError(f"unknown class(es) {unknown}; choose from {list(VOC_CLASSES[1:])}")
@@ -592,16 +521,10 @@ def example_image(
     return render(np.random.default_rng([seed, size]), size, labels)
 
 
-# --- trained models -----------------------------------------------------------------------
-
-
 def trained_model(profile: Profile, run: str | os.PathLike, config=None):
-    """The newest model in run folder `run`, in eval mode on the CPU.
-
-    When the folder holds no checkpoint yet: in the quick profile, train `config` there first
-    (seconds); in the full profile, stop with a `ResourceMissing` (train it in notebook 05).
-    """
-
+    """The newest model in run folder `run`, in eval mode on the CPU. Without a checkpoint
+    there, `config` is trained first (seconds in the quick profile); a GPU profile, or no
+    `config`, stops with a `ResourceMissing` (train it in notebook 05)."""
     run = Path(run)
     if not find_checkpoints(run / "checkpoints"):
         if profile.name in GPU_PROFILES or config is None:
@@ -609,7 +532,6 @@ def trained_model(profile: Profile, run: str | os.PathLike, config=None):
                 f"no trained model in {run}: train it first (05_training_sessions.ipynb, or "
                 f"`python -m deeplab_kit train --out {run} ...`)"
             )
-
         train(config, run, progress=profile.progress)
     return load_model(find_checkpoints(run / "checkpoints")[0])
 
@@ -624,7 +546,6 @@ def protocol_data(profile: Profile) -> Path:
     generated set of `PROTOCOL_DATA['size']`-pixel images that the models' preset resizes."""
     if not profile.synthetic:
         return prepare_data(profile)
-
     return make_synthetic_voc(profile.home / "data" / "synthetic-protocol", **PROTOCOL_DATA)
 
 
@@ -665,33 +586,17 @@ def pretrained_weights(profile: Profile) -> Path | None:
     return path if path.is_file() else None
 
 
-# --- tables -------------------------------------------------------------------------------
-
 CONFIG_FIELDS = (
-    "backbone",
-    "backbone_width",
-    "output_stride",
-    "atrous_rates",
-    "decoder",
-    "image_size",
-    "optimizer",
-    "lr",
-    "schedule",
-    "lr_steps",
-    "lr_gamma",
-    "batch_size",
-    "epochs",
-    "session_epochs",
-    "device",
+    *("backbone", "backbone_width", "output_stride", "atrous_rates", "decoder", "image_size"),
+    *("optimizer", "lr", "schedule", "lr_steps", "lr_gamma", "batch_size", "epochs"),
+    *("session_epochs", "device"),
 )
 
 
 def config_table(configs: Mapping, fields: Sequence[str] = CONFIG_FIELDS) -> pd.DataFrame:
     """Some RunConfigs side by side: one row per field, one column per named config."""
-    columns = {}
-    for name, config in configs.items():
-        values = flat(config)
-        columns[name] = [_cell(values[field]) for field in fields]
+    values = {name: flat(config) for name, config in configs.items()}
+    columns = {name: [_cell(v[field]) for field in fields] for name, v in values.items()}
     return pd.DataFrame(columns, index=pd.Index(list(fields), name="field"))
 
 

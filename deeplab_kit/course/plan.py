@@ -19,7 +19,7 @@ import contextlib
 import pandas as pd
 
 from deeplab_kit.config import RunConfig
-from deeplab_kit.course import ablation, going_deeper, notebook_profiles, results
+from deeplab_kit.course import notebook_profiles, results
 from deeplab_kit.course.experiments import step_flops
 
 # Assumed: a sixteenth of the T4's 65 TFLOPS fp16 tensor-core peak, what a segmentation net at a
@@ -32,6 +32,7 @@ VOC_TRAIN, VOC_VAL = 1464, 1449
 # Assumed for the download: VOC's 2 GB at 10 MB/s, then about two minutes to extract and count.
 VOC_MB, DOWNLOAD_MB_PER_SECOND, EXTRACT_AND_COUNT_MINUTES = 2000, 10, 2
 
+COLUMNS = ("notebook", "profile", "runs", "2-core CPU", "free T4")  # of the plan's frame
 # What each notebook runs per profile: (notebook, profile, what, how its time is known). The
 # `full` profile is sized for a student (one seed, the few settings that carry each lesson:
 # `notebook_profiles.STUDENT_SETTINGS`); `complete` runs an experiment whole, as the stored
@@ -63,19 +64,11 @@ ROWS = (
 def plan(notebook: str | None = None) -> pd.DataFrame:
     """One row per notebook and profile: what it runs, the time on a 2-core CPU and on a free
     T4, each labelled measured or estimated."""
-    rows = []
-    for name, profile, what, how in ROWS:
-        if notebook is None or name == notebook:
-            cpu, t4 = _times(name, how)
-            rows.append(
-                {
-                    "notebook": name,
-                    "profile": profile,
-                    "runs": what,
-                    "2-core CPU": cpu,
-                    "free T4": t4,
-                }
-            )
+    rows = [
+        dict(zip(COLUMNS, (name, profile, what, *_times(name, how)), strict=True))
+        for name, profile, what, how in ROWS
+        if notebook in (None, name)
+    ]
     return pd.DataFrame(rows).set_index(["notebook", "profile"])
 
 
@@ -89,16 +82,13 @@ def _times(notebook: str, how: str) -> tuple[str, str]:
         made = {}
         for name in dict.fromkeys(names):  # each provenance read once
             with contextlib.suppress(FileNotFoundError):
-                made[name] = _made_seconds(name)
+                made[name] = float(results.read_stored_json(f"{name}/provenance.json")["seconds"])
         missing = [name for name in dict.fromkeys(names) if name not in made]
         if not made:
             return f"not made yet ({', '.join(missing)})", gpu
         shown = _minutes(sum(made[name] for name in names if name in made))
         if missing:  # said, not counted as nothing
-            return (
-                f"not made yet ({', '.join(missing)}); {shown} for {', '.join(made)} (measured, stored)",
-                gpu,
-            )
+            shown = f"not made yet ({', '.join(missing)}); {shown} for {', '.join(made)}"
         return f"{shown} (measured, stored)", gpu
     if how.startswith("t4:"):
         return "needs a GPU", f"{_minutes(60 * t4_minutes(how[3:]))} (estimated)"
@@ -123,13 +113,6 @@ def _notebook_seconds() -> dict[str, float]:
     return {row["notebook"][:2]: row["seconds"] for row in record["rows"]}
 
 
-def _made_seconds(name: str) -> float:
-    return float(results.read_stored_json(f"{name}/provenance.json")["seconds"])
-
-
-# --- estimates ---------------------------------------------------------------------------------
-
-
 def _run_minutes(
     config: RunConfig, size: int, train: int, val: int, epochs: int, val_size: int | None = None
 ) -> float:
@@ -147,27 +130,19 @@ def _experiment_runs(name: str, complete: bool) -> list[tuple[RunConfig, int]]:
     """(configuration, seeds) of each run of experiment `name` on VOC: the full profile's
     settings with one seed, or (complete) every setting with the design's seeds."""
     profile = notebook_profiles.Profile.from_env({"DEEPLAB_KIT_PROFILE": "full"}, mount=False)
-    base = profile.experiment_config(name)
-    if name == "ablation":
-        configs = ablation.configs(base)
-        seeds = {label: len(ablation.seeds_of(label)) for label in configs}
-    else:
-        design = going_deeper.DESIGNS[name]
-        configs = design.configs(base)
-        seeds = dict.fromkeys(configs, len(design.seeds))
-    labels = configs if complete else notebook_profiles.STUDENT_SETTINGS[name]
-    return [(configs[label], seeds[label] if complete else 1) for label in labels]
+    configs = results.experiment_settings(name, profile.experiment_config(name))
+    if not complete:
+        return [(configs[label], 1) for label in notebook_profiles.STUDENT_SETTINGS[name]]
+    return [(config, len(results.design_seeds(name, label))) for label, config in configs.items()]
 
 
 def _experiment_minutes(names: tuple[str, ...], complete: bool) -> float:
     total = 0.0
     for name in names:
+        val_size = None if name == "ablation" else VOC_WHOLE_IMAGE
         for config, seeds in _experiment_runs(name, complete):
-            val_size = None if name == "ablation" else VOC_WHOLE_IMAGE
-            minutes = _run_minutes(
-                config, config.image_size, VOC_TRAIN, VOC_VAL, config.epochs, val_size
-            )
-            total += seeds * minutes
+            size, epochs = config.image_size, config.epochs
+            total += seeds * _run_minutes(config, size, VOC_TRAIN, VOC_VAL, epochs, val_size)
     return total
 
 
@@ -194,8 +169,5 @@ def t4_minutes(what: str) -> float:
 def dumps(frame: pd.DataFrame) -> str:
     """The plan as README's Markdown table."""
     lines = ["| notebook | profile | runs | 2-core CPU | free T4 |", "|---|---|---|---|---|"]
-    for (notebook, profile), row in frame.iterrows():
-        lines.append(
-            f"| {notebook} | {profile} | {row['runs']} | {row['2-core CPU']} | {row['free T4']} |"
-        )
+    lines += [f"| {' | '.join(map(str, (*index, *row)))} |" for index, row in frame.iterrows()]
     return "\n".join(lines)

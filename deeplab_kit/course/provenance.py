@@ -44,34 +44,19 @@ def git_state(folder: str | os.PathLike | None = None) -> tuple[str | None, bool
     (None, None) outside a git checkout."""
     folder = Path(folder) if folder else Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        top = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        changes = subprocess.run(
-            [
-                "git",
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                ".",
-                f":(exclude){NOT_CODE}",
-            ],
-            cwd=top,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = _git(folder, "rev-parse", "HEAD")
+        top = _git(folder, "rev-parse", "--show-toplevel")
+        changes = _git(
+            top, "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){NOT_CODE}"
+        )
     except (OSError, subprocess.CalledProcessError):
         return None, None
     return commit, not changes
+
+
+def _git(folder: str | os.PathLike, *args: str) -> str:
+    run = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, check=True)
+    return run.stdout.strip()
 
 
 def versions() -> dict:
@@ -137,11 +122,8 @@ def combine(sessions: list[dict]) -> dict:
         "seconds": round(sum(s["seconds"] for s in sessions), 1),
         "sessions": [
             {
-                "started": s["started"],
-                "ended": s["ended"],
-                "seconds": s["seconds"],
-                "commit": s.get("commit"),
-                "clean": s.get("clean"),
+                **{key: s[key] for key in ("started", "ended", "seconds")},
+                **{key: s.get(key) for key in ("commit", "clean")},
                 "commit at end": s.get("commit_at_end"),
                 "clean at end": s.get("clean_at_end"),
                 "machine": fingerprint.kind_of(s.get("machine", {})),
@@ -166,13 +148,12 @@ def describe(record: dict) -> str:
     state = "" if record.get("clean", True) else " (with uncommitted changes)"
     sessions = record.get("sessions") or [record]
     sessions = len(sessions) if isinstance(sessions, list) else sessions
-    return "\n".join(
-        [
-            f"command:  {record.get('command', '?')}",
-            f"code:     commit {commit}{state}",
-            f"machine:  {fingerprint.describe(record.get('machine', {}))}; torch {record.get('torch', '?')}",
-            f"took:     {record.get('seconds', 0) / 60:.0f} min"
-            + (f" in {sessions} sessions" if sessions > 1 else "")
-            + f", finished {record.get('ended', '?')}",
-        ]
-    )
+    lines = [
+        f"command:  {record.get('command', '?')}",
+        f"code:     commit {commit}{state}",
+        f"machine:  {fingerprint.describe(record.get('machine', {}))}; torch {record.get('torch', '?')}",
+        f"took:     {record.get('seconds', 0) / 60:.0f} min"
+        + (f" in {sessions} sessions" if sessions > 1 else "")
+        + f", finished {record.get('ended', '?')}",
+    ]
+    return "\n".join(lines)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-# Numbers from the report and the paper, each with its source (the last column); shown only as
-# quoted reference rows, never as results of the kit.
+# mIoU from the report, the paper and torchvision, each with its source (the last column); shown
+# only as quoted reference rows, never as results of the kit. "setting" names the ablation
+# setting (deeplab_kit.course.ablation.SETTINGS) whose rates and data (VOC val) they share, if any.
 QUOTED_MIOU = pd.DataFrame(
     [
         (
@@ -53,8 +54,6 @@ QUOTED_MIOU = pd.DataFrame(
     ],
     columns=["source", "setting", "model", "rates", "mIoU (%)", "measured on", "quoted from"],
 )
-"""Quoted mIoU numbers; "setting" names the ablation setting (deeplab_kit.course.ablation.SETTINGS)
-whose rates and data (VOC val) they share, where one does."""
 
 
 # The paper's "going deeper" tables (Chen et al. 2017, arXiv 1706.05587), ResNet-50 on PASCAL

@@ -5,24 +5,22 @@
     python -m deeplab_kit results verify [NAME]     # is what is stored what the code makes?
 
 Each stored result is a folder `notebooks/results/<name>/` of small files (tables, histories,
-scores, figures; no weights) and a `provenance.json` written by `make`: the command, the code
-(the git commit and whether the tree was clean, when each session of the make started and when
-it ended), the machine, the library versions, the arithmetic every run computed in, a hash of
-the generated dataset's files, and the time it took. `make` trains in a work folder,
-`runs/results/<name>/` (checkpoints there, so that a stopped make resumes), and replaces the
-stored folder only once everything is done. A make resumed on other code than its first
-session's is refused unless told (`other_code=True`; the record then says so); one resumed on
-another machine keeps its first session's arithmetic.
+scores, figures; no weights) and the `provenance.json` `make` writes: the command, the code (git
+commit, clean or not, at the start and end of each session of the make), the machine, the
+library versions, the arithmetic every run computed in, a hash of the generated dataset's files,
+the time it took. `make` trains in `runs/results/<name>/` (checkpoints there: a stopped make
+resumes) and replaces the stored folder only once everything is done. A make resumed on other
+code than its first session's is refused unless told (`other_code=True`; the record says so);
+one resumed on another machine keeps its first session's arithmetic.
 
 The notebooks read stored files through `stored(relative)` (fetched from the repository in
 Colab, where the kit is installed without them) and `stored_experiment(name)`.
 
-`verify` checks each stored result against itself and against the current code: the scores
-recomputed from the stored confusion matrices, each history's last row against its scores,
-tables against their run files, the stored configuration against the one the code would run
-(else the result is stale), and it retrains the first epoch of one run of each experiment to
-compare with the stored history: bit for bit where this machine runs the provenance's kernels
-with its torch version, within `RETRAIN_TOLERANCE` elsewhere.
+`verify` checks each stored result against itself (scores against confusion matrices,
+histories against scores, tables against run files) and against the current code (the
+configuration it would run, else stale), and retrains the first epoch of one run of each
+experiment: bit for bit where this machine runs the provenance's kernels and torch version,
+within `RETRAIN_TOLERANCE` elsewhere.
 """
 
 from __future__ import annotations
@@ -72,20 +70,8 @@ WORK = Path("runs") / "results"  # under the checkout
 PROVENANCE = "provenance.json"
 SESSIONS = "sessions.json"  # in the work folder: a make's sessions so far, and its arithmetic
 PROVENANCE_KEYS = (
-    "command",
-    "commit",
-    "clean",
-    "machine",
-    "torch",
-    "torchvision",
-    "numpy",
-    "pillow",
-    "started",
-    "ended",
-    "seconds",
-    "sessions",
-    "arithmetic",
-    "data",
+    *("command", "commit", "clean", "machine", "torch", "torchvision", "numpy", "pillow"),
+    *("started", "ended", "seconds", "sessions", "arithmetic", "data"),
 )
 # How far a retrained first epoch may be from the stored one on another CPU or torch version
 # (bf16 kernels round differently across CPUs): relative, on the losses; absolute, on mIoU.
@@ -104,31 +90,23 @@ class StoredResult:
     data: dict  # the generated dataset it is made on (make_synthetic_voc's arguments)
     make: Callable[[Path, Arithmetic, bool], dict]  # (work, arithmetic, progress) -> record
     check: Callable[[Path, dict], list[str]]  # (stored folder, its record) -> problems
-    retrain: Callable[[Arithmetic], tuple[str, RunConfig]] | None  # the run verify retrains
+    retrain: Callable[[Arithmetic], tuple[str, RunConfig]] | None = None  # the run verify retrains
 
     @property
     def data_root(self) -> str:
         return DEFAULT_ROOT if self.name == "demo" else f"{DEFAULT_ROOT}-{self.name}"
 
 
-# --- where things are ---------------------------------------------------------------------
-
-
 def store(name: str) -> Path:
     return checkout(required=True) / "notebooks" / "results" / name
 
 
-def results_dir() -> Path:
-    """notebooks/results of the repository checkout (see `colab.checkout`); in Colab, a local
-    folder that `stored` fills from the repository."""
-    found = checkout()
-    return found / "notebooks" / "results" if found else Path.cwd() / "results"
-
-
 def stored(relative: str) -> Path:
     """A stored result file (notebooks/results/<relative>), read from the checkout; in Colab,
-    where the kit is pip-installed without the notebooks, fetched from the repository first."""
-    path = results_dir() / relative
+    where the kit is pip-installed without the notebooks, fetched from the repository first
+    into results/ of the working directory."""
+    found = checkout()
+    path = (found / "notebooks" / "results" if found else Path.cwd() / "results") / relative
     if path.is_file():
         return path
     if not in_colab():
@@ -150,17 +128,11 @@ def stored_experiment(name: str) -> tuple[pd.DataFrame, dict]:
     """A stored experiment: its table (one row per run) and the rest of its record (provenance,
     configuration, settings, seeds, planned pairs, geometry, the convergence check, ...)."""
     record = read_stored_json(f"{name}/{name}.json")
-    columns = ablation.COLUMNS if name == "ablation" else going_deeper.COLUMNS
-    frame = pd.DataFrame(record["rows"], columns=list(columns))
     if name == "ablation":
         frame = ablation.table(record["rows"])
+    else:
+        frame = pd.DataFrame(record["rows"], columns=list(going_deeper.COLUMNS))
     return frame, {k: v for k, v in record.items() if k != "rows"}
-
-
-def stored_erfs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """For each backbone and setting of the stored ablation, its effective receptive field
-    (`ablation.erf_maps` on the stored gradient maps)."""
-    return ablation.erf_maps(frame, lambda relative: stored(f"ablation/{relative}"))
 
 
 def stored_ablation_lr() -> float | None:
@@ -181,9 +153,6 @@ def _inside(folder: Path):
         yield
     finally:
         os.chdir(before)
-
-
-# --- the configurations the results are made with -------------------------------------------
 
 
 def demo_config() -> RunConfig:
@@ -208,11 +177,29 @@ def experiment_config(name: str, arithmetic: Arithmetic, **overrides) -> RunConf
     )
 
 
+def experiment_settings(name: str, base: RunConfig) -> dict[str, RunConfig]:
+    """Every setting's configuration of stored experiment `name`, from its base `base`."""
+    if name == "ablation":
+        return ablation.configs(base)
+    return going_deeper.DESIGNS[name].configs(base)
+
+
+def design_seeds(name: str, label: str) -> tuple[int, ...]:
+    """The seeds the stored design of experiment `name` trains setting `label` with."""
+    if name == "ablation":
+        return ablation.seeds_of(label)
+    return going_deeper.DESIGNS[name].seeds
+
+
+def _run_label(name: str, row: Mapping) -> str:
+    """A stored row's run label (the ablation's names its backbone too)."""
+    if name == "ablation":
+        return ablation.run_label(row["backbone"], row["setting"])
+    return row["setting"]
+
+
 def _grid(progress: bool) -> dict:
     return dict(workers=WORKERS, progress=progress, keep_checkpoints=False)
-
-
-# --- making -----------------------------------------------------------------------------------
 
 
 def _make_demo(work: Path, arithmetic: Arithmetic, progress: bool) -> dict:
@@ -295,9 +282,8 @@ def _make_notebook_times(work: Path, arithmetic: Arithmetic, progress: bool) -> 
         started = time.monotonic()
         with _environment(DEEPLAB_KIT_PROFILE="quick"):
             client.execute()
-        rows.append(
-            {"notebook": name, "profile": "quick", "seconds": round(time.monotonic() - started, 1)}
-        )
+        seconds = round(time.monotonic() - started, 1)
+        rows.append({"notebook": name, "profile": "quick", "seconds": seconds})
     return {"rows": rows}
 
 
@@ -314,18 +300,16 @@ def _environment(**values):
 
 def _check_notebook_times(folder: Path, record: dict) -> list[str]:
     rows = record.get("rows", [])
-    if [row["notebook"] for row in rows] != list(NOTEBOOKS) or not all(
-        r["seconds"] > 0 for r in rows
-    ):
-        return ["notebook-times.json: not one positive time per current notebook: stale"]
-    return []
+    if [r["notebook"] for r in rows] == list(NOTEBOOKS) and all(r["seconds"] > 0 for r in rows):
+        return []
+    return ["notebook-times.json: not one positive time per current notebook: stale"]
 
 
 def make(
     name: str, *, command: str | None = None, progress: bool = True, other_code: bool = False
 ) -> Path:
-    """Make the stored result `name` (resuming a stopped make) and replace its stored folder.
-    Returns the stored folder."""
+    """Make the stored result `name` (resuming a stopped make) and replace its stored folder,
+    which it returns."""
     result = _result(name)
     root = checkout(required=True)
     work = root / WORK / name
@@ -364,12 +348,7 @@ def _stored_files(name: str, work: Path, record: dict) -> dict[str, Path]:
     if name == "demo":
         names = ("history.csv", "metrics.json", "metrics.md", "metrics.csv", "per_class.csv")
         return {n: work / n for n in (*names, "loss_curve.png", "predictions.png", "config.json")}
-    setting = (
-        (lambda r: ablation.run_label(r["backbone"], r["setting"]))
-        if name == "ablation"
-        else (lambda r: r["setting"])
-    )
-    runs = [run_folder(work, setting(row), int(row["seed"])) for row in record["rows"]]
+    runs = [run_folder(work, _run_label(name, row), int(row["seed"])) for row in record["rows"]]
     runs += [run_folder(work / TWICE, row["setting"], 0) for row in record[TWICE]]
     runs += [
         run_folder(work / "sweep", f"lr {r['lr']:g} {r['setting']}", 0)
@@ -407,9 +386,6 @@ def _replace_store(name: str, work: Path, record: dict) -> Path:
     return target
 
 
-# --- checking ---------------------------------------------------------------------------------
-
-
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -433,16 +409,14 @@ def _check_demo(folder: Path, record: dict) -> list[str]:
 
 def _check_going_deeper(design: going_deeper.Design):
     def check(folder: Path, record: dict) -> list[str]:
-        base = experiment_config(
-            design.name, Arithmetic.parse(record.get("arithmetic", "fp32 + contiguous"))
-        )
+        arithmetic = Arithmetic.parse(record.get("arithmetic", "fp32 + contiguous"))
+        base = experiment_config(design.name, arithmetic)
         configs = design.configs(base)
         expected = [(name, seed) for name in design.settings for seed in design.seeds]
         problems = _check_experiment(folder, design.name, record, base, configs, expected)
         for row in record.get("rows", []):
-            side = going_deeper.feature_size(
-                base.image_size, configs[row["setting"]].model.output_stride
-            )
+            stride = configs[row["setting"]].model.output_stride
+            side = going_deeper.feature_size(base.image_size, stride)
             if row["feature map"] != f"{side}x{side}":
                 problems.append(
                     f"{row['setting']} seed {row['seed']}: feature map {row['feature map']}, the geometry says {side}x{side}"
@@ -458,10 +432,7 @@ def _check_ablation(folder: Path, record: dict) -> list[str]:
     expected_base = experiment_config("ablation", arithmetic, lr=base.lr)
     configs = ablation.configs(expected_base)
     expected = [(name, seed) for name in configs for seed in ablation.seeds_of(name)]
-    rows = [
-        {**r, "setting": ablation.run_label(r["backbone"], r["setting"])}
-        for r in record.get("rows", [])
-    ]
+    rows = [{**r, "setting": _run_label("ablation", r)} for r in record.get("rows", [])]
     problems = _check_experiment(
         folder, "ablation", {**record, "rows": rows}, expected_base, configs, expected
     )
@@ -499,9 +470,8 @@ def _check_experiment(
     folder: Path, name: str, record: dict, base: RunConfig, configs: Mapping, expected: list
 ) -> list[str]:
     """What every experiment's record holds: the base configuration the current code would run,
-    its rows for the expected (setting, seed)s, each row's scores and configuration equal to
-    its run folder's, the convergence check's rows equal to their runs', the CSV equal to the
-    rows."""
+    rows for the expected (setting, seed)s, each row's and each convergence check's scores and
+    configuration equal to its run folder's, the CSV equal to the rows."""
     problems = _check_config_dict(f"{name}.json", record.get("config"), base)
     rows = record.get("rows", [])
     if [(row["setting"], row["seed"]) for row in rows] != expected:
@@ -513,18 +483,13 @@ def _check_experiment(
     for row in rows:
         where = f"{name}.json, {row['setting']} seed {row['seed']}"
         run = run_folder(folder, row["setting"], int(row["seed"]))
-        problems += _check_row_run(
-            where, run, row, configs[row["setting"]].replace(seed=int(row["seed"]))
-        )
+        config = configs[row["setting"]].replace(seed=int(row["seed"]))
+        problems += _check_row_run(where, run, row, config)
     for row in record.get(TWICE, []):
+        where = f"{name}.json, {TWICE}: {row['setting']}"
         run = run_folder(folder / TWICE, row["setting"], 0)
         config = configs[row["setting"]].replace(seed=0, epochs=2 * configs[row["setting"]].epochs)
-        problems += _check_row_run(
-            f"{name}.json, {TWICE}: {row['setting']}",
-            run,
-            {"miou": row["twice the epochs"]},
-            config,
-        )
+        problems += _check_row_run(where, run, {"miou": row["twice the epochs"]}, config)
     return problems
 
 
@@ -585,11 +550,10 @@ def _check_config_dict(where: str, stored: dict | None, expected: RunConfig) -> 
 
 def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> list[str]:
     """Retrain the first epoch of the stored result's `retrain` run and compare it with its
-    stored history: [] when it matches, else the problems. It regenerates the dataset first (its
-    files must hash as stored) and retrains in the stored run's own arithmetic with the
-    provenance's thread count; bit for bit where this machine runs the same kernels
-    (`provenance.same_kernels`: fingerprint and torch version), within RETRAIN_TOLERANCE
-    elsewhere; it says which and why."""
+    stored history: [] when it matches, else the problems. The dataset is regenerated (its files
+    must hash as stored), the run retrained in its own arithmetic with the provenance's threads:
+    bit for bit where `provenance.same_kernels`, within RETRAIN_TOLERANCE elsewhere (it says
+    which and why)."""
     result, record = RESULTS[name], _read_json(folder / PROVENANCE)
     relative, config = result.retrain(Arithmetic.parse(record["arithmetic"]))
     stored_epoch = pd.read_csv(folder / relative / "history.csv").iloc[0]
@@ -604,9 +568,8 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
             record.get("threads per run") or record["machine"].get("threads") or threads
         )
         try:
-            again = train(
-                config.replace(session_epochs=1), Path(tmp) / "run", progress=progress
-            ).history[0]
+            first = config.replace(session_epochs=1)
+            again = train(first, Path(tmp) / "run", progress=progress).history[0]
         finally:
             torch.set_num_threads(threads)
     how = f"bit-exact ({why})" if exact else f"within {RETRAIN_TOLERANCE} ({why})"
@@ -624,23 +587,12 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
     return problems
 
 
-# --- the registry and the commands --------------------------------------------------------
-
-
-def _retrain_demo(arithmetic: Arithmetic) -> tuple[str, RunConfig]:
-    return ".", demo_config().replace(amp=arithmetic.amp, channels_last=arithmetic.channels_last)
-
-
 def _retrain_setting(name: str, setting: str):
     def retrain(arithmetic: Arithmetic) -> tuple[str, RunConfig]:
+        lr = {}  # the ablation's is the one its sweep chose
         if name == "ablation":
-            record = read_stored_json("ablation/ablation.json")
-            base = experiment_config(name, arithmetic, lr=RunConfig.from_dict(record["config"]).lr)
-            config = ablation.configs(base)[setting]
-        else:
-            config = going_deeper.DESIGNS[name].configs(experiment_config(name, arithmetic))[
-                setting
-            ]
+            lr["lr"] = RunConfig.from_dict(read_stored_json("ablation/ablation.json")["config"]).lr
+        config = experiment_settings(name, experiment_config(name, arithmetic, **lr))[setting]
         return f"{setting_folder(setting)}/seed-0", config.replace(seed=0)
 
     return retrain
@@ -653,7 +605,6 @@ RESULTS = {
         DEMO_DATA,
         _make_demo,
         _check_demo,
-        None,
     ),
     "going-deeper": StoredResult(
         "going-deeper",
@@ -677,7 +628,6 @@ RESULTS = {
         {},
         _make_notebook_times,
         _check_notebook_times,
-        None,
     ),
     "ablation": StoredResult(
         "ablation",
@@ -779,13 +729,8 @@ def stored_gains(name: str, frame: pd.DataFrame, epochs: int = 6) -> pd.DataFram
     history: one row per (setting, seed) of `frame`."""
     rows = []
     for row in frame.to_dict("records"):
-        label = (
-            row["setting"]
-            if name != "ablation"
-            else ablation.run_label(row["backbone"], row["setting"])
-        )
-        history = pd.read_csv(
-            stored(f"{name}/{setting_folder(label)}/seed-{row['seed']}/history.csv")
-        )
-        rows.append({"setting": label, "seed": row["seed"], "gain": last_gain(history, epochs)})
+        label = _run_label(name, row)
+        history = stored(f"{name}/{setting_folder(label)}/seed-{row['seed']}/history.csv")
+        gain = last_gain(pd.read_csv(history), epochs)
+        rows.append({"setting": label, "seed": row["seed"], "gain": gain})
     return pd.DataFrame(rows)

@@ -35,18 +35,13 @@ def table1(models: Mapping, protocols: Mapping[str, str] | None = None) -> pd.Da
     columns say theirs (the report's is unstated, most likely resized 256 x 256 masks; the
     paper's is original)."""
     table = report_table(models)
+    names = {name: f"{name} [{protocol}]" for name, protocol in (protocols or {}).items()}
     for name, values in REPORT_TABLE1.items():
         table[f"{name} (quoted)"] = [values[row] for row in TABLE1_ROWS]
+        names[f"{name} (quoted)"] = f"{name} (quoted) [report: unstated, likely resized]"
     paper = QUOTED_MIOU.loc[QUOTED_MIOU["source"] == "paper", "mIoU (%)"].item()
     table["paper ResNet-101 (quoted)"] = [np.nan, np.nan, np.nan, paper]
-    names = {name: f"{name} [{protocol}]" for name, protocol in (protocols or {}).items()}
-    names.update(
-        {
-            "MyModel (quoted)": "MyModel (quoted) [report: unstated, likely resized]",
-            "Pretrained (quoted)": "Pretrained (quoted) [report: unstated, likely resized]",
-            "paper ResNet-101 (quoted)": "paper ResNet-101 (quoted) [original]",
-        }
-    )
+    names["paper ResNet-101 (quoted)"] = "paper ResNet-101 (quoted) [original]"
     return table.rename(columns=names)
 
 

@@ -31,6 +31,7 @@ from deeplab_kit.predict import overlay, predict_image
 
 MAX_RATE = 48
 DPI = 80
+LAZY = dict(continuous_update=False)  # a control reports its value once let go
 
 
 def _png(fig: Figure) -> bytes:
@@ -58,14 +59,8 @@ class AtrousRateExplorer(widgets.VBox):
         multi_grid: Sequence[int] | None = None,
     ) -> None:
         self.backbone, self.multi_grid = backbone, multi_grid
-        self.rate_sliders = [
-            widgets.IntSlider(
-                value=rate,
-                min=1,
-                max=max(MAX_RATE, rate),
-                description=f"rate {k}",
-                continuous_update=False,
-            )
+        self.rate_sliders = [  # IntSlider(value, min, max, ...)
+            widgets.IntSlider(rate, 1, max(MAX_RATE, rate), description=f"rate {k}", **LAZY)
             for k, rate in enumerate(rates, start=1)
         ]
         self.stride_selector = widgets.ToggleButtons(
@@ -74,7 +69,7 @@ class AtrousRateExplorer(widgets.VBox):
             description="output stride",
         )
         self.size_input = widgets.BoundedIntText(
-            value=input_size, min=33, max=2049, description="input size", continuous_update=False
+            value=input_size, min=33, max=2049, description="input size", **LAZY
         )
         self.summary = widgets.HTML()
         self.image = widgets.Image(format="png")
@@ -82,16 +77,10 @@ class AtrousRateExplorer(widgets.VBox):
         self.numbers: pd.DataFrame | None = None
         self.figure: Figure | None = None
         for control in [*self.rate_sliders, self.stride_selector, self.size_input]:
-            control.observe(self._on_change, names="value")
-        super().__init__(
-            [
-                widgets.HBox(self.rate_sliders),
-                widgets.HBox([self.stride_selector, self.size_input]),
-                self.summary,
-                self.image,
-                self.table,
-            ]
-        )
+            control.observe(lambda change: self.update(), names="value")
+        sliders = widgets.HBox(self.rate_sliders)
+        settings = widgets.HBox([self.stride_selector, self.size_input])
+        super().__init__([sliders, settings, self.summary, self.image, self.table])
         self.update()
 
     @property
@@ -102,9 +91,6 @@ class AtrousRateExplorer(widgets.VBox):
             "output_stride": self.stride_selector.value,
             "input_size": self.size_input.value,
         }
-
-    def _on_change(self, change) -> None:
-        self.update()
 
     def update(self) -> None:
         """Recompute the numbers and the figure for the controls' values and show them."""
@@ -154,7 +140,7 @@ class PredictionBrowser(widgets.VBox):
         self.dataset, self.device, self.class_names = dataset, device, class_names
         self.models = dict(models) if isinstance(models, Mapping) else {"prediction": models}
         self.slider = widgets.IntSlider(
-            value=0, min=0, max=len(dataset) - 1, description="sample", continuous_update=False
+            value=0, min=0, max=len(dataset) - 1, description="sample", **LAZY
         )
         self.image = widgets.Image(format="png")
         self.figure: Figure | None = None

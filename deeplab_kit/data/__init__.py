@@ -23,11 +23,9 @@ def __getattr__(name: str):
     configuration reads) must not pull torch in through this package (`--help` stays fast,
     benchmarks/bench_cli.py)."""
     if name == "VOCDataset":
-        from deeplab_kit.data.voc import VOCDataset
-
-        return VOCDataset
-    if name == "make_synthetic_voc":
-        from deeplab_kit.data.synthetic import make_synthetic_voc
-
-        return make_synthetic_voc
-    raise AttributeError(f"module 'deeplab_kit.data' has no attribute {name!r}")
+        from deeplab_kit.data.voc import VOCDataset as found
+    elif name == "make_synthetic_voc":
+        from deeplab_kit.data.synthetic import make_synthetic_voc as found
+    else:
+        raise AttributeError(f"module 'deeplab_kit.data' has no attribute {name!r}")
+    return found

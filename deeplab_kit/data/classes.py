@@ -26,46 +26,19 @@ import numpy as np
 
 from deeplab_kit.files import atomic_write
 
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
+VOC_CLASSES = tuple(
+    """background aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse
+    motorbike person pottedplant sheep sofa train tvmonitor""".split()
 )
 NUM_CLASSES = len(VOC_CLASSES)  # 21
 IGNORE_INDEX = 255  # VOC's "void": object borders and hard regions, not scored
 
 
 def _voc_palette() -> np.ndarray:
-    """VOC's colour map: class c gets the colour spelled by the bits of c, spread over R, G, B."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for label in range(256):
-        r = g = b = 0
-        c = label
-        for shift in range(7, -1, -1):  # bit j of the label goes to bit 7 - j/3 of a channel
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette[label] = (r, g, b)
-    return palette
+    """VOC's colour map: class c gets the colour spelled by the bits of c, spread over R, G, B
+    (bits 0, 1, 2 of c go to bit 7 of R, G, B; bits 3, 4, 5 to bit 6; and so on)."""
+    labels, channels = np.arange(256)[:, None], np.arange(3)
+    return sum(((labels >> (3 * j + channels)) & 1) << (7 - j) for j in range(8)).astype(np.uint8)
 
 
 VOC_PALETTE = _voc_palette()  # (256, 3) uint8; VOC_PALETTE[255] is the void colour (224, 224, 192)
@@ -136,8 +109,7 @@ def read_classes(path: str | Path) -> Classes:
     path = Path(path)
     names, colours, void = [], [], {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.split("#", 1)[0].split()
-        if not fields:
+        if not (fields := line.split("#", 1)[0].split()):
             continue
         try:
             values = [int(v) for v in fields[1:]]

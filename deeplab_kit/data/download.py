@@ -95,8 +95,7 @@ def download(name: str, root: str | os.PathLike = "data", *, progress: bool = Tr
     if name not in ARCHIVES:
         raise ValueError(f"unknown dataset {name!r}; choose 'voc' or 'sbd'")
     root = Path(root)
-    found = _ready(name, root)
-    if found is not None:
+    if (found := _ready(name, root)) is not None:
         return found
     archive = fetch(ARCHIVES[name], root, progress=progress)
     extract_archive(str(archive), str(root))
@@ -141,16 +140,11 @@ def md5(path: Path) -> str:
 def _transfer(url: str, target: Path, progress: bool) -> Path:
     """Download `url` to `target.part`, resuming a partial copy of the same source (its URL
     is kept beside it) where the server honours a range request; returns the finished file."""
-    part, source = (
-        target.with_name(target.name + ".part"),
-        target.with_name(target.name + ".source"),
-    )
+    part = target.with_name(target.name + ".part")
+    source = target.with_name(target.name + ".source")
     target.parent.mkdir(parents=True, exist_ok=True)
-    have = (
-        part.stat().st_size
-        if part.is_file() and source.is_file() and source.read_text() == url
-        else 0
-    )
+    resumable = part.is_file() and source.is_file() and source.read_text() == url
+    have = part.stat().st_size if resumable else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
         if response.status != 206:  # the whole file: start over

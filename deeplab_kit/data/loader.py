@@ -85,11 +85,8 @@ class EpochLoader(DataLoader):
     """A DataLoader with `set_epoch(epoch, skip_batches=0)`; `len()` is a full epoch's batches."""
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Serve `epoch`, without its first `skip_batches` batches (to resume mid-epoch).
-
-        Every pass serves the same batches until the next `set_epoch`; `len()` stays a full
-        epoch's count.
-        """
+        """Serve `epoch`, without its first `skip_batches` batches (to resume mid-epoch); every
+        pass serves the same batches until the next `set_epoch`."""
         if not 0 <= skip_batches <= len(self):
             raise ValueError(f"skip_batches must be in 0..{len(self)}, got {skip_batches}")
         self.sampler.set_epoch(epoch, skip=skip_batches * self.batch_size)

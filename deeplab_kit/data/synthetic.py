@@ -179,23 +179,11 @@ def render(
 # --- the dataset ----------------------------------------------------------------------------
 
 
-def _split_key(split: str) -> int:
-    return SPLITS.index(split)
-
-
 def _class_stream(seed: int, split: str, total: int, classes: Sequence[int]) -> list[int]:
     """Object classes in turn from shuffled rounds of `classes`: each appears equally often."""
-    rng = np.random.default_rng([seed, _split_key(split), 1_000_000])
+    rng = np.random.default_rng([seed, SPLITS.index(split), 1_000_000])
     rounds = [rng.permutation(np.asarray(classes)) for _ in range(total // len(classes) + 1)]
     return [int(c) for c in np.concatenate(rounds)[:total]]
-
-
-def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, _split_key(split), index])
-
-
-def _objects_per_image(seed: int, split: str, index: int) -> int:
-    return int(np.random.default_rng([seed, _split_key(split), index, 1]).integers(2, 5))
 
 
 def _ids(split: str, count: int) -> list[str]:
@@ -250,18 +238,16 @@ def make_synthetic_voc(
 
 def _manifest(num_train, num_val, size, seed, classes, object_scale) -> dict:
     """The arguments, checked, as the manifest records them."""
-    for name, value, low in (
-        ("num_train", num_train, 1),
-        ("num_val", num_val, 1),
-        ("size", size, MIN_SIZE),
-        ("seed", seed, 0),
-    ):
+    given = {"num_train": num_train, "num_val": num_val, "size": size, "seed": seed}
+    lowest = {"num_train": 1, "num_val": 1, "size": MIN_SIZE, "seed": 0}
+    for name, value in given.items():
+        low = lowest[name]
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ValueError(
                 f"make_synthetic_voc: {name} must be an integer >= {low}, got {value!r}"
             )
     wanted = {"generator": GENERATOR, "version": GENERATOR_VERSION}
-    wanted.update(num_train=int(num_train), num_val=int(num_val), size=int(size), seed=int(seed))
+    wanted.update({name: int(value) for name, value in given.items()})
     if classes is not None:
         wanted["classes"] = sorted({int(c) for c in classes})
         if not wanted["classes"] or not all(1 <= c < len(VOC_CLASSES) for c in wanted["classes"]):
@@ -278,14 +264,15 @@ def _manifest(num_train, num_val, size, seed, classes, object_scale) -> dict:
 
 def _write_split(voc: Path, split: str, count: int, wanted: dict) -> None:
     """One split's images, palette masks and list file."""
-    seed, size = wanted["seed"], wanted["size"]
+    seed, size, key = wanted["seed"], wanted["size"], SPLITS.index(split)
     pool = wanted.get("classes") or range(1, len(VOC_CLASSES))
     scale = wanted.get("object_scale") or OBJECT_SCALE
-    per_image = [_objects_per_image(seed, split, i) for i in range(count)]
+    # Image i draws from generators keyed by (seed, split, i): its object count, its drawing.
+    per_image = [int(np.random.default_rng([seed, key, i, 1]).integers(2, 5)) for i in range(count)]
     stream = iter(_class_stream(seed, split, sum(per_image), pool))
     for index, image_id in enumerate(_ids(split, count)):
         drawn = [next(stream) for _ in range(per_image[index])]
-        image, labels = render(_image_rng(seed, split, index), size, drawn, scale)
+        image, labels = render(np.random.default_rng([seed, key, index]), size, drawn, scale)
         Image.fromarray(image).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=JPEG_QUALITY)
         mask = Image.fromarray(labels)
         mask.putpalette(VOC_PALETTE.tobytes())  # "L" becomes "P" with VOC's colours
@@ -301,10 +288,8 @@ def _read_manifest(path: Path, voc: Path) -> dict | None:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError):
             manifest = None
-        if isinstance(manifest, dict) and manifest.get("generator") in (
-            GENERATOR,
-            *FORMER_GENERATORS,
-        ):
+        ours = (GENERATOR, *FORMER_GENERATORS)
+        if isinstance(manifest, dict) and manifest.get("generator") in ours:
             return manifest
         raise ValueError(
             f"{path}: not a manifest written by make_synthetic_voc; remove it to regenerate"
@@ -319,12 +304,10 @@ def _read_manifest(path: Path, voc: Path) -> dict | None:
 
 def _complete(voc: Path, counts: dict[str, int]) -> bool:
     for split, count in counts.items():
-        ids = _ids(split, count)
-        if not (voc / "JPEGImages" / f"{ids[-1]}.jpg").is_file():
-            return False
-        if not (voc / "SegmentationClass" / f"{ids[-1]}.png").is_file():
-            return False
-        if not (voc / "ImageSets" / "Segmentation" / f"{split}.txt").is_file():
+        last = _ids(split, count)[-1]
+        files = (f"JPEGImages/{last}.jpg", f"SegmentationClass/{last}.png")
+        lists = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not (all((voc / name).is_file() for name in files) and lists.is_file()):
             return False
     return True
 
@@ -359,11 +342,7 @@ VOC_IMAGE_SIZES = ((500, 375), (375, 500), (500, 333), (500, 400), (486, 500))
 
 
 def make_voc_like_tree(
-    root: str | Path,
-    splits: dict[str, int],
-    *,
-    sizes=VOC_IMAGE_SIZES,
-    seed: int = 0,
+    root: str | Path, splits: dict[str, int], *, sizes=VOC_IMAGE_SIZES, seed: int = 0
 ) -> Path:
     """root/VOCdevkit/VOC2012 in VOC's exact format with images of VOC's own sizes (not the
     squares of `make_synthetic_voc`): a smooth, textured background with a few elliptic objects
@@ -439,14 +418,10 @@ def make_rgb_mask_set(
         image = src / "JPEGImages" / f"{mask_path.stem}.jpg"
         (voc / "JPEGImages" / image.name).write_bytes(image.read_bytes())
     for split in ("train", "val"):
-        lists = "ImageSets/Segmentation"
-        (voc / lists / f"{split}.txt").write_text((src / lists / f"{split}.txt").read_text())
-    lines = [
-        f"{name} {r} {g} {b}"
-        for name, (r, g, b) in zip(OWN_CLASSES.names, OWN_CLASSES.colours, strict=True)
-    ]
-    r, g, b = OWN_CLASSES.void_colour
-    (root / CLASSES_FILE).write_text(
-        "\n".join(["# name red green blue", *lines, f"void {r} {g} {b}"]) + "\n"
-    )
+        lists = f"ImageSets/Segmentation/{split}.txt"
+        (voc / lists).write_text((src / lists).read_text())
+    names, colours = (*OWN_CLASSES.names, "void"), (*OWN_CLASSES.colours, OWN_CLASSES.void_colour)
+    rows = [f"{name} {r} {g} {b}" for name, (r, g, b) in zip(names, colours, strict=True)]
+    lines = ["# name red green blue", *rows]
+    (root / CLASSES_FILE).write_text("\n".join(lines) + "\n")
     return root

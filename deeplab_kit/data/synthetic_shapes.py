@@ -40,8 +40,6 @@ import numpy as np
 from deeplab_kit.data.classes import VOC_CLASSES
 
 # --- geometry: boolean masks in an object's own frame ----------------------------------------
-# An object is drawn in its own unit frame: u points right, v points down, the object spans
-# roughly [-1, 1] in both. `Frame` maps every pixel of the image into that frame.
 
 
 class Frame:
@@ -103,19 +101,12 @@ def aeroplane(f):
 
 
 def bicycle(f):
-    body = ring(f, -0.58, 0.35, 0.4, 0.24) | ring(f, 0.58, 0.35, 0.4, 0.24)
+    rear, front = (-0.58, 0.35), (0.58, 0.35)  # the wheels' centres
+    body = ring(f, *rear, 0.4, 0.24) | ring(f, *front, 0.4, 0.24)
     seat, head, crank = (-0.22, -0.3), (0.42, -0.3), (0.0, 0.35)
-    for p, q in [
-        ((-0.58, 0.35), seat),
-        (seat, head),
-        (head, (0.58, 0.35)),
-        (seat, crank),
-        ((-0.58, 0.35), crank),
-        (crank, head),
-        (head, (0.38, -0.55)),
-        ((0.25, -0.6), (0.5, -0.55)),
-        ((-0.32, -0.42), (-0.1, -0.42)),
-    ]:
+    tubes = [(rear, seat), (seat, head), (head, front), (seat, crank), (rear, crank), (crank, head)]
+    bars = [(head, (0.38, -0.55)), ((0.25, -0.6), (0.5, -0.55)), ((-0.32, -0.42), (-0.1, -0.42))]
+    for p, q in tubes + bars:  # the frame, then the stem, the handlebar and the saddle
         body |= segment(f, p, q, 0.14)
     return body, None
 
@@ -271,29 +262,8 @@ def tvmonitor(f):
     return body, screen
 
 
-SHAPES: dict[str, Callable] = {
-    "aeroplane": aeroplane,
-    "bicycle": bicycle,
-    "bird": bird,
-    "boat": boat,
-    "bottle": bottle,
-    "bus": bus,
-    "car": car,
-    "cat": cat,
-    "chair": chair,
-    "cow": cow,
-    "diningtable": diningtable,
-    "dog": dog,
-    "horse": horse,
-    "motorbike": motorbike,
-    "person": person,
-    "pottedplant": pottedplant,
-    "sheep": sheep,
-    "sofa": sofa,
-    "train": train,
-    "tvmonitor": tvmonitor,
-}
-assert tuple(SHAPES) == VOC_CLASSES[1:]
+# Each class is drawn by the function above that bears its name.
+SHAPES: dict[str, Callable] = {name: globals()[name] for name in VOC_CLASSES[1:]}
 
 
 def silhouette(name: str, size: int = 64) -> np.ndarray:

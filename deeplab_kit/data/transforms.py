@@ -259,18 +259,15 @@ class SegmentationTransform:
             image = image[..., top : top + crop, left : left + crop]
             mask = mask[..., top : top + crop, left : left + crop]
         flip = self.hflip and bool(torch.rand((), generator=generator) < 0.5)
-        image = image.as_subclass(torch.Tensor)
-        mask = mask.as_subclass(torch.Tensor)
+        image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
         if self.normalize:
             image = normalize(image)
         mask = mask.long()
         if crop is not None:
-            pad_bottom, pad_right = crop - mask.shape[-2], crop - mask.shape[-1]
-            if pad_bottom or pad_right:
-                image = torch.nn.functional.pad(image, (0, pad_right, 0, pad_bottom), value=0)
-                mask = torch.nn.functional.pad(
-                    mask, (0, pad_right, 0, pad_bottom), value=IGNORE_INDEX
-                )
+            padding = (0, crop - mask.shape[-1], 0, crop - mask.shape[-2])  # right, bottom
+            if any(padding):
+                image = torch.nn.functional.pad(image, padding, value=0)
+                mask = torch.nn.functional.pad(mask, padding, value=IGNORE_INDEX)
         if flip:
             image, mask = image.flip(-1), mask.flip(-1)
         return image, mask
@@ -335,8 +332,7 @@ def make_transforms(name: str | None = "report", **params) -> SegmentationTransf
             f"unknown transforms preset {name!r}; choose one of {names} or pass a callable"
         )
     fields = {field.name for field in dataclasses.fields(SegmentationTransform)} - {"name"}
-    unknown = sorted(set(params) - fields)
-    if unknown:
+    if unknown := sorted(set(params) - fields):
         raise ValueError(f"unknown transforms parameter(s) {unknown}; known: {sorted(fields)}")
     return dataclasses.replace(TRANSFORM_PRESETS[name], **params)
 
@@ -358,8 +354,5 @@ def transforms_for(preset: str, size: int, hflip: bool | None = None):
     """A transforms preset at config.image_size: the resize of "report", the crop of
     "paper-train"; "paper-eval" keeps full images. `hflip` None keeps the preset's flips."""
     params = {} if hflip is None else {"hflip": hflip}
-    if preset == "paper-train":
-        return make_transforms(preset, crop_size=size, **params)
-    if preset == "paper-eval":
-        return make_transforms(preset, **params)
-    return make_transforms(preset, size=size, **params)
+    sized = {"paper-train": {"crop_size": size}, "paper-eval": {}}.get(preset, {"size": size})
+    return make_transforms(preset, **sized, **params)

@@ -171,8 +171,7 @@ def _split_ids(voc: Path, split: str) -> list[str]:
             f"{split_file}: split file not found; splits here: {found or 'none'} (or 'trainaug', "
             f"which needs SBD); choose one of them with --split." + advice
         )
-    ids = _read_ids(split_file)
-    if not ids:
+    if not (ids := _read_ids(split_file)):
         raise ValueError(f"{split_file}: split file lists no images")
     return ids
 
@@ -208,8 +207,7 @@ def sbd_folder(root: str | os.PathLike) -> Path | None:
 def find_sbd(root: str | os.PathLike) -> Path:
     """`sbd_folder`, or an error saying where it was looked for and how to get it."""
     root = Path(root)
-    found = sbd_folder(root)
-    if found is not None:
+    if (found := sbd_folder(root)) is not None:
         return found
     candidates = (root / "SBD", root / "benchmark_RELEASE" / "dataset")
     raise FileNotFoundError(
@@ -262,26 +260,13 @@ def list_split(root: Path, split: str) -> tuple[list[str], list[Path], list[Path
     if (sbd / "val.txt").is_file():
         sbd_ids |= set(_read_ids(sbd / "val.txt"))
     ids = sorted((voc_train | sbd_ids) - voc_val)
-    sbd_only = [i for i in ids if i not in voc_train]
-    png_dir = convert_sbd_masks(sbd, sbd_only)
+    png_dir = convert_sbd_masks(sbd, [i for i in ids if i not in voc_train])
     images, masks = [], []
     for i in ids:
-        voc_image = voc / "JPEGImages" / f"{i}.jpg"
-        images.append(
-            voc_image if i in voc_train or voc_image.exists() else sbd / "img" / f"{i}.jpg"
-        )
-        masks.append(
-            voc / "SegmentationClass" / f"{i}.png" if i in voc_train else png_dir / f"{i}.png"
-        )
+        image, mask = voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png"
+        images.append(image if i in voc_train or image.exists() else sbd / "img" / f"{i}.jpg")
+        masks.append(mask if i in voc_train else png_dir / f"{i}.png")
     return ids, images, masks
-
-
-def _check_listed_files_exist(paths: Sequence[Path], source: str) -> None:
-    missing = [path for path in paths if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{missing[0]}: listed by {source} but missing ({len(missing)} of {len(paths)} files missing)"
-        )
 
 
 # --- the dataset ---------------------------------------------------------------------------
@@ -323,9 +308,7 @@ class VOCDataset(Dataset):
     ) -> None:
         if not Path(root).is_dir():
             raise FileNotFoundError(f"{root}: data root not found. " + _GET_DATA.format(root=root))
-        self.root = Path(root)
-        self.split = split
-        self.seed = int(seed)
+        self.root, self.split, self.seed = Path(root), split, int(seed)
         if self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         if transforms is None or isinstance(transforms, str):
@@ -337,11 +320,13 @@ class VOCDataset(Dataset):
         self.transforms = transforms
         self.classes = classes_of(self.root)
         self.ids, self.image_paths, self.mask_paths = list_split(self.root, split)
-        source = f"split {split!r} of {self.root}"
-        _check_listed_files_exist(self.image_paths + self.mask_paths, source)
-        self.cache: SplitCache | None = None
-        if cache_dir is not None:
-            self.cache = self._open_cache(Path(cache_dir))
+        paths = self.image_paths + self.mask_paths
+        if missing := [path for path in paths if not path.is_file()]:
+            raise FileNotFoundError(
+                f"{missing[0]}: listed by split {split!r} of {self.root} but missing "
+                f"({len(missing)} of {len(paths)} files missing)"
+            )
+        self.cache = None if cache_dir is None else self._open_cache(Path(cache_dir))
 
     def _open_cache(self, cache_dir: Path) -> SplitCache:
         params = getattr(self.transforms, "cache_params", None)
@@ -418,11 +403,9 @@ class VOCDataset(Dataset):
         )
         if not batched:
             return [self[key] for key in keys]
-        indices, epochs = zip(*(self._key(key) for key in keys), strict=True)
-        pairs = self.cache.views(indices)  # uint8 (3, S, S), (S, S) views into the maps
-        generators = [
-            keyed_generator(self.seed, e, i) for i, e in zip(indices, epochs, strict=True)
-        ]
+        keys = [self._key(key) for key in keys]  # (index, epoch) pairs
+        pairs = self.cache.views([index for index, _ in keys])  # uint8 views into the maps
+        generators = [keyed_generator(self.seed, epoch, index) for index, epoch in keys]
         return StackedBatch(*transforms.augment_batch(pairs, generators))
 
 
@@ -450,9 +433,7 @@ def class_statistics(masks: Iterable, num_classes: int = NUM_CLASSES, names=None
         images += counts > 0
     labelled = pixels[:num_classes].sum()
     if names is None:
-        names = (
-            VOC_CLASSES if num_classes == len(VOC_CLASSES) else [str(c) for c in range(num_classes)]
-        )
+        names = VOC_CLASSES if num_classes == NUM_CLASSES else [str(c) for c in range(num_classes)]
     return pd.DataFrame(
         {
             "pixels": pixels,

@@ -54,11 +54,8 @@ def find_checkpoints(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = []
-    for path in folder.iterdir():
-        match = _NAME.match(path.name)
-        if match:
-            found.append(((int(match[1]), int(match[2] or 0)), path))
+    matches = [(_NAME.match(path.name), path) for path in folder.iterdir()]
+    found = [((int(m[1]), int(m[2] or 0)), path) for m, path in matches if m]
     return [path for _, path in sorted(found, reverse=True)]
 
 
@@ -68,7 +65,6 @@ def find_checkpoints(folder: str | Path) -> list[Path]:
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write `state` to `path` atomically (`deeplab_kit.files.atomic_write`): a crash or a failed write
     leaves either the old file or the new one."""
-
     return atomic_write(
         path, lambda file: torch.save({"format": FORMAT, "version": VERSION, **state}, file)
     )
@@ -79,14 +75,11 @@ def prune_checkpoints(folder: str | Path, keep_last: int) -> list[Path]:
     of killed writers); best.pt is never touched. Returns what was deleted."""
     folder = Path(folder)
     removed = find_checkpoints(folder)[keep_last:]
-    removed += [p for p in folder.glob(".*.pt.tmp-*") if not _is_own_tmp(p)]
+    own = f".tmp-{os.getpid()}"  # this process's own write in progress
+    removed += [p for p in folder.glob(".*.pt.tmp-*") if not p.name.endswith(own)]
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
-
-
-def _is_own_tmp(path: Path) -> bool:
-    return path.name.endswith(f".tmp-{os.getpid()}")
 
 
 # --- random states ---------------------------------------------------------------------
@@ -140,8 +133,7 @@ def load_checkpoint(path: str | Path, *, map_location="cpu") -> dict:
         raise CheckpointError(
             f"{path}: checkpoint format version {state.get('version')!r}; this deeplab-kit reads {VERSION}"
         )
-    missing = [key for key in ("model", "config") if key not in state]
-    if missing:
+    if missing := [key for key in ("model", "config") if key not in state]:
         raise CheckpointError(f"{path}: incomplete checkpoint, no {missing}")
     return state
 
@@ -181,8 +173,7 @@ def load_latest(folder: str | Path, *, map_location="cpu") -> Latest | None:
     for path in candidates:
         try:
             state = load_checkpoint(path, map_location=map_location)
-            missing = [key for key in RESUME_KEYS if key not in state]
-            if missing:
+            if missing := [key for key in RESUME_KEYS if key not in state]:
                 raise CheckpointError(f"{path}: cannot resume from it, no {missing}")
         except CheckpointError as error:
             problems.append(str(error))
@@ -202,15 +193,13 @@ def check_config(saved: dict, requested: RunConfig, path: str | Path) -> None:
     """Raise CheckpointError naming every setting where the checkpoint's run (`saved`, a
     RunConfig dict, nested or in the older flat form) differs from `requested` in its network
     or its optimisation."""
-
     # A field the saved run predates: the value the code ran with before the field existed.
     saved, requested = flat(RunConfig.from_dict({**FORMER_BEHAVIOUR, **saved})), flat(requested)
     names = [n for n in field_names(ModelConfig) if n != "pretrained_backbone"]
     names += TRAINING_FIELDS
     if not requested["aux_loss"]:  # the aux settings do nothing without the aux head
         names = [name for name in names if name not in ("aux_weight", "aux_lr_factor")]
-    differ = [name for name in names if saved[name] != requested[name]]
-    if differ:
+    if differ := [name for name in names if saved[name] != requested[name]]:
         lines = [
             f"{name}: checkpoint {saved[name]!r}, requested {requested[name]!r}" for name in differ
         ]

@@ -58,11 +58,8 @@ def determinism(enabled: bool, device: torch.device):
     if not enabled:
         yield
         return
-    saved = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-    )
+    algorithms = torch.are_deterministic_algorithms_enabled()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -70,5 +67,5 @@ def determinism(enabled: bool, device: torch.device):
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(saved[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1:]
+        torch.use_deterministic_algorithms(algorithms)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn

@@ -60,16 +60,6 @@ def rank() -> int:
     return dist.get_rank() if is_active() else 0
 
 
-def from_main(value):
-    """Rank 0's `value` (any picklable object), the same in every process; `value` itself
-    without DDP."""
-    if not is_active():
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def mean(value: torch.Tensor) -> torch.Tensor:
     """The mean of a tensor over all processes (the tensor itself without DDP)."""
     if not is_active():

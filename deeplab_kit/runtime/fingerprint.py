@@ -23,21 +23,8 @@ import torch
 
 # Flags that select kernels: x86 (as /proc/cpuinfo spells them), then Arm's "Features".
 KERNEL_FLAGS = (
-    "amx_bf16",
-    "amx_tile",
-    "amx_fp16",
-    "avx512_bf16",
-    "avx512_fp16",
-    "avx512_vnni",
-    "avx512f",
-    "avx_vnni",
-    "avx2",
-    "sve2",
-    "sve",
-    "bf16",
-    "i8mm",
-    "asimdhp",
-    "asimd",
+    *"amx_bf16 amx_tile amx_fp16 avx512_bf16 avx512_fp16 avx512_vnni avx512f avx_vnni avx2".split(),
+    *"sve2 sve bf16 i8mm asimdhp asimd".split(),
 )
 # oneDNN and ATen can be told to stop below the CPU's best instruction set; then they pick the
 # kernels of a lesser CPU, so the variables are part of the fingerprint.
@@ -65,28 +52,6 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
-def cpu_name() -> str:
-    """The CPU's model name ("model name" on x86 Linux, else what the platform says)."""
-    info = _cpuinfo()
-    return info.get("model name") or info.get("Model") or platform.processor() or platform.machine()
-
-
-def cpu_vendor() -> str | None:
-    """ "GenuineIntel", "AuthenticAMD", an Arm implementer code ("0x41"), or None."""
-    info = _cpuinfo()
-    return info.get("vendor_id") or info.get("CPU implementer")
-
-
-def instruction_sets() -> list[str] | None:
-    """The kernel-selecting flags this CPU has, in `KERNEL_FLAGS` order (None: unknown here)."""
-    info = _cpuinfo()
-    flags = info.get("flags") or info.get("Features")
-    if flags is None:
-        return None
-    present = set(flags.split())
-    return [flag for flag in KERNEL_FLAGS if flag in present]
-
-
 def onednn_version() -> str | None:
     """oneDNN's version as torch was built with it ("3.12.0"), or None."""
     match = re.search(r"(?:MKL-DNN|oneDNN)\D*v?(\d+\.\d+(?:\.\d+)?)", torch.__config__.show())
@@ -106,11 +71,14 @@ def of_machine(device: torch.device | str = "cpu") -> dict:
     ATen's capability, oneDNN's version, the variables that cap them, cores, torch's threads,
     and the GPU when `device` is one."""
     device = torch.device(device)
+    cpu = _cpuinfo()  # x86 and Arm name their fields differently
+    name = cpu.get("model name") or cpu.get("Model") or platform.processor() or platform.machine()
+    flags = cpu.get("flags") or cpu.get("Features")  # None: the instruction sets are unknown here
     info = {
-        "cpu": cpu_name(),
-        "vendor": cpu_vendor(),
+        "cpu": name,
+        "vendor": cpu.get("vendor_id") or cpu.get("CPU implementer"),  # Arm's: a code ("0x41")
         "arch": platform.machine(),
-        "isa": instruction_sets(),
+        "isa": None if flags is None else [f for f in KERNEL_FLAGS if f in flags.split()],
         "capability": cpu_capability(),
         "onednn": onednn_version(),
         "variables": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
@@ -129,8 +97,7 @@ def same_kernels(stored: dict, here: dict) -> tuple[bool, str]:
     """Whether two fingerprints run the same kernels (every `KERNEL_FIELDS` entry equal), and
     why not in words: "same model name, other instruction sets (...)". A field the stored
     record lacks (a record written before it existed) counts as different: unknown."""
-    missing = [key for key in KERNEL_FIELDS if key not in stored]
-    if missing:
+    if missing := [key for key in KERNEL_FIELDS if key not in stored]:
         return False, f"the stored machine record lacks {', '.join(missing)}: not known to match"
     differ = [key for key in KERNEL_FIELDS if stored[key] != here.get(key)]
     if not differ:
@@ -155,12 +122,9 @@ _FIELD_WORDS = {
 def describe(info: dict) -> str:
     """One line of a fingerprint: "Intel(R) Xeon(R) Processor (GenuineIntel; AMX, AVX512-BF16),
     2 cores, 2 threads", with the GPU first when there is one."""
-    kind = kind_of(info)
-    text = (
-        f"{info.get('cpu', '?')}"
-        + (f" ({kind})" if kind else "")
-        + f", {info.get('cores', '?')} cores, {info.get('threads', '?')} threads"
-    )
+    kind = f" ({kind_of(info)})" if kind_of(info) else ""
+    cores = f"{info.get('cores', '?')} cores, {info.get('threads', '?')} threads"
+    text = f"{info.get('cpu', '?')}{kind}, {cores}"
     return f"{info['gpu']}; {text}" if info.get("gpu") else text
 
 
@@ -168,9 +132,8 @@ def kind_of(info: dict) -> str:
     """The machine kind in the words README's tables use: vendor; AMX or not; AVX512-BF16 or
     not ("" when the record does not say)."""
     isa = info.get("isa")
-    vendor = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(
-        info.get("vendor"), info.get("vendor")
-    )
+    vendor = info.get("vendor")
+    vendor = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(vendor, vendor)
     if isa is None:
         return vendor or ""
     words = [vendor] if vendor else []
@@ -179,7 +142,6 @@ def kind_of(info: dict) -> str:
     else:
         words.append("AMX" if "amx_bf16" in isa else "no AMX")
         words.append("AVX512-BF16" if "avx512_bf16" in isa else "no AVX512-BF16")
-    capped = info.get("variables") or {}
-    if capped:
+    if capped := info.get("variables"):
         words.append(", ".join(f"{k}={v}" for k, v in capped.items()))
     return "; ".join(words)

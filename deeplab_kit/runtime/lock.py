@@ -34,14 +34,6 @@ class RunFolderBusy(RuntimeError):
     """Another process is writing this run folder."""
 
 
-def _now() -> float:
-    return time.time()
-
-
-def _stamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -74,7 +66,7 @@ class RunLock:
         """Why `holder` no longer holds the folder, or None while it does."""
         if not holder:
             return "the lock file cannot be read"
-        age = _now() - float(holder.get("refreshed", 0))
+        age = time.time() - float(holder.get("refreshed", 0))
         if holder.get("host") == self.me["host"] and not _alive(int(holder.get("pid", -1))):
             return f"its process {holder.get('pid')} no longer exists"
         if age > STALE_SECONDS:
@@ -84,8 +76,9 @@ class RunLock:
     def acquire(self) -> RunLock:
         """Take the lock, or raise RunFolderBusy naming its holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        started = _now()
-        record = {**self.me, "started": _stamp(started), "refreshed": started}
+        started = time.time()
+        stamp = datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds")
+        record = {**self.me, "started": stamp, "refreshed": started}
         try:
             with os.fdopen(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as file:
                 json.dump(record, file)
@@ -93,8 +86,7 @@ class RunLock:
             holder = self.holder()
             if holder is None:  # released in between
                 return self.acquire()
-            why = self.stale(holder)
-            if why is None:
+            if (why := self.stale(holder)) is None:
                 raise RunFolderBusy(
                     f"{self.path.parent} is being written by process {holder.get('pid')} on "
                     f"{holder.get('host')} (since {holder.get('started')}); wait for it to end "
@@ -111,7 +103,7 @@ class RunLock:
 
     def refresh(self, *, force: bool = False) -> None:
         """Tell other hosts the holder is alive (at most every REFRESH_SECONDS)."""
-        now = _now()
+        now = time.time()
         if not self.held or (not force and now - self.refreshed < REFRESH_SECONDS):
             return
         holder = self.holder() or {}

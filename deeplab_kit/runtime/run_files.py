@@ -24,16 +24,8 @@ from deeplab_kit.metrics import ConfusionMatrix, named_scores, per_class_table, 
 # "epochs" is the run's planned length when the epoch ran (it changes when a run is extended);
 # "arithmetic" the precision and memory layout it ran in (deeplab_kit.runtime.arithmetic; "path"
 # in histories written before the name). Histories written before a column existed lack it.
-HISTORY_COLUMNS = (
-    "epoch",
-    "session",
-    "train_loss",
-    "val_loss",
-    "miou",
-    "lr",
-    "seconds",
-    "epochs",
-    "arithmetic",
+HISTORY_COLUMNS = tuple(
+    "epoch session train_loss val_loss miou lr seconds epochs arithmetic".split()
 )
 
 

@@ -6,18 +6,14 @@
     out_dir/history.csv                     one row per epoch (see deeplab_kit.runtime.run_files)
     out_dir/metrics.json                    the last evaluation ("miou" in 0..1 and the rest)
 
-A session reads as named steps (`_train`): resume or start; for each epoch, train it, then
-validate, record and checkpoint; until the run or the session is over; then end the session or
-finish the run (its final multi-scale evaluation). The run's parts (model, loaders, arithmetic)
-come from `.build`, the train step from `.step`, the loss from `.loss`, the optimiser and
-schedule from `.schedule`.
+A session reads as named steps (`_train`). The run's parts (model, loaders, arithmetic) come
+from `.build`, the train step from `.step`, the loss from `.loss`, the optimiser and schedule
+from `.schedule`.
 
-Run it again with the same config and folder and it resumes from the newest checkpoint that
-loads, in a new session, until `config.epochs`. Resuming is exact: the weights after N epochs
-are bit-identical however many sessions (or kills) it took on the same machine. That holds
-because nothing random is ambient: the data order and augmentation are keyed by (seed, epoch,
-index) in deeplab_kit.data, and dropout draws from a generator keyed by (seed, epoch, batch,
-rank) (`step.keyed_randomness`).
+Resuming is exact: the weights after N epochs are bit-identical however many sessions (or kills)
+it took on the same machine, because nothing random is ambient: the data order and augmentation
+are keyed by (seed, epoch, index) in deeplab_kit.data, and dropout draws from a generator keyed
+by (seed, epoch, batch, rank) (`step.keyed_randomness`).
 """
 
 from __future__ import annotations
@@ -39,7 +35,7 @@ from tqdm.auto import tqdm
 
 from deeplab_kit.config import RunConfig
 from deeplab_kit.data.transforms import model_input
-from deeplab_kit.evaluate import predicted_classes, scored_as, validate
+from deeplab_kit.evaluate import evaluate, predicted_classes, scored_as
 from deeplab_kit.files import ensure_writable, write_json
 from deeplab_kit.runtime import distributed
 from deeplab_kit.runtime.checkpoint import (
@@ -140,7 +136,8 @@ def train(
 
 def _train(session: _Session, datasets, extend: bool) -> RunResult:
     """A session, in named steps: resume or start; epoch by epoch train, validate, record and
-    checkpoint, until the run or the session is over; then end the session or finish the run."""
+    checkpoint, until the run or the session is over; then end the session or finish the run
+    (its final multi-scale evaluation)."""
     session.resume_or_start(datasets, extend)
     if session.state.epoch >= session.config.epochs:
         return session.already_done()
@@ -276,7 +273,7 @@ class _Session:
     def _bar(self):
         """A progress bar of the epoch's batches, showing the loss, the lr and images a second:
         yields `advance(images)`, called after each batch."""
-        state, started = self.state, time.monotonic()
+        state, started, seen = self.state, time.monotonic(), 0
         bar = tqdm(
             total=self.used,
             initial=state.batch,
@@ -285,7 +282,6 @@ class _Session:
             leave=False,
             dynamic_ncols=True,
         )
-        seen = 0
 
         def update(images: int) -> None:
             nonlocal seen
@@ -298,10 +294,8 @@ class _Session:
                 refresh=False,
             )
 
-        try:
+        with bar:  # closed however the epoch ends
             yield update
-        finally:
-            bar.close()
 
     def _one_batch(self, images, targets) -> None:
         state, config = self.state, self.config
@@ -356,22 +350,24 @@ class _Session:
         )
 
     def _validate(self, criterion=None, scales=(1.0,), flip=False):
-        return validate(
+        """Evaluate in the training's arithmetic; under DDP each process scores its shard and
+        `evaluate` pools the counts and the loss over all of them."""
+        distributed.broadcast_buffers(self.net)  # every shard scored with rank 0's BN statistics
+        return evaluate(
             self.net,
             self.val_loader,
             device=self.context.device,
-            config=self.config,
+            num_classes=self.config.model.num_classes,
+            scales=tuple(scales),
+            flip=flip,
             arithmetic=self.arithmetic,
             criterion=criterion,
-            scales=scales,
-            flip=flip,
         )
 
     def _history_row(self, evaluation) -> dict:
         state = self.state
         if not math.isfinite(evaluation.loss):
-            error = FloatingPointError(f"the validation loss is {evaluation.loss}")
-            raise _diverged(error, state, self.checkpoints)
+            raise _diverged(f"the validation loss is {evaluation.loss}", state, self.checkpoints)
         return {
             "epoch": state.epoch + 1,
             "session": state.session,
@@ -422,8 +418,7 @@ class _Session:
         path = self.checkpoints / checkpoint_name(state.epoch, state.batch)
         bad = [name for name, p in net.named_parameters() if not torch.isfinite(p).all()]
         if bad:
-            error = FloatingPointError(f"weight {bad[0]} is NaN or infinite")
-            raise _diverged(error, state, self.checkpoints)
+            raise _diverged(f"weight {bad[0]} is NaN or infinite", state, self.checkpoints)
         if self.context.is_main:
             with _keeping_checkpoints(self.checkpoints):
                 save_checkpoint(self._checkpoint(reason), path)
@@ -520,7 +515,7 @@ def _keeping_checkpoints(checkpoints: Path):
         raise OSError(f"{error}; {_kept(checkpoints)}") from None
 
 
-def _diverged(error: Exception, state: _Progress, checkpoints: Path) -> TrainingDiverged:
+def _diverged(error: Exception | str, state: _Progress, checkpoints: Path) -> TrainingDiverged:
     kept = _kept(checkpoints)
     return TrainingDiverged(
         f"{error} at epoch {state.epoch + 1}, batch {state.batch + 1}: training stopped and {kept}. "

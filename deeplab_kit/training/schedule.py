@@ -78,7 +78,6 @@ def check_resumed_epochs(
     step) simply runs longer or shorter; one that does (poly, cosine) would change the learning
     rate of every remaining step, so it is refused unless `extend` says to stretch it over the
     new length. Returns a line saying what changed (None when nothing did)."""
-
     old = int(saved.get("epochs", config.epochs))
     if old == config.epochs:
         return None

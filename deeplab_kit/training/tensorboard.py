@@ -44,8 +44,7 @@ class Board:
         write("loss/val", float(row["val_loss"]), step)
         write("miou/val", float(row["miou"]), step)
         write("lr", float(row["lr"]), step)
-        iou = scores.get("iou")
-        if iou is not None:
+        if (iou := scores.get("iou")) is not None:
             for name, value in zip(self.classes.names, iou, strict=True):
                 if not np.isnan(float(value)):
                     write(f"iou/{name}", float(value), step)
