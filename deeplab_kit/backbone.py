@@ -83,7 +83,9 @@ class Backbone(nn.Module):
         for index, layer in enumerate(extra_layers, start=5):
             self.add_module(f"layer{index}", layer)
         self.num_stages = stages + len(extra_layers)
-        self.out_channels = self.stages()[-1][1][-1].conv3.out_channels  # 2048 at width 64
+        self.out_channels = self.stages()[-1][1][
+            -1
+        ].conv3.out_channels  # 2048 at width 64 with layer4
 
     def stages(self) -> list[tuple[str, nn.Sequential]]:
         """(name, stage) for layer1, layer2, ... in order."""

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as error:
         # Bad input, a folder that cannot be written, an op without a kernel on Apple's GPU: one
         # clear line naming the file and the problem, no traceback. (FileNotFoundError and the
-        # checkpoint errors are among these; any other NotImplementedError keeps its traceback.)
+        # checkpoint errors are among these; NotImplementedError is a RuntimeError, and one
+        # that is not about Apple's GPU keeps its traceback: `_one_line` explains only those.)
         if isinstance(error, NotImplementedError) and "MPS" not in str(error):
             raise
         print(f"error: {_one_line(error)}", file=sys.stderr)
@@ -602,4 +603,8 @@ def _add_recipes(commands) -> None:
         "overridden on the command line: --lr 1e-3, --atrous-rates 12,16,24, ...).",
     )
     parser.add_argument("--all", action="store_true", help="also the fields all recipes share")
-    parser.set_defaults(run=lambda args: print(recipes_table(differing_only=not args.all)))
+
+    def run(args) -> None:
+        print(recipes_table(differing_only=not args.all))
+
+    parser.set_defaults(run=run)

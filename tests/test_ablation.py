@@ -3,6 +3,7 @@ band), its learning-rate sweep on the tune split, its planned contrasts and its 
 budgets."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from deeplab_kit.cli import main
 from deeplab_kit.config import RunConfig
 from deeplab_kit.course import ablation
 from deeplab_kit.course.atrous import receptive_field, receptive_field_from_config
-from deeplab_kit.course.experiments import resolvable
+from deeplab_kit.course.experiments import resolvable, run_folder
 from deeplab_kit.model import build_model, describe
 from tests.conftest import TINY_RUN
 
@@ -122,7 +123,8 @@ def test_one_row_per_run_in_table_order(grid):
     assert table["epochs"].eq(1).all() and table["finished"].all()
     assert (table["erf r50 (px)"] <= table["erf r90 (px)"]).all()
     for row in table.to_dict("records"):
-        run = ablation.run_folder_of(out, row)
+        label = ablation.run_label(row["backbone"], row["setting"])
+        run = run_folder(out, label, int(row["seed"]))
         assert (run / "regions.json").is_file() and (run / "erf.npy").is_file()
         assert not (run / "checkpoints").exists()  # pruned
 
@@ -155,6 +157,23 @@ def test_the_learning_rate_is_chosen_on_the_tune_split_inside_its_grid(base, tmp
     made_up = pd.DataFrame({"lr": [1, 1, 2, 2, 4, 4], "tune miou": [0.2, 0.3, 0.5, 0.4, 0.1, 0.2]})
     assert ablation.chosen_lr(made_up) == 2 and ablation.inside_grid(made_up)
     assert not ablation.inside_grid(made_up[made_up["lr"] < 4])  # 2 would be the grid's end
+
+
+def test_the_grid_grows_past_the_end_the_best_rate_is_at_and_stops_with_an_error(monkeypatch):
+    def sweep_peaking_at(best):
+        def sweep(base, out_dir, *, grid, **options):
+            scores = [1 / (1 + abs(math.log2(lr / best))) for lr in grid]
+            return pd.DataFrame({"lr": list(grid), "tune miou": scores})
+
+        return sweep
+
+    monkeypatch.setattr(ablation, "sweep_lr", sweep_peaking_at(4.8e-2))
+    sweep = ablation.tune_lr(None, "out")
+    assert sorted(sweep["lr"]) == pytest.approx([3e-3, 6e-3, 1.2e-2, 2.4e-2, 4.8e-2, 9.6e-2])
+    assert ablation.chosen_lr(sweep) == pytest.approx(4.8e-2) and ablation.inside_grid(sweep)
+    monkeypatch.setattr(ablation, "sweep_lr", sweep_peaking_at(1e-4))  # below the grid
+    with pytest.raises(RuntimeError, match="still at an end"):
+        ablation.tune_lr(None, "out", extensions=2)
 
 
 def test_command_line(synthetic_root, tmp_path, capsys):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from deeplab_kit.cli import _add_train, main
+from deeplab_kit.cli import _add_evaluate, _add_train, main
 from deeplab_kit.course.figures import read_history
 from tests.conftest import tiny_options
 
@@ -20,6 +20,20 @@ def parse_train(argv):
     commands = argparse.ArgumentParser().add_subparsers(dest="command")
     _add_train(commands)
     return commands.choices["train"].parse_args(argv)
+
+
+def test_evaluate_passes_every_scoring_field_but_the_memory_layout_by_name():
+    """`evaluate` hands its options to `evaluate_checkpoint` by Scoring's field names: a field
+    without an option (or an option that only shares a name) would pass silently."""
+    import dataclasses
+
+    from deeplab_kit.evaluate import Scoring
+
+    commands = argparse.ArgumentParser().add_subparsers(dest="command")
+    _add_evaluate(commands)
+    dests = {action.dest for action in commands.choices["evaluate"]._actions}
+    fields = {field.name for field in dataclasses.fields(Scoring)}
+    assert fields - dests == {"channels_last"}  # the checkpoint's own layout unless told
 
 
 def test_train_options_come_from_the_config_fields():

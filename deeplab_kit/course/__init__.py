@@ -11,7 +11,7 @@
 | `experiments` | what the experiments share: running settings x seeds, paired statistics, Holm |
 | `ablation` | the ASPP rate ablation, crossed with two backbones |
 | `going_deeper` | the paper's going-deeper experiment: output stride and cascaded blocks |
-| `results` | stored results: make, verify, read |
+| `results` | stored results: make, verify, read; the experiments by name |
 | `provenance` | how and where a stored result was made |
 | `exercises` | the notebooks' exercises and the checks that answer in one line |
 | `listing` | the code being taught on the page: a class's source, the shapes through a module |

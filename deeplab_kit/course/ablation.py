@@ -101,6 +101,7 @@ BAND = 8  # pixels from an outline (one cell): where gridding would show
 # The learning-rate sweep: the paper's setting on each backbone, seed 0, the whole schedule,
 # scored on the tune split; extended while the best rate sits at an end of the grid.
 LR_GRID = (3e-3, 6e-3, 1.2e-2)
+LR_EXTENSIONS = 3  # at most, each a doubling (or halving) past the end the best rate is at
 LR_SETTINGS = ("dilated / paper", "undilated / paper")
 TWICE = ("undilated / paper", "dilated / paper")  # rerun at twice the epochs (convergence)
 
@@ -133,8 +134,10 @@ def equivalent_settings(settings: Mapping[str, RunConfig]) -> dict[str, str]:
         model = config.model
         size = feature_size(config.image_size, model.output_stride)
         key = (model.dilated, model.image_pooling, effective_rates(size, model.atrous_rates))
-        if first.setdefault(key, label) != label:  # an earlier label has this network
+        if key in first:  # an earlier label has this network
             same[label] = first[key]
+        else:
+            first[key] = label
     return same
 
 
@@ -345,6 +348,20 @@ def sweep_lr(
     return pd.DataFrame(found)
 
 
+def tune_lr(base: RunConfig, out_dir, *, extensions: int = LR_EXTENSIONS, **options):
+    """`sweep_lr` over `LR_GRID`, the grid doubled past whichever end the best rate sits at
+    until it lies inside; an error after `extensions` steps (widen `LR_GRID` then)."""
+    grid = list(LR_GRID)
+    sweep = sweep_lr(base, out_dir, grid=grid, **options)
+    while not inside_grid(sweep):
+        if len(grid) - len(LR_GRID) == extensions:
+            raise RuntimeError(f"{out_dir}: the best learning rate is still at an end of {grid}")
+        low = chosen_lr(sweep) == min(grid)
+        grid = [grid[0] / 2, *grid] if low else [*grid, grid[-1] * 2]
+        sweep = sweep_lr(base, out_dir, grid=grid, **options)
+    return sweep
+
+
 def chosen_lr(sweep: pd.DataFrame) -> float:
     """The learning rate with the highest mean tune-split mIoU over the swept settings."""
     return float(sweep.groupby("lr")["tune miou"].mean().idxmax())
@@ -362,10 +379,6 @@ def table(rows: Sequence[Mapping]) -> pd.DataFrame:
     twin = frame["same network as"].astype(object)
     frame["same network as"] = twin.where(twin.notna(), None)
     return frame
-
-
-def run_folder_of(out_dir, row: Mapping) -> Path:
-    return run_folder(out_dir, run_label(row["backbone"], row["setting"]), int(row["seed"]))
 
 
 def tests(

@@ -278,34 +278,32 @@ def plot_map_size(
     quoted: Mapping[int, float],
     oracle: Mapping[int, float],
 ) -> Figure:
-    """What the output-stride curves share, by the feature map's side in cells (log axis).
-    Left: the measured runs (dots: seeds; line: mean) and the block-majority oracle, in mIoU %.
-    Right: the measured means and the paper's quoted values, each as a share of its own best (%)
-    on one axis: the two curves are comparable by map size, which their strides are not.
-    `measured` and `oracle` are keyed by the kit's map sides, `quoted` by the paper's."""
-    fig = KitFigure(figsize=(11, 4), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    sides, ticks, paper_sides = sorted(measured), sorted(oracle), sorted(quoted)
-    means = {side: float(np.mean(measured[side])) for side in sides}
+    """The output-stride curves by the feature map's side in cells (log axis), each as a share of
+    its own best (%) on one axis: the kit's runs (dots: seeds; line: mean), the paper's quoted
+    values and the block-majority oracle (a rough ceiling set by the masks alone). Their levels
+    differ (other networks, other data); by map size, which their strides are not, their
+    shapes compare. `measured` and `oracle` are keyed by the kit's map sides, `quoted` by the
+    paper's."""
+    fig = KitFigure(figsize=(7.5, 4), layout="constrained")
+    ax = fig.subplots()
+    sides = sorted(measured)
+    best = max(float(np.mean(values)) for values in measured.values())
     for side in sides:
-        left.plot([side] * len(measured[side]), measured[side], "o", color="C0", alpha=0.6)
-    left.plot(sides, [means[s] for s in sides], "-", color="C0", label="measured (mean)")
-    oracle_style = dict(color="C2", marker="_", markersize=12)
-    oracle_label = "block-majority oracle (rough ceiling)"
-    left.plot(ticks, [oracle[s] for s in ticks], ":", **oracle_style, label=oracle_label)
-    left.set(ylabel="mIoU (%)", ylim=(0, 100), title="the runs and the oracle")
-    best, paper_best = max(means.values()), max(quoted.values())
-    shares = [100 * means[s] / best for s in sides]
-    right.plot(sides, shares, "o-", color="C0", label="measured here (share of its best)")
-    paper_label = "the paper, 513-px crops (quoted; share of its best)"
-    paper_shares = [100 * quoted[s] / paper_best for s in paper_sides]
-    right.plot(paper_sides, paper_shares, "s--", color="0.35", mfc="white", label=paper_label)
-    right.set(ylabel="mIoU as a share of the curve's best (%)", ylim=(0, 105))
-    right.set_title("the kit and the paper, by map size")
-    for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        all_sides = sorted(set(sides) | set(ticks) | (set(paper_sides) if ax is right else set()))
-        ax.set_xticks(all_sides, [str(s) for s in all_sides])
-        ax.set_xlabel("feature map side (cells)")
-        ax.legend(loc="lower right", fontsize="small")
+        shares = [100 * value / best for value in measured[side]]
+        ax.plot([side] * len(shares), shares, "o", color="C0", alpha=0.6)
+    means = [100 * float(np.mean(measured[side])) / best for side in sides]
+    ax.plot(sides, means, "-", color="C0", label="measured here (dots: seeds, line: mean)")
+    curves = (
+        (quoted, "s--", dict(color="0.35", mfc="white"), "the paper, 513-px crops (quoted)"),
+        (oracle, "_:", dict(color="C2", markersize=12), "block-majority oracle (rough ceiling)"),
+    )
+    for curve, fmt, style, label in curves:
+        xs, top = sorted(curve), max(curve.values())
+        ax.plot(xs, [100 * curve[x] / top for x in xs], fmt, label=label, **style)
+    ax.set(ylabel="mIoU as a share of the curve's best (%)", ylim=(0, 105))
+    ax.set(xlabel="feature map side (cells)", title="the kit and the paper, by map size")
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(sides) | set(oracle) | set(quoted))
+    ax.set_xticks(ticks, [str(side) for side in ticks])
+    ax.legend(loc="lower right", fontsize="small")
     return fig

@@ -147,7 +147,9 @@ def check_aspp_forward(forward: Callable, aspp: torch.nn.Module) -> Verdict:
         with torch.no_grad():
             return forward(module, x)
 
-    close = lambda a, b: a.shape == b.shape and torch.allclose(a, b, atol=1e-5)  # noqa: E731
+    def close(a, b):
+        return a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
     return _say("forward", [(aspp, x)], run, expected, close)
 
 

@@ -195,7 +195,8 @@ def geometry(design: Design, base: RunConfig, masks=None) -> pd.DataFrame:
             row["oracle mIoU (%)"] = round(100 * map_oracle(masks, side), 1)
         row["receptive field (px)"] = receptive_field_from_config(config.model).backbone
         for stage, units in stage_plan(config.model)[4:]:
-            row[f"{stage} rate"] = rate = units[-1][1]
+            rate = units[-1][1]
+            row[f"{stage} rate"] = rate
             row[f"{stage} taps on the map"] = round(valid_share(side, rate), 2)
         rows.append(row)
     return pd.DataFrame(rows).set_index("setting")

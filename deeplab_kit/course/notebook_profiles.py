@@ -123,7 +123,7 @@ OWN_EXAMPLE_DATA = dict(num_train=48, num_val=16, size=96, seed=0)
 REHEARSAL = dict(epochs=2, session_epochs=1, image_size=64, scales=(0.5, 1.0), erf_images=2)
 # Each profile's budgets (None: the recipe's own): the training run's epochs and session length,
 # the images per effective receptive field, torch's threads.
-RECIPES_OWN = dict(epochs=None, session_epochs=None, erf_images=ERF_IMAGES, threads=None)
+_RECIPES = dict(epochs=None, session_epochs=None, erf_images=ERF_IMAGES, threads=None)
 BUDGETS = {
     "quick": dict(
         epochs=QUICK_BUDGET["epochs"],
@@ -131,10 +131,15 @@ BUDGETS = {
         erf_images=QUICK_ERF_IMAGES,
         threads=QUICK_THREADS,
     ),
-    "cpu": {**RECIPES_OWN, "session_epochs": CPU_SESSION_EPOCHS},
-    "full": RECIPES_OWN,
-    "complete": RECIPES_OWN,
-    "rehearsal": {**RECIPES_OWN, **{k: REHEARSAL[k] for k in RECIPES_OWN if k != "threads"}},
+    "cpu": {**_RECIPES, "session_epochs": CPU_SESSION_EPOCHS},
+    "full": dict(_RECIPES),
+    "complete": dict(_RECIPES),
+    "rehearsal": {
+        **_RECIPES,
+        "epochs": REHEARSAL["epochs"],
+        "session_epochs": REHEARSAL["session_epochs"],
+        "erf_images": REHEARSAL["erf_images"],
+    },
 }
 GPU_PROFILES = ("full", "complete")
 ON_DRIVE = (*GPU_PROFILES, "rehearsal")  # run folders on Google Drive, mounted in Colab
@@ -586,10 +591,9 @@ def pretrained_weights(profile: Profile) -> Path | None:
     return path if path.is_file() else None
 
 
-CONFIG_FIELDS = (
-    *("backbone", "backbone_width", "output_stride", "atrous_rates", "decoder", "image_size"),
-    *("optimizer", "lr", "schedule", "lr_steps", "lr_gamma", "batch_size", "epochs"),
-    *("session_epochs", "device"),
+CONFIG_FIELDS = tuple(
+    "backbone backbone_width output_stride atrous_rates decoder image_size optimizer lr schedule "
+    "lr_steps lr_gamma batch_size epochs session_epochs device".split()
 )
 
 

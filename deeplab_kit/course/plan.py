@@ -168,6 +168,6 @@ def t4_minutes(what: str) -> float:
 
 def dumps(frame: pd.DataFrame) -> str:
     """The plan as README's Markdown table."""
-    lines = ["| notebook | profile | runs | 2-core CPU | free T4 |", "|---|---|---|---|---|"]
+    lines = [f"| {' | '.join(COLUMNS)} |", "|" + "---|" * len(COLUMNS)]
     lines += [f"| {' | '.join(map(str, (*index, *row)))} |" for index, row in frame.iterrows()]
     return "\n".join(lines)

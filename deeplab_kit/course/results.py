@@ -69,17 +69,14 @@ from deeplab_kit.training.loop import train
 WORK = Path("runs") / "results"  # under the checkout
 PROVENANCE = "provenance.json"
 SESSIONS = "sessions.json"  # in the work folder: a make's sessions so far, and its arithmetic
-PROVENANCE_KEYS = (
-    *("command", "commit", "clean", "machine", "torch", "torchvision", "numpy", "pillow"),
-    *("started", "ended", "seconds", "sessions", "arithmetic", "data"),
+PROVENANCE_KEYS = tuple(
+    "command commit clean machine torch torchvision numpy pillow started ended seconds sessions "
+    "arithmetic data".split()
 )
 # How far a retrained first epoch may be from the stored one on another CPU or torch version
 # (bf16 kernels round differently across CPUs): relative, on the losses; absolute, on mIoU.
 RETRAIN_TOLERANCE = {"train_loss": 0.02, "val_loss": 0.05, "miou": 0.02}
-# The experiments train two runs at a time, each in its own process with half the cores as torch
-# threads: on a 2-core CPU, two one-thread runs of these small models do about 1.25 times the
-# work of one two-thread run (measured on the ablation's and going-deeper's models).
-WORKERS = 2
+WORKERS = 2  # runs at a time, each with half the cores as threads (`experiments.run_grid`)
 RUN_FILES = ("history.csv", "metrics.json", "config.json")
 
 
@@ -233,12 +230,7 @@ def _going_deeper_maker(design: going_deeper.Design):
 def _make_ablation(work: Path, arithmetic: Arithmetic, progress: bool) -> dict:
     base = experiment_config("ablation", arithmetic)
     make_synthetic_voc(base.data_root, **ablation.DATA)
-    grid = list(ablation.LR_GRID)
-    sweep = ablation.sweep_lr(base, work / "sweep", grid=grid, **_grid(progress))
-    while not ablation.inside_grid(sweep) and len(grid) < len(ablation.LR_GRID) + 3:
-        low = ablation.chosen_lr(sweep) == min(grid)  # extend the grid past the end it chose
-        grid = [grid[0] / 2, *grid] if low else [*grid, grid[-1] * 2]
-        sweep = ablation.sweep_lr(base, work / "sweep", grid=grid, **_grid(progress))
+    sweep = ablation.tune_lr(base, work / "sweep", **_grid(progress))
     base = base.replace(lr=ablation.chosen_lr(sweep))
     rows = ablation.run(
         base, work, erf_images=ablation.ERF_IMAGES, twice=ablation.TWICE, **_grid(progress)
@@ -589,10 +581,13 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
 
 def _retrain_setting(name: str, setting: str):
     def retrain(arithmetic: Arithmetic) -> tuple[str, RunConfig]:
-        lr = {}  # the ablation's is the one its sweep chose
+        overrides = {}  # the ablation's learning rate is the one its sweep chose
         if name == "ablation":
-            lr["lr"] = RunConfig.from_dict(read_stored_json("ablation/ablation.json")["config"]).lr
-        config = experiment_settings(name, experiment_config(name, arithmetic, **lr))[setting]
+            stored_config = read_stored_json("ablation/ablation.json")["config"]
+            overrides["lr"] = RunConfig.from_dict(stored_config).lr
+        config = experiment_settings(name, experiment_config(name, arithmetic, **overrides))[
+            setting
+        ]
         return f"{setting_folder(setting)}/seed-0", config.replace(seed=0)
 
     return retrain
@@ -644,15 +639,6 @@ RESULTS = {
 # CPU. The notebooks show their design and geometry and how to make them; a test keeps this true
 # (none of these is stored, every other result is).
 NOT_MADE = ("going-deeper", "ablation")
-
-
-def is_stored(name: str) -> bool:
-    """Whether the result `name` is stored (in Colab: whether the repository has it)."""
-    try:
-        stored(f"{name}/{PROVENANCE}")
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def not_made(name: str) -> str:
@@ -730,7 +716,7 @@ def stored_gains(name: str, frame: pd.DataFrame, epochs: int = 6) -> pd.DataFram
     rows = []
     for row in frame.to_dict("records"):
         label = _run_label(name, row)
-        history = stored(f"{name}/{setting_folder(label)}/seed-{row['seed']}/history.csv")
-        gain = last_gain(pd.read_csv(history), epochs)
+        path = stored(f"{name}/{setting_folder(label)}/seed-{row['seed']}/history.csv")
+        gain = last_gain(pd.read_csv(path), epochs)
         rows.append({"setting": label, "seed": row["seed"], "gain": gain})
     return pd.DataFrame(rows)

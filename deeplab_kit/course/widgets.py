@@ -59,8 +59,10 @@ class AtrousRateExplorer(widgets.VBox):
         multi_grid: Sequence[int] | None = None,
     ) -> None:
         self.backbone, self.multi_grid = backbone, multi_grid
-        self.rate_sliders = [  # IntSlider(value, min, max, ...)
-            widgets.IntSlider(rate, 1, max(MAX_RATE, rate), description=f"rate {k}", **LAZY)
+        self.rate_sliders = [
+            widgets.IntSlider(
+                value=rate, min=1, max=max(MAX_RATE, rate), description=f"rate {k}", **LAZY
+            )
             for k, rate in enumerate(rates, start=1)
         ]
         self.stride_selector = widgets.ToggleButtons(

@@ -95,7 +95,8 @@ def download(name: str, root: str | os.PathLike = "data", *, progress: bool = Tr
     if name not in ARCHIVES:
         raise ValueError(f"unknown dataset {name!r}; choose 'voc' or 'sbd'")
     root = Path(root)
-    if (found := _ready(name, root)) is not None:
+    found = _ready(name, root)
+    if found is not None:
         return found
     archive = fetch(ARCHIVES[name], root, progress=progress)
     extract_archive(str(archive), str(root))

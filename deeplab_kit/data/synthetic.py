@@ -186,6 +186,12 @@ def _class_stream(seed: int, split: str, total: int, classes: Sequence[int]) -> 
     return [int(c) for c in np.concatenate(rounds)[:total]]
 
 
+def _image_rng(seed: int, split: str, index: int, *stream: int) -> np.random.Generator:
+    """Image `index` of `split`'s own generator, keyed so that it draws alike whatever else is
+    generated: no stream draws the image, stream 1 its object count."""
+    return np.random.default_rng([seed, SPLITS.index(split), index, *stream])
+
+
 def _ids(split: str, count: int) -> list[str]:
     return [f"{split}_{index:05d}" for index in range(count)]
 
@@ -238,16 +244,18 @@ def make_synthetic_voc(
 
 def _manifest(num_train, num_val, size, seed, classes, object_scale) -> dict:
     """The arguments, checked, as the manifest records them."""
-    given = {"num_train": num_train, "num_val": num_val, "size": size, "seed": seed}
-    lowest = {"num_train": 1, "num_val": 1, "size": MIN_SIZE, "seed": 0}
-    for name, value in given.items():
-        low = lowest[name]
+    for name, value, low in (
+        ("num_train", num_train, 1),
+        ("num_val", num_val, 1),
+        ("size", size, MIN_SIZE),
+        ("seed", seed, 0),
+    ):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise ValueError(
                 f"make_synthetic_voc: {name} must be an integer >= {low}, got {value!r}"
             )
     wanted = {"generator": GENERATOR, "version": GENERATOR_VERSION}
-    wanted.update({name: int(value) for name, value in given.items()})
+    wanted.update(num_train=int(num_train), num_val=int(num_val), size=int(size), seed=int(seed))
     if classes is not None:
         wanted["classes"] = sorted({int(c) for c in classes})
         if not wanted["classes"] or not all(1 <= c < len(VOC_CLASSES) for c in wanted["classes"]):
@@ -264,15 +272,14 @@ def _manifest(num_train, num_val, size, seed, classes, object_scale) -> dict:
 
 def _write_split(voc: Path, split: str, count: int, wanted: dict) -> None:
     """One split's images, palette masks and list file."""
-    seed, size, key = wanted["seed"], wanted["size"], SPLITS.index(split)
+    seed, size = wanted["seed"], wanted["size"]
     pool = wanted.get("classes") or range(1, len(VOC_CLASSES))
     scale = wanted.get("object_scale") or OBJECT_SCALE
-    # Image i draws from generators keyed by (seed, split, i): its object count, its drawing.
-    per_image = [int(np.random.default_rng([seed, key, i, 1]).integers(2, 5)) for i in range(count)]
+    per_image = [int(_image_rng(seed, split, i, 1).integers(2, 5)) for i in range(count)]
     stream = iter(_class_stream(seed, split, sum(per_image), pool))
     for index, image_id in enumerate(_ids(split, count)):
         drawn = [next(stream) for _ in range(per_image[index])]
-        image, labels = render(np.random.default_rng([seed, key, index]), size, drawn, scale)
+        image, labels = render(_image_rng(seed, split, index), size, drawn, scale)
         Image.fromarray(image).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=JPEG_QUALITY)
         mask = Image.fromarray(labels)
         mask.putpalette(VOC_PALETTE.tobytes())  # "L" becomes "P" with VOC's colours

@@ -262,8 +262,12 @@ def tvmonitor(f):
     return body, screen
 
 
-# Each class is drawn by the function above that bears its name.
-SHAPES: dict[str, Callable] = {name: globals()[name] for name in VOC_CLASSES[1:]}
+SHAPES: dict[str, Callable] = {
+    shape.__name__: shape
+    for shape in (aeroplane, bicycle, bird, boat, bottle, bus, car, cat, chair, cow, diningtable,
+                  dog, horse, motorbike, person, pottedplant, sheep, sofa, train, tvmonitor)
+}  # fmt: skip
+assert tuple(SHAPES) == VOC_CLASSES[1:]
 
 
 def silhouette(name: str, size: int = 64) -> np.ndarray:

@@ -207,7 +207,8 @@ def sbd_folder(root: str | os.PathLike) -> Path | None:
 def find_sbd(root: str | os.PathLike) -> Path:
     """`sbd_folder`, or an error saying where it was looked for and how to get it."""
     root = Path(root)
-    if (found := sbd_folder(root)) is not None:
+    found = sbd_folder(root)
+    if found is not None:
         return found
     candidates = (root / "SBD", root / "benchmark_RELEASE" / "dataset")
     raise FileNotFoundError(
@@ -326,7 +327,9 @@ class VOCDataset(Dataset):
                 f"{missing[0]}: listed by split {split!r} of {self.root} but missing "
                 f"({len(missing)} of {len(paths)} files missing)"
             )
-        self.cache = None if cache_dir is None else self._open_cache(Path(cache_dir))
+        self.cache: SplitCache | None = None
+        if cache_dir is not None:
+            self.cache = self._open_cache(Path(cache_dir))
 
     def _open_cache(self, cache_dir: Path) -> SplitCache:
         params = getattr(self.transforms, "cache_params", None)
@@ -403,9 +406,9 @@ class VOCDataset(Dataset):
         )
         if not batched:
             return [self[key] for key in keys]
-        keys = [self._key(key) for key in keys]  # (index, epoch) pairs
-        pairs = self.cache.views([index for index, _ in keys])  # uint8 views into the maps
-        generators = [keyed_generator(self.seed, epoch, index) for index, epoch in keys]
+        index_epochs = [self._key(key) for key in keys]
+        pairs = self.cache.views([index for index, _ in index_epochs])  # uint8 (3, S, S), (S, S)
+        generators = [keyed_generator(self.seed, epoch, index) for index, epoch in index_epochs]
         return StackedBatch(*transforms.augment_batch(pairs, generators))
 
 

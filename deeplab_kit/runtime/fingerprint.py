@@ -22,9 +22,9 @@ import re
 import torch
 
 # Flags that select kernels: x86 (as /proc/cpuinfo spells them), then Arm's "Features".
-KERNEL_FLAGS = (
-    *"amx_bf16 amx_tile amx_fp16 avx512_bf16 avx512_fp16 avx512_vnni avx512f avx_vnni avx2".split(),
-    *"sve2 sve bf16 i8mm asimdhp asimd".split(),
+KERNEL_FLAGS = tuple(
+    "amx_bf16 amx_tile amx_fp16 avx512_bf16 avx512_fp16 avx512_vnni avx512f avx_vnni avx2 "  # x86
+    "sve2 sve bf16 i8mm asimdhp asimd".split()  # Arm
 )
 # oneDNN and ATen can be told to stop below the CPU's best instruction set; then they pick the
 # kernels of a lesser CPU, so the variables are part of the fingerprint.

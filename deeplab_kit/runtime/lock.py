@@ -86,7 +86,8 @@ class RunLock:
             holder = self.holder()
             if holder is None:  # released in between
                 return self.acquire()
-            if (why := self.stale(holder)) is None:
+            why = self.stale(holder)
+            if why is None:
                 raise RunFolderBusy(
                     f"{self.path.parent} is being written by process {holder.get('pid')} on "
                     f"{holder.get('host')} (since {holder.get('started')}); wait for it to end "

@@ -515,10 +515,10 @@ def _keeping_checkpoints(checkpoints: Path):
         raise OSError(f"{error}; {_kept(checkpoints)}") from None
 
 
-def _diverged(error: Exception | str, state: _Progress, checkpoints: Path) -> TrainingDiverged:
+def _diverged(what: Exception | str, state: _Progress, checkpoints: Path) -> TrainingDiverged:
     kept = _kept(checkpoints)
     return TrainingDiverged(
-        f"{error} at epoch {state.epoch + 1}, batch {state.batch + 1}: training stopped and {kept}. "
+        f"{what} at epoch {state.epoch + 1}, batch {state.batch + 1}: training stopped and {kept}. "
         "Lower the learning rate (--lr) or turn mixed precision off (--amp off), then run again "
         "to resume from it."
     )
