@@ -65,3 +65,28 @@ def test_summaries_keep_the_table_s_order():
     summary = experiments.summarize(_table({"b": [0.2, 0.4], "a": [0.1, 0.3]}))
     assert list(summary.index) == ["b", "a"]
     assert summary.loc["b", "sd"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
+
+
+def _fail_on_the_short_run(label, config, run, outcome):
+    if label == "short":
+        raise RuntimeError(f"{run}: measuring failed")
+    return {}
+
+
+def test_a_failed_run_stops_the_workers_at_once_and_the_rest_resume_later(synthetic_root, tmp_path):
+    """Two workers: a long run starts first (the longest go first) beside a short one whose
+    measurement fails. The error surfaces without waiting for the long run, which is stopped
+    mid-way, its checkpoints left to resume from (a Ctrl-C ends a make the same way)."""
+    from tests.conftest import tiny_config
+
+    settings = {
+        "long": tiny_config(data_root=str(synthetic_root), epochs=400),
+        "short": tiny_config(data_root=str(synthetic_root), epochs=5),
+    }
+    with pytest.raises(RuntimeError, match="measuring failed"):
+        experiments.run_grid(
+            settings, tmp_path / "grid", seeds=(0,), workers=2, measure=_fail_on_the_short_run
+        )
+    long = experiments.run_folder(tmp_path / "grid", "long", 0)
+    assert 0 < len(pd.read_csv(long / "history.csv")) < 400
+    assert list((long / "checkpoints").glob("*.pt"))

@@ -29,7 +29,6 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,20 +231,15 @@ def _model_flops(model_config: ModelConfig, size: int) -> float:  # counted once
 
 def _train_in_workers(jobs, workers: int, progress: bool, options: dict) -> dict:
     """Each job in a worker process of its own torch (spawned), `workers` at a time, in the
-    jobs' order; {run folder: row}."""
+    jobs' order; {run folder: row}. Ctrl-C or a failed run stops the workers at once (leaving
+    each run to resume from its last checkpoint), not after the runs still queued."""
     context = multiprocessing.get_context("spawn")
     threads = threads_per_worker(workers)
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
-    )
     done = {}
-    with pool:
-        futures = {
-            pool.submit(_train_one, label, config, run, **options): run
-            for label, config, run in jobs
-        }
-        for future in as_completed(futures):
-            done[futures[future]] = row = future.result()
+    with context.Pool(workers, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        tasks = [(label, config, run, options) for label, config, run in jobs]
+        for run, row in pool.imap_unordered(_train_task, tasks, chunksize=1):
+            done[run] = row
             if progress:
                 seconds, miou = row["train seconds"], row["miou"]
                 print(f"{row['setting']} seed {row['seed']}: mIoU {miou:.4f} ({seconds:.0f} s)")
@@ -261,6 +255,11 @@ def _arithmetic(history: list[dict]) -> str | None:
 
 def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _train_task(task) -> tuple[Path, dict]:
+    label, config, run, options = task
+    return run, _train_one(label, config, run, **options)
 
 
 def _train_one(label, config, run, *, measure, **options) -> dict:
