@@ -155,7 +155,8 @@ def run_grid(
     elif train_set is not None or val_set is not None:
         raise ValueError("workers > 1 read the data from the configs: give no datasets")
     else:
-        done = _train_in_workers(longest_first(jobs), workers, progress, options)
+        shown = Path(out_dir) if progress else None
+        done = _train_in_workers(longest_first(jobs), workers, shown, options)
     return _rows(
         settings, seeds, same_as, lambda label, seed: done[run_folder(out_dir, label, seed)]
     )
@@ -229,9 +230,10 @@ def _model_flops(model_config: ModelConfig, size: int) -> float:  # counted once
     return float(counter.get_total_flops()) / 2
 
 
-def _train_in_workers(jobs, workers: int, progress: bool, options: dict) -> dict:
+def _train_in_workers(jobs, workers: int, shown: Path | None, options: dict) -> dict:
     """Each job in a worker process of its own torch (spawned), `workers` at a time, in the
-    jobs' order; {run folder: row}. Ctrl-C or a failed run stops the workers at once (leaving
+    jobs' order; {run folder: row}; each finished run said in a line, its folder relative to
+    `shown` (None: silent). Ctrl-C or a failed run stops the workers at once (leaving
     each run to resume from its last checkpoint), not after the runs still queued."""
     context = multiprocessing.get_context("spawn")
     threads = threads_per_worker(workers)
@@ -240,9 +242,9 @@ def _train_in_workers(jobs, workers: int, progress: bool, options: dict) -> dict
         tasks = [(label, config, run, options) for label, config, run in jobs]
         for run, row in pool.imap_unordered(_train_task, tasks, chunksize=1):
             done[run] = row
-            if progress:
+            if shown is not None:
                 seconds, miou = row["train seconds"], row["miou"]
-                print(f"{row['setting']} seed {row['seed']}: mIoU {miou:.4f} ({seconds:.0f} s)")
+                print(f"{Path(run).relative_to(shown)}: mIoU {miou:.4f} ({seconds:.0f} s)")
     return done
 
 
