@@ -250,27 +250,34 @@ def plot_going_deeper(
     labels the x ticks (say, with the map's size)."""
     fig = KitFigure(figsize=(7.5, 4), layout="constrained")
     ax = fig.subplots()
+    _draw_curves(ax, measured, quoted, oracle, "the paper (quoted: ResNet-50, VOC 2012 val)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, 100)
+    if log_x:
+        ax.set_xscale("log", base=2)
+    xs = sorted(measured)
+    ax.set_xticks(xs, [(tick_labels or {}).get(x, str(x)) for x in xs])
+    ax.legend(loc="lower left", fontsize="small")
+    ax.set_title(title)
+    return fig
+
+
+def _draw_curves(ax: Axes, measured, quoted, oracle, paper: str) -> None:
+    """The going-deeper figures' curves: each seed's measured value (dots) and their mean (a
+    line), the paper's quoted values (hollow squares, labelled `paper`) and, when given, the
+    block-majority oracle (dotted)."""
     xs = sorted(measured)
     for x in xs:
         ax.plot([x] * len(measured[x]), measured[x], "o", color="C0", alpha=0.6, markersize=5)
     means = [float(np.mean(measured[x])) for x in xs]
     ax.plot(xs, means, "-", color="C0", label="measured here (dots: seeds, line: mean)")
     qs = sorted(quoted)
-    label = "the paper (quoted: ResNet-50, VOC 2012 val)"
-    ax.plot(qs, [quoted[q] for q in qs], "s--", color="0.35", mfc="white", label=label)
+    ax.plot(qs, [quoted[q] for q in qs], "s--", color="0.35", mfc="white", label=paper)
     if oracle:
         ticks, label = sorted(oracle), "block-majority oracle on the map (rough ceiling)"
         oracle_style = dict(color="C2", marker="_", markersize=12, label=label)
         ax.plot(ticks, [oracle[x] for x in ticks], ":", **oracle_style)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("mIoU (%)")
-    ax.set_ylim(0, 100)
-    if log_x:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(xs, [(tick_labels or {}).get(x, str(x)) for x in xs])
-    ax.legend(loc="lower left", fontsize="small")
-    ax.set_title(title)
-    return fig
 
 
 def plot_map_size(
@@ -286,24 +293,17 @@ def plot_map_size(
     paper's."""
     fig = KitFigure(figsize=(7.5, 4), layout="constrained")
     ax = fig.subplots()
-    sides = sorted(measured)
     best = max(float(np.mean(values)) for values in measured.values())
-    for side in sides:
-        shares = [100 * value / best for value in measured[side]]
-        ax.plot([side] * len(shares), shares, "o", color="C0", alpha=0.6)
-    means = [100 * float(np.mean(measured[side])) / best for side in sides]
-    ax.plot(sides, means, "-", color="C0", label="measured here (dots: seeds, line: mean)")
-    curves = (
-        (quoted, "s--", dict(color="0.35", mfc="white"), "the paper, 513-px crops (quoted)"),
-        (oracle, "_:", dict(color="C2", markersize=12), "block-majority oracle (rough ceiling)"),
+    shares = {side: [100 * value / best for value in values] for side, values in measured.items()}
+    paper, ceiling = (
+        {x: 100 * value / max(curve.values()) for x, value in curve.items()}
+        for curve in (quoted, oracle)
     )
-    for curve, fmt, style, label in curves:
-        xs, top = sorted(curve), max(curve.values())
-        ax.plot(xs, [100 * curve[x] / top for x in xs], fmt, label=label, **style)
+    _draw_curves(ax, shares, paper, ceiling, "the paper, 513-px crops (quoted)")
     ax.set(ylabel="mIoU as a share of the curve's best (%)", ylim=(0, 105))
     ax.set(xlabel="feature map side (cells)", title="the kit and the paper, by map size")
     ax.set_xscale("log", base=2)
-    ticks = sorted(set(sides) | set(oracle) | set(quoted))
+    ticks = sorted(set(measured) | set(oracle) | set(quoted))
     ax.set_xticks(ticks, [str(side) for side in ticks])
     ax.legend(loc="lower right", fontsize="small")
     return fig

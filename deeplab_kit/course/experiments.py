@@ -157,13 +157,12 @@ def run_grid(
     else:
         shown = Path(out_dir) if progress else None
         done = _train_in_workers(longest_first(jobs), workers, shown, options)
-    return _rows(
-        settings, seeds, same_as, lambda label, seed: done[run_folder(out_dir, label, seed)]
-    )
+    return _rows(settings, seeds, same_as, done, out_dir)
 
 
-def _rows(settings, seeds: Mapping, same_as: Mapping, trained) -> list[dict]:
-    """Each (setting, seed)'s row in table order: `trained(label, seed)`, or its twin's."""
+def _rows(settings, seeds: Mapping, same_as: Mapping, done: Mapping, out_dir) -> list[dict]:
+    """Each (setting, seed)'s row in table order: its run's (`done`, by run folder), or its
+    twin's."""
     rows = {}
     for label in settings:
         for seed in seeds[label]:
@@ -171,7 +170,7 @@ def _rows(settings, seeds: Mapping, same_as: Mapping, trained) -> list[dict]:
                 twin = {**rows[same_as[label], seed], "same network as": same_as[label]}
                 rows[label, seed] = {**twin, "run": label, "setting": label}
             else:
-                rows[label, seed] = trained(label, seed)
+                rows[label, seed] = done[run_folder(out_dir, label, seed)]
     return [rows[label, seed] for label in settings for seed in seeds[label]]
 
 

@@ -82,11 +82,12 @@ def _times(notebook: str, how: str) -> tuple[str, str]:
         made = {}
         for name in dict.fromkeys(names):  # each provenance read once
             with contextlib.suppress(FileNotFoundError):
-                made[name] = float(results.read_stored_json(f"{name}/provenance.json")["seconds"])
+                record = results.read_stored_json(f"{name}/{results.PROVENANCE}")
+                made[name] = float(record["seconds"])
         missing = [name for name in dict.fromkeys(names) if name not in made]
         if not made:
             return f"not made yet ({', '.join(missing)})", gpu
-        shown = _minutes(sum(made[name] for name in names if name in made))
+        shown = _minutes(sum(made[name] for name in names if name in made))  # a repeat counts again
         if missing:  # said, not counted as nothing
             shown = f"not made yet ({', '.join(missing)}); {shown} for {', '.join(made)}"
         return f"{shown} (measured, stored)", gpu

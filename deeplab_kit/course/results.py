@@ -581,13 +581,10 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
 
 def _retrain_setting(name: str, setting: str):
     def retrain(arithmetic: Arithmetic) -> tuple[str, RunConfig]:
-        overrides = {}  # the ablation's learning rate is the one its sweep chose
-        if name == "ablation":
-            stored_config = read_stored_json("ablation/ablation.json")["config"]
-            overrides["lr"] = RunConfig.from_dict(stored_config).lr
-        config = experiment_settings(name, experiment_config(name, arithmetic, **overrides))[
-            setting
-        ]
+        # the ablation's learning rate is the one its sweep chose
+        overrides = {"lr": stored_ablation_lr()} if name == "ablation" else {}
+        base = experiment_config(name, arithmetic, **overrides)
+        config = experiment_settings(name, base)[setting]
         return f"{setting_folder(setting)}/seed-0", config.replace(seed=0)
 
     return retrain
