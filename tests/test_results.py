@@ -218,6 +218,10 @@ def test_retraining_the_first_epoch_matches_the_stored_history(tiny_store, capsy
     said = capsys.readouterr().out
     relative, _ = results.RESULTS[name].retrain(Arithmetic.parse(record["arithmetic"]))
     assert said.startswith(f"{name}: retrained epoch 1 of the stored run {relative}")
+    # with the threads each run was made with (a worker's share of the cores), from the full
+    # record: provenance.json holds only the machine's threads
+    made = json.loads((results.store(name) / f"{name}.json").read_text())
+    assert f"with {made['threads per run']} torch thread(s)" in said
     assert ("bit-exact" in said) == provenance.same_kernels(record)[0]
     assert "run the same command again" not in said  # no training advice in a check
 

@@ -551,14 +551,15 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
     stored_epoch = pd.read_csv(folder / relative / "history.csv").iloc[0]
     exact, why = provenance.same_kernels(record)
     threads = torch.get_num_threads()
+    # an experiment's runs trained in workers, each with a share of the cores (its full record
+    # says how many threads; provenance.json holds only the machine's)
+    made_with = _read_json(folder / f"{name}.json").get("threads per run")
     with _inside(checkout(required=True)), tempfile.TemporaryDirectory() as tmp:
         make_synthetic_voc(result.data_root, **result.data)
         problems = []
         if tree_hash(result.data_root) != record["data"].get("files sha256"):
             problems.append(f"{name}: the generated dataset's files differ from the stored hash")
-        torch.set_num_threads(
-            record.get("threads per run") or record["machine"].get("threads") or threads
-        )
+        torch.set_num_threads(made_with or record["machine"].get("threads") or threads)
         try:
             first = config.replace(session_epochs=1)
             again = train(first, Path(tmp) / "run", progress=progress).history[0]
@@ -574,7 +575,8 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
             )
     verdict = "matches" if not problems else "DIFFERS"
     print(
-        f"{name}: retrained epoch 1 of the stored run {relative} in {record['arithmetic']}: {verdict}, {how}"
+        f"{name}: retrained epoch 1 of the stored run {relative} in {record['arithmetic']} "
+        f"with {made_with or record['machine'].get('threads')} torch thread(s): {verdict}, {how}"
     )
     return problems
 
