@@ -414,3 +414,19 @@ def test_the_map_size_figure_compares_shares_of_the_best_by_cells():
     np.testing.assert_allclose(kit.get_ydata(), [100 * 47 / 79, 100 * 66 / 79, 100])
     np.testing.assert_allclose(paper.get_ydata(), [100 * 70.06 / 75.18, 100 * 73.88 / 75.18, 100])
     np.testing.assert_allclose(oracle.get_ydata(), [100 * 52.4 / 86.8, 100 * 71.2 / 86.8, 100])
+
+
+def test_the_seeds_figure_shows_every_seed_and_each_mean_per_group():
+    points = {
+        "dilated": {"control": [60.0, 64.0], "paper": [80.0, 82.0, 84.0]},
+        "undilated": {"paper": [70.0, 50.0]},  # no control: its slot stays empty
+    }
+    (ax,) = atrous_figures.plot_seed_points(points, title="t").axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["control", "paper"]
+    bars = ax.patches
+    assert [round(b.get_height(), 6) for b in bars] == [62.0, 82.0, 60.0]  # the means
+    dots = [list(line.get_ydata()) for line in ax.get_lines()]
+    assert dots == [[60.0, 64.0], [80.0, 82.0, 84.0], [70.0, 50.0]]  # every seed
+    assert bars[2].get_x() > bars[1].get_x()  # undilated's paper beside dilated's
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["dilated", "undilated"]
+    assert ax.get_ylim() == (0.0, 100.0)

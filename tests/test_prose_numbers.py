@@ -87,6 +87,28 @@ def twice_result(setting):
     return 100 * rows[setting]["twice the epochs"]
 
 
+def sweep_mean(lr):
+    """The ablation sweep's tune mIoU at `lr`, averaged over its settings (%)."""
+    rows = [r for r in experiment("ablation")[1]["lr sweep"] if r["lr"] == lr]
+    return 100 * sum(r["tune miou"] for r in rows) / len(rows)
+
+
+def ablation_spread(label, how):
+    table, _ = experiment("ablation")
+    backbone, setting = label.split(" / ")
+    chosen = table[(table["backbone"] == backbone) & (table["setting"] == setting)]
+    return 100 * getattr(chosen["miou"], how)()
+
+
+DILATED, UNDILATED = "dilated / paper", "undilated / paper"
+RATE_1, SMALL_RATES = "undilated / rate 1", "undilated / small rates"
+POOLING = "undilated / paper + pooling"
+
+
+def exploratory(a, b):
+    return contrast("ablation", a, b, pairs=[(a, b)])
+
+
 def paper_step(blocks):
     return lambda: PAPER_TABLE2[blocks] - PAPER_TABLE2[blocks - 1]
 
@@ -203,6 +225,52 @@ STORED = [
     ("README.md", "8.3", lambda: twice("cascaded-blocks", "block4 OS16")),
     ("README.md", "10.1", lambda: twice("cascaded-blocks", "block7 OS16")),
     ("README.md", "7119.2", lambda: seconds("cascaded-blocks")),
+    ("04_aspp_ablation.ipynb", "81.1", lambda: sweep_mean(0.048)),
+    ("04_aspp_ablation.ipynb", "78.9", lambda: sweep_mean(0.024)),
+    ("04_aspp_ablation.ipynb", "76.9", lambda: sweep_mean(0.096)),
+    ("04_aspp_ablation.ipynb", "2.1", lambda: contrast("ablation", DILATED, UNDILATED)),
+    ("README.md", "2.1", lambda: contrast("ablation", DILATED, UNDILATED)),
+    ("README.md", "+2.1", lambda: contrast("ablation", DILATED, UNDILATED)),
+    ("04_aspp_ablation.ipynb", "+2.1", lambda: contrast("ablation", DILATED, UNDILATED)),
+    (
+        "04_aspp_ablation.ipynb",
+        "5.3",
+        lambda: contrast("ablation", DILATED, UNDILATED, "smallest resolvable"),
+    ),
+    ("README.md", "5.3", lambda: contrast("ablation", DILATED, UNDILATED, "smallest resolvable")),
+    ("04_aspp_ablation.ipynb", "+0.8", lambda: contrast("ablation", UNDILATED, RATE_1)),
+    ("04_aspp_ablation.ipynb", "+1.3", lambda: contrast("ablation", SMALL_RATES, UNDILATED)),
+    ("04_aspp_ablation.ipynb", "8.3", lambda: contrast("ablation", POOLING, UNDILATED)),
+    ("README.md", "8.3", lambda: contrast("ablation", POOLING, UNDILATED)),
+    ("04_aspp_ablation.ipynb", "9.6", lambda: contrast("ablation", POOLING, UNDILATED, "sd")),
+    ("04_aspp_ablation.ipynb", "71.4", lambda: ablation_spread(UNDILATED, "min")),
+    ("04_aspp_ablation.ipynb", "80.6", lambda: ablation_spread(UNDILATED, "max")),
+    ("04_aspp_ablation.ipynb", "52.7", lambda: ablation_spread(POOLING, "min")),
+    ("04_aspp_ablation.ipynb", "77.0", lambda: ablation_spread(POOLING, "max")),
+    ("04_aspp_ablation.ipynb", "53.4", lambda: mean("ablation", UNDILATED, "interior miou")),
+    ("04_aspp_ablation.ipynb", "72.8", lambda: mean("ablation", UNDILATED, "band miou")),
+    ("04_aspp_ablation.ipynb", "67.0", lambda: mean("ablation", "undilated / control")),
+    ("04_aspp_ablation.ipynb", "78.5", lambda: mean("ablation", "dilated / control")),
+    ("README.md", "67.0", lambda: mean("ablation", "undilated / control")),
+    ("README.md", "78.5", lambda: mean("ablation", "dilated / control")),
+    (
+        "04_aspp_ablation.ipynb",
+        "11.5",
+        lambda: exploratory("dilated / control", "undilated / control"),
+    ),
+    ("04_aspp_ablation.ipynb", "6.7", lambda: exploratory("dilated / rate 1", "dilated / report")),
+    (
+        "04_aspp_ablation.ipynb",
+        "4.7",
+        lambda: exploratory("undilated / rate 1", "undilated / report"),
+    ),
+    ("04_aspp_ablation.ipynb", "1.7", lambda: twice("ablation", UNDILATED)),
+    ("04_aspp_ablation.ipynb", "3.0", lambda: twice("ablation", DILATED)),
+    ("README.md", "1.7", lambda: twice("ablation", UNDILATED)),
+    ("README.md", "3.0", lambda: twice("ablation", DILATED)),
+    ("04_aspp_ablation.ipynb", "1.5", lambda: experiments.CONVERGED_WITHIN),
+    ("04_aspp_ablation.ipynb", "2.4", lambda: largest_gain("ablation")),
+    ("README.md", "14058.1", lambda: seconds("ablation")),
     ("README.md", "424.7", lambda: seconds("demo")),
     ("README.md", "237.7", lambda: seconds("notebook-times")),
     ("06_report.ipynb", "89.0", lambda: demo("pixel accuracy")),

@@ -1,6 +1,7 @@
 """Figures of atrous convolution, ASPP and the rate ablation: where a dilated kernel's taps
 land (on an image, on a feature map), how much of each ASPP branch still reads the map, the
-rate explorer's figure, the effective receptive fields and the output-stride curves.
+rate explorer's figure, the effective receptive fields, the output-stride curves and the
+ablation's seeds.
 
 Each function returns a `figures.KitFigure`, which Jupyter and Colab show as a PNG.
 """
@@ -231,6 +232,32 @@ def _erf_panel(ax: Axes, name: str, share: np.ndarray, norm, masses, field) -> o
     ax.set_xticks([])
     ax.set_yticks([])
     return image
+
+
+def plot_seed_points(
+    points: Mapping[str, Mapping[str, Sequence[float]]], *, title: str | None = None
+) -> Figure:
+    """mIoU (%) per setting, one colour per group ({group: {setting: [one value per seed]}}, the
+    ablation's backbones): each seed a dot, the mean a bar outline, the groups side by side, so
+    the spread behind every mean stays in view."""
+    settings = list(dict.fromkeys(s for group in points.values() for s in group))
+    fig, ax = figure_and_axes(None, (1.2 * len(settings) + 3, 4))
+    width = 0.8 / len(points)
+    for k, (group, values_of) in enumerate(points.items()):
+        label = group  # on the group's first bar only
+        for i, setting in enumerate(settings):
+            values = list(values_of.get(setting, ()))
+            if values:
+                x = i - 0.4 + width * (k + 0.5)
+                ax.bar(x, np.mean(values), width * 0.9, fill=False, edgecolor=f"C{k}", label=label)
+                ax.plot([x] * len(values), values, "o", color=f"C{k}", markersize=4, alpha=0.8)
+                label = None
+    ax.set_xticks(range(len(settings)), settings, rotation=20, ha="right")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title or "")
+    ax.legend(loc="lower left", fontsize="small", title="bars: mean")
+    return fig
 
 
 def plot_going_deeper(

@@ -337,6 +337,10 @@ def last_gain(history: pd.DataFrame | list[dict], epochs: int = 2, column: str =
 TWICE = "twice the epochs"  # the folder of the convergence check's runs, under an experiment's
 
 
+# A run counts as converged when twice the epochs (seed 0) change its mIoU by less than this.
+CONVERGED_WITHIN = 1.5  # points
+
+
 def twice_the_epochs(
     settings: Mapping[str, RunConfig], rows: Sequence[Mapping], out_dir, **grid
 ) -> pd.DataFrame:
