@@ -13,6 +13,7 @@ candidate time (> 1: the candidate is faster).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from deeplab_kit.data.synthetic import make_synthetic_voc  # noqa: E402
 from deeplab_kit.evaluate import evaluate  # noqa: E402
 from deeplab_kit.model import build_model  # noqa: E402
 from deeplab_kit.runtime.arithmetic import Arithmetic, choose  # noqa: E402
+from deeplab_kit.runtime.distributed import Context  # noqa: E402
 from deeplab_kit.training.build import run_loaders  # noqa: E402
 from deeplab_kit.training.schedule import make_optimizer  # noqa: E402
 from deeplab_kit.training.step import TrainStep  # noqa: E402
@@ -37,10 +39,6 @@ CANDIDATES = (
     Arithmetic("bf16", False),
     Arithmetic("bf16", True),
 )
-
-
-class _Context:  # run_loaders' view of a single process
-    rank, world_size, is_main = 0, 1, True
 
 
 def main() -> None:
@@ -55,32 +53,29 @@ def main() -> None:
     rule = choose("cpu")
     base = results.experiment_config("ablation", rule, lr=results.stored_ablation_lr() or 1e-3)
     config = ablation.configs(base)[args.setting]
-    root = results.checkout(required=True)
-    with results._inside(root):
-        make_synthetic_voc(config.data_root, **ablation.DATA)
-        train_loader, val_loader = run_loaders(config, _Context())
-        started = time.perf_counter()
-        batches = list(train_loader)  # the data path alone: read, augment, collate
-        data_seconds = time.perf_counter() - started
-        steps = len(batches)
-        images, masks = batches[0]
+    os.chdir(results.checkout(required=True))  # the experiment's data root is relative to it
+    make_synthetic_voc(config.data_root, **ablation.DATA)
+    train_loader, val_loader = run_loaders(
+        config, Context(rank=0, world_size=1, device=torch.device("cpu"))
+    )
+    started = time.perf_counter()
+    batches = list(train_loader)  # the data path alone: read, augment, collate
+    data_seconds = time.perf_counter() - started
+    steps = len(batches)
+    images, masks = batches[0]
 
-        def step_in(arithmetic: Arithmetic):
-            torch.manual_seed(0)
-            model = build_model(config.model).train()
-            step = TrainStep(
-                model, make_optimizer(model, config), device="cpu", arithmetic=arithmetic
-            )
-            return lambda: step(images, masks)
+    def step_in(arithmetic: Arithmetic):
+        torch.manual_seed(0)
+        model = build_model(config.model).train()
+        step = TrainStep(model, make_optimizer(model, config), device="cpu", arithmetic=arithmetic)
+        return lambda: step(images, masks)
 
-        named = {str(a): step_in(a) for a in CANDIDATES}
-        step_seconds = interleaved_medians(named, args.repeats)
-        model = build_model(config.model).eval()
-        started = time.perf_counter()
-        evaluate(
-            model, val_loader, device="cpu", num_classes=config.model.num_classes, arithmetic=rule
-        )
-        val_seconds = time.perf_counter() - started
+    named = {str(a): step_in(a) for a in CANDIDATES}
+    step_seconds = interleaved_medians(named, args.repeats)
+    model = build_model(config.model).eval()
+    started = time.perf_counter()
+    evaluate(model, val_loader, device="cpu", num_classes=config.model.num_classes, arithmetic=rule)
+    val_seconds = time.perf_counter() - started
 
     plain = step_seconds[str(CANDIDATES[0])]
     rows = [

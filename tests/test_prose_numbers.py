@@ -37,12 +37,17 @@ def experiment(name):
     return results.stored_experiment(name)
 
 
-def mean(name, setting, column="miou"):
+def scores(name, setting, column="miou"):
+    """A setting's stored scores over its seeds (the ablation's settings name their backbone)."""
     table, _ = experiment(name)
     if name == "ablation":
         backbone, setting = setting.split(" / ")
         table = table[table["backbone"] == backbone]
-    return 100 * table.loc[table["setting"] == setting, column].mean()
+    return table.loc[table["setting"] == setting, column]
+
+
+def mean(name, setting, column="miou"):
+    return 100 * scores(name, setting, column).mean()
 
 
 def contrast(name, a, b, key="mean difference", column="miou", pairs=None):
@@ -78,8 +83,7 @@ def seed_zero(name, setting):
 
 
 def spread(name, setting, how):
-    table, _ = experiment(name)
-    return 100 * getattr(table.loc[table["setting"] == setting, "miou"], how)()
+    return 100 * getattr(scores(name, setting), how)()
 
 
 def twice_result(setting):
@@ -91,13 +95,6 @@ def sweep_mean(lr):
     """The ablation sweep's tune mIoU at `lr`, averaged over its settings (%)."""
     rows = [r for r in experiment("ablation")[1]["lr sweep"] if r["lr"] == lr]
     return 100 * sum(r["tune miou"] for r in rows) / len(rows)
-
-
-def ablation_spread(label, how):
-    table, _ = experiment("ablation")
-    backbone, setting = label.split(" / ")
-    chosen = table[(table["backbone"] == backbone) & (table["setting"] == setting)]
-    return 100 * getattr(chosen["miou"], how)()
 
 
 DILATED, UNDILATED = "dilated / paper", "undilated / paper"
@@ -243,10 +240,10 @@ STORED = [
     ("04_aspp_ablation.ipynb", "8.3", lambda: contrast("ablation", POOLING, UNDILATED)),
     ("README.md", "8.3", lambda: contrast("ablation", POOLING, UNDILATED)),
     ("04_aspp_ablation.ipynb", "9.6", lambda: contrast("ablation", POOLING, UNDILATED, "sd")),
-    ("04_aspp_ablation.ipynb", "71.4", lambda: ablation_spread(UNDILATED, "min")),
-    ("04_aspp_ablation.ipynb", "80.6", lambda: ablation_spread(UNDILATED, "max")),
-    ("04_aspp_ablation.ipynb", "52.7", lambda: ablation_spread(POOLING, "min")),
-    ("04_aspp_ablation.ipynb", "77.0", lambda: ablation_spread(POOLING, "max")),
+    ("04_aspp_ablation.ipynb", "71.4", lambda: spread("ablation", UNDILATED, "min")),
+    ("04_aspp_ablation.ipynb", "80.6", lambda: spread("ablation", UNDILATED, "max")),
+    ("04_aspp_ablation.ipynb", "52.7", lambda: spread("ablation", POOLING, "min")),
+    ("04_aspp_ablation.ipynb", "77.0", lambda: spread("ablation", POOLING, "max")),
     ("04_aspp_ablation.ipynb", "53.4", lambda: mean("ablation", UNDILATED, "interior miou")),
     ("04_aspp_ablation.ipynb", "72.8", lambda: mean("ablation", UNDILATED, "band miou")),
     ("04_aspp_ablation.ipynb", "67.0", lambda: mean("ablation", "undilated / control")),

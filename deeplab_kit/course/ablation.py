@@ -387,10 +387,13 @@ def tests(
 ) -> pd.DataFrame:
     """Paired t-tests seed by seed with Holm's correction over `pairs` (the planned contrasts
     unless told otherwise; any other family is exploratory: say so)."""
-    runs = frame.assign(
-        run=[run_label(b, s) for b, s in zip(frame["backbone"], frame["setting"], strict=True)]
-    )
-    return paired_tests(runs, list(pairs), column=column, level=level, by="run")
+    return paired_tests(labelled(frame), list(pairs), column=column, level=level, by="run")
+
+
+def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """An ablation table with each row's run label ("backbone / setting") in a "run" column."""
+    pairs = zip(frame["backbone"], frame["setting"], strict=True)
+    return frame.assign(run=[run_label(b, s) for b, s in pairs])
 
 
 def exploratory_pairs() -> list[tuple[str, str]]:

@@ -553,13 +553,17 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
     threads = torch.get_num_threads()
     # an experiment's runs trained in workers, each with a share of the cores (its full record
     # says how many threads; provenance.json holds only the machine's)
-    made_with = _read_json(folder / f"{name}.json").get("threads per run")
+    made_with = (
+        _read_json(folder / f"{name}.json").get("threads per run")
+        or record["machine"].get("threads")
+        or threads
+    )
     with _inside(checkout(required=True)), tempfile.TemporaryDirectory() as tmp:
         make_synthetic_voc(result.data_root, **result.data)
         problems = []
         if tree_hash(result.data_root) != record["data"].get("files sha256"):
             problems.append(f"{name}: the generated dataset's files differ from the stored hash")
-        torch.set_num_threads(made_with or record["machine"].get("threads") or threads)
+        torch.set_num_threads(made_with)
         try:
             first = config.replace(session_epochs=1)
             again = train(first, Path(tmp) / "run", progress=progress).history[0]
@@ -576,7 +580,7 @@ def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> l
     verdict = "matches" if not problems else "DIFFERS"
     print(
         f"{name}: retrained epoch 1 of the stored run {relative} in {record['arithmetic']} "
-        f"with {made_with or record['machine'].get('threads')} torch thread(s): {verdict}, {how}"
+        f"with {made_with} torch thread(s): {verdict}, {how}"
     )
     return problems
 
