@@ -129,3 +129,19 @@ def test_the_output_stride_curve_is_keyed_by_map_side_for_the_map_size_figure():
     measured, paper, oracle = going_deeper.by_map_side(table, geometry, {8: 75.18, 256: 20.29})
     assert measured == {17: [80.0, 78.0], 9: [67.0]} and oracle == {17: 86.8, 9: 71.2}
     assert paper == {65: 75.18, 3: 20.29}  # the paper's 513-px crops: 65 cells at 8, 3 at 256
+
+
+def test_map_size_shares_put_each_curve_on_its_own_best():
+    table = pd.DataFrame(
+        {"setting": ["block7 OS8", "block7 OS8", "block7 OS16"], "miou": [0.8, 0.7, 0.6]}
+    )
+    geometry = [
+        {"setting": "block7 OS8", "feature map": "17x17", "oracle mIoU (%)": 80.0},
+        {"setting": "block7 OS16", "feature map": "9x9", "oracle mIoU (%)": 60.0},
+    ]
+    shares = going_deeper.map_size_shares(table, geometry, {8: 50.0, 32: 40.0})
+    assert list(shares.index) == [9, 17, 65]  # the paper's 513-px crops: 65 cells at 8, 17 at 32
+    measured, paper, oracle = (shares[c] for c in shares.columns)
+    assert measured[17] == pytest.approx(100) and measured[9] == pytest.approx(80)  # 60 of 75
+    assert paper[65] == 100 and paper[17] == 80 and np.isnan(paper[9])
+    assert oracle[9] == 75 and np.isnan(oracle[65])

@@ -138,6 +138,34 @@ def cascaded():
     return oracle_before_training("cascaded-blocks", "block7 OS16")
 
 
+def stride_mean(stride):
+    return lambda: mean("going-deeper", f"block7 OS{stride}")
+
+
+def stride_step(a, b, key="mean difference"):
+    return lambda: contrast("going-deeper", f"block7 OS{a}", f"block7 OS{b}", key)
+
+
+def fall_from_os8(stride):
+    return lambda: mean("going-deeper", "block7 OS8") - mean("going-deeper", f"block7 OS{stride}")
+
+
+def paper_fall_from_os8(stride):
+    return lambda: PAPER_TABLE1[8] - PAPER_TABLE1[stride]
+
+
+def share_of_best(side, curve):
+    """Table 1 by the map's side: a curve's value at a map `side` cells wide as a share of the
+    curve's best (%), as `plot_map_size` draws it ("measured" or "paper, quoted")."""
+
+    def compute():
+        table, record = experiment("going-deeper")
+        shares = going_deeper.map_size_shares(table, record["geometry"], PAPER_TABLE1)
+        return shares.loc[side, f"{curve} (% of best)"]
+
+    return compute
+
+
 # (file, the number as written, how the stored files or the kit's code give it)
 STORED = [
     ("03_going_deeper.ipynb", "86.8", deeper(8)),
@@ -145,6 +173,43 @@ STORED = [
     ("03_going_deeper.ipynb", "34.8", deeper(64)),
     ("03_going_deeper.ipynb", "20.0", deeper(128)),
     ("03_going_deeper.ipynb", "12.8", deeper(256)),
+    ("03_going_deeper.ipynb", "52.4", deeper(32)),
+    ("03_going_deeper.ipynb", "1.5", lambda: experiments.CONVERGED_WITHIN),
+    ("03_going_deeper.ipynb", "79.1", stride_mean(8)),
+    ("03_going_deeper.ipynb", "67.1", stride_mean(16)),
+    ("03_going_deeper.ipynb", "46.9", stride_mean(32)),
+    ("03_going_deeper.ipynb", "18.0", stride_mean(64)),
+    ("03_going_deeper.ipynb", "12.9", stride_mean(128)),
+    ("03_going_deeper.ipynb", "12.0", stride_step(8, 16)),
+    ("03_going_deeper.ipynb", "20.2", stride_step(16, 32)),
+    ("03_going_deeper.ipynb", "28.9", stride_step(32, 64)),
+    ("03_going_deeper.ipynb", "5.1", stride_step(64, 128)),
+    ("03_going_deeper.ipynb", "0.1", stride_step(128, 256)),
+    ("03_going_deeper.ipynb", "0.5", stride_step(128, 256, "smallest resolvable")),
+    ("03_going_deeper.ipynb", "1.3", paper_fall_from_os8(16)),
+    ("03_going_deeper.ipynb", "15.2", paper_fall_from_os8(64)),
+    ("03_going_deeper.ipynb", "32.2", fall_from_os8(32)),
+    ("03_going_deeper.ipynb", "61.1", fall_from_os8(64)),
+    ("03_going_deeper.ipynb", "84.9", share_of_best(9, "measured")),
+    ("03_going_deeper.ipynb", "79.8", share_of_best(9, "paper, quoted")),
+    ("03_going_deeper.ipynb", "59.3", share_of_best(5, "measured")),
+    ("03_going_deeper.ipynb", "56.3", share_of_best(5, "paper, quoted")),
+    ("03_going_deeper.ipynb", "22.8", share_of_best(3, "measured")),
+    ("03_going_deeper.ipynb", "27.0", share_of_best(3, "paper, quoted")),
+    ("03_going_deeper.ipynb", "3.8", lambda: twice("going-deeper", "block7 OS8")),
+    ("03_going_deeper.ipynb", "8.2", lambda: twice("going-deeper", "block7 OS32")),
+    ("03_going_deeper.ipynb", "8.9", lambda: largest_gain("going-deeper")),
+    ("README.md", "79.1", stride_mean(8)),
+    ("README.md", "67.1", stride_mean(16)),
+    ("README.md", "46.9", stride_mean(32)),
+    ("README.md", "18.0", stride_mean(64)),
+    ("README.md", "61.1", fall_from_os8(64)),
+    ("README.md", "15.2", paper_fall_from_os8(64)),
+    ("README.md", "59.3", share_of_best(5, "measured")),
+    ("README.md", "56.3", share_of_best(5, "paper, quoted")),
+    ("README.md", "3.8", lambda: twice("going-deeper", "block7 OS8")),
+    ("README.md", "8.2", lambda: twice("going-deeper", "block7 OS32")),
+    ("README.md", "4337.1", lambda: seconds("going-deeper")),
     ("03_going_deeper.ipynb", "84.4", cascaded),
     ("README.md", "84.4", cascaded),
     ("README.md", "71.2", deeper(16)),

@@ -17,7 +17,7 @@ from deeplab_kit.runtime.arithmetic import Arithmetic
 from tests.conftest import TINY_RUN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-STORED = [name for name in results.RESULTS if name not in results.NOT_MADE]
+STORED = list(results.RESULTS)
 TINY = going_deeper.Design(
     name="going-deeper",
     settings={going_deeper.label(7, s): dict(extra_blocks=3, output_stride=s) for s in (8, 32)},
@@ -43,7 +43,6 @@ def _as_stored(patch, root):
         results._retrain_setting(TINY.name, going_deeper.label(7, 32)),
     )
     patch.setitem(results.RESULTS, TINY.name, result)
-    patch.setattr(results, "NOT_MADE", tuple(n for n in results.NOT_MADE if n != TINY.name))
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +71,9 @@ def tiny_store(tiny_checkout, monkeypatch):
     return tiny_checkout / "notebooks" / "results"
 
 
-def test_what_is_stored_is_what_the_kit_says_is_made():
+def test_every_result_the_kit_knows_is_stored():
     for name in results.RESULTS:
-        is_stored = (results.store(name) / results.PROVENANCE).is_file()
-        assert is_stored == (name not in results.NOT_MADE), name
-    for name in results.NOT_MADE:  # the notebooks say what it is and how to make it
-        said = results.not_made(name)
-        assert said.startswith(f"{name}: ") and f"results make {name}" in said
+        assert (results.store(name) / results.PROVENANCE).is_file(), name
 
 
 @pytest.fixture
@@ -118,7 +113,6 @@ def _one_arithmetic(table, record):
     assert set(table["arithmetic"]) == {record["arithmetic"]}
 
 
-@pytest.mark.skipif("ablation" in results.NOT_MADE, reason="the ablation is not made yet")
 def test_the_stored_ablation_is_the_designed_experiment():
     table, record = results.stored_experiment("ablation")
     assert (table["feature map"] == "16x16").all()
@@ -141,9 +135,7 @@ def test_the_stored_ablation_is_the_designed_experiment():
     assert per_seed.T.duplicated().sum() == 0  # distinct networks give distinct results
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in ("going-deeper", "cascaded-blocks") if n not in results.NOT_MADE]
-)
+@pytest.mark.parametrize("name", ["going-deeper", "cascaded-blocks"])
 def test_the_stored_going_deeper_experiments_are_their_designs(name):
     design = going_deeper.DESIGNS[name]
     table, record = results.stored_experiment(name)

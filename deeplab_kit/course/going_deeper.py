@@ -224,6 +224,23 @@ def by_map_side(table: pd.DataFrame, geometry: Sequence[dict], quoted: dict, cro
     return measured, paper, oracle
 
 
+def map_size_shares(table: pd.DataFrame, geometry: Sequence[dict], quoted: dict, crop: int = 513):
+    """What `atrous_figures.plot_map_size` draws, as a table: one row per map side (cells), the
+    kit's mean over seeds, the paper's quoted value and the oracle, each as a share (%) of its
+    own curve's best; empty where a curve has no map of that side."""
+    measured, paper, oracle = by_map_side(table, geometry, quoted, crop)
+    curves = {
+        "measured": {side: float(np.mean(values)) for side, values in measured.items()},
+        "paper, quoted": paper,
+        "oracle": oracle,
+    }
+    shares = {
+        f"{name} (% of best)": {side: 100 * v / max(curve.values()) for side, v in curve.items()}
+        for name, curve in curves.items()
+    }
+    return pd.DataFrame(shares).sort_index().rename_axis("map side (cells)")
+
+
 def stage_table(base: RunConfig, output_strides: Sequence[int]) -> pd.DataFrame:
     """Each stage's stride and dilations at each output stride, read back from built models."""
     columns = {}

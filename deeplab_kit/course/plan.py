@@ -14,8 +14,6 @@ assumed sustained rate; no T4 was measured by this project.
 
 from __future__ import annotations
 
-import contextlib
-
 import pandas as pd
 
 from deeplab_kit.config import RunConfig
@@ -79,18 +77,9 @@ def _times(notebook: str, how: str) -> tuple[str, str]:
         return cpu, "about the CPU's: the quick profile runs on the CPU (estimated)"
     if how.startswith("cpu:"):
         names, gpu = how[4:].split(","), "runs on the CPU: as the CPU column"
-        made = {}
-        for name in dict.fromkeys(names):  # each provenance read once
-            with contextlib.suppress(FileNotFoundError):
-                record = results.read_stored_json(f"{name}/{results.PROVENANCE}")
-                made[name] = float(record["seconds"])
-        missing = [name for name in dict.fromkeys(names) if name not in made]
-        if not made:
-            return f"not made yet ({', '.join(missing)})", gpu
-        shown = _minutes(sum(made[name] for name in names if name in made))  # a repeat counts again
-        if missing:  # said, not counted as nothing
-            shown = f"not made yet ({', '.join(missing)}); {shown} for {', '.join(made)}"
-        return f"{shown} (measured, stored)", gpu
+        records = {name: results.read_stored_json(f"{name}/{results.PROVENANCE}") for name in names}
+        seconds = sum(float(records[name]["seconds"]) for name in names)  # a repeat counts again
+        return f"{_minutes(seconds)} (measured, stored)", gpu
     if how.startswith("t4:"):
         return "needs a GPU", f"{_minutes(60 * t4_minutes(how[3:]))} (estimated)"
     if how == "download":

@@ -638,20 +638,6 @@ RESULTS = {
 }
 
 
-# Designed and runnable, not yet made: each make takes two hours or more on a 2-core
-# CPU. The notebooks show their design and geometry and how to make them; a test keeps this true
-# (none of these is stored, every other result is).
-NOT_MADE = ("going-deeper",)
-
-
-def not_made(name: str) -> str:
-    """What a notebook says where a result is not stored: what it is and how to make it."""
-    return (
-        f"{name}: {_result(name).about}.\nNot stored with the kit yet; "
-        f"`python -m deeplab_kit results make {name}` makes it (a stopped make resumes)."
-    )
-
-
 def _result(name: str) -> StoredResult:
     if name not in RESULTS:
         raise ValueError(f"no stored result {name!r}; known: {sorted(RESULTS)}")
@@ -661,7 +647,7 @@ def _result(name: str) -> StoredResult:
 def verify(names=None, *, retrain: bool = True, progress: bool = False) -> list[str]:
     """The problems of the stored results `names` (default: all); [] when all hold."""
     problems = []
-    for name in names or [n for n in RESULTS if n not in NOT_MADE]:
+    for name in names or RESULTS:
         result, folder = _result(name), store(name)
         if not folder.is_dir():
             problems.append(
