@@ -118,27 +118,26 @@ def test_the_longest_runs_go_first():
     assert order.index("OS32 twice") < order.index("block7 OS32")
 
 
-def test_the_output_stride_curve_is_keyed_by_map_side_for_the_map_size_figure():
-    table = pd.DataFrame(
-        {"setting": ["block7 OS8", "block7 OS8", "block7 OS16"], "miou": [0.8, 0.78, 0.67]}
-    )
+def _two_strides(miou, oracle):
+    """A stored output-stride table and geometry in miniature: OS8 (17 x 17, two seeds) and OS16
+    (9 x 9, one seed), their mIoU (0..1) and each map's oracle (%)."""
+    table = pd.DataFrame({"setting": ["block7 OS8", "block7 OS8", "block7 OS16"], "miou": miou})
     geometry = [
-        {"setting": "block7 OS8", "feature map": "17x17", "oracle mIoU (%)": 86.8},
-        {"setting": "block7 OS16", "feature map": "9x9", "oracle mIoU (%)": 71.2},
+        {"setting": "block7 OS8", "feature map": "17x17", "oracle mIoU (%)": oracle[0]},
+        {"setting": "block7 OS16", "feature map": "9x9", "oracle mIoU (%)": oracle[1]},
     ]
+    return table, geometry
+
+
+def test_the_output_stride_curve_is_keyed_by_map_side_for_the_map_size_figure():
+    table, geometry = _two_strides([0.8, 0.78, 0.67], (86.8, 71.2))
     measured, paper, oracle = going_deeper.by_map_side(table, geometry, {8: 75.18, 256: 20.29})
     assert measured == {17: [80.0, 78.0], 9: [67.0]} and oracle == {17: 86.8, 9: 71.2}
     assert paper == {65: 75.18, 3: 20.29}  # the paper's 513-px crops: 65 cells at 8, 3 at 256
 
 
 def test_map_size_shares_put_each_curve_on_its_own_best():
-    table = pd.DataFrame(
-        {"setting": ["block7 OS8", "block7 OS8", "block7 OS16"], "miou": [0.8, 0.7, 0.6]}
-    )
-    geometry = [
-        {"setting": "block7 OS8", "feature map": "17x17", "oracle mIoU (%)": 80.0},
-        {"setting": "block7 OS16", "feature map": "9x9", "oracle mIoU (%)": 60.0},
-    ]
+    table, geometry = _two_strides([0.8, 0.7, 0.6], (80.0, 60.0))
     shares = going_deeper.map_size_shares(table, geometry, {8: 50.0, 32: 40.0})
     assert list(shares.index) == [9, 17, 65]  # the paper's 513-px crops: 65 cells at 8, 17 at 32
     measured, paper, oracle = (shares[c] for c in shares.columns)
