@@ -90,10 +90,9 @@ def main() -> None:
         "validation pass": val_seconds,
     }
     history = results.stored(f"ablation/{ablation.setting_folder(args.setting)}/seed-0/history.csv")
-    if history.is_file():
-        per_epoch["stored runs' epoch (median, 1 thread, 2 at a time)"] = float(
-            pd.read_csv(history)["seconds"].median()
-        )
+    per_epoch["stored runs' epoch (median, 1 thread, 2 at a time)"] = float(
+        pd.read_csv(history)["seconds"].median()
+    )
     print("\nseconds per epoch:")
     for what, seconds in per_epoch.items():
         print(f"  {what}: {seconds:.1f}")

@@ -77,7 +77,10 @@ def _times(notebook: str, how: str) -> tuple[str, str]:
         return cpu, "about the CPU's: the quick profile runs on the CPU (estimated)"
     if how.startswith("cpu:"):
         names, gpu = how[4:].split(","), "runs on the CPU: as the CPU column"
-        records = {name: results.read_stored_json(f"{name}/{results.PROVENANCE}") for name in names}
+        records = {
+            name: results.read_stored_json(f"{name}/{results.PROVENANCE}")
+            for name in dict.fromkeys(names)  # each read once
+        }
         seconds = sum(float(records[name]["seconds"]) for name in names)  # a repeat counts again
         return f"{_minutes(seconds)} (measured, stored)", gpu
     if how.startswith("t4:"):

@@ -540,24 +540,23 @@ def _check_config_dict(where: str, stored: dict | None, expected: RunConfig) -> 
     return [f"{where}: stale (the current code would run another configuration: {shown})"]
 
 
-def retrain_first_epoch(name: str, folder: Path, *, progress: bool = False) -> list[str]:
+def retrain_first_epoch(
+    name: str, folder: Path, record: dict | None = None, *, progress: bool = False
+) -> list[str]:
     """Retrain the first epoch of the stored result's `retrain` run and compare it with its
     stored history: [] when it matches, else the problems. The dataset is regenerated (its files
     must hash as stored), the run retrained in its own arithmetic with the provenance's threads:
     bit for bit where `provenance.same_kernels`, within RETRAIN_TOLERANCE elsewhere (it says
-    which and why)."""
-    result, record = RESULTS[name], _read_json(folder / PROVENANCE)
+    which and why). `record`: the result's full record (`_full_record`), when already read."""
+    result = RESULTS[name]
+    record = record or _full_record(name, folder, _read_json(folder / PROVENANCE))
     relative, config = result.retrain(Arithmetic.parse(record["arithmetic"]))
     stored_epoch = pd.read_csv(folder / relative / "history.csv").iloc[0]
     exact, why = provenance.same_kernels(record)
     threads = torch.get_num_threads()
     # an experiment's runs trained in workers, each with a share of the cores (its full record
     # says how many threads; provenance.json holds only the machine's)
-    made_with = (
-        _read_json(folder / f"{name}.json").get("threads per run")
-        or record["machine"].get("threads")
-        or threads
-    )
+    made_with = record.get("threads per run") or record["machine"].get("threads") or threads
     with _inside(checkout(required=True)), tempfile.TemporaryDirectory() as tmp:
         make_synthetic_voc(result.data_root, **result.data)
         problems = []
@@ -644,6 +643,12 @@ def _result(name: str) -> StoredResult:
     return RESULTS[name]
 
 
+def _full_record(name: str, folder: Path, made: dict) -> dict:
+    """A stored result's provenance (`made`, as read) with its experiment's own record over it (the
+    demo has none)."""
+    return {**made, **(_read_json(folder / f"{name}.json") if name != "demo" else {})}
+
+
 def verify(names=None, *, retrain: bool = True, progress: bool = False) -> list[str]:
     """The problems of the stored results `names` (default: all); [] when all hold."""
     problems = []
@@ -663,10 +668,10 @@ def verify(names=None, *, retrain: bool = True, progress: bool = False) -> list[
         expected = {**result.data, "generator version": GENERATOR_VERSION} if result.data else {}
         if data != plain(expected):
             problems.append(f"{folder / PROVENANCE}: made on another generated dataset: stale")
-        full = {**record, **(_read_json(folder / f"{name}.json") if name != "demo" else {})}
+        full = _full_record(name, folder, record)
         problems += result.check(folder, full)
         if retrain and result.retrain and not problems:
-            problems += retrain_first_epoch(name, folder, progress=progress)
+            problems += retrain_first_epoch(name, folder, full, progress=progress)
     return problems
 
 
